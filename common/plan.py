@@ -1,0 +1,150 @@
+"""The plan model: what a driver submits (a logical plan) and what executors run (stage specs).
+
+Both are plain msgspec structs so that the scheduler can split a plan into stages without ever
+unpickling user code: user functions travel as opaque cloudpickled bytes and are only loaded by
+executors. A stage spec does not mention its job, so identical stages of different jobs (the
+micro-batches of a stream) have identical bytes and can be named by content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Count = Annotated[int, Meta(ge=1, le=1_000_000)]
+Index = Annotated[int, Meta(ge=0)]
+
+
+class PlanError(ValueError):
+    """A plan that cannot be executed (bad shape, bad partition counts)."""
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+class RangeSource(Struct, tag="range", frozen=True):
+    """Integers range(start, stop, step), split into contiguous partitions."""
+
+    start: int
+    stop: int
+    step: int
+    partitions: Count
+
+    def __post_init__(self) -> None:
+        if self.step == 0:
+            raise ValueError("range step must not be zero")
+
+    def partition_bounds(self, index: int) -> range:
+        whole = range(self.start, self.stop, self.step)
+        n = len(whole)
+        lo = n * index // self.partitions
+        hi = n * (index + 1) // self.partitions
+        return whole[lo:hi]
+
+
+class CollectionSource(Struct, tag="collection", frozen=True):
+    """A driver-side collection; each slice is a serialized block (see common.serialization)."""
+
+    slices: list[bytes]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.slices)
+
+
+Source = RangeSource | CollectionSource
+
+
+# --- logical plan (built by the driver) ----------------------------------------------------------
+
+
+class Aggregator(Struct, frozen=True):
+    """How a shuffle combines values of one key: 'reduce' with fn(a, b) -> a, or 'group' into lists."""
+
+    kind: Literal["reduce", "group"]
+    fn: bytes | None = None
+
+
+class SourceNode(Struct, tag="source", frozen=True):
+    source: Source
+
+
+class NarrowNode(Struct, tag="narrow", frozen=True):
+    """A per-partition transformation: fn(iterator) -> iterable, cloudpickled."""
+
+    parent: Index
+    fn: bytes
+
+
+class ShuffleNode(Struct, tag="shuffle", frozen=True):
+    """Repartition (key, value) records by key into `partitions`, combining with `aggregator`."""
+
+    parent: Index
+    partitions: Count
+    aggregator: Aggregator
+
+
+PlanNode = SourceNode | NarrowNode | ShuffleNode
+
+
+class LogicalPlan(Struct, frozen=True):
+    """Nodes in topological order; the last node is the one whose partitions the job returns."""
+
+    nodes: list[PlanNode]
+
+
+# --- physical plan (built by the scheduler's planner, run by executors) --------------------------
+
+
+class ShuffleRead(Struct, tag="shuffle_read", frozen=True):
+    shuffle_id: Index
+    map_partitions: Count
+    aggregator: Aggregator
+
+
+class ShuffleWrite(Struct, tag="shuffle_write", frozen=True):
+    shuffle_id: Index
+    partitions: Count
+    aggregator: Aggregator
+
+
+class ResultWrite(Struct, tag="result", frozen=True):
+    """The stage's records go back to the driver, one block per partition."""
+
+
+StageInput = RangeSource | CollectionSource | ShuffleRead
+StageOutput = ShuffleWrite | ResultWrite
+
+
+class StageSpec(Struct, frozen=True):
+    """A pipeline of narrow ops between an input and an output; one task per partition."""
+
+    partitions: Count
+    input: StageInput
+    ops: list[bytes]
+    output: StageOutput
+
+    def key(self) -> str:
+        """Content hash: the name under which executors cache this stage's code."""
+        return hashlib.blake2b(msgspec.msgpack.encode(self), digest_size=16).hexdigest()
+
+
+class Stage(Struct, frozen=True):
+    """A stage within one job: its spec plus the stages whose shuffle output it reads."""
+
+    stage_id: Index
+    spec: StageSpec
+    parents: list[int]
+
+
+class JobPlan(Struct, frozen=True):
+    """Stages in dependency order; the last one is the result stage."""
+
+    stages: list[Stage]
+
+    @property
+    def result_stage(self) -> Stage:
+        return self.stages[-1]

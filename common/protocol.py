@@ -1,0 +1,324 @@
+"""Every message Squall services exchange, and the one codec that frames them.
+
+A message on the wire is a multipart ZeroMQ message: one header frame (a msgpack-encoded, tagged
+struct from this module) followed by zero or more raw payload frames (compressed data blocks,
+never decoded by services that only relay them). Anything that does not decode, does not
+validate, has the wrong number of payload frames or exceeds the size limit raises
+``ProtocolError``; services log it, answer with ``ErrorReply`` where they can, and keep serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from common.plan import LogicalPlan, StageSpec
+
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+Index = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0)]
+
+
+class ProtocolError(ValueError):
+    """A message that does not decode or validate."""
+
+
+class Message(Struct, tag=True, frozen=True):
+    """Base of every message. `payload_count` says how many raw frames follow the header."""
+
+    def payload_count(self) -> int:
+        return 0
+
+
+# --- any service ---------------------------------------------------------------------------------
+
+
+class Ping(Message, frozen=True):
+    nonce: int = 0
+
+
+class Pong(Message, frozen=True):
+    nonce: int
+    service: str
+
+
+class ErrorReply(Message, frozen=True):
+    """Sent back to a peer whose message could not be processed."""
+
+    reason: str
+    request_id: int = 0
+
+
+# --- driver <-> scheduler ------------------------------------------------------------------------
+
+
+class SubmitJob(Message, frozen=True):
+    job_id: Id
+    plan: LogicalPlan
+
+
+class JobAccepted(Message, frozen=True):
+    job_id: Id
+    stages: int
+    tasks: int
+
+
+class PartitionResult(Message, frozen=True):
+    """One result partition of a job; the payload is its records as a serialized block."""
+
+    job_id: Id
+    partition: Index
+
+    def payload_count(self) -> int:
+        return 1
+
+
+class JobDone(Message, frozen=True):
+    job_id: Id
+    elapsed: Seconds
+
+
+FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "cancelled"]
+
+
+class JobFailed(Message, frozen=True):
+    job_id: Id
+    kind: FailureKind
+    message: str
+    error_type: str = ""
+    traceback: str = ""
+    stage_id: int = -1
+    partition: int = -1
+
+
+class GetClusterStatus(Message, frozen=True):
+    pass
+
+
+class ExecutorInfo(Struct, frozen=True):
+    executor_id: str
+    data_address: str
+    slots: int
+    running: int
+    pid: int
+
+
+class ClusterStatus(Message, frozen=True):
+    executors: list[ExecutorInfo]
+    running_jobs: int
+
+
+# --- executor <-> scheduler ----------------------------------------------------------------------
+
+
+class RegisterExecutor(Message, frozen=True):
+    executor_id: Id
+    data_address: str
+    slots: Annotated[int, Meta(ge=1, le=1024)]
+    pid: int = 0
+
+
+class Registered(Message, frozen=True):
+    executor_id: Id
+    shuffle_meta_address: str
+
+
+class Reregister(Message, frozen=True):
+    """The scheduler does not know (or has given up on) this executor: drop state, register again."""
+
+    executor_id: Id
+
+
+class Heartbeat(Message, frozen=True):
+    executor_id: Id
+
+
+class TaskDescriptor(Struct, frozen=True):
+    job_id: Id
+    stage_id: Index
+    partition: Index
+    stage_key: str
+    attempt: Index = 0
+
+
+class LaunchTasks(Message, frozen=True):
+    """Tasks for one executor, plus the code of the stages it has not seen yet."""
+
+    tasks: list[TaskDescriptor]
+    code: dict[str, StageSpec] = {}
+
+
+class TaskFinished(Message, frozen=True):
+    """A task completed. A result-stage task carries its records as one payload frame."""
+
+    executor_id: Id
+    job_id: Id
+    stage_id: Index
+    partition: Index
+    attempt: Index
+    has_result: bool
+    output_bytes: Index
+    elapsed: Seconds
+
+    def payload_count(self) -> int:
+        return 1 if self.has_result else 0
+
+
+class TaskFailed(Message, frozen=True):
+    executor_id: Id
+    job_id: Id
+    stage_id: Index
+    partition: Index
+    attempt: Index
+    kind: Literal["task", "fetch", "code"]
+    error_type: str
+    message: str
+    traceback: str = ""
+
+
+class ReleaseJob(Message, frozen=True):
+    """The job is over: drop its blocks."""
+
+    job_id: Id
+
+
+# --- shuffle_meta --------------------------------------------------------------------------------
+
+
+class MapLocation(Struct, frozen=True):
+    map_partition: Index
+    executor_id: str
+    address: str
+    sizes: list[int]
+
+
+class RegisterMapOutput(Message, frozen=True):
+    job_id: Id
+    shuffle_id: Index
+    location: MapLocation
+
+
+class LookupMapOutputs(Message, frozen=True):
+    """Answered when `expected` map outputs are known, or with ErrorReply after a timeout."""
+
+    request_id: Index
+    job_id: Id
+    shuffle_id: Index
+    expected: Annotated[int, Meta(ge=1)]
+    timeout: Seconds = 10.0
+
+
+class MapOutputs(Message, frozen=True):
+    request_id: Index
+    locations: list[MapLocation]
+
+
+class ForgetJob(Message, frozen=True):
+    job_id: Id
+
+
+class ForgetExecutor(Message, frozen=True):
+    executor_id: Id
+
+
+# --- executor <-> executor -----------------------------------------------------------------------
+
+
+class FetchBlocks(Message, frozen=True):
+    request_id: Index
+    job_id: Id
+    shuffle_id: Index
+    reduce_partition: Index
+    map_partitions: list[int]
+
+
+class Blocks(Message, frozen=True):
+    """One payload frame per map partition, in the order listed."""
+
+    request_id: Index
+    map_partitions: list[int]
+
+    def payload_count(self) -> int:
+        return len(self.map_partitions)
+
+
+AnyMessage = (
+    Ping
+    | Pong
+    | ErrorReply
+    | SubmitJob
+    | JobAccepted
+    | PartitionResult
+    | JobDone
+    | JobFailed
+    | GetClusterStatus
+    | ClusterStatus
+    | RegisterExecutor
+    | Registered
+    | Reregister
+    | Heartbeat
+    | LaunchTasks
+    | TaskFinished
+    | TaskFailed
+    | ReleaseJob
+    | RegisterMapOutput
+    | LookupMapOutputs
+    | MapOutputs
+    | ForgetJob
+    | ForgetExecutor
+    | FetchBlocks
+    | Blocks
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
+
+Frame = bytes | memoryview
+
+
+def encode(msg: Message, payloads: Sequence[object] = ()) -> list[object]:
+    """Header frame plus payload frames (bytes, memoryviews or zmq.Frames, passed through)."""
+    if len(payloads) != msg.payload_count():
+        raise ProtocolError(
+            f"{type(msg).__name__} needs {msg.payload_count()} payload frames, got {len(payloads)}"
+        )
+    return [_encoder.encode(msg), *payloads]
+
+
+def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[object]]:
+    """Header and payload frames back into a validated message. Raises ProtocolError."""
+    if not frames:
+        raise ProtocolError("empty message")
+    total = sum(_frame_len(f) for f in frames)
+    if total > max_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
+    header = frames[0]
+    buf = header.buffer if hasattr(header, "buffer") else header
+    try:
+        msg = _decoder.decode(buf)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"undecodable header: {exc}") from None
+    except Exception as exc:  # a __post_init__ of a nested struct, for instance
+        raise ProtocolError(f"invalid message: {type(exc).__name__}: {exc}") from None
+    payloads = list(frames[1:])
+    if len(payloads) != msg.payload_count():
+        raise ProtocolError(
+            f"{type(msg).__name__} expects {msg.payload_count()} payload frames, got {len(payloads)}"
+        )
+    return msg, payloads
+
+
+def _frame_len(frame: object) -> int:
+    if hasattr(frame, "buffer"):
+        return len(frame.buffer)  # zmq.Frame
+    return len(frame)  # type: ignore[arg-type]
+
+
+def payload_bytes(frame: object) -> bytes | memoryview:
+    """The contents of a payload frame, without copying where possible."""
+    if hasattr(frame, "buffer"):
+        return frame.buffer  # type: ignore[no-any-return]
+    return frame  # type: ignore[return-value]

@@ -1,0 +1,27 @@
+"""Command-line plumbing shared by the three services (`squall scheduler`, `python -m services.x`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from common.settings import Settings
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", help="debug, info, warning or error (SQUALL_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="(SQUALL_LOG_FORMAT)")
+    parser.add_argument("--ready-file", help="write the bound endpoint to this file once listening")
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+
+
+def settings_from_args(args: argparse.Namespace, **mapping: str) -> Settings:
+    """Environment first, then flags: `mapping` maps setting names to argparse destinations."""
+    overrides: dict[str, Any] = {
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "parent_pid": args.parent_pid,
+    }
+    for setting, dest in mapping.items():
+        overrides[setting] = getattr(args, dest)
+    return Settings.from_env(**overrides)

@@ -1,0 +1,119 @@
+"""One typed settings object for every Squall process.
+
+Every field can be overridden by an environment variable named ``SQUALL_<FIELD>`` in upper case
+(``SQUALL_HEARTBEAT_INTERVAL=0.05``). Settings are passed around explicitly (injected), never read
+from module constants, so tests and local clusters can run several configurations side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+ENV_PREFIX = "SQUALL_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or outside its range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the scheduler listens (bind) and where clients find it (connect).
+    scheduler_bind: str = "tcp://127.0.0.1:7077"
+    scheduler_address: str = "tcp://127.0.0.1:7077"
+    # Where shuffle_meta listens, and where the scheduler tells executors to find it.
+    shuffle_meta_bind: str = "tcp://127.0.0.1:7078"
+    shuffle_meta_address: str = "tcp://127.0.0.1:7078"
+    # Executors bind their block-serving socket here ("*" as port picks a free one) and advertise
+    # it with this host (empty: the bound host), e.g. the pod IP on Kubernetes.
+    executor_bind: str = "tcp://127.0.0.1:*"
+    executor_advertise_host: str = ""
+    # How many tasks the scheduler keeps in flight on one executor.
+    executor_slots: int = 1
+    # Membership: an executor beats every interval; after this many missed beats it is dead.
+    heartbeat_interval: float = 0.2
+    heartbeat_misses: int = 5
+    # Clients: how long connect() waits for the scheduler, and how long a silent scheduler is
+    # tolerated while a job runs before the driver gives up.
+    connect_timeout: float = 5.0
+    scheduler_silence_timeout: float = 10.0
+    # Shuffle: how long a reducer waits for map output locations and for block fetches.
+    shuffle_lookup_timeout: float = 10.0
+    shuffle_fetch_timeout: float = 10.0
+    # Wire: the largest message (all frames together) a service accepts.
+    max_message_bytes: int = 256 * 1024 * 1024
+    # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
+    log_level: str = "info"
+    log_format: str = "auto"
+    # Services started by a local cluster exit when this process disappears (0: disabled).
+    parent_pid: int = 0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise SettingsError("heartbeat_interval must be positive")
+        if self.heartbeat_misses < 1:
+            raise SettingsError("heartbeat_misses must be at least 1")
+        if self.executor_slots < 1:
+            raise SettingsError("executor_slots must be at least 1")
+        if self.max_message_bytes < 1024:
+            raise SettingsError("max_message_bytes must be at least 1024")
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError("log_format must be auto, json or console")
+
+    @property
+    def death_timeout(self) -> float:
+        """Seconds of silence after which an executor is declared dead."""
+        return self.heartbeat_interval * self.heartbeat_misses
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then ``SQUALL_*`` variables, then explicit keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, hints[f.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``SQUALL_*`` variables that reproduce these settings in a child process."""
+        out = {}
+        for f in fields(self):
+            out[ENV_PREFIX + f.name.upper()] = str(getattr(self, f.name))
+        return out
+
+
+def env_names() -> set[str]:
+    """Every environment variable name that maps to a setting."""
+    return {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+
+def _parse(name: str, hint: object, raw: str) -> object:
+    try:
+        if hint is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {hint}") from None

@@ -1,0 +1,191 @@
+"""Socket helpers and the one event loop every service runs.
+
+A service owns one thread: a ``zmq.Poller`` over its sockets plus a heap of timers. Handlers are
+plain callables; the loop only moves bytes and time. Malformed input never escapes a handler:
+``ServiceLoop`` catches ``ProtocolError`` at the socket boundary and answers it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from common import protocol
+from common.protocol import ErrorReply, Message, ProtocolError
+from common.settings import Settings
+
+
+def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+    return sock
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind to an endpoint (``tcp://host:*`` picks a free port) and return the bound endpoint."""
+    sock.bind(endpoint)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def advertised(endpoint: str, host: str) -> str:
+    """The address peers should use for a bound endpoint: replace a wildcard host."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    bound_host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    if host:
+        return f"tcp://{host}:{port}"
+    if bound_host in ("0.0.0.0", "*", "[::]"):
+        return f"tcp://127.0.0.1:{port}"
+    return endpoint
+
+
+def send(sock: zmq.Socket, msg: Message, payloads: Sequence[object] = (), to: bytes | None = None) -> None:
+    frames = protocol.encode(msg, payloads)
+    if to is not None:
+        frames.insert(0, to)
+    sock.send_multipart(frames, copy=False)
+
+
+def write_ready_file(path: str, endpoint: str) -> None:
+    """Tell a parent process where we listen, atomically (it polls for the file)."""
+    tmp = Path(path + ".tmp")
+    tmp.write_text(endpoint)
+    os.replace(tmp, path)
+
+
+class ServiceLoop:
+    """One thread: poll sockets, run due timers, dispatch decoded messages to handlers."""
+
+    def __init__(self, settings: Settings, log: Any) -> None:
+        self.settings = settings
+        self.log = log
+        self.poller = zmq.Poller()
+        self._readers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._running = False
+
+    # --- registration ---------------------------------------------------------------------------
+
+    def add_reader(self, sock: zmq.Socket, on_readable: Callable[[zmq.Socket], None]) -> None:
+        self._readers[sock] = on_readable
+        self.poller.register(sock, zmq.POLLIN)
+
+    def remove_reader(self, sock: zmq.Socket) -> None:
+        self._readers.pop(sock, None)
+        self.poller.unregister(sock)
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), fn))
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        self.call_at(time.monotonic() + delay, fn)
+
+    def every(self, interval: float, fn: Callable[[], None]) -> None:
+        def tick() -> None:
+            try:
+                fn()
+            finally:
+                self.call_later(interval, tick)
+
+        self.call_later(interval, tick)
+
+    # --- running --------------------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        self._running = True
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if self.settings.parent_pid:
+            self.every(0.25, self._check_parent)
+        while self._running:
+            timeout_ms = self._run_due_timers()
+            for sock, _ in self.poller.poll(timeout_ms):
+                handler = self._readers.get(sock)
+                if handler is not None:
+                    handler(sock)
+
+    def _run_due_timers(self) -> int:
+        while self._timers:
+            when, _, fn = self._timers[0]
+            now = time.monotonic()
+            if when > now:
+                return max(0, int((when - now) * 1000) + 1)
+            heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                self.log.exception("timer_failed")
+        return 1000
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.settings.parent_pid:
+            self.log.warning("parent_gone", parent_pid=self.settings.parent_pid)
+            self.stop()
+
+
+def drain_router(
+    sock: zmq.Socket,
+    settings: Settings,
+    log: Any,
+    dispatch: Callable[[bytes, Message, list[object]], None],
+    limit: int = 256,
+) -> None:
+    """Read what a ROUTER socket has (up to `limit` messages) and dispatch each decoded message.
+
+    A message that does not decode is answered with ErrorReply; a handler that raises is logged
+    and answered the same way. Neither stops the loop.
+    """
+    for _ in range(limit):
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        identity = frames[0].bytes
+        try:
+            msg, payloads = protocol.decode(frames[1:], settings.max_message_bytes)
+        except ProtocolError as exc:
+            log.warning("bad_message", error=str(exc), frames=len(frames) - 1)
+            send(sock, ErrorReply(reason=f"protocol error: {exc}"), to=identity)
+            continue
+        try:
+            dispatch(identity, msg, payloads)
+        except Exception as exc:
+            log.exception("handler_failed", message=type(msg).__name__)
+            send(sock, ErrorReply(reason=f"internal error handling {type(msg).__name__}: {exc}"), to=identity)
+
+
+def drain_dealer(
+    sock: zmq.Socket,
+    settings: Settings,
+    log: Any,
+    dispatch: Callable[[Message, list[object]], None],
+    limit: int = 256,
+) -> None:
+    """Like drain_router, for a DEALER socket (no identity frame; errors are only logged)."""
+    for _ in range(limit):
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        try:
+            msg, payloads = protocol.decode(frames, settings.max_message_bytes)
+        except ProtocolError as exc:
+            log.warning("bad_message", error=str(exc))
+            continue
+        try:
+            dispatch(msg, payloads)
+        except Exception:
+            log.exception("handler_failed", message=type(msg).__name__)

@@ -1,0 +1,196 @@
+"""The executor loop: a DEALER to the scheduler, a ROUTER serving blocks, DEALERs to shuffle_meta
+and to peers, and the runner thread. All decisions are made by ExecutorState."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import zmq
+
+from common import transport
+from common.protocol import (
+    Blocks,
+    ErrorReply,
+    FetchBlocks,
+    Heartbeat,
+    LaunchTasks,
+    MapOutputs,
+    Message,
+    Ping,
+    Pong,
+    Registered,
+    RegisterExecutor,
+    ReleaseJob,
+    Reregister,
+)
+from common.settings import Settings
+from services.executor.runner import Runner
+from services.executor.state import Action, ExecutorState, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
+
+REGISTER_RETRY = 1.0
+
+
+def default_executor_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ExecutorServer:
+    def __init__(self, settings: Settings, log: Any, executor_id: str | None = None, ready_file: str | None = None) -> None:
+        self.settings = settings
+        self.executor_id = executor_id or default_executor_id()
+        self.log = log.bind(executor=self.executor_id)
+        self.ctx = zmq.Context()
+        self.data = transport.new_socket(self.ctx, zmq.ROUTER, settings)
+        bound = transport.bind(self.data, settings.executor_bind)
+        self.data_address = transport.advertised(bound, settings.executor_advertise_host)
+        self.sched = transport.new_socket(self.ctx, zmq.DEALER, settings)
+        self.sched.connect(settings.scheduler_address)
+        self.meta: zmq.Socket | None = None
+        self.peers: dict[str, zmq.Socket] = {}
+        self.state = ExecutorState(self.executor_id, self.data_address, settings)
+        self.registered = False
+        self.generation = 0  # bumped on reset, so stale runner results are ignored
+        self.runner = Runner(self.ctx, self.log)
+        self.loop = transport.ServiceLoop(settings, self.log)
+        self.loop.add_reader(self.data, self._on_data)
+        self.loop.add_reader(self.sched, self._on_scheduler)
+        self.loop.add_reader(self.runner.wake, self._on_runner)
+        self.loop.every(settings.heartbeat_interval, self._heartbeat)
+        self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
+        self.from_scheduler = {
+            Registered: self._on_registered,
+            Reregister: self._on_reregister,
+            LaunchTasks: lambda m, p: self._perform(self.state.launch(m, time.monotonic())),
+            ReleaseJob: lambda m, p: self._perform(self.state.release_job(m.job_id)),
+            ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
+            Pong: lambda m, p: None,
+        }
+        self.from_peers = {
+            Blocks: lambda m, p: self._perform(self.state.blocks(m, p)),
+            MapOutputs: lambda m, p: self._perform(self.state.map_outputs(m, time.monotonic())),
+            ErrorReply: lambda m, p: self._perform(self.state.request_failed(m)),
+        }
+        self._register()
+        if ready_file:
+            transport.write_ready_file(ready_file, self.data_address)
+        self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.runner.close()
+            for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
+                if sock is not None:
+                    sock.close(0)
+            self.ctx.term()
+
+    # --- scheduler ------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        if self.registered:
+            return
+        msg = RegisterExecutor(
+            executor_id=self.executor_id,
+            data_address=self.data_address,
+            slots=self.settings.executor_slots,
+            pid=os.getpid(),
+        )
+        transport.send(self.sched, msg)
+        self.loop.call_later(REGISTER_RETRY, self._register)
+
+    def _heartbeat(self) -> None:
+        if self.registered:
+            transport.send(self.sched, Heartbeat(executor_id=self.executor_id))
+
+    def _on_scheduler(self, sock: zmq.Socket) -> None:
+        transport.drain_dealer(sock, self.settings, self.log, self._dispatch_scheduler)
+
+    def _dispatch_scheduler(self, msg: Message, payloads: list[object]) -> None:
+        handler = self.from_scheduler.get(type(msg))
+        if handler is None:
+            self.log.warning("unexpected_message", message=type(msg).__name__, source="scheduler")
+            return
+        handler(msg, payloads)
+
+    def _on_registered(self, msg: Registered, payloads: list[object]) -> None:
+        self.registered = True
+        if self.meta is None:
+            self.meta = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+            self.meta.connect(msg.shuffle_meta_address)
+            self.loop.add_reader(self.meta, self._on_peer)
+        self.log.info("registered", shuffle_meta=msg.shuffle_meta_address)
+
+    def _on_reregister(self, msg: Reregister, payloads: list[object]) -> None:
+        self.log.warning("scheduler_forgot_us")
+        self.state.reset()
+        self.generation += 1
+        self.registered = False
+        self._register()
+
+    # --- peers and shuffle_meta -----------------------------------------------------------------
+
+    def _on_peer(self, sock: zmq.Socket) -> None:
+        transport.drain_dealer(sock, self.settings, self.log, self._dispatch_peer)
+
+    def _dispatch_peer(self, msg: Message, payloads: list[object]) -> None:
+        handler = self.from_peers.get(type(msg))
+        if handler is None:
+            self.log.warning("unexpected_message", message=type(msg).__name__, source="peer")
+            return
+        handler(msg, payloads)
+
+    def _on_data(self, sock: zmq.Socket) -> None:
+        transport.drain_router(sock, self.settings, self.log, self._dispatch_data)
+
+    def _dispatch_data(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
+        if isinstance(msg, FetchBlocks):
+            self._perform(self.state.serve_fetch(peer, msg))
+        elif isinstance(msg, Ping):
+            transport.send(self.data, Pong(nonce=msg.nonce, service="executor"), to=peer)
+        else:
+            reason = f"an executor's block socket does not handle {type(msg).__name__}"
+            transport.send(self.data, ErrorReply(reason=reason), to=peer)
+
+    def _peer(self, address: str) -> zmq.Socket:
+        sock = self.peers.get(address)
+        if sock is None:
+            sock = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+            sock.connect(address)
+            self.loop.add_reader(sock, self._on_peer)
+            self.peers[address] = sock
+        return sock
+
+    # --- runner ---------------------------------------------------------------------------------
+
+    def _on_runner(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        while self.runner.done:
+            generation, task, outcome = self.runner.done.popleft()
+            if generation == self.generation:
+                self._perform(self.state.task_done(task, outcome, time.monotonic()))
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Run):
+                self.runner.submit(self.generation, action.task, action.spec, action.inputs)
+            elif isinstance(action, ToScheduler):
+                transport.send(self.sched, action.msg, action.payloads)
+            elif isinstance(action, ToShuffleMeta):
+                if self.meta is None:
+                    self.log.error("no_shuffle_meta", message=type(action.msg).__name__)
+                else:
+                    transport.send(self.meta, action.msg)
+            elif isinstance(action, ToPeer):
+                transport.send(self._peer(action.address), action.msg)
+            elif isinstance(action, Reply):
+                transport.send(self.data, action.msg, action.payloads, to=action.peer)

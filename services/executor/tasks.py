@@ -1,0 +1,124 @@
+"""Running one task: read the stage input, apply its pipeline, write shuffle blocks or a result.
+
+Pure computation on the runner thread: no sockets. User code errors propagate to the caller, which
+reports them with their traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from common.partitioning import partition_of
+from common.plan import Aggregator, CollectionSource, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from common.serialization import dumps_block, loads_block, loads_function
+
+
+class CodeCache:
+    """User functions loaded once per distinct pickled bytes."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._fns: dict[bytes, Callable[..., Any]] = {}
+        self._limit = limit
+
+    def load(self, blob: bytes) -> Callable[..., Any]:
+        digest = hashlib.blake2b(blob, digest_size=16).digest()
+        fn = self._fns.get(digest)
+        if fn is None:
+            if len(self._fns) >= self._limit:
+                self._fns.clear()
+            fn = self._fns[digest] = loads_function(blob)
+        return fn
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    blocks: list[bytes]  # one per reduce partition (shuffle write) or exactly one (result)
+    is_result: bool
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+
+class RecordError(TypeError):
+    """A record that does not fit what the stage expects (e.g. not a (key, value) pair)."""
+
+
+def run_task(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache) -> TaskOutput:
+    """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise)."""
+    records: Iterable[Any] = read_input(spec, partition, inputs, code)
+    for blob in spec.ops:
+        records = code.load(blob)(iter(records))
+    if isinstance(spec.output, ResultWrite):
+        return TaskOutput(blocks=[dumps_block(list(records))], is_result=True)
+    return TaskOutput(blocks=write_shuffle(spec.output, records, code), is_result=False)
+
+
+def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache) -> Iterator[Any]:
+    source = spec.input
+    if isinstance(source, RangeSource):
+        return iter(source.partition_bounds(partition))
+    if isinstance(source, CollectionSource):
+        return iter(loads_block(source.slices[partition]))
+    assert isinstance(source, ShuffleRead)
+    merged: dict[Any, Any] = {}
+    merge = _merger(source.aggregator, code)
+    for block in inputs:
+        for key, value in loads_block(block):
+            if key in merged:
+                merged[key] = merge(merged[key], value)
+            else:
+                merged[key] = value
+    return iter(merged.items())
+
+
+def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache) -> list[bytes]:
+    """Partition (key, value) records by key, combining values of a key map-side."""
+    buckets: list[dict[Any, Any]] = [{} for _ in range(output.partitions)]
+    agg = output.aggregator
+    n = output.partitions
+    if agg.kind == "reduce":
+        fn = code.load(agg.fn) if agg.fn is not None else None
+        if fn is None:
+            raise RecordError("a reduce shuffle needs a function")
+        for record in records:
+            key, value = _pair(record)
+            bucket = buckets[partition_of(key, n)]
+            bucket[key] = fn(bucket[key], value) if key in bucket else value
+    else:
+        for record in records:
+            key, value = _pair(record)
+            bucket = buckets[partition_of(key, n)]
+            if key in bucket:
+                bucket[key].append(value)
+            else:
+                bucket[key] = [value]
+    return [dumps_block(list(b.items())) for b in buckets]
+
+
+def _merger(agg: Aggregator, code: CodeCache) -> Callable[[Any, Any], Any]:
+    if agg.kind == "reduce":
+        if agg.fn is None:
+            raise RecordError("a reduce shuffle needs a function")
+        return code.load(agg.fn)
+    return _extend  # group: value lists from different mappers
+
+
+def _extend(a: list[Any], b: list[Any]) -> list[Any]:
+    a.extend(b)  # blocks are freshly loaded, so their lists are ours to grow
+    return a
+
+
+def _pair(record: Any) -> tuple[Any, Any]:
+    if type(record) is tuple and len(record) == 2:
+        return record
+    try:
+        key, value = record
+    except (TypeError, ValueError):
+        raise RecordError(
+            f"a shuffle needs (key, value) pairs, got {type(record).__name__}: {record!r:.200}"
+        ) from None
+    return key, value

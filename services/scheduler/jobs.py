@@ -1,0 +1,77 @@
+"""Bookkeeping for one running job in BSP mode: which stages are done, which tasks are where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.plan import JobPlan
+
+TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
+
+
+@dataclass
+class StageProgress:
+    remaining: set[int]
+    launched: bool = False
+
+    @property
+    def done(self) -> bool:
+        return not self.remaining
+
+
+@dataclass
+class JobRun:
+    job_id: str
+    driver: bytes
+    plan: JobPlan
+    started: float
+    progress: list[StageProgress] = field(default_factory=list)
+    # Where each task runs or ran: a finished map task's output lives on that executor.
+    placed: dict[tuple[int, int], str] = field(default_factory=dict)
+    # Executors that ran any task of this job (they hold its blocks until it is released).
+    touched: set[str] = field(default_factory=set)
+    # Content hash of each stage's spec: the name executors cache its code under.
+    stage_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.progress:
+            self.progress = [StageProgress(remaining=set(range(s.spec.partitions))) for s in self.plan.stages]
+        if not self.stage_keys:
+            self.stage_keys = [s.spec.key() for s in self.plan.stages]
+
+    @property
+    def task_count(self) -> int:
+        return sum(s.spec.partitions for s in self.plan.stages)
+
+    def runnable_stages(self) -> list[int]:
+        """Stages not yet launched whose parents have all finished."""
+        return [
+            s.stage_id
+            for s in self.plan.stages
+            if not self.progress[s.stage_id].launched
+            and all(self.progress[p].done for p in s.parents)
+        ]
+
+    def is_result_stage(self, stage_id: int) -> bool:
+        return stage_id == len(self.plan.stages) - 1
+
+    @property
+    def finished(self) -> bool:
+        return self.progress[-1].done
+
+    def depends_on(self, executor_id: str) -> tuple[int, int] | None:
+        """A task placed on `executor_id` whose loss breaks this job, if any.
+
+        Unfinished tasks there are lost; finished map outputs there are lost while a stage that
+        reads them has not finished yet.
+        """
+        for (stage_id, partition), where in self.placed.items():
+            if where != executor_id:
+                continue
+            progress = self.progress[stage_id]
+            if partition in progress.remaining:
+                return stage_id, partition
+            readers = [s for s in self.plan.stages if stage_id in s.parents]
+            if any(not self.progress[r.stage_id].done for r in readers):
+                return stage_id, partition
+        return None

@@ -1,0 +1,22 @@
+"""Squall: a low-latency micro-batch execution engine for Python."""
+
+from common.settings import Settings
+from squall.context import Context, connect
+from squall.dataset import Dataset
+from squall.errors import ConnectionError, ExecutorLostError, JobError, SquallError, TaskError
+from squall.local import ClusterStartError, LocalCluster
+
+__all__ = [
+    "ClusterStartError",
+    "ConnectionError",
+    "Context",
+    "Dataset",
+    "ExecutorLostError",
+    "JobError",
+    "LocalCluster",
+    "Settings",
+    "SquallError",
+    "TaskError",
+    "connect",
+]
+__version__ = "0.1.0"

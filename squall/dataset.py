@@ -1,0 +1,108 @@
+"""Datasets: immutable, lazily evaluated plans over partitioned records.
+
+Every transformation adds one node to the plan and serializes its function right away, so a
+function that cannot be shipped fails where it is written, before anything runs. Actions
+(collect, count, reduce) submit the plan as one job.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode
+from common.serialization import SerializationError, dumps_function
+from squall import ops
+
+if TYPE_CHECKING:
+    from squall.context import Context
+
+
+class Dataset:
+    def __init__(self, ctx: Context, nodes: tuple[PlanNode, ...], partitions: int) -> None:
+        self.ctx = ctx
+        self.nodes = nodes
+        self.partitions = partitions
+
+    def __repr__(self) -> str:
+        return f"<Dataset nodes={len(self.nodes)} partitions={self.partitions}>"
+
+    # --- narrow transformations -----------------------------------------------------------------
+
+    def map(self, fn: Callable[[Any], Any]) -> Dataset:
+        return self._narrow(ops.map_op, fn)
+
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Dataset:
+        return self._narrow(ops.flat_map_op, fn)
+
+    def filter(self, fn: Callable[[Any], bool]) -> Dataset:
+        return self._narrow(ops.filter_op, fn)
+
+    def map_partitions(self, fn: Callable[[Iterator[Any]], Iterable[Any]]) -> Dataset:
+        return self._narrow(ops.partition_op, fn)
+
+    # --- shuffles -------------------------------------------------------------------------------
+
+    def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Dataset:
+        """Combine the values of each key with fn(a, b), map-side first, into `partitions` partitions."""
+        _check_callable(fn)
+        return self._shuffle(Aggregator(kind="reduce", fn=_dumps(fn)), partitions)
+
+    def group_by_key(self, partitions: int | None = None) -> Dataset:
+        """(key, [values]) for each key. Value order within a key is not defined."""
+        return self._shuffle(Aggregator(kind="group"), partitions)
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def collect(self) -> list[Any]:
+        parts = self.ctx.run_plan(LogicalPlan(nodes=list(self.nodes)))
+        return list(itertools.chain.from_iterable(parts))
+
+    def count(self) -> int:
+        return sum(self._narrow_raw(ops.count_op).collect())
+
+    def reduce(self, fn: Callable[[Any, Any], Any]) -> Any:
+        partials = self._narrow(ops.reduce_op, fn).collect()
+        if not partials:
+            raise ValueError("reduce() of an empty dataset")
+        return functools.reduce(fn, partials)
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _narrow(self, adapter: Callable[..., Any], fn: Callable[..., Any]) -> Dataset:
+        _check_callable(fn)
+        try:
+            blob = dumps_function(functools.partial(adapter, fn))
+        except SerializationError as exc:
+            raise SerializationError(f"cannot ship {_name(fn)} to executors: {exc.__cause__ or exc}") from exc
+        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=blob), self.partitions)
+
+    def _narrow_raw(self, partition_fn: Callable[[Iterator[Any]], Iterable[Any]]) -> Dataset:
+        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=_dumps(partition_fn)), self.partitions)
+
+    def _shuffle(self, aggregator: Aggregator, partitions: int | None) -> Dataset:
+        n = self.partitions if partitions is None else partitions
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"partitions must be a positive integer, got {n!r}")
+        return self._with(ShuffleNode(parent=len(self.nodes) - 1, partitions=n, aggregator=aggregator), n)
+
+    def _with(self, node: PlanNode, partitions: int) -> Dataset:
+        return Dataset(self.ctx, (*self.nodes, node), partitions)
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"expected a function, got {type(fn).__name__}: {fn!r:.100}")
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return repr(getattr(fn, "__qualname__", None) or fn)
+
+
+def _dumps(fn: Callable[..., Any]) -> bytes:
+    try:
+        return dumps_function(fn)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot ship {_name(fn)} to executors: {exc.__cause__ or exc}") from exc

@@ -1,0 +1,38 @@
+"""Errors a Squall user sees."""
+
+from __future__ import annotations
+
+
+class SquallError(Exception):
+    """Base of every error Squall raises to users."""
+
+
+class ConnectionError(SquallError):  # noqa: A001 - deliberately ours, not the builtin
+    """The scheduler cannot be reached, or went silent."""
+
+
+class JobError(SquallError):
+    """A job failed. `kind` says why: task, executor_lost, plan, fetch, no_executors."""
+
+    def __init__(self, job_id: str, kind: str, message: str, stage_id: int = -1, partition: int = -1) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.kind = kind
+        self.stage_id = stage_id
+        self.partition = partition
+
+
+class TaskError(JobError):
+    """A user function raised on an executor. `remote_traceback` is the executor's traceback."""
+
+    def __init__(self, job_id: str, message: str, error_type: str, remote_traceback: str, stage_id: int, partition: int) -> None:
+        super().__init__(job_id, "task", message, stage_id, partition)
+        self.error_type = error_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n\nRemote traceback:\n{self.remote_traceback}"
+
+
+class ExecutorLostError(JobError):
+    """An executor the job depended on died."""

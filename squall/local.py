@@ -1,0 +1,188 @@
+"""LocalCluster: a real scheduler, shuffle_meta and N executor processes on loopback.
+
+Each service binds a free port and reports it through a ready file. The cluster is always torn
+down: on close(), on leaving a `with` block, at interpreter exit, on Ctrl-C, and when the driver
+process dies (the children watch their parent and, on Linux, get SIGKILL with it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from common.settings import Settings
+from squall.context import Context, connect
+from squall.errors import SquallError
+
+_PR_SET_PDEATHSIG = 1
+_live_clusters: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+
+
+class ClusterStartError(SquallError):
+    """A service of a local cluster did not come up."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the --parent-pid watchdog still applies
+
+
+class LocalCluster:
+    def __init__(self, executors: int = 4, settings: Settings | None = None, start_timeout: float = 30.0) -> None:
+        if executors < 1:
+            raise ValueError("a local cluster needs at least one executor")
+        base = settings or Settings.from_env()
+        self.settings = base.replace(
+            scheduler_bind="tcp://127.0.0.1:*",
+            shuffle_meta_bind="tcp://127.0.0.1:*",
+            executor_bind="tcp://127.0.0.1:*",
+            parent_pid=os.getpid(),
+        )
+        self.executor_count = executors
+        self.start_timeout = start_timeout
+        self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.address = ""
+        self.shuffle_meta_address = ""
+        self._closed = False
+        _live_clusters.add(self)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        self.shuffle_meta_address = self._spawn("shuffle_meta", "services.shuffle_meta", [], deadline)
+        self.settings = self.settings.replace(shuffle_meta_address=self.shuffle_meta_address)
+        self.address = self._spawn("scheduler", "services.scheduler", ["--shuffle-meta", self.shuffle_meta_address], deadline)
+        self.settings = self.settings.replace(scheduler_address=self.address)
+        for i in range(self.executor_count):
+            self.start_executor(f"executor-{i}", wait=False)
+        self.wait_for_executors(self.executor_count, timeout=max(0.1, deadline - time.monotonic()))
+
+    def start_executor(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start one more executor process (named `name`, also its executor id)."""
+        args = ["--scheduler", self.address, "--executor-id", name]
+        self._spawn(name, "services.executor", args, time.monotonic() + self.start_timeout, wait=wait)
+        return self.processes[name]
+
+    def close(self) -> None:
+        """Stop every service: SIGTERM, then SIGKILL whatever is still alive after a grace period."""
+        if self._closed:
+            return
+        self._closed = True
+        procs = list(self.processes.values())
+        for p in procs:
+            if p.poll() is None:
+                _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(p, signal.SIGKILL)
+                p.wait(timeout=5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- use ------------------------------------------------------------------------------------
+
+    def connect(self) -> Context:
+        return connect(self.address, self.settings)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}
+
+    def executor_names(self) -> list[str]:
+        return [n for n in self.processes if n.startswith("executor")]
+
+    def wait_for_executors(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` executors are registered with the scheduler (polls, with a deadline)."""
+        deadline = time.monotonic() + timeout
+        with self.connect() as ctx:
+            while True:
+                have = len(ctx.status().executors)
+                if have == count:
+                    return
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise ClusterStartError(f"{have} of {count} executors registered within {timeout:g}s; logs in {self.workdir}")
+                time.sleep(0.02)
+
+    def log_text(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, module: str, args: list[str], deadline: float, wait: bool = True) -> str:
+        ready = self.workdir / f"{name}.ready"
+        log = open(self.workdir / f"{name}.log", "ab")
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", module, "--ready-file", str(ready), "--parent-pid", str(os.getpid()), *args]
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=_project_root(),
+            preexec_fn=_die_with_parent if in_main_thread and sys.platform == "linux" else None,
+        )
+        log.close()
+        self.processes[name] = proc
+        if not wait:
+            return ""
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise ClusterStartError(f"{name} exited with code {proc.returncode}:\n{self.log_text(name)[-2000:]}")
+            if time.monotonic() > deadline:
+                raise ClusterStartError(f"{name} did not report ready in time; log: {self.workdir / (name + '.log')}")
+            time.sleep(0.01)
+        return ready.read_text().strip()
+
+    def _check_alive(self) -> None:
+        for name, p in self.processes.items():
+            if p.poll() is not None and not self._closed:
+                raise ClusterStartError(f"{name} exited with code {p.returncode}:\n{self.log_text(name)[-2000:]}")
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def _project_root() -> str:
+    """The directory holding the `services` package, so `python -m services.x` works anywhere."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+@atexit.register
+def _close_all() -> None:
+    for cluster in list(_live_clusters):
+        cluster.close()

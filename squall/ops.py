@@ -1,0 +1,43 @@
+"""Per-partition adapters for Dataset operations. They are referenced by name from pickled plans,
+so executors import this module; keep their signatures stable."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+
+def map_op(fn: Callable[[Any], Any], records: Iterator[Any]) -> Iterator[Any]:
+    return map(fn, records)
+
+
+def flat_map_op(fn: Callable[[Any], Iterable[Any]], records: Iterator[Any]) -> Iterator[Any]:
+    return itertools.chain.from_iterable(map(fn, records))
+
+
+def filter_op(fn: Callable[[Any], bool], records: Iterator[Any]) -> Iterator[Any]:
+    return filter(fn, records)
+
+
+def partition_op(fn: Callable[[Iterator[Any]], Iterable[Any]], records: Iterator[Any]) -> Iterable[Any]:
+    out = fn(records)
+    if out is None:
+        raise TypeError(f"map_partitions function {getattr(fn, '__qualname__', fn)!r} returned None, not an iterable")
+    return out
+
+
+def count_op(records: Iterator[Any]) -> list[int]:
+    return [sum(1 for _ in records)]
+
+
+_EMPTY = object()
+
+
+def reduce_op(fn: Callable[[Any, Any], Any], records: Iterator[Any]) -> list[Any]:
+    """A partition's partial reduction, or nothing for an empty partition."""
+    first = next(records, _EMPTY)
+    if first is _EMPTY:
+        return []
+    return [functools.reduce(fn, records, first)]
