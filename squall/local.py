@@ -150,6 +150,9 @@ class LocalCluster:
             stderr=log,
             env=env,
             cwd=_project_root(),
+            # Own session: a Ctrl-C typed at the driver's terminal interrupts the driver only,
+            # which then tears the cluster down itself (a REPL user keeps the cluster).
+            start_new_session=True,
             preexec_fn=_die_with_parent if in_main_thread and sys.platform == "linux" else None,
         )
         log.close()

@@ -1,0 +1,3 @@
+from squall.cli import main
+
+raise SystemExit(main())

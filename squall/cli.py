@@ -1,0 +1,88 @@
+"""The `squall` command: run one service, a local cluster, or the demo."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+import squall
+from services.executor import __main__ as executor_main
+from services.scheduler import __main__ as scheduler_main
+from services.shuffle_meta import __main__ as shuffle_meta_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="squall",
+        description="Squall: a low-latency micro-batch execution engine. Every setting can also be "
+        "given as a SQUALL_* environment variable (see common/settings.py).",
+    )
+    parser.add_argument("--version", action="version", version=f"squall {squall.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, module, text in [
+        ("scheduler", scheduler_main, "run the scheduler service"),
+        ("executor", executor_main, "run an executor service"),
+        ("shuffle-meta", shuffle_meta_main, "run the shuffle-metadata service"),
+    ]:
+        p = sub.add_parser(name, help=text, description=text)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+
+    local = sub.add_parser("local", help="start a local cluster and keep it running until Ctrl-C",
+                           description="Start a scheduler, shuffle_meta and executors on loopback, print the "
+                           "scheduler address, and run until Ctrl-C (or --seconds).")
+    local.add_argument("--executors", type=int, default=4, help="executor processes (default 4)")
+    local.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    local.set_defaults(handler=run_local)
+
+    demo = sub.add_parser("demo", help="start a local cluster and run the word-count demo job",
+                          description="Start a local cluster, run a two-stage word count over generated "
+                          "text, print the top words and the time per run, and stop the cluster.")
+    demo.add_argument("--executors", type=int, default=4, help="executor processes (default 4)")
+    demo.add_argument("--lines", type=int, default=100_000, help="generated lines of text (default 100000)")
+    demo.add_argument("--partitions", type=int, default=8, help="map partitions (default 8)")
+    demo.add_argument("--reducers", type=int, default=4, help="reduce partitions (default 4)")
+    demo.add_argument("--repeat", type=int, default=3, help="how many times to run the job (default 3)")
+    demo.set_defaults(handler=run_demo)
+    return parser
+
+
+def run_local(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with squall.LocalCluster(executors=args.executors) as cluster:
+        print(f"Squall local cluster: scheduler at {cluster.address}, {args.executors} executors", flush=True)
+        print(f"  connect with: squall.connect({cluster.address!r})", flush=True)
+        print(f"  service logs in {cluster.workdir}; Ctrl-C to stop", flush=True)
+        try:
+            stop.wait(args.seconds)
+        except KeyboardInterrupt:
+            pass
+        print("stopping", flush=True)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from squall import demo
+
+    demo.run(executors=args.executors, lines=args.lines, partitions=args.partitions,
+             reducers=args.reducers, repeat=args.repeat)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except squall.SquallError as exc:
+        print(f"squall: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
