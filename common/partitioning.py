@@ -13,10 +13,9 @@ def portable_hash(key: Any) -> int:
     """Stable across processes and machines for None, bools, numbers, str, bytes and tuples."""
     if key is None:
         return 0
-    if isinstance(key, int):  # bool included
-        return key & _MASK
-    if isinstance(key, float):
-        return hash(key) & _MASK  # float hashing is not salted
+    if isinstance(key, int | float):
+        # Numeric hashing is not salted, and keys that compare equal (1, 1.0, True) hash equal.
+        return hash(key) & _MASK
     if isinstance(key, str):
         return zlib.crc32(key.encode("utf-8", "surrogatepass"))
     if isinstance(key, bytes | bytearray | memoryview):

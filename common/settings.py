@@ -8,6 +8,7 @@ from module constants, so tests and local clusters can run several configuration
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -18,6 +19,15 @@ ENV_PREFIX = "SQUALL_"
 
 class SettingsError(ValueError):
     """A setting has a value of the wrong type or outside its range."""
+
+
+_POSITIVE_DURATIONS = (
+    "heartbeat_interval",
+    "connect_timeout",
+    "scheduler_silence_timeout",
+    "shuffle_lookup_timeout",
+    "shuffle_fetch_timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -53,16 +63,18 @@ class Settings:
     parent_pid: int = 0
 
     def __post_init__(self) -> None:
-        if self.heartbeat_interval <= 0:
-            raise SettingsError("heartbeat_interval must be positive")
+        for name in _POSITIVE_DURATIONS:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a positive number of seconds, got {value!r}")
         if self.heartbeat_misses < 1:
-            raise SettingsError("heartbeat_misses must be at least 1")
+            raise SettingsError("heartbeat_misses (SQUALL_HEARTBEAT_MISSES) must be at least 1")
         if self.executor_slots < 1:
-            raise SettingsError("executor_slots must be at least 1")
+            raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
         if self.max_message_bytes < 1024:
-            raise SettingsError("max_message_bytes must be at least 1024")
+            raise SettingsError("max_message_bytes (SQUALL_MAX_MESSAGE_BYTES) must be at least 1024")
         if self.log_format not in ("auto", "json", "console"):
-            raise SettingsError("log_format must be auto, json or console")
+            raise SettingsError("log_format (SQUALL_LOG_FORMAT) must be auto, json or console")
 
     @property
     def death_timeout(self) -> float:

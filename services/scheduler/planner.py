@@ -36,39 +36,48 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
         if not isinstance(node, SourceNode) and node.parent >= index:
             raise PlanError(f"node {index} refers to node {node.parent}, which does not come before it")
 
-    stages: list[Stage] = []
-
-    def build(index: int, output: StageOutput) -> int:
+    # Walk from the result node back to the source, cutting at each shuffle. Each segment is one
+    # stage: its narrow ops (collected backwards) and the shuffle node that starts it, if any.
+    segments: list[tuple[list[bytes], int]] = []  # (ops in reverse, index of the input node)
+    index = len(nodes) - 1
+    while True:
         ops: list[bytes] = []
-        parents: list[int] = []
-        while True:
+        node = nodes[index]
+        while isinstance(node, NarrowNode):
+            ops.append(node.fn)
+            index = node.parent
             node = nodes[index]
-            if isinstance(node, NarrowNode):
-                ops.append(node.fn)
-                index = node.parent
-                continue
-            stage_input: StageInput
-            if isinstance(node, SourceNode):
-                stage_input = node.source
-                partitions = node.source.partitions
-            else:
-                assert isinstance(node, ShuffleNode)
-                write = ShuffleWrite(shuffle_id=index, partitions=node.partitions, aggregator=node.aggregator)
-                parent_id = build(node.parent, write)
-                parents.append(parent_id)
-                stage_input = ShuffleRead(
-                    shuffle_id=index,
-                    map_partitions=stages[parent_id].spec.partitions,
-                    aggregator=node.aggregator,
-                )
-                partitions = node.partitions
+        segments.append((ops, index))
+        if isinstance(node, SourceNode):
             break
-        ops.reverse()
-        if partitions < 1:
-            raise PlanError("a stage needs at least one partition")
-        spec = StageSpec(partitions=partitions, input=stage_input, ops=ops, output=output)
-        stages.append(Stage(stage_id=len(stages), spec=spec, parents=parents))
-        return len(stages) - 1
+        assert isinstance(node, ShuffleNode)
+        index = node.parent
 
-    build(len(nodes) - 1, ResultWrite())
+    # Emit stages from the source forwards: stage k reads what stage k-1 wrote.
+    stages: list[Stage] = []
+    segments.reverse()
+    for position, (ops, input_index) in enumerate(segments):
+        node = nodes[input_index]
+        stage_input: StageInput
+        if isinstance(node, SourceNode):
+            stage_input, partitions = node.source, node.source.partitions
+        else:
+            assert isinstance(node, ShuffleNode)
+            stage_input = ShuffleRead(
+                shuffle_id=input_index,
+                map_partitions=stages[-1].spec.partitions,
+                aggregator=node.aggregator,
+            )
+            partitions = node.partitions
+        if partitions < 1:
+            raise PlanError(f"stage {len(stages)} needs at least one partition")
+        output: StageOutput = ResultWrite()
+        if position + 1 < len(segments):
+            shuffle_index = segments[position + 1][1]
+            shuffle = nodes[shuffle_index]
+            assert isinstance(shuffle, ShuffleNode)
+            output = ShuffleWrite(shuffle_id=shuffle_index, partitions=shuffle.partitions, aggregator=shuffle.aggregator)
+        spec = StageSpec(partitions=partitions, input=stage_input, ops=list(reversed(ops)), output=output)
+        parents = [len(stages) - 1] if stages else []
+        stages.append(Stage(stage_id=len(stages), spec=spec, parents=parents))
     return JobPlan(stages=stages)

@@ -175,6 +175,9 @@ class SchedulerState:
         job = self.jobs.get(msg.job_id)
         if job is None or not self._is_current(job, msg.executor_id, msg.stage_id, msg.partition):
             return self.assign()  # a task of a job that already ended: nothing to record
+        if job.is_result_stage(msg.stage_id) and len(payloads) != 1:
+            message = f"executor {msg.executor_id} reported result partition {msg.partition} without its data"
+            return self._fail_job(job, "task", message, stage_id=msg.stage_id, partition=msg.partition) + self.assign()
         actions: list[Action] = []
         progress = job.progress[msg.stage_id]
         progress.remaining.discard(msg.partition)

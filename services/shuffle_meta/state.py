@@ -8,11 +8,13 @@ answered as soon as the set is complete, or with an error when its deadline pass
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs, Message
 
 ShuffleKey = tuple[str, int]
+FORGOTTEN_JOBS = 10_000
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,13 @@ class _Waiter:
 class ShuffleMetaState:
     outputs: dict[ShuffleKey, dict[int, MapLocation]] = field(default_factory=dict)
     waiters: dict[ShuffleKey, list[_Waiter]] = field(default_factory=dict)
+    # Jobs already over: a registration that overtook nothing but arrives late is ignored.
+    forgotten: deque[str] = field(default_factory=lambda: deque(maxlen=FORGOTTEN_JOBS))
+    _forgotten_set: set[str] = field(default_factory=set)
 
     def register(self, job_id: str, shuffle_id: int, location: MapLocation) -> list[Reply]:
+        if job_id in self._forgotten_set:
+            return []
         key = (job_id, shuffle_id)
         self.outputs.setdefault(key, {})[location.map_partition] = location
         return self._answer_complete(key)
@@ -71,6 +78,11 @@ class ShuffleMetaState:
         return replies
 
     def forget_job(self, job_id: str) -> list[Reply]:
+        if job_id not in self._forgotten_set:
+            if len(self.forgotten) == self.forgotten.maxlen:
+                self._forgotten_set.discard(self.forgotten[0])
+            self.forgotten.append(job_id)
+            self._forgotten_set.add(job_id)
         replies = []
         for key in [k for k in self.outputs if k[0] == job_id]:
             del self.outputs[key]

@@ -1,0 +1,97 @@
+"""Small tools shared by the cluster tests: raw sockets, deadlines, process checks."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from common import protocol
+from common.protocol import Message, Ping, Pong
+
+BIG = 1 << 30  # decode limit for replies we read in tests
+
+
+def raw_dealer(address: str) -> zmq.Socket:
+    """A plain DEALER with no size limit, as a misbehaving peer would use."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    return sock
+
+
+def recv_message(sock: zmq.Socket, timeout: float = 5.0) -> tuple[Message, list[object]]:
+    if not sock.poll(int(timeout * 1000)):
+        raise AssertionError(f"no reply within {timeout:g}s")
+    return protocol.decode(sock.recv_multipart(), BIG)
+
+
+def request(sock: zmq.Socket, frames: Sequence[bytes], timeout: float = 5.0) -> Message:
+    sock.send_multipart(list(frames))
+    return recv_message(sock, timeout)[0]
+
+
+def ping(sock: zmq.Socket, nonce: int = 7, timeout: float = 5.0) -> Pong:
+    """Send Ping, skip unrelated replies, return the matching Pong."""
+    sock.send_multipart(protocol.encode(Ping(nonce=nonce)))  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout
+    while True:
+        msg, _ = recv_message(sock, max(0.01, deadline - time.monotonic()))
+        if isinstance(msg, Pong) and msg.nonce == nonce:
+            return msg
+
+
+class Background:
+    """Run fn in a daemon thread; remember its result (or exception) and when it finished.
+
+    A call that does not finish in time is left running (daemon), so a hang becomes a failed
+    assertion instead of a stuck test run.
+    """
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self.outcome: Any = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name="background-call")
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.outcome = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.outcome = exc
+        self.finished_at = time.monotonic()
+
+    def join(self, timeout: float) -> bool:
+        """True if the call finished within `timeout` seconds from now."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def run_with_deadline(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any, float]:
+    """(finished, result or exception, seconds taken) of fn, waiting at most `timeout`."""
+    call = Background(fn)
+    done = call.join(timeout)
+    end = call.finished_at if done and call.finished_at is not None else time.monotonic()
+    return done, call.outcome, end - call.started
+
+
+def pid_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(") ", 1)[1][:1] != "Z"
+
+
+def free_tcp_port() -> int:
+    """A loopback port nothing listens on (bound and released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

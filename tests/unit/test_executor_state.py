@@ -1,0 +1,274 @@
+"""services.executor.state: task launch, shuffle input gathering, block serving, completion, release."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from common.protocol import (
+    Blocks,
+    ErrorReply,
+    FetchBlocks,
+    LaunchTasks,
+    LookupMapOutputs,
+    MapLocation,
+    MapOutputs,
+    RegisterMapOutput,
+    TaskDescriptor,
+    TaskFailed,
+    TaskFinished,
+)
+from common.settings import Settings
+from services.executor.state import ExecutorState, Failure, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
+from services.executor.tasks import TaskOutput
+
+GROUP = Aggregator(kind="group")
+MAP_SPEC = StageSpec(
+    partitions=2,
+    input=RangeSource(start=0, stop=10, step=1, partitions=2),
+    ops=[b"fn"],
+    output=ShuffleWrite(shuffle_id=7, partitions=3, aggregator=GROUP),
+)
+REDUCE_SPEC = StageSpec(
+    partitions=3,
+    input=ShuffleRead(shuffle_id=7, map_partitions=4, aggregator=GROUP),
+    ops=[],
+    output=ResultWrite(),
+)
+ME = "tcp://me:1"
+
+
+def executor() -> ExecutorState:
+    settings = Settings(shuffle_lookup_timeout=2.0, shuffle_fetch_timeout=3.0)
+    return ExecutorState("e1", ME, settings)
+
+
+def task(spec: StageSpec, stage_id: int, partition: int, job_id: str = "j") -> TaskDescriptor:
+    return TaskDescriptor(job_id=job_id, stage_id=stage_id, partition=partition, stage_key=spec.key())
+
+
+def launch(ex: ExecutorState, spec: StageSpec, t: TaskDescriptor, now: float = 0.0, send_code: bool = True) -> list:
+    return ex.launch(LaunchTasks(tasks=[t], code={spec.key(): spec} if send_code else {}), now)
+
+
+def loc(part: int, executor_id: str, address: str) -> MapLocation:
+    return MapLocation(map_partition=part, executor_id=executor_id, address=address, sizes=[1, 1, 1])
+
+
+def only(actions, kind):
+    found = [a for a in actions if isinstance(a, kind)]
+    assert len(found) == 1, actions
+    return found[0]
+
+
+def start_reduce(ex: ExecutorState, partition: int = 1, now: float = 0.0) -> tuple[TaskDescriptor, int]:
+    t = task(REDUCE_SPEC, 1, partition)
+    lookup = only(launch(ex, REDUCE_SPEC, t, now), ToShuffleMeta).msg
+    return t, lookup.request_id
+
+
+def test_source_task_runs_at_once():
+    ex = executor()
+    t = task(MAP_SPEC, 0, 1)
+    assert launch(ex, MAP_SPEC, t) == [Run(t, MAP_SPEC, [])]
+    assert ex.running == {("j", 0, 1): t}
+    assert ex.code[MAP_SPEC.key()] == MAP_SPEC
+
+
+def test_shuffle_read_task_looks_up_map_outputs():
+    ex = executor()
+    t = task(REDUCE_SPEC, 1, 2)
+    lookup = only(launch(ex, REDUCE_SPEC, t), ToShuffleMeta).msg
+    assert isinstance(lookup, LookupMapOutputs)
+    assert (lookup.job_id, lookup.shuffle_id, lookup.expected, lookup.timeout) == ("j", 7, 4, 2.0)
+    assert ("j", 1, 2) in ex.waiting and not ex.running
+
+
+def test_missing_stage_code_fails_the_task_with_kind_code():
+    ex = executor()
+    t = task(MAP_SPEC, 0, 0)
+    failed = only(launch(ex, MAP_SPEC, t, send_code=False), ToScheduler).msg
+    assert isinstance(failed, TaskFailed)
+    assert failed.kind == "code" and failed.error_type == "MissingCode"
+    assert MAP_SPEC.key() in failed.message
+    assert not ex.running and not ex.waiting
+
+
+def test_cached_code_is_used_when_later_launches_omit_it():
+    ex = executor()
+    launch(ex, MAP_SPEC, task(MAP_SPEC, 0, 0))
+    t = task(MAP_SPEC, 0, 1, job_id="j2")
+    assert launch(ex, MAP_SPEC, t, send_code=False) == [Run(t, MAP_SPEC, [])]
+
+
+def test_map_outputs_take_local_blocks_and_fetch_remote_ones_per_address():
+    ex = executor()
+    ex.store[("j", 7, 3)] = [b"L0", b"L1", b"L2"]
+    t, rid = start_reduce(ex, partition=1)
+    locations = [loc(0, "e2", "tcp://b:1"), loc(1, "e3", "tcp://a:1"), loc(2, "e2", "tcp://b:1"), loc(3, "e1", ME)]
+    actions = ex.map_outputs(MapOutputs(request_id=rid, locations=locations), 1.0)
+    fetches = {a.address: a.msg for a in actions if isinstance(a, ToPeer)}
+    assert len(actions) == 2 and set(fetches) == {"tcp://a:1", "tcp://b:1"}
+    assert fetches["tcp://b:1"].map_partitions == [0, 2]
+    assert fetches["tcp://a:1"].map_partitions == [1]
+    for f in fetches.values():
+        assert (f.job_id, f.shuffle_id, f.reduce_partition) == ("j", 7, 1)
+    assert fetches["tcp://a:1"].request_id != fetches["tcp://b:1"].request_id
+    assert ex.waiting[("j", 1, 1)].blocks == {3: b"L1"}  # the reduce partition's local block
+
+
+def test_blocks_completing_inputs_run_the_task_in_map_partition_order():
+    ex = executor()
+    ex.store[("j", 7, 3)] = [b"L0", b"L1", b"L2"]
+    t, rid = start_reduce(ex, partition=1)
+    locations = [loc(0, "e2", "tcp://b:1"), loc(1, "e3", "tcp://a:1"), loc(2, "e2", "tcp://b:1"), loc(3, "e1", ME)]
+    fetches = {a.address: a.msg for a in ex.map_outputs(MapOutputs(request_id=rid, locations=locations), 1.0)}
+    b = fetches["tcp://b:1"]
+    assert ex.blocks(Blocks(request_id=b.request_id, map_partitions=[2, 0]), [b"B2", b"B0"]) == []
+    a = fetches["tcp://a:1"]
+    run = only(ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"]), Run)
+    assert run.task == t and run.spec == REDUCE_SPEC
+    assert run.inputs == [b"B0", b"A1", b"B2", b"L1"]
+    assert ("j", 1, 1) in ex.running and not ex.waiting
+    # a duplicate answer to a finished request is ignored
+    assert ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"]) == []
+
+
+def test_all_local_outputs_run_without_fetching():
+    ex = executor()
+    for m in range(4):
+        ex.store[("j", 7, m)] = [f"{m}-{r}".encode() for r in range(3)]
+    t, rid = start_reduce(ex, partition=2)
+    actions = ex.map_outputs(MapOutputs(request_id=rid, locations=[loc(m, "e1", ME) for m in range(4)]), 1.0)
+    assert actions == [Run(t, REDUCE_SPEC, [b"0-2", b"1-2", b"2-2", b"3-2"])]
+
+
+def test_local_output_missing_from_store_fails_the_task():
+    ex = executor()
+    t, rid = start_reduce(ex)
+    failed = only(ex.map_outputs(MapOutputs(request_id=rid, locations=[loc(0, "e1", ME)]), 1.0), ToScheduler).msg
+    assert failed.kind == "fetch" and "not in the local block store" in failed.message
+
+
+def test_error_reply_to_a_fetch_fails_the_task_with_kind_fetch():
+    ex = executor()
+    t, rid = start_reduce(ex)
+    locations = [loc(m, "e2", "tcp://b:1") for m in range(3)] + [loc(3, "e3", "tcp://a:1")]
+    fetches = [a.msg for a in ex.map_outputs(MapOutputs(request_id=rid, locations=locations), 1.0)]
+    failed = only(ex.request_failed(ErrorReply(reason="peer has no block", request_id=fetches[0].request_id)), ToScheduler).msg
+    assert isinstance(failed, TaskFailed)
+    assert failed.kind == "fetch" and failed.message == "peer has no block"
+    assert (failed.job_id, failed.stage_id, failed.partition) == ("j", 1, t.partition)
+    assert not ex.waiting
+    # the other fetch's late answer is ignored, as is an unknown request id
+    assert ex.blocks(Blocks(request_id=fetches[1].request_id, map_partitions=[3]), [b"x"]) == []
+    assert ex.request_failed(ErrorReply(reason="?", request_id=999)) == []
+
+
+def test_lookup_timeout_fails_the_task():
+    ex = executor()
+    start_reduce(ex, now=10.0)
+    assert ex.tick(11.9) == []
+    failed = only(ex.tick(12.0), ToScheduler).msg
+    assert failed.kind == "fetch" and "timed out waiting for map output locations" in failed.message
+    assert ex.tick(20.0) == [] and not ex.waiting
+
+
+def test_fetch_timeout_names_shuffle_blocks():
+    ex = executor()
+    t, rid = start_reduce(ex, now=0.0)
+    ex.map_outputs(MapOutputs(request_id=rid, locations=[loc(m, "e2", "tcp://b:1") for m in range(4)]), 1.0)
+    assert ex.tick(3.5) == []  # the fetch deadline restarted at 1.0
+    failed = only(ex.tick(4.0), ToScheduler).msg
+    assert "timed out waiting for shuffle blocks" in failed.message
+
+
+def test_serve_fetch_returns_blocks_or_an_error():
+    ex = executor()
+    ex.store[("j", 7, 0)] = [b"a0", b"a1"]
+    ex.store[("j", 7, 2)] = [b"c0", b"c1"]
+    reply = only(ex.serve_fetch(b"peer", FetchBlocks(request_id=5, job_id="j", shuffle_id=7, reduce_partition=1,
+                                                     map_partitions=[2, 0])), Reply)
+    assert reply.peer == b"peer"
+    assert reply.msg == Blocks(request_id=5, map_partitions=[2, 0])
+    assert reply.payloads == (b"c1", b"a1")
+    missing = only(ex.serve_fetch(b"peer", FetchBlocks(request_id=6, job_id="j", shuffle_id=7, reduce_partition=0,
+                                                       map_partitions=[0, 1])), Reply)
+    assert isinstance(missing.msg, ErrorReply) and missing.msg.request_id == 6
+    assert "map 1" in missing.msg.reason
+    out_of_range = only(ex.serve_fetch(b"p", FetchBlocks(request_id=7, job_id="j", shuffle_id=7, reduce_partition=2,
+                                                         map_partitions=[0])), Reply)
+    assert isinstance(out_of_range.msg, ErrorReply)
+
+
+def test_map_task_done_stores_blocks_and_registers_the_output():
+    ex = executor()
+    t = task(MAP_SPEC, 0, 1)
+    launch(ex, MAP_SPEC, t, now=1.0)
+    actions = ex.task_done(t, TaskOutput(blocks=[b"r0", b"r11", b""], is_result=False), 1.5)
+    assert ex.store[("j", 7, 1)] == [b"r0", b"r11", b""]
+    register = only(actions, ToShuffleMeta).msg
+    assert register == RegisterMapOutput(job_id="j", shuffle_id=7,
+                                         location=MapLocation(map_partition=1, executor_id="e1", address=ME, sizes=[2, 3, 0]))
+    done = only(actions, ToScheduler)
+    assert done.payloads == ()
+    assert isinstance(done.msg, TaskFinished) and not done.msg.has_result
+    assert done.msg.output_bytes == 5 and done.msg.elapsed == pytest.approx(0.5)
+    assert not ex.running
+
+
+def test_result_task_done_carries_the_payload():
+    ex = executor()
+    t, rid = start_reduce(ex)
+    for m in range(4):
+        ex.store[("j", 7, m)] = [b"", b"x", b""]
+    ex.map_outputs(MapOutputs(request_id=rid, locations=[loc(m, "e1", ME) for m in range(4)]), 0.0)
+    actions = ex.task_done(t, TaskOutput(blocks=[b"\x00result"], is_result=True), 1.0)
+    done = only(actions, ToScheduler)
+    assert done.msg.has_result and done.payloads == (b"\x00result",)
+    assert not [a for a in actions if isinstance(a, ToShuffleMeta)]
+
+
+def test_failed_task_is_reported_with_its_traceback():
+    ex = executor()
+    t = task(MAP_SPEC, 0, 0)
+    launch(ex, MAP_SPEC, t)
+    failed = only(ex.task_done(t, Failure("task", "KeyError", "'k'", "Traceback ..."), 1.0), ToScheduler).msg
+    assert (failed.kind, failed.error_type, failed.message, failed.traceback) == ("task", "KeyError", "'k'", "Traceback ...")
+    assert ("j", 7, 0) not in ex.store
+
+
+def test_release_job_drops_blocks_and_cancels_waiting_tasks():
+    ex = executor()
+    ex.store[("j", 7, 0)] = [b"a"]
+    ex.store[("other", 7, 0)] = [b"b"]
+    t, rid = start_reduce(ex)
+    actions = ex.release_job("j")
+    assert set(ex.store) == {("other", 7, 0)}
+    cancelled = only(actions, ToScheduler).msg
+    assert isinstance(cancelled, TaskFailed) and cancelled.error_type == "Cancelled"
+    assert (cancelled.stage_id, cancelled.partition) == (1, t.partition)
+    assert not ex.waiting
+    assert ex.map_outputs(MapOutputs(request_id=rid, locations=[]), 1.0) == []  # late answer ignored
+
+
+def test_task_running_during_release_reports_without_payload_or_blocks():
+    ex = executor()
+    m = task(MAP_SPEC, 0, 0)
+    launch(ex, MAP_SPEC, m)
+    assert ex.release_job("j") == []
+    actions = ex.task_done(m, TaskOutput(blocks=[b"a", b"b", b"c"], is_result=False), 1.0)
+    done = only(actions, ToScheduler)
+    assert isinstance(done.msg, TaskFinished) and not done.msg.has_result and done.payloads == ()
+    assert actions == [done]  # no RegisterMapOutput
+    assert not ex.store
+
+
+def test_reset_forgets_everything_and_late_results_are_dropped():
+    ex = executor()
+    t = task(MAP_SPEC, 0, 0)
+    launch(ex, MAP_SPEC, t)
+    ex.store[("j", 7, 1)] = [b"x"]
+    ex.reset()
+    assert not ex.code and not ex.store and not ex.running
+    assert ex.task_done(t, TaskOutput(blocks=[b""] * 3, is_result=False), 1.0) == []

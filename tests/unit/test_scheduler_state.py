@@ -1,0 +1,303 @@
+"""services.scheduler.state: membership, BSP job progress, failures, placement and code caching."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from common.protocol import (
+    ForgetExecutor, ForgetJob, Heartbeat, JobAccepted, JobDone, JobFailed, LaunchTasks, PartitionResult,
+    Registered, RegisterExecutor, ReleaseJob, Reregister, SubmitJob, TaskFailed, TaskFinished, encode,
+)
+from common.settings import Settings
+from services.scheduler.state import SchedulerState, Send, ToShuffleMeta
+
+DRIVER = b"driver"
+
+
+def state() -> SchedulerState:
+    return SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
+
+
+def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None) -> list:
+    msg = RegisterExecutor(executor_id=eid, data_address=f"tcp://{eid}:1", slots=slots)
+    return s.register(peer or eid.encode(), msg, now)
+
+
+def plan(maps: int = 2, reduces: int = 2, fn: bytes = b"fn") -> LogicalPlan:
+    return LogicalPlan(nodes=[
+        SourceNode(source=RangeSource(start=0, stop=100, step=1, partitions=maps)),
+        NarrowNode(parent=0, fn=fn),
+        ShuffleNode(parent=1, partitions=reduces, aggregator=Aggregator(kind="reduce", fn=b"add")),
+    ])
+
+
+def sends(actions, kind=None, peer=None) -> list:
+    return [a.msg for a in actions if isinstance(a, Send) and (kind is None or isinstance(a.msg, kind))
+            and (peer is None or a.peer == peer)]
+
+
+def launched(actions) -> list[tuple[str, object]]:
+    """(executor_id, TaskDescriptor) for every task in LaunchTasks actions (peer == executor id)."""
+    return [(a.peer.decode(), t) for a in actions if isinstance(a, Send) and isinstance(a.msg, LaunchTasks) for t in a.msg.tasks]
+
+
+def finish(s: SchedulerState, eid: str, task, now: float = 1.0, result: bytes | None = None) -> list:
+    msg = TaskFinished(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
+                       attempt=0, has_result=result is not None, output_bytes=0, elapsed=0.0)
+    return s.task_finished(msg, [result] if result is not None else [], now)
+
+
+def fail(s: SchedulerState, eid: str, task, kind: str = "task") -> list:
+    msg = TaskFailed(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
+                     attempt=0, kind=kind, error_type="ZeroDivisionError", message="division by zero",
+                     traceback="Traceback: line 1")
+    return s.task_failed(msg, 1.0)
+
+
+def run_maps(s: SchedulerState, job_id: str = "j", maps: int = 2, reduces: int = 2) -> list:
+    """Submit a two-stage job and finish its map tasks; returns the launched reduce tasks."""
+    reduce_tasks = []
+    for eid, task in launched(s.submit(DRIVER, SubmitJob(job_id=job_id, plan=plan(maps, reduces)), 0.0)):
+        reduce_tasks += launched(finish(s, eid, task))
+    return reduce_tasks
+
+
+def test_register_replies_registered_with_shuffle_meta_address():
+    s = state()
+    actions = register(s, "e1", slots=3)
+    assert actions == [Send(b"e1", Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1"))]
+    assert s.executors["e1"].slots == 3
+    assert [i.executor_id for i in s.status().executors] == ["e1"]
+
+
+def test_heartbeat_from_unknown_executor_asks_to_reregister():
+    s = state()
+    assert s.heartbeat(b"ghost", Heartbeat(executor_id="ghost"), 0.0) == [Send(b"ghost", Reregister(executor_id="ghost"))]
+    register(s, "e1")
+    assert s.heartbeat(b"other-peer", Heartbeat(executor_id="e1"), 0.0) == [Send(b"other-peer", Reregister(executor_id="e1"))]
+    assert s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 0.1) == []
+
+
+def test_tick_after_death_timeout_removes_the_executor():
+    s = state()  # death timeout 0.3 s
+    register(s, "e1", now=0.0)
+    register(s, "e2", now=0.0)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 0.4)
+    assert s.tick(0.2) == []
+    actions = s.tick(0.5)
+    assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
+    assert set(s.executors) == {"e2"}
+    assert [eid for eid, _ in s.lost] == ["e1"]
+    assert "no heartbeat" in s.lost[0][1]
+    # and a later heartbeat of the dead executor is told to register again
+    assert sends(s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 0.6), Reregister)
+
+
+def test_retried_registration_is_not_a_loss():
+    s = state()
+    register(s, "e1", now=0.0)
+    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    actions = register(s, "e1", now=0.25)
+    assert sends(actions) == [Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
+    assert not s.lost and "j" in s.jobs
+    assert s.tick(0.5) == []  # registration refreshed last_seen
+
+
+def test_registration_from_a_new_process_counts_as_a_loss():
+    s = state()
+    register(s, "e1")
+    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    actions = register(s, "e1", peer=b"e1-restarted", now=0.1)
+    assert [eid for eid, _ in s.lost] == ["e1"]
+    failed = sends(actions, JobFailed)
+    assert failed and failed[0].kind == "executor_lost"
+    assert s.executors["e1"].peer == b"e1-restarted"
+
+
+def test_submit_without_executors_fails_with_no_executors():
+    s = state()
+    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    assert len(actions) == 1
+    failed = sends(actions, JobFailed, peer=DRIVER)[0]
+    assert failed.kind == "no_executors" and "j" not in s.jobs
+
+
+def test_submit_bad_plan_or_duplicate_id_fails_with_plan():
+    s = state()
+    register(s, "e1")
+    bad = s.submit(DRIVER, SubmitJob(job_id="bad", plan=LogicalPlan(nodes=[])), 0.0)
+    assert sends(bad, JobFailed)[0].kind == "plan"
+    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    dup = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    assert sends(dup, JobFailed)[0].kind == "plan" and "already running" in sends(dup, JobFailed)[0].message
+
+
+def test_submit_accepts_and_launches_stage_zero_only():
+    s = state()
+    register(s, "e1", slots=8)
+    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3, reduces=2)), 0.0)
+    assert sends(actions, JobAccepted, peer=DRIVER) == [JobAccepted(job_id="j", stages=2, tasks=5)]
+    tasks = [t for _, t in launched(actions)]
+    assert sorted((t.stage_id, t.partition) for t in tasks) == [(0, 0), (0, 1), (0, 2)]
+    assert all(t.stage_key == s.jobs["j"].stage_keys[0] for t in tasks)
+
+
+def test_bsp_reduce_stage_waits_for_every_map_task():
+    s = state()
+    register(s, "e1", slots=8)
+    register(s, "e2", slots=8)
+    maps = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3, reduces=2)), 0.0))
+    assert len(maps) == 3
+    for eid, task in maps[:-1]:
+        assert launched(finish(s, eid, task)) == []
+    reduces = launched(finish(s, *maps[-1]))
+    assert sorted((t.stage_id, t.partition) for _, t in reduces) == [(1, 0), (1, 1)]
+
+
+def test_result_partitions_are_relayed_and_the_last_one_finishes_the_job():
+    s = state()
+    register(s, "e1", slots=4)
+    register(s, "e2", slots=4)
+    (e_a, t_a), (e_b, t_b) = run_maps(s)
+    payload = memoryview(b"\x00block-0")
+    first = finish(s, e_a, t_a, result=payload)
+    relays = [a for a in first if isinstance(a, Send) and isinstance(a.msg, PartitionResult)]
+    assert len(relays) == 1 and relays[0].peer == DRIVER
+    assert relays[0].msg == PartitionResult(job_id="j", partition=t_a.partition)
+    assert relays[0].payloads[0] is payload
+    assert not sends(first, JobDone)
+    last = finish(s, e_b, t_b, now=2.5, result=b"\x00block-1")
+    done = sends(last, JobDone, peer=DRIVER)
+    assert done == [JobDone(job_id="j", elapsed=2.5)]
+    assert ToShuffleMeta(ForgetJob(job_id="j")) in last
+    released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)}
+    assert released == {b"e1", b"e2"}
+    assert "j" not in s.jobs
+    for a in first + last:  # every action the server will send must encode
+        if isinstance(a, Send):
+            encode(a.msg, a.payloads)
+
+
+def test_task_failure_fails_the_job_with_details():
+    s = state()
+    register(s, "e1")
+    eid, task = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0))[0]
+    actions = fail(s, eid, task)
+    failed = sends(actions, JobFailed, peer=DRIVER)[0]
+    assert failed.kind == "task"
+    assert failed.error_type == "ZeroDivisionError"
+    assert failed.traceback == "Traceback: line 1"
+    assert (failed.stage_id, failed.partition) == (0, task.partition)
+    assert "division by zero" in failed.message
+    assert ToShuffleMeta(ForgetJob(job_id="j")) in actions
+    assert sends(actions, ReleaseJob, peer=b"e1") == [ReleaseJob(job_id="j")]
+    assert "j" not in s.jobs
+
+
+def test_fetch_failure_is_reported_as_fetch():
+    s = state()
+    register(s, "e1")
+    eid, task = run_maps(s)[0]
+    assert sends(fail(s, eid, task, kind="fetch"), JobFailed)[0].kind == "fetch"
+
+
+def test_losing_an_executor_the_job_depends_on_fails_it():
+    s = state()
+    register(s, "e1", slots=1)
+    register(s, "e2", slots=1)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 1.0)
+    run_maps(s)  # map outputs now live on e1 and e2; reduce tasks are running
+    actions = s.tick(1.0)  # e1 silent since 0.0
+    assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
+    failed = sends(actions, JobFailed, peer=DRIVER)
+    assert len(failed) == 1 and failed[0].kind == "executor_lost"
+    assert "e1" in failed[0].message
+    assert sends(actions, ReleaseJob, peer=b"e2") == [ReleaseJob(job_id="j")]
+    assert sends(actions, ReleaseJob, peer=b"e1") == []
+
+
+def test_losing_only_a_finished_map_output_still_fails_the_job():
+    s = state()
+    register(s, "e1", slots=1)
+    register(s, "e2", slots=1)
+    reduces = run_maps(s, maps=2, reduces=1)
+    assert [eid for eid, _ in reduces] == ["e1"]  # e2 now only holds a finished map output
+    actions = s.executor_lost("e2", "test", 1.0)
+    failed = sends(actions, JobFailed, peer=DRIVER)
+    assert len(failed) == 1 and failed[0].kind == "executor_lost" and failed[0].stage_id == 0
+    assert ToShuffleMeta(ForgetExecutor(executor_id="e2")) in actions
+
+
+def test_losing_an_unrelated_executor_does_not_fail_the_job():
+    s = state()
+    register(s, "e1", slots=4)
+    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    register(s, "idle", slots=4, now=0.0)
+    s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 1.0)
+    actions = s.tick(1.0)
+    assert sends(actions, JobFailed) == [] and "j" in s.jobs
+
+
+def test_stale_task_reports_are_ignored_but_free_the_slot():
+    s = state()
+    register(s, "e1", slots=1)
+    register(s, "e2", slots=1)
+    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=4)), 0.0)
+    (e_a, t_a), (e_b, t_b) = launched(actions)
+    # A report from the executor the task was not placed on changes nothing.
+    assert launched(finish(s, e_b, t_a)) == []
+    assert s.jobs["j"].progress[0].remaining == {0, 1, 2, 3}
+    # The job fails; e2's task still runs and later reports: ignored, but its slot is freed.
+    fail(s, e_a, t_a)
+    assert len(s.executors["e2"].running) == 1
+    later = finish(s, e_b, t_b)
+    assert sends(later) == [] and s.executors["e2"].running == set()
+    assert s.task_failed(TaskFailed(executor_id="e2", job_id="nope", stage_id=0, partition=0, attempt=0,
+                                    kind="task", error_type="E", message="m"), 1.0) == []
+
+
+def test_slots_bound_the_tasks_in_flight():
+    s = state()
+    register(s, "e1", slots=1)
+    nxt = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3)), 0.0))
+    seen = []
+    for _ in range(3):
+        assert len(nxt) == 1 and len(s.executors["e1"].running) == 1
+        seen.append(nxt[0][1])
+        nxt = launched(finish(s, *nxt[0]))
+    assert sorted(t.partition for t in seen) == [0, 1, 2]
+
+
+def test_least_loaded_executor_is_chosen():
+    s = state()
+    register(s, "e1", slots=4)
+    register(s, "e2", slots=4)
+    placed = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=4)), 0.0))
+    assert sorted(eid for eid, _ in placed) == ["e1", "e1", "e2", "e2"]
+
+
+def test_stage_code_is_sent_once_per_executor():
+    s = state()
+    register(s, "e1", slots=8)
+    first = sends(s.submit(DRIVER, SubmitJob(job_id="j1", plan=plan()), 0.0), LaunchTasks)
+    key0 = s.jobs["j1"].stage_keys[0]
+    assert len(first) == 1 and set(first[0].code) == {key0}
+    assert first[0].code[key0] == s.jobs["j1"].plan.stages[0].spec
+    second = sends(s.submit(DRIVER, SubmitJob(job_id="j2", plan=plan()), 0.0), LaunchTasks)
+    assert len(second) == 1 and second[0].code == {}
+    assert {t.stage_key for t in second[0].tasks} == {key0}
+    # A newcomer has not seen the code: it gets it with its first task.
+    register(s, "e2", slots=8)
+    third = [a for a in s.submit(DRIVER, SubmitJob(job_id="j3", plan=plan()), 0.0) if isinstance(a.msg, LaunchTasks)]
+    assert [a.peer for a in third] == [b"e2"]  # e1 is busier
+    assert set(third[0].msg.code) == {key0} and len(third[0].msg.tasks) == 2
+
+
+def test_result_task_without_payload_never_yields_an_unencodable_action():
+    s = state()
+    register(s, "e1", slots=4)
+    eid, task = run_maps(s)[0]
+    for a in finish(s, eid, task, result=None):  # a buggy or hostile executor
+        if isinstance(a, Send):
+            encode(a.msg, a.payloads)

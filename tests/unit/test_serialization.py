@@ -1,0 +1,95 @@
+"""common.serialization: blocks (raw or lz4) and cloudpickled functions."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import pytest
+
+from common.serialization import (
+    COMPRESS_ABOVE,
+    SerializationError,
+    dumps_block,
+    dumps_function,
+    loads_block,
+    loads_function,
+)
+
+
+def test_small_block_is_stored_raw():
+    records = [1, "two", (3, b"four"), None]
+    block = dumps_block(records)
+    assert block[:1] == b"\x00"
+    assert len(block) <= COMPRESS_ABOVE + 1
+    assert loads_block(block) == records
+
+
+def test_large_block_is_lz4_compressed_and_smaller():
+    records = [("key", i % 10) for i in range(5000)]
+    block = dumps_block(records)
+    assert block[:1] == b"\x01"
+    import pickle
+
+    assert len(block) < len(pickle.dumps(records, protocol=5))
+    assert loads_block(block) == records
+    assert loads_block(memoryview(block)) == records
+
+
+def test_empty_block_round_trips():
+    assert loads_block(dumps_block([])) == []
+
+
+def test_block_of_lambdas_falls_back_to_cloudpickle():
+    block = dumps_block([lambda x: x + 1])
+    assert loads_block(block)[0](1) == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x02whatever",  # unknown format tag
+        b"\x00not a pickle",
+        b"\x01not lz4 data at all",
+    ],
+)
+def test_corrupt_block_raises_serialization_error(data):
+    with pytest.raises(SerializationError):
+        loads_block(data)
+
+
+def test_truncated_blocks_raise_serialization_error():
+    for block in (dumps_block([1, 2, 3]), dumps_block(list(range(2000)))):
+        with pytest.raises(SerializationError):
+            loads_block(block[: len(block) // 2])
+
+
+def test_function_round_trip_with_closure_and_partial():
+    offset = 10
+
+    def add(x):
+        return x + offset
+
+    fn = loads_function(dumps_function(functools.partial(map, add)))
+    assert list(fn([1, 2])) == [11, 12]
+
+
+def test_unpicklable_closure_names_the_function():
+    lock = threading.Lock()
+
+    def guarded_increment(x):
+        with lock:
+            return x + 1
+
+    with pytest.raises(SerializationError) as info:
+        dumps_function(guarded_increment)
+    message = str(info.value)
+    assert "guarded_increment" in message
+    assert "lock" in message.lower()
+    assert info.value.__cause__ is not None
+
+
+def test_loads_function_of_garbage_raises_serialization_error():
+    with pytest.raises(SerializationError, match="cannot load function"):
+        loads_function(b"\x80\x05garbage")
