@@ -26,6 +26,12 @@ class ProtocolError(ValueError):
     """A message that does not decode or validate."""
 
 
+def fits(payload_bytes: int, max_bytes: int) -> bool:
+    """Whether payloads of this many bytes, plus room for a header, stay within the size limit."""
+    header_allowance = min(16 * 1024, max_bytes // 4)
+    return payload_bytes + header_allowance <= max_bytes
+
+
 class Message(Struct, tag=True, frozen=True):
     """Base of every message. `payload_count` says how many raw frames follow the header."""
 
@@ -292,7 +298,7 @@ def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[obje
     """Header and payload frames back into a validated message. Raises ProtocolError."""
     if not frames:
         raise ProtocolError("empty message")
-    total = sum(_frame_len(f) for f in frames)
+    total = frames_size(frames)
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
     header = frames[0]
@@ -309,6 +315,10 @@ def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[obje
             f"{type(msg).__name__} expects {msg.payload_count()} payload frames, got {len(payloads)}"
         )
     return msg, payloads
+
+
+def frames_size(frames: Sequence[object]) -> int:
+    return sum(_frame_len(f) for f in frames)
 
 
 def _frame_len(frame: object) -> int:

@@ -69,14 +69,15 @@ class ServiceLoop:
         self.settings = settings
         self.log = log
         self.poller = zmq.Poller()
-        self._readers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
+        self._readers: dict[Any, Callable[[Any], None]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._running = False
 
     # --- registration ---------------------------------------------------------------------------
 
-    def add_reader(self, sock: zmq.Socket, on_readable: Callable[[zmq.Socket], None]) -> None:
+    def add_reader(self, sock: zmq.Socket | int, on_readable: Callable[[Any], None]) -> None:
+        """Call `on_readable(sock)` when a socket (or a file descriptor) has input."""
         self._readers[sock] = on_readable
         self.poller.register(sock, zmq.POLLIN)
 

@@ -30,8 +30,6 @@ from common.serialization import loads_block
 from common.settings import Settings
 from squall.errors import ConnectionError, ExecutorLostError, JobError, TaskError
 
-PING_EVERY = 1.0
-
 
 class Client:
     """One DEALER socket to the scheduler. Thread-safe: one request at a time."""
@@ -46,7 +44,13 @@ class Client:
         self._nonce = itertools.count(1)
         self._jobs = itertools.count(1)
         self._session = uuid.uuid4().hex[:8]
-        self.ping(timeout=settings.connect_timeout)
+        # Ping often enough that a silent scheduler is noticed within the silence timeout.
+        self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
+        try:
+            self.ping(timeout=settings.connect_timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self._sock.close(0)
@@ -68,11 +72,21 @@ class Client:
     def run_job(self, plan: LogicalPlan) -> list[list[Any]]:
         """Submit a plan and return its result partitions in order, or raise JobError."""
         job_id = f"{self._session}-{next(self._jobs)}"
+        frames = protocol.encode(SubmitJob(job_id=job_id, plan=plan))
+        size = protocol.frames_size(frames)
+        if size > self.settings.max_message_bytes:
+            raise JobError(
+                job_id,
+                "plan",
+                f"the job's plan is {size} bytes, more than a message may carry (max_message_bytes="
+                f"{self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); parallelize less data "
+                "from the driver, or generate it on the executors",
+            )
         with self._lock:
-            transport.send(self._sock, SubmitJob(job_id=job_id, plan=plan))
+            self._sock.send_multipart(frames, copy=False)
             parts: dict[int, list[Any]] = {}
             last_heard = time.monotonic()
-            next_ping = last_heard + PING_EVERY
+            next_ping = last_heard + self._ping_every
             while True:
                 now = time.monotonic()
                 if now - last_heard > self.settings.scheduler_silence_timeout:
@@ -82,8 +96,8 @@ class Client:
                     )
                 if now >= next_ping:
                     transport.send(self._sock, Ping(nonce=next(self._nonce)))
-                    next_ping = now + PING_EVERY
-                if not self._sock.poll(int(PING_EVERY * 1000 / 4)):
+                    next_ping = now + self._ping_every
+                if not self._sock.poll(max(1, int(self._ping_every * 1000 / 4))):
                     continue
                 msg, payloads = self._recv()
                 last_heard = time.monotonic()

@@ -53,11 +53,11 @@ class ExecutorServer:
         self.state = ExecutorState(self.executor_id, self.data_address, settings)
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
-        self.runner = Runner(self.ctx, self.log)
+        self.runner = Runner(self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
         self.loop.add_reader(self.sched, self._on_scheduler)
-        self.loop.add_reader(self.runner.wake, self._on_runner)
+        self.loop.add_reader(self.runner.wake_fd, self._on_runner)
         self.loop.every(settings.heartbeat_interval, self._heartbeat)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
         self.from_scheduler = {
@@ -166,12 +166,8 @@ class ExecutorServer:
 
     # --- runner ---------------------------------------------------------------------------------
 
-    def _on_runner(self, sock: zmq.Socket) -> None:
-        while True:
-            try:
-                sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+    def _on_runner(self, fd: int) -> None:
+        self.runner.drain_wakeups()
         while self.runner.done:
             generation, task, outcome = self.runner.done.popleft()
             if generation == self.generation:

@@ -27,6 +27,7 @@ from common.protocol import (
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
+    fits,
 )
 from common.settings import Settings
 from services.executor.tasks import TaskOutput
@@ -230,6 +231,13 @@ class ExecutorState:
                 reason = f"executor {self.executor_id} has no block for job {msg.job_id} shuffle {msg.shuffle_id} map {part}"
                 return [Reply(peer, ErrorReply(reason=reason, request_id=msg.request_id))]
             frames.append(blocks[msg.reduce_partition])
+        size = sum(len(f) for f in frames)
+        if not fits(size, self.settings.max_message_bytes):
+            reason = (
+                f"shuffle blocks for reduce partition {msg.reduce_partition} are {size} bytes, more than a "
+                f"message may carry (max_message_bytes={self.settings.max_message_bytes}); use more partitions"
+            )
+            return [Reply(peer, ErrorReply(reason=reason, request_id=msg.request_id))]
         return [Reply(peer, Blocks(request_id=msg.request_id, map_partitions=list(msg.map_partitions)), tuple(frames))]
 
     # --- from the runner ------------------------------------------------------------------------
@@ -246,6 +254,13 @@ class ExecutorState:
             return [ToScheduler(self._finished(task, outcome, started, now))]
         if isinstance(outcome, Failure):
             return self._fail(task, outcome)
+        if outcome.is_result and not fits(outcome.size, self.settings.max_message_bytes):
+            message = (
+                f"result partition {task.partition} is {outcome.size} bytes, more than a message may carry "
+                f"(max_message_bytes={self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); "
+                "reduce it on the cluster or use more partitions"
+            )
+            return self._fail(task, Failure("task", "ResultTooLarge", message))
         spec = self.code[task.stage_key]
         actions: list[Action] = []
         if not outcome.is_result:

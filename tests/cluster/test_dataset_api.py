@@ -214,13 +214,8 @@ def test_string_and_tuple_keys_partition_stably_across_processes(ctx):  # type: 
             assert partition_of(key, n) == index, key
 
 
-@pytest.mark.xfail(
-    reason="BUG: common.partitioning.portable_hash hashes -1 and -1.0 (and ints >= 2**61-1 and "
-    "their float equals) differently, so keys that are equal in Python land in different "
-    "reduce partitions and are never combined",
-    strict=True,
-)
 def test_equal_int_and_float_keys_are_combined(ctx):  # type: ignore[no-untyped-def]
+    """Keys equal in Python (-1 and -1.0, 2**62 and its float) meet in one reduce partition."""
     data = [(-1, 1), (-1.0, 1), (2**62, 1), (float(2**62), 1), (3, 1), (3.0, 1)]
     result = ctx.parallelize(data, 3).reduce_by_key(add, partitions=3).collect()
     assert sorted(v for _, v in result) == [2, 2, 2]
