@@ -12,7 +12,7 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,17 +137,24 @@ class ServiceLoop:
             self.stop()
 
 
+RouterHandlers = Mapping[type, Callable[[bytes, Any, list[object]], Any]]
+DealerHandlers = Mapping[type, Callable[[Any, list[object]], Any]]
+
+
 def drain_router(
     sock: zmq.Socket,
     settings: Settings,
     log: Any,
-    dispatch: Callable[[bytes, Message, list[object]], None],
+    handlers: RouterHandlers,
+    service: str,
+    perform: Callable[[Any], None] = lambda result: None,
     limit: int = 256,
 ) -> None:
-    """Read what a ROUTER socket has (up to `limit` messages) and dispatch each decoded message.
+    """Read what a ROUTER socket has (up to `limit` messages), dispatch each through the handler
+    table, and pass each handler's result to `perform`.
 
-    A message that does not decode is answered with ErrorReply; a handler that raises is logged
-    and answered the same way. Neither stops the loop.
+    A message that does not decode, that the table does not handle, or whose handler raises is
+    answered with ErrorReply; none of them stops the loop.
     """
     for _ in range(limit):
         try:
@@ -161,8 +168,12 @@ def drain_router(
             log.warning("bad_message", error=str(exc), frames=len(frames) - 1)
             send(sock, ErrorReply(reason=f"protocol error: {exc}"), to=identity)
             continue
+        handler = handlers.get(type(msg))
+        if handler is None:
+            send(sock, ErrorReply(reason=f"{service} does not handle {type(msg).__name__}"), to=identity)
+            continue
         try:
-            dispatch(identity, msg, payloads)
+            perform(handler(identity, msg, payloads))
         except Exception as exc:
             log.exception("handler_failed", message=type(msg).__name__)
             send(sock, ErrorReply(reason=f"internal error handling {type(msg).__name__}: {exc}"), to=identity)
@@ -172,10 +183,12 @@ def drain_dealer(
     sock: zmq.Socket,
     settings: Settings,
     log: Any,
-    dispatch: Callable[[Message, list[object]], None],
+    handlers: DealerHandlers,
+    source: str,
+    perform: Callable[[Any], None] = lambda result: None,
     limit: int = 256,
 ) -> None:
-    """Like drain_router, for a DEALER socket (no identity frame; errors are only logged)."""
+    """Like drain_router, for a DEALER socket: no identity, so problems are logged, not answered."""
     for _ in range(limit):
         try:
             frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
@@ -184,9 +197,13 @@ def drain_dealer(
         try:
             msg, payloads = protocol.decode(frames, settings.max_message_bytes)
         except ProtocolError as exc:
-            log.warning("bad_message", error=str(exc))
+            log.warning("bad_message", error=str(exc), source=source)
+            continue
+        handler = handlers.get(type(msg))
+        if handler is None:
+            log.warning("unexpected_message", message=type(msg).__name__, source=source)
             continue
         try:
-            dispatch(msg, payloads)
+            perform(handler(msg, payloads))
         except Exception:
-            log.exception("handler_failed", message=type(msg).__name__)
+            log.exception("handler_failed", message=type(msg).__name__, source=source)

@@ -16,7 +16,6 @@ from common.protocol import (
     ClusterStatus,
     ErrorReply,
     GetClusterStatus,
-    JobAccepted,
     JobDone,
     JobFailed,
     Message,

@@ -18,7 +18,6 @@ from common.protocol import (
     Heartbeat,
     LaunchTasks,
     MapOutputs,
-    Message,
     Ping,
     Pong,
     Registered,
@@ -60,18 +59,23 @@ class ExecutorServer:
         self.loop.add_reader(self.runner.wake_fd, self._on_runner)
         self.loop.every(settings.heartbeat_interval, self._heartbeat)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
-        self.from_scheduler = {
+        now = time.monotonic
+        self.from_scheduler: transport.DealerHandlers = {
             Registered: self._on_registered,
             Reregister: self._on_reregister,
-            LaunchTasks: lambda m, p: self._perform(self.state.launch(m, time.monotonic())),
-            ReleaseJob: lambda m, p: self._perform(self.state.release_job(m.job_id)),
+            LaunchTasks: lambda m, p: self.state.launch(m, now()),
+            ReleaseJob: lambda m, p: self.state.release_job(m.job_id),
             ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
             Pong: lambda m, p: None,
         }
-        self.from_peers = {
-            Blocks: lambda m, p: self._perform(self.state.blocks(m, p)),
-            MapOutputs: lambda m, p: self._perform(self.state.map_outputs(m, time.monotonic())),
-            ErrorReply: lambda m, p: self._perform(self.state.request_failed(m)),
+        self.from_peers: transport.DealerHandlers = {  # other executors and shuffle_meta
+            Blocks: lambda m, p: self.state.blocks(m, p),
+            MapOutputs: lambda m, p: self.state.map_outputs(m, now()),
+            ErrorReply: lambda m, p: self.state.request_failed(m),
+        }
+        self.on_block_socket: transport.RouterHandlers = {
+            FetchBlocks: lambda peer, m, p: self.state.serve_fetch(peer, m),
+            Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="executor"))],
         }
         self._register()
         if ready_file:
@@ -107,14 +111,7 @@ class ExecutorServer:
             transport.send(self.sched, Heartbeat(executor_id=self.executor_id))
 
     def _on_scheduler(self, sock: zmq.Socket) -> None:
-        transport.drain_dealer(sock, self.settings, self.log, self._dispatch_scheduler)
-
-    def _dispatch_scheduler(self, msg: Message, payloads: list[object]) -> None:
-        handler = self.from_scheduler.get(type(msg))
-        if handler is None:
-            self.log.warning("unexpected_message", message=type(msg).__name__, source="scheduler")
-            return
-        handler(msg, payloads)
+        transport.drain_dealer(sock, self.settings, self.log, self.from_scheduler, "scheduler", self._perform)
 
     def _on_registered(self, msg: Registered, payloads: list[object]) -> None:
         self.registered = True
@@ -134,26 +131,10 @@ class ExecutorServer:
     # --- peers and shuffle_meta -----------------------------------------------------------------
 
     def _on_peer(self, sock: zmq.Socket) -> None:
-        transport.drain_dealer(sock, self.settings, self.log, self._dispatch_peer)
-
-    def _dispatch_peer(self, msg: Message, payloads: list[object]) -> None:
-        handler = self.from_peers.get(type(msg))
-        if handler is None:
-            self.log.warning("unexpected_message", message=type(msg).__name__, source="peer")
-            return
-        handler(msg, payloads)
+        transport.drain_dealer(sock, self.settings, self.log, self.from_peers, "peer", self._perform)
 
     def _on_data(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self._dispatch_data)
-
-    def _dispatch_data(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
-        if isinstance(msg, FetchBlocks):
-            self._perform(self.state.serve_fetch(peer, msg))
-        elif isinstance(msg, Ping):
-            transport.send(self.data, Pong(nonce=msg.nonce, service="executor"), to=peer)
-        else:
-            reason = f"an executor's block socket does not handle {type(msg).__name__}"
-            transport.send(self.data, ErrorReply(reason=reason), to=peer)
+        transport.drain_router(sock, self.settings, self.log, self.on_block_socket, "an executor's block socket", self._perform)
 
     def _peer(self, address: str) -> zmq.Socket:
         sock = self.peers.get(address)
@@ -175,8 +156,8 @@ class ExecutorServer:
 
     # --- actions --------------------------------------------------------------------------------
 
-    def _perform(self, actions: list[Action]) -> None:
-        for action in actions:
+    def _perform(self, actions: list[Action] | None) -> None:
+        for action in actions or ():
             if isinstance(action, Run):
                 self.runner.submit(self.generation, action.task, action.spec, action.inputs)
             elif isinstance(action, ToScheduler):

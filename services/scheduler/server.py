@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -27,8 +26,6 @@ from common.protocol import (
 from common.settings import Settings
 from services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
 
-Handler = Callable[[bytes, Any, list[object], float], list[Action]]
-
 
 class SchedulerServer:
     def __init__(self, settings: Settings, log: Any, ready_file: str | None = None) -> None:
@@ -44,14 +41,19 @@ class SchedulerServer:
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
-        self.handlers: dict[type, Handler] = {
-            RegisterExecutor: lambda peer, m, p, now: self.state.register(peer, m, now),
-            Heartbeat: lambda peer, m, p, now: self.state.heartbeat(peer, m, now),
-            SubmitJob: lambda peer, m, p, now: self.state.submit(peer, m, now),
-            TaskFinished: lambda peer, m, p, now: self.state.task_finished(m, p, now),
-            TaskFailed: lambda peer, m, p, now: self.state.task_failed(m, now),
-            GetClusterStatus: lambda peer, m, p, now: [Send(peer, self.state.status())],
-            Ping: lambda peer, m, p, now: [Send(peer, Pong(nonce=m.nonce, service="scheduler"))],
+        now = time.monotonic
+        self.handlers: transport.RouterHandlers = {
+            RegisterExecutor: lambda peer, m, p: self.state.register(peer, m, now()),
+            Heartbeat: lambda peer, m, p: self.state.heartbeat(peer, m, now()),
+            SubmitJob: lambda peer, m, p: self.state.submit(peer, m, now()),
+            TaskFinished: lambda peer, m, p: self.state.task_finished(m, p, now()),
+            TaskFailed: lambda peer, m, p: self.state.task_failed(m, now()),
+            GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status())],
+            Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler"))],
+        }
+        # shuffle_meta never answers the scheduler, except with errors.
+        self.from_meta: transport.DealerHandlers = {
+            ErrorReply: lambda m, p: self.log.warning("shuffle_meta_error", reason=m.reason),
         }
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)
@@ -66,18 +68,10 @@ class SchedulerServer:
             self.ctx.term()
 
     def _on_readable(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self._dispatch)
-
-    def _dispatch(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
-        handler = self.handlers.get(type(msg))
-        if handler is None:
-            self._perform([Send(peer, ErrorReply(reason=f"the scheduler does not handle {type(msg).__name__}"))])
-            return
-        self._perform(handler(peer, msg, payloads, time.monotonic()))
+        transport.drain_router(sock, self.settings, self.log, self.handlers, "the scheduler", self._perform)
 
     def _on_meta_readable(self, sock: zmq.Socket) -> None:
-        # shuffle_meta only answers the scheduler with errors (its messages to us are one-way).
-        transport.drain_dealer(sock, self.settings, self.log, lambda m, p: self.log.warning("shuffle_meta_said", message=repr(m)))
+        transport.drain_dealer(sock, self.settings, self.log, self.from_meta, "shuffle_meta")
 
     def _tick(self) -> None:
         self._perform(self.state.tick(time.monotonic()))

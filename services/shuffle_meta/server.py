@@ -9,11 +9,9 @@ import zmq
 
 from common import transport
 from common.protocol import (
-    ErrorReply,
     ForgetExecutor,
     ForgetJob,
     LookupMapOutputs,
-    Message,
     Ping,
     Pong,
     RegisterMapOutput,
@@ -33,12 +31,12 @@ class ShuffleMetaServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.every(0.05, self._tick)
-        self.handlers = {
-            RegisterMapOutput: self._on_register,
-            LookupMapOutputs: self._on_lookup,
-            ForgetJob: self._on_forget_job,
-            ForgetExecutor: self._on_forget_executor,
-            Ping: self._on_ping,
+        self.handlers: transport.RouterHandlers = {
+            RegisterMapOutput: lambda peer, m, p: self.state.register(m.job_id, m.shuffle_id, m.location),
+            LookupMapOutputs: lambda peer, m, p: self.state.lookup(peer, m, time.monotonic()),
+            ForgetJob: lambda peer, m, p: self.state.forget_job(m.job_id),
+            ForgetExecutor: lambda peer, m, p: self.state.forget_executor(m.executor_id),
+            Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="shuffle_meta"))],
         }
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)
@@ -52,34 +50,11 @@ class ShuffleMetaServer:
             self.ctx.term()
 
     def _on_readable(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self._dispatch)
+        transport.drain_router(sock, self.settings, self.log, self.handlers, "shuffle_meta", self._send)
 
-    def _dispatch(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
-        handler = self.handlers.get(type(msg))
-        if handler is None:
-            self._send([Reply(peer, ErrorReply(reason=f"shuffle_meta does not handle {type(msg).__name__}"))])
-            return
-        self._send(handler(peer, msg))
-
-    def _send(self, replies: list[Reply]) -> None:
-        for r in replies:
+    def _send(self, replies: list[Reply] | None) -> None:
+        for r in replies or ():
             transport.send(self.sock, r.msg, to=r.peer)
 
     def _tick(self) -> None:
         self._send(self.state.tick(time.monotonic()))
-
-    def _on_register(self, peer: bytes, msg: RegisterMapOutput) -> list[Reply]:
-        return self.state.register(msg.job_id, msg.shuffle_id, msg.location)
-
-    def _on_lookup(self, peer: bytes, msg: LookupMapOutputs) -> list[Reply]:
-        return self.state.lookup(peer, msg, time.monotonic())
-
-    def _on_forget_job(self, peer: bytes, msg: ForgetJob) -> list[Reply]:
-        return self.state.forget_job(msg.job_id)
-
-    def _on_forget_executor(self, peer: bytes, msg: ForgetExecutor) -> list[Reply]:
-        self.state.forget_executor(msg.executor_id)
-        return []
-
-    def _on_ping(self, peer: bytes, msg: Ping) -> list[Reply]:
-        return [Reply(peer, Pong(nonce=msg.nonce, service="shuffle_meta"))]

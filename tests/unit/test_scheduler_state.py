@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
-
 from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from common.protocol import (
-    ForgetExecutor, ForgetJob, Heartbeat, JobAccepted, JobDone, JobFailed, LaunchTasks, PartitionResult,
-    Registered, RegisterExecutor, ReleaseJob, Reregister, SubmitJob, TaskFailed, TaskFinished, encode,
+    ForgetExecutor,
+    ForgetJob,
+    Heartbeat,
+    JobAccepted,
+    JobDone,
+    JobFailed,
+    LaunchTasks,
+    PartitionResult,
+    Registered,
+    RegisterExecutor,
+    ReleaseJob,
+    Reregister,
+    SubmitJob,
+    TaskFailed,
+    TaskFinished,
+    encode,
 )
 from common.settings import Settings
 from services.scheduler.state import SchedulerState, Send, ToShuffleMeta
