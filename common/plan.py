@@ -16,6 +16,12 @@ from msgspec import Meta, Struct
 
 Count = Annotated[int, Meta(ge=1, le=1_000_000)]
 Index = Annotated[int, Meta(ge=0)]
+CodeKey = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+def code_key(blob: bytes) -> str:
+    """The content hash that names a piece of pickled code everywhere (driver, scheduler, executors)."""
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
 
 class PlanError(ValueError):
@@ -62,10 +68,11 @@ Source = RangeSource | CollectionSource
 
 
 class Aggregator(Struct, frozen=True):
-    """How a shuffle combines values of one key: 'reduce' with fn(a, b) -> a, or 'group' into lists."""
+    """How a shuffle combines values of one key: 'reduce' with fn(a, b) -> a, or 'group' into lists.
+    `fn` names pickled code by its code_key."""
 
     kind: Literal["reduce", "group"]
-    fn: bytes | None = None
+    fn: CodeKey | None = None
 
 
 class SourceNode(Struct, tag="source", frozen=True):
@@ -73,10 +80,10 @@ class SourceNode(Struct, tag="source", frozen=True):
 
 
 class NarrowNode(Struct, tag="narrow", frozen=True):
-    """A per-partition transformation: fn(iterator) -> iterable, cloudpickled."""
+    """A per-partition transformation fn(iterator) -> iterable; `fn` names its pickled code."""
 
     parent: Index
-    fn: bytes
+    fn: CodeKey
 
 
 class ShuffleNode(Struct, tag="shuffle", frozen=True):
@@ -94,6 +101,15 @@ class LogicalPlan(Struct, frozen=True):
     """Nodes in topological order; the last node is the one whose partitions the job returns."""
 
     nodes: list[PlanNode]
+
+    def code_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for node in self.nodes:
+            if isinstance(node, NarrowNode):
+                keys.add(node.fn)
+            elif isinstance(node, ShuffleNode) and node.aggregator.fn is not None:
+                keys.add(node.aggregator.fn)
+        return keys
 
 
 # --- physical plan (built by the scheduler's planner, run by executors) --------------------------
@@ -120,16 +136,32 @@ StageOutput = ShuffleWrite | ResultWrite
 
 
 class StageSpec(Struct, frozen=True):
-    """A pipeline of narrow ops between an input and an output; one task per partition."""
+    """A pipeline of narrow ops between an input and an output; one task per partition.
+
+    Ops and aggregators name their code by code_key, so a spec is small and the code itself is
+    shipped to each executor once, whatever the number of jobs and batches that use it.
+    """
 
     partitions: Count
     input: StageInput
-    ops: list[bytes]
+    ops: list[CodeKey]
     output: StageOutput
 
     def key(self) -> str:
-        """Content hash: the name under which executors cache this stage's code."""
+        """Content hash: the name under which executors cache this stage spec."""
         return hashlib.blake2b(msgspec.msgpack.encode(self), digest_size=16).hexdigest()
+
+    def code_keys(self) -> list[str]:
+        keys = list(self.ops)
+        for side in (self.input, self.output):
+            agg = getattr(side, "aggregator", None)
+            if agg is not None and agg.fn is not None:
+                keys.append(agg.fn)
+        return keys
+
+    @property
+    def reads_shuffle(self) -> bool:
+        return isinstance(self.input, ShuffleRead)
 
 
 class Stage(Struct, frozen=True):

@@ -61,15 +61,32 @@ class ErrorReply(Message, frozen=True):
 # --- driver <-> scheduler ------------------------------------------------------------------------
 
 
-class SubmitJob(Message, frozen=True):
+class JobSpec(Struct, frozen=True):
+    """One micro-batch (job) of a run: its id and its plan."""
+
     job_id: Id
     plan: LogicalPlan
 
 
-class JobAccepted(Message, frozen=True):
-    job_id: Id
-    stages: int
-    tasks: int
+class SubmitJobs(Message, frozen=True):
+    """A run: jobs executed in order, dispatched `group_size` at a time when pre-scheduled.
+
+    `code` carries the pickled code the plans name that this driver has not sent before.
+    With `preschedule` off, every job runs in BSP mode (stage by stage) and groups do not apply.
+    """
+
+    run_id: Id
+    jobs: list[JobSpec]
+    code: dict[str, bytes] = {}
+    group_size: Annotated[int, Meta(ge=1, le=100_000)] = 1
+    preschedule: bool = True
+    barrier: bool = False
+
+
+class CancelRun(Message, frozen=True):
+    """Run no more groups of this run; the group in flight finishes."""
+
+    run_id: Id
 
 
 class PartitionResult(Message, frozen=True):
@@ -87,7 +104,7 @@ class JobDone(Message, frozen=True):
     elapsed: Seconds
 
 
-FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "cancelled"]
+FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "missing_code", "cancelled"]
 
 
 class JobFailed(Message, frozen=True):
@@ -98,6 +115,34 @@ class JobFailed(Message, frozen=True):
     traceback: str = ""
     stage_id: int = -1
     partition: int = -1
+    batch: int = -1
+
+
+class GroupStats(Struct, frozen=True):
+    """What one group cost: jobs, executors, bytes of launch messages (and of code in them), time."""
+
+    group_id: Index
+    jobs: int
+    executors: int
+    launch_bytes: int
+    code_bytes: int
+    duration: Seconds
+
+
+class RunDone(Message, frozen=True):
+    run_id: Id
+    groups: list[GroupStats] = []
+
+
+class GetMetrics(Message, frozen=True):
+    pass
+
+
+class Metrics(Message, frozen=True):
+    """Counts of the messages the scheduler handled and sent, by type."""
+
+    received: dict[str, int]
+    sent: dict[str, int]
 
 
 class GetClusterStatus(Message, frozen=True):
@@ -148,13 +193,54 @@ class TaskDescriptor(Struct, frozen=True):
     partition: Index
     stage_key: str
     attempt: Index = 0
+    # Pre-scheduled tasks only: the micro-batch's index in its run (orders the local scheduler),
+    # and for a task that writes a shuffle, the block address of each reduce partition's executor.
+    batch: Index = 0
+    push_to: list[str] = []
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.job_id, self.stage_id, self.partition)
 
 
 class LaunchTasks(Message, frozen=True):
-    """Tasks for one executor, plus the code of the stages it has not seen yet."""
+    """BSP mode: tasks for one executor, plus the stage specs and code it has not seen yet."""
 
     tasks: list[TaskDescriptor]
-    code: dict[str, StageSpec] = {}
+    stages: dict[str, StageSpec] = {}
+    code: dict[str, bytes] = {}
+
+
+class LaunchGroup(Message, frozen=True):
+    """Drizzle mode: one executor's whole share of a group of micro-batches, sent at once.
+
+    Reduce tasks wait for the blocks their mappers push; map tasks push to `push_to`. The
+    executor reports once, with GroupDone, when every task here has finished or was released.
+    """
+
+    group_id: Index
+    tasks: list[TaskDescriptor]
+    stages: dict[str, StageSpec] = {}
+    code: dict[str, bytes] = {}
+    barrier: bool = False
+
+
+class GroupDone(Message, frozen=True):
+    group_id: Index
+    executor_id: Id
+    tasks: Index
+    busy: Seconds
+
+
+class ResultPartition(Message, frozen=True):
+    """Drizzle mode: a result task's records (one payload frame), relayed to the driver."""
+
+    executor_id: Id
+    job_id: Id
+    partition: Index
+
+    def payload_count(self) -> int:
+        return 1
 
 
 class TaskFinished(Message, frozen=True):
@@ -186,9 +272,9 @@ class TaskFailed(Message, frozen=True):
 
 
 class ReleaseJob(Message, frozen=True):
-    """The job is over: drop its blocks."""
+    """These jobs are over: drop their blocks, cancel their tasks still waiting for input."""
 
-    job_id: Id
+    job_ids: list[str]
 
 
 # --- shuffle_meta --------------------------------------------------------------------------------
@@ -223,7 +309,7 @@ class MapOutputs(Message, frozen=True):
 
 
 class ForgetJob(Message, frozen=True):
-    job_id: Id
+    job_ids: list[str]
 
 
 class ForgetExecutor(Message, frozen=True):
@@ -251,15 +337,40 @@ class Blocks(Message, frozen=True):
         return len(self.map_partitions)
 
 
+class PushBlocks(Message, frozen=True):
+    """A mapper's blocks for the listed reduce partitions, one payload frame each (Drizzle mode)."""
+
+    job_id: Id
+    shuffle_id: Index
+    map_partition: Index
+    reduce_partitions: list[int]
+
+    def payload_count(self) -> int:
+        return len(self.reduce_partitions)
+
+
+class BlocksReady(Message, frozen=True):
+    """A mapper's blocks too large to push: the reducer fetches them from `address`."""
+
+    job_id: Id
+    shuffle_id: Index
+    map_partition: Index
+    reduce_partitions: list[int]
+    address: str
+
+
 AnyMessage = (
     Ping
     | Pong
     | ErrorReply
-    | SubmitJob
-    | JobAccepted
+    | SubmitJobs
+    | CancelRun
     | PartitionResult
     | JobDone
     | JobFailed
+    | RunDone
+    | GetMetrics
+    | Metrics
     | GetClusterStatus
     | ClusterStatus
     | RegisterExecutor
@@ -267,6 +378,9 @@ AnyMessage = (
     | Reregister
     | Heartbeat
     | LaunchTasks
+    | LaunchGroup
+    | GroupDone
+    | ResultPartition
     | TaskFinished
     | TaskFailed
     | ReleaseJob
@@ -277,6 +391,8 @@ AnyMessage = (
     | ForgetExecutor
     | FetchBlocks
     | Blocks
+    | PushBlocks
+    | BlocksReady
 )
 
 _encoder = msgspec.msgpack.Encoder()

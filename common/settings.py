@@ -44,6 +44,15 @@ class Settings:
     executor_advertise_host: str = ""
     # How many tasks the scheduler keeps in flight on one executor.
     executor_slots: int = 1
+    # Scheduling modes. Pre-scheduling (Drizzle): reducers are placed before their mappers, which
+    # push blocks straight to them; off means BSP (a stage is launched when the previous one is
+    # done and reducers pull). group_size: micro-batches dispatched at once by run_jobs.
+    preschedule: bool = True
+    group_size: int = 10
+    # Executors hold batch b+1's map tasks until their reduce tasks of batch b are done.
+    barrier: bool = False
+    # Map output blocks up to this size are pushed with the notice; larger ones are fetched.
+    push_inline_max_bytes: int = 1024 * 1024
     # Membership: an executor beats every interval; after this many missed beats it is dead.
     heartbeat_interval: float = 0.2
     heartbeat_misses: int = 5
@@ -69,6 +78,10 @@ class Settings:
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a positive number of seconds, got {value!r}")
         if self.heartbeat_misses < 1:
             raise SettingsError("heartbeat_misses (SQUALL_HEARTBEAT_MISSES) must be at least 1")
+        if self.group_size < 1:
+            raise SettingsError("group_size (SQUALL_GROUP_SIZE) must be at least 1")
+        if self.push_inline_max_bytes < 0:
+            raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
         if self.executor_slots < 1:
             raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
         if self.max_message_bytes < 1024:

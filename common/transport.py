@@ -55,6 +55,17 @@ def send(sock: zmq.Socket, msg: Message, payloads: Sequence[object] = (), to: by
     sock.send_multipart(frames, copy=False)
 
 
+def try_send(sock: zmq.Socket, msg: Message, payloads: Sequence[object] = ()) -> bool:
+    """Send without blocking; False if the socket cannot take it now (no peer, queue full).
+
+    For DEALERs towards peers that may be dead: a blocking send there would stall the loop."""
+    try:
+        sock.send_multipart(protocol.encode(msg, payloads), flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return False
+    return True
+
+
 def write_ready_file(path: str, endpoint: str) -> None:
     """Tell a parent process where we listen, atomically (it polls for the file)."""
     tmp = Path(path + ".tmp")
@@ -148,6 +159,7 @@ def drain_router(
     handlers: RouterHandlers,
     service: str,
     perform: Callable[[Any], None] = lambda result: None,
+    observe: Callable[[Message], None] | None = None,
     limit: int = 256,
 ) -> None:
     """Read what a ROUTER socket has (up to `limit` messages), dispatch each through the handler
@@ -168,6 +180,8 @@ def drain_router(
             log.warning("bad_message", error=str(exc), frames=len(frames) - 1)
             send(sock, ErrorReply(reason=f"protocol error: {exc}"), to=identity)
             continue
+        if observe is not None:
+            observe(msg)
         handler = handlers.get(type(msg))
         if handler is None:
             send(sock, ErrorReply(reason=f"{service} does not handle {type(msg).__name__}"), to=identity)

@@ -1,4 +1,11 @@
-"""The driver's connection to a scheduler: submit a job, gather its result partitions."""
+"""The driver's connection to a scheduler: one DEALER socket, shared safely by threads.
+
+Messages are sorted into mailboxes as they arrive: one per run (by run id, and by the ids of the
+run's jobs), and one for control replies (Pong, ClusterStatus, Metrics). Whoever waits pumps the
+socket for everyone, so a user iterating over one run's results may start another run, or ask
+for the cluster's status, inside the loop. A scheduler that stays silent while something waits
+is reported as a ConnectionError, never a hang.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +13,51 @@ import itertools
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import zmq
 
 from common import protocol, transport
-from common.plan import LogicalPlan
 from common.protocol import (
+    CancelRun,
     ClusterStatus,
     ErrorReply,
     GetClusterStatus,
-    JobDone,
-    JobFailed,
+    GetMetrics,
+    JobSpec,
     Message,
-    PartitionResult,
+    Metrics,
     Ping,
     Pong,
     ProtocolError,
-    SubmitJob,
+    SubmitJobs,
 )
-from common.serialization import loads_block
 from common.settings import Settings
-from squall.errors import ConnectionError, ExecutorLostError, JobError, TaskError
+from squall.errors import ConnectionError, JobError
+
+Event = tuple[Message, list[object]]
+CONTROL = "__control__"
 
 
 class Client:
-    """One DEALER socket to the scheduler. Thread-safe: one request at a time."""
-
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
         self._ctx = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
         self._sock.connect(address)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while using the socket
+        self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
+        self._route: dict[str, str] = {}  # job id -> run id
         self._nonce = itertools.count(1)
-        self._jobs = itertools.count(1)
+        self._runs = itertools.count(1)
         self._session = uuid.uuid4().hex[:8]
+        self.sent_code: set[str] = set()  # code keys the scheduler has from this client
         # Ping often enough that a silent scheduler is noticed within the silence timeout.
         self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
+        self._last_heard = time.monotonic()
+        self._last_ping = 0.0
         try:
             self.ping(timeout=settings.connect_timeout)
         except BaseException:
@@ -54,87 +67,127 @@ class Client:
     def close(self) -> None:
         self._sock.close(0)
 
-    # --- requests -------------------------------------------------------------------------------
+    # --- control requests -----------------------------------------------------------------------
 
     def ping(self, timeout: float | None = None) -> None:
         nonce = next(self._nonce)
-        with self._lock:
-            transport.send(self._sock, Ping(nonce=nonce))
-            self._await(lambda m, p: isinstance(m, Pong) and m.nonce == nonce, timeout or self.settings.connect_timeout, "ping")
+        self._send(Ping(nonce=nonce))
+        self._control(lambda m: isinstance(m, Pong) and m.nonce == nonce, timeout or self.settings.connect_timeout, "ping")
 
     def status(self) -> ClusterStatus:
-        with self._lock:
-            transport.send(self._sock, GetClusterStatus())
-            msg, _ = self._await(lambda m, p: isinstance(m, ClusterStatus), self.settings.connect_timeout, "status")
-            return msg  # type: ignore[return-value]
+        self._send(GetClusterStatus())
+        return self._control(lambda m: isinstance(m, ClusterStatus), self.settings.connect_timeout, "status")  # type: ignore[return-value]
 
-    def run_job(self, plan: LogicalPlan) -> list[list[Any]]:
-        """Submit a plan and return its result partitions in order, or raise JobError."""
-        job_id = f"{self._session}-{next(self._jobs)}"
-        frames = protocol.encode(SubmitJob(job_id=job_id, plan=plan))
+    def metrics(self) -> Metrics:
+        self._send(GetMetrics())
+        return self._control(lambda m: isinstance(m, Metrics), self.settings.connect_timeout, "metrics")  # type: ignore[return-value]
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    def new_run_id(self) -> str:
+        return f"{self._session}-{next(self._runs)}"
+
+    def submit(self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool) -> None:
+        """Send a run, with the code its plans name that the scheduler has not had from us."""
+        self._boxes[run_id] = deque()
+        for job in jobs:
+            self._route[job.job_id] = run_id
+        new_code = {k: v for k, v in code.items() if k not in self.sent_code}
+        msg = SubmitJobs(run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier)
+        frames = protocol.encode(msg)
         size = protocol.frames_size(frames)
         if size > self.settings.max_message_bytes:
+            self.forget(run_id)
             raise JobError(
-                job_id,
+                jobs[0].job_id if jobs else run_id,
                 "plan",
-                f"the job's plan is {size} bytes, more than a message may carry (max_message_bytes="
+                f"the submission is {size} bytes, more than a message may carry (max_message_bytes="
                 f"{self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); parallelize less data "
                 "from the driver, or generate it on the executors",
             )
         with self._lock:
             self._sock.send_multipart(frames, copy=False)
-            parts: dict[int, list[Any]] = {}
-            last_heard = time.monotonic()
-            next_ping = last_heard + self._ping_every
-            while True:
-                now = time.monotonic()
-                if now - last_heard > self.settings.scheduler_silence_timeout:
-                    raise ConnectionError(
-                        f"the scheduler at {self.address} has not answered for "
-                        f"{self.settings.scheduler_silence_timeout:g}s while job {job_id} ran"
-                    )
-                if now >= next_ping:
-                    transport.send(self._sock, Ping(nonce=next(self._nonce)))
-                    next_ping = now + self._ping_every
-                if not self._sock.poll(max(1, int(self._ping_every * 1000 / 4))):
-                    continue
-                msg, payloads = self._recv()
-                last_heard = time.monotonic()
-                if isinstance(msg, PartitionResult) and msg.job_id == job_id:
-                    parts[msg.partition] = loads_block(protocol.payload_bytes(payloads[0]))
-                elif isinstance(msg, JobDone) and msg.job_id == job_id:
-                    return [parts.get(i, []) for i in range(max(parts, default=-1) + 1)]
-                elif isinstance(msg, JobFailed) and msg.job_id == job_id:
-                    raise _job_error(msg)
-                elif isinstance(msg, ErrorReply):
-                    raise JobError(job_id, "protocol", f"the scheduler refused the job: {msg.reason}")
-                # JobAccepted, Pongs and stale messages of earlier jobs need nothing.
+        self.sent_code.update(new_code)
+
+    def cancel(self, run_id: str) -> None:
+        self._send(CancelRun(run_id=run_id))
+
+    def next_event(self, run_id: str) -> Event:
+        """The run's next message (PartitionResult, JobDone, JobFailed, RunDone), waiting as needed."""
+        return self._wait(run_id, f"run {run_id}")
+
+    def forget(self, run_id: str) -> None:
+        """Stop keeping the run's messages (after RunDone, or when the caller gave up on it)."""
+        self._boxes.pop(run_id, None)
+        for job_id in [j for j, r in self._route.items() if r == run_id]:
+            del self._route[job_id]
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _recv(self) -> tuple[Message, list[object]]:
-        frames = self._sock.recv_multipart(copy=False)
-        try:
-            return protocol.decode(frames, self.settings.max_message_bytes)
-        except ProtocolError as exc:
-            raise ConnectionError(f"the scheduler sent a message that does not decode: {exc}") from exc
+    def _send(self, msg: Message) -> None:
+        with self._lock:
+            transport.send(self._sock, msg)
 
-    def _await(self, match: Any, timeout: float, what: str) -> tuple[Message, list[object]]:
+    def _control(self, match: Any, timeout: float, what: str) -> Message:
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(max(1, int(remaining * 1000))):
-                raise ConnectionError(f"no scheduler answered at {self.address} within {timeout:g}s ({what})")
-            msg, payloads = self._recv()
-            if match(msg, payloads):
-                return msg, payloads
+            msg, _ = self._wait(CONTROL, what, deadline=deadline)
+            if match(msg):
+                return msg
             if isinstance(msg, ErrorReply):
                 raise ConnectionError(f"the scheduler answered {what} with an error: {msg.reason}")
 
+    def _wait(self, box: str, what: str, deadline: float | None = None) -> Event:
+        started = time.monotonic()
+        while True:
+            mailbox = self._boxes.get(box)
+            if mailbox:
+                return mailbox.popleft()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise ConnectionError(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")
+            if deadline is None and now - max(self._last_heard, started) > self.settings.scheduler_silence_timeout:
+                raise ConnectionError(
+                    f"the scheduler at {self.address} has not answered for {self.settings.scheduler_silence_timeout:g}s ({what})"
+                )
+            if self._lock.acquire(timeout=0.05):
+                try:
+                    if not self._boxes.get(box):
+                        self._pump(deadline is None)
+                finally:
+                    self._lock.release()
 
-def _job_error(msg: JobFailed) -> JobError:
-    if msg.kind == "task":
-        return TaskError(msg.job_id, msg.message, msg.error_type, msg.traceback, msg.stage_id, msg.partition)
-    if msg.kind == "executor_lost":
-        return ExecutorLostError(msg.job_id, msg.kind, msg.message, msg.stage_id, msg.partition)
-    return JobError(msg.job_id, msg.kind, msg.message, msg.stage_id, msg.partition)
+    def _pump(self, keep_alive: bool) -> None:
+        """Under the lock: read what has arrived (briefly waiting) and sort it into mailboxes."""
+        now = time.monotonic()
+        if keep_alive and now - self._last_ping > self._ping_every:
+            transport.send(self._sock, Ping(nonce=0))
+            self._last_ping = now
+        if not self._sock.poll(20):
+            return
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                msg, payloads = protocol.decode(frames, self.settings.max_message_bytes)
+            except ProtocolError as exc:
+                raise ConnectionError(f"the scheduler sent a message that does not decode: {exc}") from exc
+            self._sort(msg, payloads)
+
+    def _sort(self, msg: Message, payloads: list[object]) -> None:
+        if isinstance(msg, Pong) and msg.nonce == 0:
+            return  # a keep-alive answer: hearing it was the point
+        key = getattr(msg, "run_id", None) or self._route.get(getattr(msg, "job_id", ""), None)
+        if key is None:
+            if isinstance(msg, ErrorReply) and len(self._boxes) > 1:
+                # An error about a submission: every run waiting should hear it.
+                for box in self._boxes.values():
+                    box.append((msg, payloads))
+                return
+            key = CONTROL
+        box = self._boxes.get(key)
+        if box is not None:  # messages of runs nobody waits for any more are dropped
+            box.append((msg, payloads))

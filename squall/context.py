@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from common.plan import CollectionSource, LogicalPlan, RangeSource, SourceNode
-from common.protocol import ClusterStatus
+from common.plan import CollectionSource, RangeSource, SourceNode, code_key
+from common.protocol import ClusterStatus, Metrics
 from common.serialization import dumps_block
 from common.settings import Settings
 from squall.client import Client
 from squall.dataset import Dataset
+from squall.errors import JobError
+from squall.runs import Errors, Run, RunStats
 
 
 class Context:
@@ -18,6 +20,8 @@ class Context:
         self.settings = settings or Settings.from_env()
         self.address = address
         self.client = Client(address, self.settings)
+        self.code: dict[str, bytes] = {}  # every function this context's datasets use, by code key
+        self.last_run: RunStats | None = None
 
     def __enter__(self) -> Context:
         return self
@@ -30,6 +34,15 @@ class Context:
 
     def status(self) -> ClusterStatus:
         return self.client.status()
+
+    def metrics(self) -> Metrics:
+        """How many messages of each type the scheduler has received and sent."""
+        return self.client.metrics()
+
+    def register_code(self, blob: bytes) -> str:
+        key = code_key(blob)
+        self.code.setdefault(key, blob)
+        return key
 
     @property
     def default_parallelism(self) -> int:
@@ -54,8 +67,52 @@ class Context:
 
     # --- running --------------------------------------------------------------------------------
 
-    def run_plan(self, plan: LogicalPlan) -> list[list[Any]]:
-        return self.client.run_job(plan)
+    def run_jobs(
+        self,
+        datasets: Sequence[Dataset],
+        group_size: int | None = None,
+        preschedule: bool | None = None,
+        barrier: bool | None = None,
+        errors: Errors = "raise",
+    ) -> list[Any]:
+        """Collect every dataset, as micro-batches of one run (Drizzle's runJobs).
+
+        Pre-scheduled (the default), the jobs are dispatched `group_size` at a time, each group
+        with one message per executor. Results come back in order. With errors="raise", the first
+        failed job's error is raised after the whole run has finished; with errors="return", it
+        takes that job's place in the list.
+        """
+        outcomes = list(self.iter_jobs(datasets, group_size, preschedule, barrier, errors="return"))
+        if errors == "raise":
+            for outcome in outcomes:
+                if isinstance(outcome, JobError):
+                    raise outcome
+        return outcomes
+
+    def iter_jobs(
+        self,
+        datasets: Sequence[Dataset],
+        group_size: int | None = None,
+        preschedule: bool | None = None,
+        barrier: bool | None = None,
+        errors: Errors = "raise",
+    ) -> Iterator[Any]:
+        """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
+        Leaving the loop early cancels the groups not yet dispatched."""
+        plans = [d.plan() for d in datasets]
+        code = {k: self.code[k] for plan in plans for k in plan.code_keys()}
+        run = Run(
+            self.client,
+            plans,
+            code,
+            group_size=self.settings.group_size if group_size is None else group_size,
+            preschedule=self.settings.preschedule if preschedule is None else preschedule,
+            barrier=self.settings.barrier if barrier is None else barrier,
+        )
+        self.last_run = run.stats
+        if not plans:
+            return iter(())
+        return run.results(errors)
 
     def _partitions(self, partitions: int | None) -> int:
         n = self.default_parallelism if partitions is None else partitions

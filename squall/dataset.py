@@ -8,7 +8,6 @@ function that cannot be shipped fails where it is written, before anything runs.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,7 @@ class Dataset:
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Dataset:
         """Combine the values of each key with fn(a, b), map-side first, into `partitions` partitions."""
         _check_callable(fn)
-        return self._shuffle(Aggregator(kind="reduce", fn=_dumps(fn)), partitions)
+        return self._shuffle(Aggregator(kind="reduce", fn=self.ctx.register_code(_dumps(fn))), partitions)
 
     def group_by_key(self, partitions: int | None = None) -> Dataset:
         """(key, [values]) for each key. Value order within a key is not defined."""
@@ -56,9 +55,11 @@ class Dataset:
 
     # --- actions --------------------------------------------------------------------------------
 
+    def plan(self) -> LogicalPlan:
+        return LogicalPlan(nodes=list(self.nodes))
+
     def collect(self) -> list[Any]:
-        parts = self.ctx.run_plan(LogicalPlan(nodes=list(self.nodes)))
-        return list(itertools.chain.from_iterable(parts))
+        return self.ctx.run_jobs([self], group_size=1)[0]  # type: ignore[no-any-return]
 
     def count(self) -> int:
         return sum(self._narrow_raw(ops.count_op).collect())
@@ -77,10 +78,11 @@ class Dataset:
             blob = dumps_function(functools.partial(adapter, fn))
         except SerializationError as exc:
             raise SerializationError(f"cannot ship {_name(fn)} to executors: {exc.__cause__ or exc}") from exc
-        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=blob), self.partitions)
+        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(blob)), self.partitions)
 
     def _narrow_raw(self, partition_fn: Callable[[Iterator[Any]], Iterable[Any]]) -> Dataset:
-        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=_dumps(partition_fn)), self.partitions)
+        key = self.ctx.register_code(_dumps(partition_fn))
+        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=key), self.partitions)
 
     def _shuffle(self, aggregator: Aggregator, partitions: int | None) -> Dataset:
         n = self.partitions if partitions is None else partitions

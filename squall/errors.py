@@ -14,19 +14,22 @@ class ConnectionError(SquallError):  # noqa: A001 - deliberately ours, not the b
 class JobError(SquallError):
     """A job failed. `kind` says why: task, executor_lost, plan, fetch, no_executors."""
 
-    def __init__(self, job_id: str, kind: str, message: str, stage_id: int = -1, partition: int = -1) -> None:
+    def __init__(self, job_id: str, kind: str, message: str, stage_id: int = -1, partition: int = -1, batch: int = -1) -> None:
         super().__init__(message)
         self.job_id = job_id
         self.kind = kind
         self.stage_id = stage_id
         self.partition = partition
+        self.batch = batch  # the job's index in its run (run_jobs / iter_jobs)
 
 
 class TaskError(JobError):
     """A user function raised on an executor. `remote_traceback` is the executor's traceback."""
 
-    def __init__(self, job_id: str, message: str, error_type: str, remote_traceback: str, stage_id: int, partition: int) -> None:
-        super().__init__(job_id, "task", message, stage_id, partition)
+    def __init__(
+        self, job_id: str, message: str, error_type: str, remote_traceback: str, stage_id: int, partition: int, batch: int = -1
+    ) -> None:
+        super().__init__(job_id, "task", message, stage_id, partition, batch)
         self.error_type = error_type
         self.remote_traceback = remote_traceback
 

@@ -12,6 +12,7 @@ import queue
 import threading
 import traceback
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from common.plan import StageSpec
@@ -22,9 +23,9 @@ from services.executor.tasks import CodeCache, TaskOutput, run_task
 
 
 class Runner:
-    def __init__(self, log: Any) -> None:
+    def __init__(self, code: Mapping[str, bytes], log: Any) -> None:
         self.log = log
-        self.code = CodeCache()
+        self.code = CodeCache(code)
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
         self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
         self.wake_fd, self._signal_fd = os.pipe()

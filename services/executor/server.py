@@ -13,13 +13,16 @@ import zmq
 from common import transport
 from common.protocol import (
     Blocks,
+    BlocksReady,
     ErrorReply,
     FetchBlocks,
     Heartbeat,
+    LaunchGroup,
     LaunchTasks,
     MapOutputs,
     Ping,
     Pong,
+    PushBlocks,
     Registered,
     RegisterExecutor,
     ReleaseJob,
@@ -52,7 +55,7 @@ class ExecutorServer:
         self.state = ExecutorState(self.executor_id, self.data_address, settings)
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
-        self.runner = Runner(self.log)
+        self.runner = Runner(self.state.code, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
         self.loop.add_reader(self.sched, self._on_scheduler)
@@ -64,17 +67,20 @@ class ExecutorServer:
             Registered: self._on_registered,
             Reregister: self._on_reregister,
             LaunchTasks: lambda m, p: self.state.launch(m, now()),
-            ReleaseJob: lambda m, p: self.state.release_job(m.job_id),
+            LaunchGroup: lambda m, p: self.state.launch_group(m, now()),
+            ReleaseJob: lambda m, p: self.state.release_jobs(m.job_ids, now()),
             ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
             Pong: lambda m, p: None,
         }
         self.from_peers: transport.DealerHandlers = {  # other executors and shuffle_meta
-            Blocks: lambda m, p: self.state.blocks(m, p),
+            Blocks: lambda m, p: self.state.blocks(m, p, now()),
             MapOutputs: lambda m, p: self.state.map_outputs(m, now()),
             ErrorReply: lambda m, p: self.state.request_failed(m),
         }
         self.on_block_socket: transport.RouterHandlers = {
             FetchBlocks: lambda peer, m, p: self.state.serve_fetch(peer, m),
+            PushBlocks: lambda peer, m, p: self.state.pushed(m, p, now()),
+            BlocksReady: lambda peer, m, p: self.state.blocks_ready(m, now()),
             Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="executor"))],
         }
         self._register()
@@ -168,6 +174,9 @@ class ExecutorServer:
                 else:
                     transport.send(self.meta, action.msg)
             elif isinstance(action, ToPeer):
-                transport.send(self._peer(action.address), action.msg)
+                if not transport.try_send(self._peer(action.address), action.msg, action.payloads):
+                    # The peer's queue is full or it never connected: it is likely dead, and the
+                    # scheduler will fail the jobs that needed it. Never stall the loop on it.
+                    self.log.warning("peer_unreachable", address=action.address, message=type(action.msg).__name__)
             elif isinstance(action, Reply):
                 transport.send(self.data, action.msg, action.payloads, to=action.peer)

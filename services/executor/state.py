@@ -1,35 +1,43 @@
 """The executor's pure core: events in, actions out, no sockets and no user code.
 
-A launched task whose stage reads a shuffle first looks up where the map outputs live
-(shuffle_meta), then takes local blocks from the block store and fetches the others from their
-executors, one request per peer; when every block is in, the task is handed to the runner. A
-finished map task's blocks go into the block store, its location to shuffle_meta and its
-completion to the scheduler. Look-ups and fetches have deadlines: a dead peer fails the task
-with a fetch error instead of hanging it.
+Tasks arrive in two ways. BSP (LaunchTasks): a reducer looks up where its map outputs live
+(shuffle_meta) and fetches them. Drizzle (LaunchGroup): a whole group's share at once; a mapper
+pushes each reduce partition's block straight to the reducer's executor (inline when small,
+otherwise a notice the reducer answers with a fetch), and a reducer becomes runnable the moment
+all its mappers' blocks are in: no scheduler message between stages. Runnable tasks go to the
+runner one at a time in local-scheduler order. Each group is reported once, when all its tasks
+here are over. Look-ups and fetches have deadlines, so a dead peer fails a task, never hangs it.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from common.plan import ShuffleRead, StageSpec
+from common.plan import ShuffleRead, ShuffleWrite, StageSpec
 from common.protocol import (
     Blocks,
+    BlocksReady,
     ErrorReply,
     FetchBlocks,
+    GroupDone,
+    LaunchGroup,
     LaunchTasks,
     LookupMapOutputs,
     MapLocation,
     MapOutputs,
     Message,
+    PushBlocks,
     RegisterMapOutput,
+    ResultPartition,
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
     fits,
 )
 from common.settings import Settings
+from services.executor.inbox import InboxKey, ShuffleInbox
+from services.executor.local_scheduler import LocalScheduler, LocalTask
 from services.executor.tasks import TaskOutput
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
@@ -56,6 +64,7 @@ class ToPeer:
 
     address: str
     msg: Message
+    payloads: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,17 +96,28 @@ class Failure:
     traceback: str = ""
 
 
-# --- task bookkeeping ----------------------------------------------------------------------------
+@dataclass
+class _Request:
+    """An outstanding look-up (BSP) or fetch, with the reducer input it serves."""
+
+    inbox_key: InboxKey
+    task_key: TaskKey | None
+    what: str
+    deadline: float
 
 
 @dataclass
-class _PendingTask:
-    task: TaskDescriptor
-    spec: StageSpec
-    deadline: float = 0.0
-    phase: str = "map output locations"
-    blocks: dict[int, object] = field(default_factory=dict)
-    requests: set[int] = field(default_factory=set)
+class _Group:
+    outstanding: set[TaskKey]
+    tasks: int
+    busy: float = 0.0
+
+
+@dataclass
+class _Running:
+    local: LocalTask
+    started: float
+    released: bool = False  # its job ended while it ran: report, keep nothing
 
 
 class ExecutorState:
@@ -105,123 +125,179 @@ class ExecutorState:
         self.executor_id = executor_id
         self.data_address = data_address
         self.settings = settings
-        self.code: dict[str, StageSpec] = {}
-        self.store: dict[BlockKey, list[bytes]] = {}
-        self.waiting: dict[TaskKey, _PendingTask] = {}  # looking up or fetching inputs
-        self.running: dict[TaskKey, TaskDescriptor] = {}  # handed to the runner
-        self._requests: dict[int, TaskKey] = {}
+        self.stages: dict[str, StageSpec] = {}
+        self.code: dict[str, bytes] = {}  # pickled code by code key (the runner loads from here)
+        self.store: dict[BlockKey, list[bytes]] = {}  # our map outputs, one block per reduce partition
+        self.inbox = ShuffleInbox()
+        self.local = LocalScheduler()
+        self.tasks: dict[TaskKey, LocalTask] = {}  # launched here and not over (running included)
+        self.running: _Running | None = None
+        self.barrier = False
+        self.groups: dict[int, _Group] = {}
+        self._readers: dict[InboxKey, TaskKey] = {}
+        self._requests: dict[int, _Request] = {}
         self._ids = itertools.count(1)
-        self._started: dict[TaskKey, float] = {}
-        self._released_running: set[TaskKey] = set()  # running when their job was released
 
     def reset(self) -> None:
-        """The scheduler forgot us: drop everything we hold; our work was written off."""
-        self.code.clear()
-        self.store.clear()
-        self.waiting.clear()
-        self.running.clear()
-        self._requests.clear()
-        self._started.clear()
-        self._released_running.clear()
+        """The scheduler forgot us: drop everything; our work was written off. (The code store is
+        the same object afterwards, emptied: the runner holds on to it.)"""
+        code = self.code
+        code.clear()
+        self.__init__(self.executor_id, self.data_address, self.settings)  # type: ignore[misc]
+        self.code = code
 
-    # --- from the scheduler ---------------------------------------------------------------------
+    # --- launching ------------------------------------------------------------------------------
 
     def launch(self, msg: LaunchTasks, now: float) -> list[Action]:
+        """BSP: tasks to run now; a reducer first looks its map outputs up."""
+        self.stages.update(msg.stages)
         self.code.update(msg.code)
         actions: list[Action] = []
         for task in msg.tasks:
-            key = (task.job_id, task.stage_id, task.partition)
-            spec = self.code.get(task.stage_key)
-            if spec is None:
-                actions += self._fail(task, Failure("code", "MissingCode", f"stage code {task.stage_key} was never sent"))
-                continue
-            self._started[key] = now
-            if isinstance(spec.input, ShuffleRead):
-                pending = _PendingTask(task, spec, deadline=now + self.settings.shuffle_lookup_timeout)
-                request_id = self._track(pending, key)
-                self.waiting[key] = pending
-                actions.append(
-                    ToShuffleMeta(
-                        LookupMapOutputs(
-                            request_id=request_id,
-                            job_id=task.job_id,
-                            shuffle_id=spec.input.shuffle_id,
-                            expected=spec.input.map_partitions,
-                            timeout=self.settings.shuffle_lookup_timeout,
-                        )
-                    )
-                )
-            else:
-                self.running[key] = task
-                actions.append(Run(task, spec, []))
-        return actions
+            actions += self._accept(task, None, now)
+        return actions + self._next(now)
 
-    def release_job(self, job_id: str) -> list[Action]:
-        """Drop the job's blocks; its tasks still waiting for input are cancelled (and reported,
-        so the scheduler frees their slots); its running tasks report without keeping output."""
-        for key in [k for k in self.store if k[0] == job_id]:
-            del self.store[key]
+    def launch_group(self, msg: LaunchGroup, now: float) -> list[Action]:
+        """Drizzle: a whole group's share; reducers wait for what their mappers push."""
+        self.stages.update(msg.stages)
+        self.code.update(msg.code)
+        self.barrier = msg.barrier
+        self.groups[msg.group_id] = _Group(outstanding={t.key for t in msg.tasks}, tasks=len(msg.tasks))
         actions: list[Action] = []
-        for key in [k for k in self.waiting if k[0] == job_id]:
-            pending = self.waiting[key]
-            actions += self._fail_pending(pending, f"job {job_id} was released", error_type="Cancelled")
-        self._released_running.update(k for k in self.running if k[0] == job_id)
-        return actions
+        for task in msg.tasks:
+            actions += self._accept(task, msg.group_id, now)
+        return actions + self._next(now)
+
+    def _accept(self, task: TaskDescriptor, group_id: int | None, now: float) -> list[Action]:
+        spec = self.stages.get(task.stage_key)
+        if spec is None:
+            failure = Failure("code", "MissingCode", f"stage spec {task.stage_key} was never sent to this executor")
+            return self._report_failure(task, group_id, failure)
+        local = LocalTask(task, spec, group_id)
+        self.tasks[task.key] = local
+        self.local.launched(local)
+        if not isinstance(spec.input, ShuffleRead):
+            self.local.push(local)
+            return []
+        inbox_key = (task.job_id, spec.input.shuffle_id, task.partition)
+        local.inputs = self.inbox.claim(inbox_key)
+        self._readers[inbox_key] = task.key
+        if group_id is not None:
+            return self._maybe_runnable(local)
+        lookup = LookupMapOutputs(
+            request_id=self._request(inbox_key, task.key, "map output locations", now + self.settings.shuffle_lookup_timeout),
+            job_id=task.job_id,
+            shuffle_id=spec.input.shuffle_id,
+            expected=spec.input.map_partitions,
+            timeout=self.settings.shuffle_lookup_timeout,
+        )
+        return [ToShuffleMeta(lookup)]
 
     # --- shuffle input --------------------------------------------------------------------------
 
     def map_outputs(self, msg: MapOutputs, now: float) -> list[Action]:
-        pending = self._pending_for(msg.request_id)
-        if pending is None:
+        """BSP: where a reducer's inputs live. Local ones are taken, remote ones fetched."""
+        request = self._requests.pop(msg.request_id, None)
+        if request is None:
             return []
-        read = pending.spec.input
-        assert isinstance(read, ShuffleRead)
-        task = pending.task
+        job_id, shuffle_id, reduce_partition = request.inbox_key
         by_address: dict[str, list[int]] = {}
+        actions: list[Action] = []
         for loc in msg.locations:
             if loc.executor_id == self.executor_id:
-                blocks = self.store.get((task.job_id, read.shuffle_id, loc.map_partition))
+                blocks = self.store.get((job_id, shuffle_id, loc.map_partition))
                 if blocks is None:
-                    return self._fail_pending(pending, f"map output {loc.map_partition} is not in the local block store")
-                pending.blocks[loc.map_partition] = blocks[task.partition]
+                    return self._fail_input(request.inbox_key, f"map output {loc.map_partition} is not in the local block store")
+                actions += self._arrive(request.inbox_key, loc.map_partition, blocks[reduce_partition], now)
             else:
                 by_address.setdefault(loc.address, []).append(loc.map_partition)
-        pending.deadline = now + self.settings.shuffle_fetch_timeout
-        pending.phase = "shuffle blocks"
-        actions: list[Action] = []
         for address, parts in sorted(by_address.items()):
-            request_id = self._track(pending, (task.job_id, task.stage_id, task.partition))
-            fetch = FetchBlocks(
-                request_id=request_id,
-                job_id=task.job_id,
-                shuffle_id=read.shuffle_id,
-                reduce_partition=task.partition,
-                map_partitions=parts,
-            )
-            actions.append(ToPeer(address, fetch))
-        return actions + self._maybe_ready(pending)
+            actions.append(ToPeer(address, self._fetch(request.inbox_key, parts, now)))
+        return actions
 
-    def blocks(self, msg: Blocks, payloads: list[object]) -> list[Action]:
-        pending = self._pending_for(msg.request_id)
-        if pending is None:
+    def pushed(self, msg: PushBlocks, payloads: list[object], now: float) -> list[Action]:
+        actions: list[Action] = []
+        for reduce_partition, frame in zip(msg.reduce_partitions, payloads, strict=True):
+            actions += self._arrive((msg.job_id, msg.shuffle_id, reduce_partition), msg.map_partition, frame, now)
+        return actions
+
+    def blocks_ready(self, msg: BlocksReady, now: float) -> list[Action]:
+        """Drizzle: a mapper's blocks were too large to push; fetch each reduce partition's."""
+        return [
+            ToPeer(msg.address, self._fetch((msg.job_id, msg.shuffle_id, r), [msg.map_partition], now))
+            for r in msg.reduce_partitions
+        ]
+
+    def blocks(self, msg: Blocks, payloads: list[object], now: float) -> list[Action]:
+        request = self._requests.pop(msg.request_id, None)
+        if request is None:
             return []
-        for part, frame in zip(msg.map_partitions, payloads, strict=True):
-            pending.blocks[part] = frame
-        return self._maybe_ready(pending)
+        actions: list[Action] = []
+        for map_partition, frame in zip(msg.map_partitions, payloads, strict=True):
+            actions += self._arrive(request.inbox_key, map_partition, frame, now)
+        return actions
 
     def request_failed(self, msg: ErrorReply) -> list[Action]:
-        pending = self._pending_for(msg.request_id)
-        if pending is None:
+        request = self._requests.pop(msg.request_id, None)
+        if request is None:
             return []
-        return self._fail_pending(pending, msg.reason)
+        return self._fail_input(request.inbox_key, msg.reason)
 
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        for pending in [p for p in self.waiting.values() if p.deadline <= now]:
-            actions += self._fail_pending(pending, f"timed out waiting for {pending.phase}")
+        for request_id, request in list(self._requests.items()):
+            if request.deadline <= now and self._requests.pop(request_id, None) is not None:
+                actions += self._fail_input(request.inbox_key, f"timed out waiting for {request.what}")
         return actions
 
-    # --- from peers -----------------------------------------------------------------------------
+    def _arrive(self, inbox_key: InboxKey, map_partition: int, block: object, now: float) -> list[Action]:
+        if not self.inbox.add(inbox_key, map_partition, block):
+            return []
+        task_key = self._readers.get(inbox_key)
+        if task_key is None:
+            return []  # early: the reducer's launch has not arrived yet
+        return self._maybe_runnable(self.tasks[task_key]) + self._next(now)
+
+    def _maybe_runnable(self, local: LocalTask) -> list[Action]:
+        read = local.spec.input
+        assert isinstance(read, ShuffleRead)
+        if len(local.inputs) < read.map_partitions:
+            return []
+        inbox_key = (local.task.job_id, read.shuffle_id, local.task.partition)
+        self._readers.pop(inbox_key, None)
+        self.inbox.discard(inbox_key)
+        for request_id in [i for i, r in self._requests.items() if r.inbox_key == inbox_key]:
+            del self._requests[request_id]
+        self.local.push(local)
+        return []
+
+    def _fetch(self, inbox_key: InboxKey, map_partitions: list[int], now: float) -> FetchBlocks:
+        job_id, shuffle_id, reduce_partition = inbox_key
+        request_id = self._request(inbox_key, self._readers.get(inbox_key), "shuffle blocks", now + self.settings.shuffle_fetch_timeout)
+        return FetchBlocks(
+            request_id=request_id,
+            job_id=job_id,
+            shuffle_id=shuffle_id,
+            reduce_partition=reduce_partition,
+            map_partitions=map_partitions,
+        )
+
+    def _request(self, inbox_key: InboxKey, task_key: TaskKey | None, what: str, deadline: float) -> int:
+        request_id = next(self._ids)
+        self._requests[request_id] = _Request(inbox_key, task_key, what, deadline)
+        return request_id
+
+    def _fail_input(self, inbox_key: InboxKey, reason: str, error_type: str = "FetchFailed") -> list[Action]:
+        task_key = self._readers.pop(inbox_key, None)
+        if task_key is None:
+            self.inbox.discard(inbox_key)
+            return []
+        local = self.tasks.pop(task_key)
+        self.inbox.discard(inbox_key)
+        self.local.finished(local)
+        return self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason))
+
+    # --- serving our blocks ---------------------------------------------------------------------
 
     def serve_fetch(self, peer: bytes, msg: FetchBlocks) -> list[Action]:
         frames = []
@@ -240,42 +316,148 @@ class ExecutorState:
             return [Reply(peer, ErrorReply(reason=reason, request_id=msg.request_id))]
         return [Reply(peer, Blocks(request_id=msg.request_id, map_partitions=list(msg.map_partitions)), tuple(frames))]
 
-    # --- from the runner ------------------------------------------------------------------------
+    # --- running --------------------------------------------------------------------------------
+
+    def _next(self, now: float) -> list[Action]:
+        if self.running is not None:
+            return []
+        local = self.local.pop(self.barrier)
+        if local is None:
+            return []
+        self.running = _Running(local, now)
+        inputs = [local.inputs[p] for p in sorted(local.inputs)]
+        return [Run(local.task, local.spec, inputs)]
 
     def task_done(self, task: TaskDescriptor, outcome: TaskOutput | Failure, now: float) -> list[Action]:
-        key = (task.job_id, task.stage_id, task.partition)
-        if self.running.pop(key, None) is None:
+        running = self.running
+        if running is None or running.local.key != task.key:
             return []  # we were reset meanwhile
-        started = self._started.pop(key, now)
-        if key in self._released_running:
-            # The job ended while this task ran: keep nothing, but free the scheduler's slot.
-            self._released_running.discard(key)
-            outcome = TaskOutput(blocks=[], is_result=False)
-            return [ToScheduler(self._finished(task, outcome, started, now))]
+        self.running = None
+        local = running.local
+        self.tasks.pop(task.key, None)
+        self.local.finished(local)
+        if local.group_id is not None and local.group_id in self.groups:
+            self.groups[local.group_id].busy += now - running.started
+        if running.released:
+            actions: list[Action] = []
+            if local.group_id is None:  # BSP: the scheduler still counts the slot as taken
+                actions.append(ToScheduler(self._finished(task, TaskOutput([], False), running.started, now)))
+            return actions + self._task_over(local) + self._next(now)
         if isinstance(outcome, Failure):
-            return self._fail(task, outcome)
+            return self._report_failure(task, local.group_id, outcome) + self._next(now)
         if outcome.is_result and not fits(outcome.size, self.settings.max_message_bytes):
             message = (
                 f"result partition {task.partition} is {outcome.size} bytes, more than a message may carry "
                 f"(max_message_bytes={self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); "
                 "reduce it on the cluster or use more partitions"
             )
-            return self._fail(task, Failure("task", "ResultTooLarge", message))
-        spec = self.code[task.stage_key]
+            return self._report_failure(task, local.group_id, Failure("task", "ResultTooLarge", message)) + self._next(now)
+        if outcome.is_result:
+            actions = [self._result(task, local, outcome, running.started, now)]
+        else:
+            actions = self._map_output(task, local, outcome, now)
+            if local.group_id is None:
+                actions.append(ToScheduler(self._finished(task, outcome, running.started, now)))
+        return actions + self._task_over(local) + self._next(now)
+
+    def _result(self, task: TaskDescriptor, local: LocalTask, outcome: TaskOutput, started: float, now: float) -> Action:
+        if local.group_id is None:
+            return ToScheduler(self._finished(task, outcome, started, now), tuple(outcome.blocks))
+        msg = ResultPartition(executor_id=self.executor_id, job_id=task.job_id, partition=task.partition)
+        return ToScheduler(msg, tuple(outcome.blocks))
+
+    def _map_output(self, task: TaskDescriptor, local: LocalTask, outcome: TaskOutput, now: float) -> list[Action]:
+        """Keep the blocks; push them to pre-scheduled reducers; tell shuffle_meta (off the critical path)."""
+        output = local.spec.output
+        assert isinstance(output, ShuffleWrite)
+        blocks = outcome.blocks
+        self.store[(task.job_id, output.shuffle_id, task.partition)] = blocks
         actions: list[Action] = []
-        if not outcome.is_result:
-            shuffle_id = spec.output.shuffle_id  # type: ignore[union-attr]
-            self.store[(task.job_id, shuffle_id, task.partition)] = outcome.blocks
-            location = MapLocation(
-                map_partition=task.partition,
-                executor_id=self.executor_id,
-                address=self.data_address,
-                sizes=[len(b) for b in outcome.blocks],
-            )
-            actions.append(ToShuffleMeta(RegisterMapOutput(job_id=task.job_id, shuffle_id=shuffle_id, location=location)))
-        finished = self._finished(task, outcome, started, now)
-        actions.append(ToScheduler(finished, tuple(outcome.blocks) if outcome.is_result else ()))
+        by_address: dict[str, list[int]] = {}
+        for reduce_partition, address in enumerate(task.push_to):
+            by_address.setdefault(address, []).append(reduce_partition)
+        for address, parts in by_address.items():
+            if address == self.data_address:
+                for r in parts:
+                    actions += self._arrive((task.job_id, output.shuffle_id, r), task.partition, blocks[r], now)
+            elif self._pushable(sum(len(blocks[r]) for r in parts)):
+                push = PushBlocks(job_id=task.job_id, shuffle_id=output.shuffle_id, map_partition=task.partition, reduce_partitions=parts)
+                actions.append(ToPeer(address, push, tuple(blocks[r] for r in parts)))
+            else:
+                notice = BlocksReady(
+                    job_id=task.job_id,
+                    shuffle_id=output.shuffle_id,
+                    map_partition=task.partition,
+                    reduce_partitions=parts,
+                    address=self.data_address,
+                )
+                actions.append(ToPeer(address, notice))
+        location = MapLocation(task.partition, self.executor_id, self.data_address, [len(b) for b in blocks])
+        actions.append(ToShuffleMeta(RegisterMapOutput(job_id=task.job_id, shuffle_id=output.shuffle_id, location=location)))
         return actions
+
+    def _pushable(self, size: int) -> bool:
+        """Small enough to travel with the notice; larger blocks are fetched by the reducer, and
+        a block over the message limit is refused there with an error naming the limit."""
+        return size <= self.settings.push_inline_max_bytes and fits(size, self.settings.max_message_bytes)
+
+    # --- releasing ------------------------------------------------------------------------------
+
+    def release_jobs(self, job_ids: list[str], now: float) -> list[Action]:
+        """Jobs are over: drop their blocks; cancel their tasks that have not started (a BSP task is
+        reported so the scheduler frees its slot); a running one reports without keeping output."""
+        actions: list[Action] = []
+        for job_id in job_ids:
+            for key in [k for k in self.store if k[0] == job_id]:
+                del self.store[key]
+            self.inbox.release(job_id)
+            for key in [k for k in self._readers if k[0] == job_id]:
+                del self._readers[key]
+            for request_id in [i for i, r in self._requests.items() if r.inbox_key[0] == job_id]:
+                del self._requests[request_id]
+            self.local.remove_job(job_id)
+            for key in [k for k in self.tasks if k[0] == job_id]:
+                if self.running is not None and self.running.local.key == key:
+                    self.running.released = True
+                    continue
+                local = self.tasks.pop(key)
+                self.local.finished(local)
+                if local.group_id is None:
+                    actions += self._report_failure(local.task, None, Failure("fetch", "Cancelled", f"job {job_id} was released"))
+                else:
+                    actions += self._task_over(local)
+        return actions + self._next(now)
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def _task_over(self, local: LocalTask) -> list[Action]:
+        """Group accounting: report the group once every task of it here is over."""
+        if local.group_id is None:
+            return []
+        group = self.groups.get(local.group_id)
+        if group is None:
+            return []
+        group.outstanding.discard(local.key)
+        if group.outstanding:
+            return []
+        del self.groups[local.group_id]
+        done = GroupDone(group_id=local.group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy)
+        return [ToScheduler(done)]
+
+    def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure) -> list[Action]:
+        failed = TaskFailed(
+            executor_id=self.executor_id,
+            job_id=task.job_id,
+            stage_id=task.stage_id,
+            partition=task.partition,
+            attempt=task.attempt,
+            kind=failure.kind,  # type: ignore[arg-type]
+            error_type=failure.error_type,
+            message=failure.message,
+            traceback=failure.traceback,
+        )
+        local = LocalTask(task, self.stages.get(task.stage_key), group_id)  # type: ignore[arg-type]
+        return [ToScheduler(failed), *self._task_over(local)]
 
     def _finished(self, task: TaskDescriptor, outcome: TaskOutput, started: float, now: float) -> TaskFinished:
         return TaskFinished(
@@ -289,57 +471,3 @@ class ExecutorState:
             elapsed=max(0.0, now - started),
         )
 
-    # --- helpers --------------------------------------------------------------------------------
-
-    def _track(self, pending: _PendingTask, key: TaskKey) -> int:
-        request_id = next(self._ids)
-        pending.requests.add(request_id)
-        self._requests[request_id] = key
-        return request_id
-
-    def _pending_for(self, request_id: int) -> _PendingTask | None:
-        key = self._requests.pop(request_id, None)
-        if key is None:
-            return None
-        pending = self.waiting.get(key)
-        if pending is not None:
-            pending.requests.discard(request_id)
-        return pending
-
-    def _maybe_ready(self, pending: _PendingTask) -> list[Action]:
-        read = pending.spec.input
-        assert isinstance(read, ShuffleRead)
-        if len(pending.blocks) < read.map_partitions:
-            return []
-        task = pending.task
-        key = (task.job_id, task.stage_id, task.partition)
-        del self.waiting[key]
-        self.running[key] = task
-        inputs = [pending.blocks[p] for p in sorted(pending.blocks)]
-        return [Run(task, pending.spec, inputs)]
-
-    def _fail_pending(self, pending: _PendingTask, reason: str, error_type: str = "FetchFailed") -> list[Action]:
-        task = pending.task
-        key = (task.job_id, task.stage_id, task.partition)
-        self.waiting.pop(key, None)
-        self._started.pop(key, None)
-        for request_id in pending.requests:
-            self._requests.pop(request_id, None)
-        return self._fail(task, Failure("fetch", error_type, reason))
-
-    def _fail(self, task: TaskDescriptor, failure: Failure) -> list[Action]:
-        return [
-            ToScheduler(
-                TaskFailed(
-                    executor_id=self.executor_id,
-                    job_id=task.job_id,
-                    stage_id=task.stage_id,
-                    partition=task.partition,
-                    attempt=task.attempt,
-                    kind=failure.kind,  # type: ignore[arg-type]
-                    error_type=failure.error_type,
-                    message=failure.message,
-                    traceback=failure.traceback,
-                )
-            )
-        ]

@@ -6,30 +6,32 @@ reports them with their traceback.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from common.partitioning import partition_of
 from common.plan import Aggregator, CollectionSource, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
-from common.serialization import dumps_block, loads_block, loads_function
+from common.serialization import SerializationError, dumps_block, loads_block, loads_function
 
 
 class CodeCache:
-    """User functions loaded once per distinct pickled bytes."""
+    """User functions loaded once per code key, from the executor's store of pickled code."""
 
-    def __init__(self, limit: int = 4096) -> None:
-        self._fns: dict[bytes, Callable[..., Any]] = {}
+    def __init__(self, blobs: Mapping[str, bytes], limit: int = 4096) -> None:
+        self._blobs = blobs
+        self._fns: dict[str, Callable[..., Any]] = {}
         self._limit = limit
 
-    def load(self, blob: bytes) -> Callable[..., Any]:
-        digest = hashlib.blake2b(blob, digest_size=16).digest()
-        fn = self._fns.get(digest)
+    def load(self, key: str) -> Callable[..., Any]:
+        fn = self._fns.get(key)
         if fn is None:
+            blob = self._blobs.get(key)
+            if blob is None:
+                raise SerializationError(f"code {key} was never sent to this executor")
             if len(self._fns) >= self._limit:
                 self._fns.clear()
-            fn = self._fns[digest] = loads_function(blob)
+            fn = self._fns[key] = loads_function(blob)
         return fn
 
 

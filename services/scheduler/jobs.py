@@ -1,4 +1,4 @@
-"""Bookkeeping for one running job in BSP mode: which stages are done, which tasks are where."""
+"""Bookkeeping for one job in BSP mode: which stages are done, which tasks are where."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class JobRun:
     driver: bytes
     plan: JobPlan
     started: float
+    batch: int = 0
     progress: list[StageProgress] = field(default_factory=list)
     # Where each task runs or ran: a finished map task's output lives on that executor.
     placed: dict[tuple[int, int], str] = field(default_factory=dict)
@@ -51,6 +52,10 @@ class JobRun:
             if not self.progress[s.stage_id].launched
             and all(self.progress[p].done for p in s.parents)
         ]
+
+    def is_current(self, executor_id: str, stage_id: int, partition: int) -> bool:
+        """Whether a report about this task comes from where the task was placed."""
+        return stage_id < len(self.plan.stages) and self.placed.get((stage_id, partition)) == executor_id
 
     def is_result_stage(self, stage_id: int) -> bool:
         return stage_id == len(self.plan.stages) - 1

@@ -38,10 +38,10 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
 
     # Walk from the result node back to the source, cutting at each shuffle. Each segment is one
     # stage: its narrow ops (collected backwards) and the shuffle node that starts it, if any.
-    segments: list[tuple[list[bytes], int]] = []  # (ops in reverse, index of the input node)
+    segments: list[tuple[list[str], int]] = []  # (ops in reverse, index of the input node)
     index = len(nodes) - 1
     while True:
-        ops: list[bytes] = []
+        ops: list[str] = []
         node = nodes[index]
         while isinstance(node, NarrowNode):
             ops.append(node.fn)

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import zmq
 
 from common import transport
 from common.protocol import (
+    CancelRun,
     ErrorReply,
     GetClusterStatus,
+    GetMetrics,
+    GroupDone,
     Heartbeat,
-    JobAccepted,
     JobDone,
     JobFailed,
     Message,
+    Metrics,
     Ping,
     Pong,
     RegisterExecutor,
-    SubmitJob,
+    ResultPartition,
+    RunDone,
+    SubmitJobs,
     TaskFailed,
     TaskFinished,
 )
@@ -45,12 +51,19 @@ class SchedulerServer:
         self.handlers: transport.RouterHandlers = {
             RegisterExecutor: lambda peer, m, p: self.state.register(peer, m, now()),
             Heartbeat: lambda peer, m, p: self.state.heartbeat(peer, m, now()),
-            SubmitJob: lambda peer, m, p: self.state.submit(peer, m, now()),
+            SubmitJobs: lambda peer, m, p: self.state.submit(peer, m, now()),
+            CancelRun: lambda peer, m, p: self.state.cancel(m, now()),
             TaskFinished: lambda peer, m, p: self.state.task_finished(m, p, now()),
             TaskFailed: lambda peer, m, p: self.state.task_failed(m, now()),
+            ResultPartition: lambda peer, m, p: self.state.result_partition(m, p, now()),
+            GroupDone: lambda peer, m, p: self.state.group_done(m, now()),
             GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status())],
+            GetMetrics: lambda peer, m, p: [Send(peer, Metrics(received=dict(self.received), sent=dict(self.sent)))],
             Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler"))],
         }
+        # Messages handled and sent, by type: shows what the scheduler is (not) involved in.
+        self.received: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
         # shuffle_meta never answers the scheduler, except with errors.
         self.from_meta: transport.DealerHandlers = {
             ErrorReply: lambda m, p: self.log.warning("shuffle_meta_error", reason=m.reason),
@@ -68,7 +81,10 @@ class SchedulerServer:
             self.ctx.term()
 
     def _on_readable(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self.handlers, "the scheduler", self._perform)
+        transport.drain_router(sock, self.settings, self.log, self.handlers, "the scheduler", self._perform, self._count)
+
+    def _count(self, msg: Message) -> None:
+        self.received[type(msg).__name__] += 1
 
     def _on_meta_readable(self, sock: zmq.Socket) -> None:
         transport.drain_dealer(sock, self.settings, self.log, self.from_meta, "shuffle_meta")
@@ -76,11 +92,12 @@ class SchedulerServer:
     def _tick(self) -> None:
         self._perform(self.state.tick(time.monotonic()))
 
-    def _perform(self, actions: list[Action]) -> None:
+    def _perform(self, actions: list[Action] | None) -> None:
         while self.state.lost:
             executor_id, reason = self.state.lost.popleft()
             self.log.warning("executor_lost", executor=executor_id, reason=reason)
-        for action in actions:
+        for action in actions or ():
+            self.sent[type(action.msg).__name__] += 1
             if isinstance(action, Send):
                 self._log_job_event(action.msg)
                 transport.send(self.sock, action.msg, action.payloads, to=action.peer)
@@ -88,9 +105,9 @@ class SchedulerServer:
                 transport.send(self.meta, action.msg)
 
     def _log_job_event(self, msg: Message) -> None:
-        if isinstance(msg, JobAccepted):
-            self.log.info("job_accepted", job=msg.job_id, stages=msg.stages, tasks=msg.tasks)
+        if isinstance(msg, RunDone):
+            self.log.info("run_done", run=msg.run_id, groups=len(msg.groups))
         elif isinstance(msg, JobDone):
-            self.log.info("job_done", job=msg.job_id, elapsed=round(msg.elapsed, 4))
+            self.log.debug("job_done", job=msg.job_id, elapsed=round(msg.elapsed, 4))
         elif isinstance(msg, JobFailed):
             self.log.warning("job_failed", job=msg.job_id, kind=msg.kind, reason=msg.message)

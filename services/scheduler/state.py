@@ -1,10 +1,14 @@
 """The scheduler's pure core: events in, actions out, no sockets (tested without them).
 
-Membership: executors register and heartbeat; one silent for longer than the death timeout is
-dead. Jobs (BSP mode): a submitted plan is split into stages; a stage's tasks are launched once
-all its parent stages have finished; result partitions are relayed to the driver as they arrive.
-A task failure or the loss of an executor the job depends on fails the job with a clear reason;
-other jobs and the cluster go on.
+A driver submits a run: a sequence of jobs (micro-batches). In Drizzle mode (pre-scheduled) the
+jobs are dispatched a group at a time: every task of every job of the group is placed at once and
+each executor gets one LaunchGroup; mappers push to reducers directly, results are relayed to the
+driver as they arrive, and each executor reports once per group. The scheduler is involved only
+at group boundaries. In BSP mode each job runs stage by stage: a stage's tasks are launched when
+its parents are done, and executors report every task.
+
+A task failure or the loss of an executor a job depends on fails that job with a clear reason;
+the run's other jobs, later groups and the cluster go on.
 """
 
 from __future__ import annotations
@@ -12,17 +16,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from common.plan import PlanError
+from common.plan import PlanError, StageSpec
 from common.protocol import (
-    ClusterStatus,
-    ExecutorInfo,
+    CancelRun,
     FailureKind,
     ForgetExecutor,
     ForgetJob,
+    GroupDone,
+    GroupStats,
     Heartbeat,
-    JobAccepted,
     JobDone,
     JobFailed,
+    LaunchGroup,
     LaunchTasks,
     Message,
     PartitionResult,
@@ -30,13 +35,18 @@ from common.protocol import (
     RegisterExecutor,
     ReleaseJob,
     Reregister,
-    SubmitJob,
+    ResultPartition,
+    RunDone,
+    SubmitJobs,
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
+    encode,
 )
 from common.settings import Settings
+from services.scheduler.groups import GroupRun, PlannedJob, place_group
 from services.scheduler.jobs import JobRun, TaskKey
+from services.scheduler.membership import ExecutorRecord, Membership
 from services.scheduler.planner import plan_job
 
 
@@ -58,193 +68,284 @@ Action = Send | ToShuffleMeta
 
 
 @dataclass
-class ExecutorRecord:
-    executor_id: str
-    peer: bytes
-    data_address: str
-    slots: int
-    pid: int
-    last_seen: float
-    running: set[TaskKey] = field(default_factory=set)
-    code: set[str] = field(default_factory=set)
-
-    @property
-    def free_slots(self) -> int:
-        return self.slots - len(self.running)
+class Run:
+    run_id: str
+    driver: bytes
+    queue: deque[PlannedJob]
+    group_size: int
+    preschedule: bool
+    barrier: bool
+    group: GroupRun | None = None  # Drizzle: the group in flight
+    bsp: JobRun | None = None  # BSP: the job in flight
+    stats: list[GroupStats] = field(default_factory=list)
 
 
 class SchedulerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.executors: dict[str, ExecutorRecord] = {}
-        self.jobs: dict[str, JobRun] = {}
-        self.pending: deque[TaskKey] = deque()
-        self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs and tests
+        self.members = Membership(settings.death_timeout)
+        self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
+        self.runs: dict[str, Run] = {}
+        self.prescheduled: dict[str, tuple[Run, PlannedJob]] = {}  # job_id -> its run, while in flight
+        self.bsp_jobs: dict[str, tuple[Run, JobRun]] = {}
+        self.pending: deque[TaskKey] = deque()  # BSP tasks waiting for a slot
+        self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs
+        self._group_ids = 0
+
+    @property
+    def executors(self) -> dict[str, ExecutorRecord]:
+        return self.members.executors
 
     # --- membership -----------------------------------------------------------------------------
 
     def register(self, peer: bytes, msg: RegisterExecutor, now: float) -> list[Action]:
+        registered = Send(peer, Registered(executor_id=msg.executor_id, shuffle_meta_address=self.settings.shuffle_meta_address))
+        if self.members.is_retry(peer, msg):
+            self.members.beat(msg.executor_id, peer, now)
+            return [registered]
         actions: list[Action] = []
-        known = self.executors.get(msg.executor_id)
-        if known is not None and known.peer == peer and known.data_address == msg.data_address:
-            known.last_seen = now  # a retried registration of the same process
-            return [Send(peer, Registered(executor_id=msg.executor_id, shuffle_meta_address=self.settings.shuffle_meta_address))]
-        if known is not None:
+        if self.members.get(msg.executor_id) is not None:
             actions += self.executor_lost(msg.executor_id, "registered again (restarted)", now)
-        self.executors[msg.executor_id] = ExecutorRecord(
-            executor_id=msg.executor_id,
-            peer=peer,
-            data_address=msg.data_address,
-            slots=msg.slots,
-            pid=msg.pid,
-            last_seen=now,
-        )
-        actions.append(
-            Send(peer, Registered(executor_id=msg.executor_id, shuffle_meta_address=self.settings.shuffle_meta_address))
-        )
-        return actions + self.assign()
+        self.members.add(peer, msg, now)
+        return [*actions, registered, *self.assign()]
 
     def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
-        record = self.executors.get(msg.executor_id)
-        if record is None or record.peer != peer:
-            return [Send(peer, Reregister(executor_id=msg.executor_id))]
-        record.last_seen = now
-        return []
+        if self.members.beat(msg.executor_id, peer, now):
+            return []
+        return [Send(peer, Reregister(executor_id=msg.executor_id))]
 
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        timeout = self.settings.death_timeout
-        for record in list(self.executors.values()):
-            silent = now - record.last_seen
-            if silent > timeout:
-                actions += self.executor_lost(record.executor_id, f"no heartbeat for {silent:.2f}s", now)
+        for executor_id, silent in self.members.expired(now):
+            actions += self.executor_lost(executor_id, f"no heartbeat for {silent:.2f}s", now)
         return actions
 
     def executor_lost(self, executor_id: str, reason: str, now: float) -> list[Action]:
-        record = self.executors.pop(executor_id, None)
-        if record is None:
+        if self.members.remove(executor_id) is None:
             return []
         self.lost.append((executor_id, reason))
         actions: list[Action] = [ToShuffleMeta(ForgetExecutor(executor_id=executor_id))]
-        for job in list(self.jobs.values()):
+        why = f"executor {executor_id} was lost ({reason})"
+        for run, job in list(self.bsp_jobs.values()):
             hit = job.depends_on(executor_id)
             if hit is not None:
                 stage_id, partition = hit
-                message = (
-                    f"executor {executor_id} was lost ({reason}) while job {job.job_id} needed "
-                    f"its task or output (stage {stage_id}, partition {partition})"
-                )
-                actions += self._fail_job(job, "executor_lost", message, stage_id=stage_id, partition=partition)
+                message = f"{why} while job {job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
+                actions += self._fail_bsp(run, job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
+        for run in list(self.runs.values()):
+            group = run.group
+            if group is None:
+                continue
+            for job in group.jobs:
+                if not job.over and executor_id in job.placed:
+                    stage_id = min(job.placed[executor_id])
+                    message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id})"
+                    actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
+            group.waiting.discard(executor_id)
+            actions += self._maybe_group_complete(run, now)
         return actions + self.assign()
 
-    def status(self) -> ClusterStatus:
-        return ClusterStatus(
-            executors=[
-                ExecutorInfo(
-                    executor_id=r.executor_id,
-                    data_address=r.data_address,
-                    slots=r.slots,
-                    running=len(r.running),
-                    pid=r.pid,
-                )
-                for r in self.executors.values()
-            ],
-            running_jobs=len(self.jobs),
+    def status(self):  # type: ignore[no-untyped-def]
+        return self.members.status(running_jobs=len(self.prescheduled) + len(self.bsp_jobs))
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    def submit(self, peer: bytes, msg: SubmitJobs, now: float) -> list[Action]:
+        if msg.run_id in self.runs:
+            return self._refuse(peer, msg, "plan", f"run {msg.run_id} is already running")
+        self.code.update(msg.code)
+        missing = sorted({k for job in msg.jobs for k in job.plan.code_keys()} - self.code.keys())
+        if missing:
+            return self._refuse(peer, msg, "missing_code", f"the scheduler lacks code {', '.join(missing[:5])}")
+        if not self.members.executors:
+            return self._refuse(peer, msg, "no_executors", "no executors are registered with the scheduler")
+        run = Run(
+            run_id=msg.run_id,
+            driver=peer,
+            queue=deque(),
+            group_size=msg.group_size,
+            preschedule=msg.preschedule,
+            barrier=msg.barrier,
         )
+        actions: list[Action] = []
+        for batch, spec in enumerate(msg.jobs):
+            try:
+                plan = plan_job(spec.plan)
+            except PlanError as exc:
+                actions.append(Send(peer, JobFailed(job_id=spec.job_id, kind="plan", message=str(exc), batch=batch)))
+                continue
+            run.queue.append(PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages]))
+        self.runs[run.run_id] = run
+        return actions + self._advance(run, now)
 
-    # --- jobs -----------------------------------------------------------------------------------
+    def cancel(self, msg: CancelRun, now: float) -> list[Action]:
+        run = self.runs.get(msg.run_id)
+        if run is None:
+            return []
+        run.queue.clear()
+        return self._advance(run, now) if run.group is None and run.bsp is None else []
 
-    def submit(self, peer: bytes, msg: SubmitJob, now: float) -> list[Action]:
-        if msg.job_id in self.jobs:
-            return [Send(peer, JobFailed(job_id=msg.job_id, kind="plan", message=f"job id {msg.job_id} is already running"))]
-        try:
-            plan = plan_job(msg.plan)
-        except PlanError as exc:
-            return [Send(peer, JobFailed(job_id=msg.job_id, kind="plan", message=str(exc)))]
-        if not self.executors:
-            return [Send(peer, JobFailed(job_id=msg.job_id, kind="no_executors", message="no executors are registered with the scheduler"))]
-        job = JobRun(job_id=msg.job_id, driver=peer, plan=plan, started=now)
-        self.jobs[job.job_id] = job
-        actions: list[Action] = [Send(peer, JobAccepted(job_id=job.job_id, stages=len(plan.stages), tasks=job.task_count))]
+    def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Action]:
+        fails: list[Action] = [
+            Send(peer, JobFailed(job_id=job.job_id, kind=kind, message=message, batch=i)) for i, job in enumerate(msg.jobs)
+        ]
+        return [*fails, Send(peer, RunDone(run_id=msg.run_id))]
+
+    def _advance(self, run: Run, now: float) -> list[Action]:
+        """Start the run's next group (or BSP job); finish the run when nothing is left."""
+        if not run.queue:
+            self.runs.pop(run.run_id, None)
+            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats))]
+        if not self.members.executors:
+            actions: list[Action] = []
+            while run.queue:
+                job = run.queue.popleft()
+                failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
+                actions.append(Send(run.driver, failed))
+            return actions + self._advance(run, now)
+        if run.preschedule:
+            return self._dispatch_group(run, now)
+        return self._start_bsp(run, now)
+
+    # --- Drizzle mode ---------------------------------------------------------------------------
+
+    def _dispatch_group(self, run: Run, now: float) -> list[Action]:
+        jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
+        self._group_ids += 1
+        executors = self.members.live()
+        shares = place_group(jobs, executors)
+        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now)
+        run.group = group
+        for job in jobs:
+            job.started = now
+            self.prescheduled[job.job_id] = (run, job)
+        actions: list[Action] = []
+        specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
+        for executor_id, tasks in shares.items():
+            record = self.members.executors[executor_id]
+            stages, code = self._ship(record, {t.stage_key for t in tasks}, specs)
+            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=stages, code=code, barrier=run.barrier)
+            group.launch_bytes += _encoded_size(launch)
+            group.code_bytes += sum(len(b) for b in code.values())
+            actions.append(Send(record.peer, launch))
+        return actions
+
+    def result_partition(self, msg: ResultPartition, payloads: list[object], now: float) -> list[Action]:
+        entry = self.prescheduled.get(msg.job_id)
+        if entry is None:
+            return []
+        run, job = entry
+        if job.over:
+            return []
+        actions: list[Action] = [Send(run.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads))]
+        job.results_remaining -= 1
+        if job.results_remaining == 0:
+            job.done = True
+            actions.append(Send(run.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
+        return actions
+
+    def group_done(self, msg: GroupDone, now: float) -> list[Action]:
+        for run in self.runs.values():
+            if run.group is not None and run.group.group_id == msg.group_id:
+                run.group.waiting.discard(msg.executor_id)
+                return self._maybe_group_complete(run, now)
+        return []
+
+    def _maybe_group_complete(self, run: Run, now: float) -> list[Action]:
+        group = run.group
+        if group is None or group.waiting:
+            return []
+        run.group = None
+        run.stats.append(group.stats(now, executors=len({e for j in group.jobs for e in j.executors})))
+        actions: list[Action] = []
+        for job in group.jobs:
+            self.prescheduled.pop(job.job_id, None)
+            if not job.over:  # every executor reported, yet results are missing: never silently drop
+                message = f"batch {job.batch} (job {job.job_id}) ended with {job.results_remaining} result partitions missing"
+                job.failed = True
+                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="task", message=message, batch=job.batch)))
+        job_ids = [j.job_id for j in group.jobs]
+        involved = sorted({e for j in group.jobs for e in j.executors})
+        actions += self._release(job_ids, involved)
+        return actions + self._advance(run, now)
+
+    def _fail_prescheduled(self, run: Run, job: PlannedJob, kind: FailureKind, message: str, **details: object) -> list[Action]:
+        job.failed = True
+        failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
+        return [Send(run.driver, failed), *self._release([job.job_id], sorted(job.executors))]
+
+    # --- BSP mode -------------------------------------------------------------------------------
+
+    def _start_bsp(self, run: Run, now: float) -> list[Action]:
+        planned = run.queue.popleft()
+        job = JobRun(job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch)
+        run.bsp = job
+        self.bsp_jobs[job.job_id] = (run, job)
         self._launch_runnable(job)
-        return actions + self.assign()
+        return self.assign()
 
     def task_finished(self, msg: TaskFinished, payloads: list[object], now: float) -> list[Action]:
         key = (msg.job_id, msg.stage_id, msg.partition)
         self._free_slot(msg.executor_id, key)
-        job = self.jobs.get(msg.job_id)
-        if job is None or not self._is_current(job, msg.executor_id, msg.stage_id, msg.partition):
+        entry = self.bsp_jobs.get(msg.job_id)
+        if entry is None or not entry[1].is_current(msg.executor_id, msg.stage_id, msg.partition):
             return self.assign()  # a task of a job that already ended: nothing to record
+        run, job = entry
         if job.is_result_stage(msg.stage_id) and len(payloads) != 1:
             message = f"executor {msg.executor_id} reported result partition {msg.partition} without its data"
-            return self._fail_job(job, "task", message, stage_id=msg.stage_id, partition=msg.partition) + self.assign()
+            return self._fail_bsp(run, job, "task", message, now, stage_id=msg.stage_id, partition=msg.partition)
         actions: list[Action] = []
         progress = job.progress[msg.stage_id]
         progress.remaining.discard(msg.partition)
         if job.is_result_stage(msg.stage_id):
-            actions.append(
-                Send(job.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads))
-            )
-        if progress.done:
-            if job.finished:
-                actions.append(Send(job.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
-                actions += self._release(job)
-            else:
-                self._launch_runnable(job)
-        return actions + self.assign()
+            actions.append(Send(run.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads)))
+        if not progress.done:
+            return actions + self.assign()
+        if not job.finished:
+            self._launch_runnable(job)
+            return actions + self.assign()
+        actions.append(Send(run.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
+        return actions + self._end_bsp(run, job, now)
 
-    def task_failed(self, msg: TaskFailed, now: float) -> list[Action]:
-        key = (msg.job_id, msg.stage_id, msg.partition)
-        self._free_slot(msg.executor_id, key)
-        job = self.jobs.get(msg.job_id)
-        if job is None or not self._is_current(job, msg.executor_id, msg.stage_id, msg.partition):
-            return self.assign()
-        kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
-        message = (
-            f"task failed in job {msg.job_id}, stage {msg.stage_id}, partition {msg.partition} "
-            f"on executor {msg.executor_id}: {msg.error_type}: {msg.message}"
-        )
-        actions = self._fail_job(
-            job,
-            kind,
-            message,
-            error_type=msg.error_type,
-            traceback=msg.traceback,
-            stage_id=msg.stage_id,
-            partition=msg.partition,
-        )
-        return actions + self.assign()
+    def _fail_bsp(self, run: Run, job: JobRun, kind: FailureKind, message: str, now: float, **details: object) -> list[Action]:
+        failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
+        return [Send(run.driver, failed), *self._end_bsp(run, job, now)]
 
-    # --- placement ------------------------------------------------------------------------------
+    def _end_bsp(self, run: Run, job: JobRun, now: float) -> list[Action]:
+        self.bsp_jobs.pop(job.job_id, None)
+        run.bsp = None
+        if any(k[0] == job.job_id for k in self.pending):
+            self.pending = deque(k for k in self.pending if k[0] != job.job_id)
+        return self._release([job.job_id], sorted(job.touched)) + self._advance(run, now)
 
     def assign(self) -> list[Action]:
-        """Hand pending tasks to executors with free slots, least loaded first."""
+        """BSP: hand pending tasks to executors with free slots, least loaded first."""
         batches: dict[str, list[TaskDescriptor]] = {}
-        code: dict[str, dict] = {}
         while self.pending:
-            candidates = [r for r in self.executors.values() if r.free_slots > 0]
+            candidates = [r for r in self.members.executors.values() if r.free_slots > 0]
             if not candidates:
                 break
             record = min(candidates, key=lambda r: (len(r.running), r.executor_id))
             job_id, stage_id, partition = key = self.pending.popleft()
-            job = self.jobs.get(job_id)
-            if job is None:
+            entry = self.bsp_jobs.get(job_id)
+            if entry is None:
                 continue
-            spec = job.plan.stages[stage_id].spec
-            stage_key = job.stage_keys[stage_id]
+            job = entry[1]
             record.running.add(key)
             job.placed[(stage_id, partition)] = record.executor_id
             job.touched.add(record.executor_id)
-            batches.setdefault(record.executor_id, []).append(
-                TaskDescriptor(job_id=job_id, stage_id=stage_id, partition=partition, stage_key=stage_key)
-            )
-            if stage_key not in record.code:
-                record.code.add(stage_key)
-                code.setdefault(record.executor_id, {})[stage_key] = spec
-        return [
-            Send(self.executors[eid].peer, LaunchTasks(tasks=tasks, code=code.get(eid, {})))
-            for eid, tasks in batches.items()
-        ]
+            task = TaskDescriptor(job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id])
+            batches.setdefault(record.executor_id, []).append(task)
+        actions: list[Action] = []
+        for executor_id, tasks in batches.items():
+            record = self.members.executors[executor_id]
+            job_specs = {}
+            for t in tasks:
+                job = self.bsp_jobs[t.job_id][1]
+                job_specs[t.stage_key] = job.plan.stages[t.stage_id].spec
+            stages, code = self._ship(record, set(job_specs), job_specs)
+            actions.append(Send(record.peer, LaunchTasks(tasks=tasks, stages=stages, code=code)))
+        return actions
 
     def _launch_runnable(self, job: JobRun) -> None:
         for stage_id in job.runnable_stages():
@@ -253,27 +354,53 @@ class SchedulerState:
                 self.pending.append((job.job_id, stage_id, partition))
 
     def _free_slot(self, executor_id: str, key: TaskKey) -> None:
-        record = self.executors.get(executor_id)
+        record = self.members.get(executor_id)
         if record is not None:
             record.running.discard(key)
 
-    @staticmethod
-    def _is_current(job: JobRun, executor_id: str, stage_id: int, partition: int) -> bool:
-        if stage_id >= len(job.plan.stages):
-            return False
-        return job.placed.get((stage_id, partition)) == executor_id
+    # --- both modes -----------------------------------------------------------------------------
 
-    def _fail_job(self, job: JobRun, kind: FailureKind, message: str, **details: object) -> list[Action]:
-        failed = JobFailed(job_id=job.job_id, kind=kind, message=message, **details)  # type: ignore[arg-type]
-        return [Send(job.driver, failed), *self._release(job)]
+    def task_failed(self, msg: TaskFailed, now: float) -> list[Action]:
+        self._free_slot(msg.executor_id, (msg.job_id, msg.stage_id, msg.partition))
+        kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
+        where = f"stage {msg.stage_id}, partition {msg.partition} on executor {msg.executor_id}"
+        details = dict(error_type=msg.error_type, traceback=msg.traceback, stage_id=msg.stage_id, partition=msg.partition)
+        entry = self.prescheduled.get(msg.job_id)
+        if entry is not None:
+            run, job = entry
+            if job.over:
+                return []
+            message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
+            return self._fail_prescheduled(run, job, kind, message, **details)
+        bsp = self.bsp_jobs.get(msg.job_id)
+        if bsp is None or not bsp[1].is_current(msg.executor_id, msg.stage_id, msg.partition):
+            return self.assign()
+        run, job = bsp
+        message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
+        return self._fail_bsp(run, job, kind, message, now, **details)
 
-    def _release(self, job: JobRun) -> list[Action]:
-        self.jobs.pop(job.job_id, None)
-        if any(k[0] == job.job_id for k in self.pending):
-            self.pending = deque(k for k in self.pending if k[0] != job.job_id)
-        actions: list[Action] = [ToShuffleMeta(ForgetJob(job_id=job.job_id))]
-        for eid in sorted(job.touched):
-            record = self.executors.get(eid)
+    def _ship(self, record: ExecutorRecord, stage_keys: set[str], specs: dict[str, StageSpec]) -> tuple[dict[str, StageSpec], dict[str, bytes]]:
+        """The stage specs and code an executor needs for these stages and does not have yet."""
+        stages: dict[str, StageSpec] = {}
+        code: dict[str, bytes] = {}
+        for key in sorted(stage_keys - record.stages):
+            stages[key] = specs[key]
+            record.stages.add(key)
+        for key in stage_keys:
+            for code_key in specs[key].code_keys():
+                if code_key not in record.code:
+                    code[code_key] = self.code[code_key]
+                    record.code.add(code_key)
+        return stages, code
+
+    def _release(self, job_ids: list[str], executor_ids: list[str]) -> list[Action]:
+        actions: list[Action] = [ToShuffleMeta(ForgetJob(job_ids=job_ids))]
+        for executor_id in executor_ids:
+            record = self.members.get(executor_id)
             if record is not None:
-                actions.append(Send(record.peer, ReleaseJob(job_id=job.job_id)))
+                actions.append(Send(record.peer, ReleaseJob(job_ids=job_ids)))
         return actions
+
+
+def _encoded_size(msg: Message) -> int:
+    return len(encode(msg)[0])  # type: ignore[arg-type]

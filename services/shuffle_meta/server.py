@@ -34,7 +34,7 @@ class ShuffleMetaServer:
         self.handlers: transport.RouterHandlers = {
             RegisterMapOutput: lambda peer, m, p: self.state.register(m.job_id, m.shuffle_id, m.location),
             LookupMapOutputs: lambda peer, m, p: self.state.lookup(peer, m, time.monotonic()),
-            ForgetJob: lambda peer, m, p: self.state.forget_job(m.job_id),
+            ForgetJob: lambda peer, m, p: [r for job_id in m.job_ids for r in self.state.forget_job(job_id)],
             ForgetExecutor: lambda peer, m, p: self.state.forget_executor(m.executor_id),
             Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="shuffle_meta"))],
         }

@@ -11,16 +11,17 @@ import pytest
 
 import squall
 from common import protocol
-from common.plan import CollectionSource, LogicalPlan, NarrowNode, RangeSource, SourceNode
+from common.plan import CollectionSource, LogicalPlan, NarrowNode, RangeSource, SourceNode, code_key
 from common.protocol import (
     Blocks,
     ErrorReply,
     FetchBlocks,
-    JobAccepted,
     JobFailed,
     MapOutputs,
     Ping,
-    SubmitJob,
+    JobSpec,
+    RunDone,
+    SubmitJobs,
 )
 from common.serialization import dumps_function
 from squall import LocalCluster
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
 SERVICES = ["scheduler", "shuffle_meta", "executor"]
 SERVICE_NAME = {"scheduler": "scheduler", "shuffle_meta": "shuffle_meta", "executor": "executor"}
-SUBMIT = SubmitJob(job_id="garbage-1", plan=LogicalPlan(nodes=[]))
+SUBMIT = SubmitJobs(run_id="garbage-1", jobs=[JobSpec(job_id="garbage-1.0", plan=LogicalPlan(nodes=[]))])
 # A well-formed message each service does not handle.
 UNHANDLED = {
     "scheduler": MapOutputs(request_id=1, locations=[]),
@@ -136,40 +137,49 @@ def test_executor_answers_fetch_of_unknown_blocks_with_error(cluster, ctx):  # t
         sock.close(0)
 
 
-def submit_raw(cluster: LocalCluster, plan: LogicalPlan, job_id: str) -> JobFailed:
-    """Submit a hand-made plan on a raw socket and return the job's JobFailed."""
+def submit_raw(cluster: LocalCluster, plan: LogicalPlan, job_id: str, code: dict[str, bytes] | None = None) -> JobFailed:
+    """Submit a hand-made plan (with the code it names) on a raw socket; return the job's JobFailed."""
     sock = raw_dealer(cluster.address)
     try:
-        sock.send_multipart([header(SubmitJob(job_id=job_id, plan=plan))])
+        sock.send_multipart([header(SubmitJobs(run_id=job_id, jobs=[JobSpec(job_id=job_id, plan=plan)], code=code or {}))])
+        failed = None
         while True:
             msg, _ = recv_message(sock, timeout=10)
             if isinstance(msg, JobFailed):
                 assert msg.job_id == job_id
-                return msg
-            assert isinstance(msg, JobAccepted), msg
+                failed = msg
+            elif isinstance(msg, RunDone):
+                assert failed is not None, "the run ended without failing the job"
+                return failed
     finally:
         sock.close(0)
+
+
+def narrow(parent: int, blob: bytes) -> tuple[NarrowNode, dict[str, bytes]]:
+    return NarrowNode(parent=parent, fn=code_key(blob)), {code_key(blob): blob}
 
 
 def test_plans_the_planner_rejects_fail_the_job(cluster, ctx):  # type: ignore[no-untyped-def]
     failed = submit_raw(cluster, LogicalPlan(nodes=[]), "bad-plan-1")
     assert failed.kind == "plan"
-    forward = LogicalPlan(nodes=[SourceNode(source=RangeSource(0, 10, 1, 2)), NarrowNode(parent=1, fn=b"x")])
-    failed = submit_raw(cluster, forward, "bad-plan-2")
+    node, code = narrow(1, b"x")
+    forward = LogicalPlan(nodes=[SourceNode(source=RangeSource(0, 10, 1, 2)), node])
+    failed = submit_raw(cluster, forward, "bad-plan-2", code)
     assert failed.kind == "plan" and "does not come before" in failed.message
     assert ctx.range(4, partitions=2).collect() == [0, 1, 2, 3]
 
 
 def test_garbage_code_and_data_in_a_plan_fail_the_job_not_the_executor(cluster, ctx):  # type: ignore[no-untyped-def]
     source = SourceNode(source=RangeSource(0, 10, 1, 4))
-    failed = submit_raw(cluster, LogicalPlan(nodes=[source, NarrowNode(parent=0, fn=b"\x80\x05garbage")]), "bad-code")
+    node, code = narrow(0, b"\x80\x05garbage")
+    failed = submit_raw(cluster, LogicalPlan(nodes=[source, node]), "bad-code", code)
     assert failed.kind == "task" and failed.error_type == "SerializationError"
     bad_slices = CollectionSource(slices=[b"\x01not lz4", b"\x07", b""])
     failed = submit_raw(cluster, LogicalPlan(nodes=[SourceNode(source=bad_slices)]), "bad-data")
     assert failed.kind == "task" and failed.error_type == "SerializationError"
     # a pickled function that is not a partition function fails as a task error
-    not_a_pipeline = NarrowNode(parent=0, fn=dumps_function(len))
-    failed = submit_raw(cluster, LogicalPlan(nodes=[source, not_a_pipeline]), "bad-shape")
+    not_a_pipeline, code = narrow(0, dumps_function(len))
+    failed = submit_raw(cluster, LogicalPlan(nodes=[source, not_a_pipeline]), "bad-shape", code)
     assert failed.kind == "task" and failed.error_type == "TypeError"
     assert len(ctx.status().executors) == 4
     assert ctx.range(12, partitions=4).map(lambda x: x * 2).collect() == [x * 2 for x in range(12)]

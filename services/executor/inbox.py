@@ -1,0 +1,49 @@
+"""Shuffle blocks that have arrived for this executor's reducers, pushed or fetched.
+
+Blocks may arrive before the reducer's own launch message (a mapper elsewhere can be faster than
+our copy of the group), so they are kept by (job, shuffle, reduce partition) until claimed.
+Blocks of jobs already released are refused, so a late push cannot leak memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+InboxKey = tuple[str, int, int]  # (job_id, shuffle_id, reduce_partition)
+
+RELEASED_MEMORY = 10_000
+
+
+class ShuffleInbox:
+    def __init__(self) -> None:
+        self._blocks: dict[InboxKey, dict[int, object]] = {}
+        self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
+        self._released_set: set[str] = set()
+
+    def add(self, key: InboxKey, map_partition: int, block: object) -> bool:
+        """Keep a block; False if its job was already released (the block is dropped)."""
+        if key[0] in self._released_set:
+            return False
+        self._blocks.setdefault(key, {})[map_partition] = block
+        return True
+
+    def claim(self, key: InboxKey) -> dict[int, object]:
+        """The blocks that arrived so far for a reducer (the same dict keeps filling up)."""
+        return self._blocks.setdefault(key, {})
+
+    def discard(self, key: InboxKey) -> None:
+        self._blocks.pop(key, None)
+
+    def release(self, job_id: str) -> None:
+        for key in [k for k in self._blocks if k[0] == job_id]:
+            del self._blocks[key]
+        if job_id not in self._released_set:
+            if len(self._released) == self._released.maxlen:
+                self._released_set.discard(self._released[0])
+            self._released.append(job_id)
+            self._released_set.add(job_id)
+
+    def clear(self) -> None:
+        self._blocks.clear()
+        self._released.clear()
+        self._released_set.clear()

@@ -1,0 +1,89 @@
+"""Drizzle group scheduling, pure: place every task of a group of micro-batches at once.
+
+Reduce stages are placed before the stages that feed them, so every map task is launched
+knowing the block address of each reduce partition it pushes to. Partition p of every stage goes
+to executor p mod n, which spreads a stage evenly and puts map p next to reducer p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.plan import JobPlan
+from common.protocol import GroupStats, TaskDescriptor
+from services.scheduler.membership import ExecutorRecord
+
+
+@dataclass
+class PlannedJob:
+    """One micro-batch of a run, planned; its state while its group runs."""
+
+    job_id: str
+    batch: int
+    plan: JobPlan
+    stage_keys: list[str]
+    results_remaining: int = 0
+    placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
+    started: float = 0.0
+    done: bool = False
+    failed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.results_remaining:
+            self.results_remaining = self.plan.result_stage.spec.partitions
+
+    @property
+    def over(self) -> bool:
+        return self.done or self.failed
+
+    @property
+    def executors(self) -> set[str]:
+        return set(self.placed)
+
+
+@dataclass
+class GroupRun:
+    group_id: int
+    run_id: str
+    jobs: list[PlannedJob]
+    waiting: set[str]  # executors whose GroupDone has not arrived
+    started: float
+    launch_bytes: int = 0
+    code_bytes: int = 0
+
+    def stats(self, now: float, executors: int) -> GroupStats:
+        return GroupStats(
+            group_id=self.group_id,
+            jobs=len(self.jobs),
+            executors=executors,
+            launch_bytes=self.launch_bytes,
+            code_bytes=self.code_bytes,
+            duration=max(0.0, now - self.started),
+        )
+
+
+def place_group(jobs: list[PlannedJob], executors: list[ExecutorRecord]) -> dict[str, list[TaskDescriptor]]:
+    """Each executor's share of the group: tasks ordered by batch, reducers before their mappers."""
+    if not executors:
+        raise ValueError("no executors to place a group on")
+    n = len(executors)
+    share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
+    for job in jobs:
+        stages = job.plan.stages
+        home = [[executors[p % n] for p in range(s.spec.partitions)] for s in stages]
+        for stage in reversed(stages):
+            readers = [s.stage_id for s in stages if stage.stage_id in s.parents]
+            push_to = [e.data_address for e in home[readers[0]]] if readers else []
+            for partition, executor in enumerate(home[stage.stage_id]):
+                share[executor.executor_id].append(
+                    TaskDescriptor(
+                        job_id=job.job_id,
+                        stage_id=stage.stage_id,
+                        partition=partition,
+                        stage_key=job.stage_keys[stage.stage_id],
+                        batch=job.batch,
+                        push_to=push_to,
+                    )
+                )
+                job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)
+    return {eid: tasks for eid, tasks in share.items() if tasks}

@@ -1,0 +1,125 @@
+"""Runs: a sequence of micro-batch jobs submitted at once, results handed back in order.
+
+`Context.run_jobs` and `Context.iter_jobs` build on this. Each job's result (its collected
+records) is yielded the moment that job and every job before it are complete, without waiting
+for the rest of its group. With errors="raise", a failed job raises its error when its turn
+comes; with errors="return", the error object takes the result's place and the run goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from common import protocol
+from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, PartitionResult, RunDone
+from common.serialization import loads_block
+from squall.client import Client
+from squall.errors import ExecutorLostError, JobError, TaskError
+
+Errors = Literal["raise", "return"]
+
+
+@dataclass
+class RunStats:
+    """What a run cost: the scheduler's per-group figures and when each batch came back."""
+
+    groups: list[GroupStats] = field(default_factory=list)
+    submitted: float = 0.0
+    batch_done: list[float] = field(default_factory=list)  # seconds since submission, by batch
+
+    @property
+    def batch_intervals(self) -> list[float]:
+        """Time per micro-batch: from the previous batch's completion (or the submission)."""
+        times = sorted(self.batch_done)
+        return [b - a for a, b in zip([0.0, *times[:-1]], times, strict=True)]
+
+
+class Run:
+    def __init__(self, client: Client, plans: list[Any], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool) -> None:
+        self.client = client
+        self.run_id = client.new_run_id()
+        self.jobs = [JobSpec(job_id=f"{self.run_id}.{i}", plan=plan) for i, plan in enumerate(plans)]
+        self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
+        self.stats = RunStats()
+        self._options = (group_size, preschedule, barrier)
+        self._code = code
+        self._parts: list[dict[int, list[Any]]] = [{} for _ in self.jobs]
+        self._outcome: list[Any] = [None] * len(self.jobs)
+        self._complete = [False] * len(self.jobs)
+        self._finished = False
+
+    def results(self, errors: Errors = "raise") -> Iterator[Any]:
+        """Each job's collected records, in order, as soon as available."""
+        self._submit()
+        try:
+            for i in range(len(self.jobs)):
+                while not self._complete[i]:
+                    self._handle(*self.client.next_event(self.run_id))
+                outcome = self._outcome[i]
+                if isinstance(outcome, JobError) and errors == "raise":
+                    raise outcome
+                yield outcome
+            # Every result is in. The run's own end (with its group figures) follows at once when
+            # all went well; after a failure it may wait for slow tasks, so it is not waited for.
+            while not self._finished and not any(isinstance(o, JobError) for o in self._outcome):
+                self._handle(*self.client.next_event(self.run_id))
+        finally:
+            if not self._finished:
+                self.client.cancel(self.run_id)  # groups not yet dispatched will not be
+            self.client.forget(self.run_id)
+
+    def _submit(self) -> None:
+        group_size, preschedule, barrier = self._options
+        self.stats.submitted = time.perf_counter()
+        self.stats.batch_done = [0.0] * len(self.jobs)
+        for attempt in itertools.count():
+            self.client.submit(self.run_id, self.jobs, self._code, group_size, preschedule, barrier)
+            first = self.client.next_event(self.run_id)
+            if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):
+                self._handle(*first)
+                return
+            # The scheduler lost code we sent earlier (it restarted): drain the refusal, resend all.
+            while not isinstance(self.client.next_event(self.run_id)[0], RunDone):
+                pass
+            self.client.sent_code.clear()
+
+    def _handle(self, msg: protocol.Message, payloads: list[object]) -> None:
+        if isinstance(msg, RunDone):
+            self.stats.groups = list(msg.groups)
+            self._finished = True
+            for i, done in enumerate(self._complete):
+                if not done:  # the scheduler never finished it: say so, do not drop it silently
+                    self._settle(i, JobError(self.jobs[i].job_id, "cancelled", f"batch {i} did not run (the run ended first)"))
+            return
+        if isinstance(msg, ErrorReply):
+            raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")
+        i = self.index.get(getattr(msg, "job_id", ""))
+        if i is None:
+            return
+        if isinstance(msg, PartitionResult):
+            self._parts[i][msg.partition] = loads_block(protocol.payload_bytes(payloads[0]))
+        elif isinstance(msg, JobDone):
+            parts = self._parts[i]
+            self._settle(i, list(itertools.chain.from_iterable(parts[p] for p in sorted(parts))))
+        elif isinstance(msg, JobFailed):
+            self._settle(i, job_error(msg))
+
+    def _settle(self, i: int, outcome: Any) -> None:
+        if self._complete[i]:
+            return
+        self._outcome[i] = outcome
+        self._complete[i] = True
+        self._parts[i] = {}
+        self.stats.batch_done[i] = time.perf_counter() - self.stats.submitted
+
+
+def job_error(msg: JobFailed) -> JobError:
+    if msg.kind == "task":
+        return TaskError(msg.job_id, msg.message, msg.error_type, msg.traceback, msg.stage_id, msg.partition, msg.batch)
+    if msg.kind == "executor_lost":
+        return ExecutorLostError(msg.job_id, msg.kind, msg.message, msg.stage_id, msg.partition, msg.batch)
+    return JobError(msg.job_id, msg.kind, msg.message, msg.stage_id, msg.partition, msg.batch)
