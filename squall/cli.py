@@ -38,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--seconds", type=float, default=None, help="stop after this long")
     local.set_defaults(handler=run_local)
 
-    demo = sub.add_parser("demo", help="start a local cluster and run the word-count demo job",
-                          description="Start a local cluster, run a two-stage word count over generated "
-                          "text, print the top words and the time per run, and stop the cluster.")
+    demo = sub.add_parser("demo", help="start a local cluster and run the word-count micro-batch demo",
+                          description="Start a local cluster, run a word count over micro-batches in BSP, "
+                          "pre-scheduled and Drizzle group mode, print the time per batch and the scheduler's "
+                          "involvement for each, check the answer, and stop the cluster.")
     demo.add_argument("--executors", type=int, default=4, help="executor processes (default 4)")
-    demo.add_argument("--lines", type=int, default=100_000, help="generated lines of text (default 100000)")
-    demo.add_argument("--partitions", type=int, default=8, help="map partitions (default 8)")
-    demo.add_argument("--reducers", type=int, default=4, help="reduce partitions (default 4)")
-    demo.add_argument("--repeat", type=int, default=3, help="how many times to run the job (default 3)")
+    demo.add_argument("--batches", type=int, default=60, help="micro-batches (default 60)")
+    demo.add_argument("--lines", type=int, default=500, help="generated lines per micro-batch (default 500)")
+    demo.add_argument("--group-size", type=int, default=20, help="micro-batches per Drizzle group (default 20)")
     demo.set_defaults(handler=run_demo)
     return parser
 
@@ -68,8 +68,7 @@ def run_local(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from squall import demo
 
-    demo.run(executors=args.executors, lines=args.lines, partitions=args.partitions,
-             reducers=args.reducers, repeat=args.repeat)
+    demo.run(executors=args.executors, batches=args.batches, lines_per_batch=args.lines, group_size=args.group_size)
     return 0
 
 

@@ -136,6 +136,7 @@ class ExecutorState:
         self.groups: dict[int, _Group] = {}
         self._readers: dict[InboxKey, TaskKey] = {}
         self._requests: dict[int, _Request] = {}
+        self._failed_inputs: dict[InboxKey, tuple[str, str]] = {}  # failed before their reducer arrived
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
@@ -182,6 +183,9 @@ class ExecutorState:
         inbox_key = (task.job_id, spec.input.shuffle_id, task.partition)
         local.inputs = self.inbox.claim(inbox_key)
         self._readers[inbox_key] = task.key
+        if inbox_key in self._failed_inputs:
+            error_type, reason = self._failed_inputs.pop(inbox_key)
+            return self._fail_input(inbox_key, reason, error_type)
         if group_id is not None:
             return self._maybe_runnable(local)
         lookup = LookupMapOutputs(
@@ -248,7 +252,7 @@ class ExecutorState:
         for request_id, request in list(self._requests.items()):
             if request.deadline <= now and self._requests.pop(request_id, None) is not None:
                 actions += self._fail_input(request.inbox_key, f"timed out waiting for {request.what}")
-        return actions
+        return actions + self._next(now) if actions else actions
 
     def _arrive(self, inbox_key: InboxKey, map_partition: int, block: object, now: float) -> list[Action]:
         if not self.inbox.add(inbox_key, map_partition, block):
@@ -290,6 +294,8 @@ class ExecutorState:
     def _fail_input(self, inbox_key: InboxKey, reason: str, error_type: str = "FetchFailed") -> list[Action]:
         task_key = self._readers.pop(inbox_key, None)
         if task_key is None:
+            # The reducer's launch has not arrived yet: it fails the moment it does.
+            self._failed_inputs[inbox_key] = (error_type, reason)
             self.inbox.discard(inbox_key)
             return []
         local = self.tasks.pop(task_key)
@@ -415,6 +421,8 @@ class ExecutorState:
                 del self._readers[key]
             for request_id in [i for i, r in self._requests.items() if r.inbox_key[0] == job_id]:
                 del self._requests[request_id]
+            for key in [k for k in self._failed_inputs if k[0] == job_id]:
+                del self._failed_inputs[key]
             self.local.remove_job(job_id)
             for key in [k for k in self.tasks if k[0] == job_id]:
                 if self.running is not None and self.running.local.key == key:

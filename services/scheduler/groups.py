@@ -22,15 +22,15 @@ class PlannedJob:
     batch: int
     plan: JobPlan
     stage_keys: list[str]
-    results_remaining: int = 0
+    results_seen: set[int] = field(default_factory=set)  # result partitions relayed
     placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
     started: float = 0.0
     done: bool = False
     failed: bool = False
 
-    def __post_init__(self) -> None:
-        if not self.results_remaining:
-            self.results_remaining = self.plan.result_stage.spec.partitions
+    @property
+    def results_remaining(self) -> int:
+        return self.plan.result_stage.spec.partitions - len(self.results_seen)
 
     @property
     def over(self) -> bool:

@@ -66,6 +66,8 @@ class ToShuffleMeta:
 
 Action = Send | ToShuffleMeta
 
+GROUPS_IN_FLIGHT = 2
+
 
 @dataclass
 class Run:
@@ -75,7 +77,7 @@ class Run:
     group_size: int
     preschedule: bool
     barrier: bool
-    group: GroupRun | None = None  # Drizzle: the group in flight
+    groups: list[GroupRun] = field(default_factory=list)  # Drizzle: groups in flight, oldest first
     bsp: JobRun | None = None  # BSP: the job in flight
     stats: list[GroupStats] = field(default_factory=list)
 
@@ -115,14 +117,22 @@ class SchedulerState:
         return [Send(peer, Reregister(executor_id=msg.executor_id))]
 
     def tick(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        for executor_id, silent in self.members.expired(now):
-            actions += self.executor_lost(executor_id, f"no heartbeat for {silent:.2f}s", now)
-        return actions
+        expired = self.members.expired(now)
+        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s") for executor_id, silent in expired], now)
 
     def executor_lost(self, executor_id: str, reason: str, now: float) -> list[Action]:
-        if self.members.remove(executor_id) is None:
-            return []
+        return self._lose([(executor_id, reason)], now)
+
+    def _lose(self, losses: list[tuple[str, str]], now: float) -> list[Action]:
+        """Executors are gone. All leave membership first, so that work failed over by one loss
+        is never placed on another executor that died in the same breath."""
+        gone = [(executor_id, reason) for executor_id, reason in losses if self.members.remove(executor_id) is not None]
+        actions: list[Action] = []
+        for executor_id, reason in gone:
+            actions += self._handle_loss(executor_id, reason, now)
+        return actions + (self.assign() if gone else [])
+
+    def _handle_loss(self, executor_id: str, reason: str, now: float) -> list[Action]:
         self.lost.append((executor_id, reason))
         actions: list[Action] = [ToShuffleMeta(ForgetExecutor(executor_id=executor_id))]
         why = f"executor {executor_id} was lost ({reason})"
@@ -133,17 +143,15 @@ class SchedulerState:
                 message = f"{why} while job {job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
                 actions += self._fail_bsp(run, job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
         for run in list(self.runs.values()):
-            group = run.group
-            if group is None:
-                continue
-            for job in group.jobs:
-                if not job.over and executor_id in job.placed:
-                    stage_id = min(job.placed[executor_id])
-                    message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id})"
-                    actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
-            group.waiting.discard(executor_id)
-            actions += self._maybe_group_complete(run, now)
-        return actions + self.assign()
+            for group in list(run.groups):
+                for job in group.jobs:
+                    if not job.over and executor_id in job.placed:
+                        stage_id = min(job.placed[executor_id])
+                        message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id})"
+                        actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
+                group.waiting.discard(executor_id)
+                actions += self._maybe_group_complete(run, group, now)
+        return actions
 
     def status(self):  # type: ignore[no-untyped-def]
         return self.members.status(running_jobs=len(self.prescheduled) + len(self.bsp_jobs))
@@ -183,7 +191,7 @@ class SchedulerState:
         if run is None:
             return []
         run.queue.clear()
-        return self._advance(run, now) if run.group is None and run.bsp is None else []
+        return self._advance(run, now) if not run.groups and run.bsp is None else []
 
     def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Action]:
         fails: list[Action] = [
@@ -192,8 +200,10 @@ class SchedulerState:
         return [*fails, Send(peer, RunDone(run_id=msg.run_id))]
 
     def _advance(self, run: Run, now: float) -> list[Action]:
-        """Start the run's next group (or BSP job); finish the run when nothing is left."""
+        """Start the run's next groups (or BSP job); finish the run when nothing is left."""
         if not run.queue:
+            if run.groups or run.bsp is not None:
+                return []
             self.runs.pop(run.run_id, None)
             return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats))]
         if not self.members.executors:
@@ -203,9 +213,14 @@ class SchedulerState:
                 failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
                 actions.append(Send(run.driver, failed))
             return actions + self._advance(run, now)
-        if run.preschedule:
-            return self._dispatch_group(run, now)
-        return self._start_bsp(run, now)
+        if not run.preschedule:
+            return self._start_bsp(run, now) if run.bsp is None else []
+        # Keep the next group in flight behind the current one, so that executors never wait at
+        # a group boundary; the scheduler still acts only when a group is dispatched or done.
+        actions: list[Action] = []
+        while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
+            actions += self._dispatch_group(run, now)
+        return actions
 
     # --- Drizzle mode ---------------------------------------------------------------------------
 
@@ -215,7 +230,7 @@ class SchedulerState:
         executors = self.members.live()
         shares = place_group(jobs, executors)
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now)
-        run.group = group
+        run.groups.append(group)
         for job in jobs:
             job.started = now
             self.prescheduled[job.job_id] = (run, job)
@@ -235,10 +250,10 @@ class SchedulerState:
         if entry is None:
             return []
         run, job = entry
-        if job.over:
-            return []
+        if job.over or msg.partition in job.results_seen or msg.partition >= job.plan.result_stage.spec.partitions:
+            return []  # a duplicate or nonsensical report never completes a job early
+        job.results_seen.add(msg.partition)
         actions: list[Action] = [Send(run.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads))]
-        job.results_remaining -= 1
         if job.results_remaining == 0:
             job.done = True
             actions.append(Send(run.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
@@ -246,16 +261,16 @@ class SchedulerState:
 
     def group_done(self, msg: GroupDone, now: float) -> list[Action]:
         for run in self.runs.values():
-            if run.group is not None and run.group.group_id == msg.group_id:
-                run.group.waiting.discard(msg.executor_id)
-                return self._maybe_group_complete(run, now)
+            for group in run.groups:
+                if group.group_id == msg.group_id:
+                    group.waiting.discard(msg.executor_id)
+                    return self._maybe_group_complete(run, group, now)
         return []
 
-    def _maybe_group_complete(self, run: Run, now: float) -> list[Action]:
-        group = run.group
-        if group is None or group.waiting:
+    def _maybe_group_complete(self, run: Run, group: GroupRun, now: float) -> list[Action]:
+        if group.waiting or group not in run.groups:
             return []
-        run.group = None
+        run.groups.remove(group)
         run.stats.append(group.stats(now, executors=len({e for j in group.jobs for e in j.executors})))
         actions: list[Action] = []
         for job in group.jobs:

@@ -1,4 +1,5 @@
-"""services.executor.state: task launch, shuffle input gathering, block serving, completion, release."""
+"""services.executor.state in BSP mode (LaunchTasks): launch, shuffle input gathering (look-up and
+fetch), block serving, completion, release, reset. Drizzle mode is in test_executor_groups.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ GROUP = Aggregator(kind="group")
 MAP_SPEC = StageSpec(
     partitions=2,
     input=RangeSource(start=0, stop=10, step=1, partitions=2),
-    ops=[b"fn"],
+    ops=["fn"],
     output=ShuffleWrite(shuffle_id=7, partitions=3, aggregator=GROUP),
 )
 REDUCE_SPEC = StageSpec(
@@ -36,6 +37,7 @@ REDUCE_SPEC = StageSpec(
     output=ResultWrite(),
 )
 ME = "tcp://me:1"
+CODE = {"fn": b"pickled fn"}
 
 
 def executor() -> ExecutorState:
@@ -48,7 +50,12 @@ def task(spec: StageSpec, stage_id: int, partition: int, job_id: str = "j") -> T
 
 
 def launch(ex: ExecutorState, spec: StageSpec, t: TaskDescriptor, now: float = 0.0, send_code: bool = True) -> list:
-    return ex.launch(LaunchTasks(tasks=[t], code={spec.key(): spec} if send_code else {}), now)
+    msg = LaunchTasks(tasks=[t], stages={spec.key(): spec}, code=CODE) if send_code else LaunchTasks(tasks=[t])
+    return ex.launch(msg, now)
+
+
+def running_key(ex: ExecutorState):
+    return ex.running.local.key if ex.running is not None else None
 
 
 def loc(part: int, executor_id: str, address: str) -> MapLocation:
@@ -71,8 +78,9 @@ def test_source_task_runs_at_once():
     ex = executor()
     t = task(MAP_SPEC, 0, 1)
     assert launch(ex, MAP_SPEC, t) == [Run(t, MAP_SPEC, [])]
-    assert ex.running == {("j", 0, 1): t}
-    assert ex.code[MAP_SPEC.key()] == MAP_SPEC
+    assert running_key(ex) == ("j", 0, 1)
+    assert ex.stages[MAP_SPEC.key()] == MAP_SPEC
+    assert ex.code == CODE
 
 
 def test_shuffle_read_task_looks_up_map_outputs():
@@ -81,7 +89,7 @@ def test_shuffle_read_task_looks_up_map_outputs():
     lookup = only(launch(ex, REDUCE_SPEC, t), ToShuffleMeta).msg
     assert isinstance(lookup, LookupMapOutputs)
     assert (lookup.job_id, lookup.shuffle_id, lookup.expected, lookup.timeout) == ("j", 7, 4, 2.0)
-    assert ("j", 1, 2) in ex.waiting and not ex.running
+    assert ("j", 1, 2) in ex.tasks and ex.running is None
 
 
 def test_missing_stage_code_fails_the_task_with_kind_code():
@@ -91,14 +99,31 @@ def test_missing_stage_code_fails_the_task_with_kind_code():
     assert isinstance(failed, TaskFailed)
     assert failed.kind == "code" and failed.error_type == "MissingCode"
     assert MAP_SPEC.key() in failed.message
-    assert not ex.running and not ex.waiting
+    assert ex.running is None and not ex.tasks
 
 
 def test_cached_code_is_used_when_later_launches_omit_it():
     ex = executor()
-    launch(ex, MAP_SPEC, task(MAP_SPEC, 0, 0))
+    first = task(MAP_SPEC, 0, 0)
+    launch(ex, MAP_SPEC, first)
     t = task(MAP_SPEC, 0, 1, job_id="j2")
-    assert launch(ex, MAP_SPEC, t, send_code=False) == [Run(t, MAP_SPEC, [])]
+    assert launch(ex, MAP_SPEC, t, send_code=False) == []  # the runner is busy: one task at a time
+    actions = ex.task_done(first, TaskOutput(blocks=[b"", b"", b""], is_result=False), 1.0)
+    assert only(actions, Run) == Run(t, MAP_SPEC, [])
+    assert ex.code == CODE
+
+
+def test_runner_gets_one_task_at_a_time_in_arrival_order():
+    ex = executor()
+    ts = [task(MAP_SPEC, 0, p, job_id=f"j{p}") for p in range(3)]
+    actions = ex.launch(LaunchTasks(tasks=ts, stages={MAP_SPEC.key(): MAP_SPEC}, code=CODE), 0.0)
+    assert [a.task for a in actions if isinstance(a, Run)] == [ts[0]]
+    out = TaskOutput(blocks=[b"", b"", b""], is_result=False)
+    assert [a.task for a in ex.task_done(ts[0], out, 1.0) if isinstance(a, Run)] == [ts[1]]
+    assert ex.task_done(ts[0], out, 1.0) == []  # a duplicate completion changes nothing
+    assert [a.task for a in ex.task_done(ts[1], out, 1.0) if isinstance(a, Run)] == [ts[2]]
+    assert not [a for a in ex.task_done(ts[2], out, 1.0) if isinstance(a, Run)]
+    assert ex.running is None and not ex.tasks
 
 
 def test_map_outputs_take_local_blocks_and_fetch_remote_ones_per_address():
@@ -114,7 +139,8 @@ def test_map_outputs_take_local_blocks_and_fetch_remote_ones_per_address():
     for f in fetches.values():
         assert (f.job_id, f.shuffle_id, f.reduce_partition) == ("j", 7, 1)
     assert fetches["tcp://a:1"].request_id != fetches["tcp://b:1"].request_id
-    assert ex.waiting[("j", 1, 1)].blocks == {3: b"L1"}  # the reduce partition's local block
+    assert ex.tasks[("j", 1, 1)].inputs == {3: b"L1"}  # the reduce partition's local block
+    assert ex.running is None
 
 
 def test_blocks_completing_inputs_run_the_task_in_map_partition_order():
@@ -124,14 +150,14 @@ def test_blocks_completing_inputs_run_the_task_in_map_partition_order():
     locations = [loc(0, "e2", "tcp://b:1"), loc(1, "e3", "tcp://a:1"), loc(2, "e2", "tcp://b:1"), loc(3, "e1", ME)]
     fetches = {a.address: a.msg for a in ex.map_outputs(MapOutputs(request_id=rid, locations=locations), 1.0)}
     b = fetches["tcp://b:1"]
-    assert ex.blocks(Blocks(request_id=b.request_id, map_partitions=[2, 0]), [b"B2", b"B0"]) == []
+    assert ex.blocks(Blocks(request_id=b.request_id, map_partitions=[2, 0]), [b"B2", b"B0"], 1.0) == []
     a = fetches["tcp://a:1"]
-    run = only(ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"]), Run)
+    run = only(ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"], 1.0), Run)
     assert run.task == t and run.spec == REDUCE_SPEC
     assert run.inputs == [b"B0", b"A1", b"B2", b"L1"]
-    assert ("j", 1, 1) in ex.running and not ex.waiting
+    assert running_key(ex) == ("j", 1, 1)
     # a duplicate answer to a finished request is ignored
-    assert ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"]) == []
+    assert ex.blocks(Blocks(request_id=a.request_id, map_partitions=[1]), [b"A1"], 1.0) == []
 
 
 def test_all_local_outputs_run_without_fetching():
@@ -159,9 +185,9 @@ def test_error_reply_to_a_fetch_fails_the_task_with_kind_fetch():
     assert isinstance(failed, TaskFailed)
     assert failed.kind == "fetch" and failed.message == "peer has no block"
     assert (failed.job_id, failed.stage_id, failed.partition) == ("j", 1, t.partition)
-    assert not ex.waiting
+    assert not ex.tasks
     # the other fetch's late answer is ignored, as is an unknown request id
-    assert ex.blocks(Blocks(request_id=fetches[1].request_id, map_partitions=[3]), [b"x"]) == []
+    assert ex.blocks(Blocks(request_id=fetches[1].request_id, map_partitions=[3]), [b"x"], 1.0) == []
     assert ex.request_failed(ErrorReply(reason="?", request_id=999)) == []
 
 
@@ -171,7 +197,7 @@ def test_lookup_timeout_fails_the_task():
     assert ex.tick(11.9) == []
     failed = only(ex.tick(12.0), ToScheduler).msg
     assert failed.kind == "fetch" and "timed out waiting for map output locations" in failed.message
-    assert ex.tick(20.0) == [] and not ex.waiting
+    assert ex.tick(20.0) == [] and not ex.tasks
 
 
 def test_fetch_timeout_names_shuffle_blocks():
@@ -214,7 +240,8 @@ def test_map_task_done_stores_blocks_and_registers_the_output():
     assert done.payloads == ()
     assert isinstance(done.msg, TaskFinished) and not done.msg.has_result
     assert done.msg.output_bytes == 5 and done.msg.elapsed == pytest.approx(0.5)
-    assert not ex.running
+    assert ex.running is None and not ex.tasks
+    assert not [a for a in actions if isinstance(a, ToPeer)]  # BSP: nothing is pushed
 
 
 def test_result_task_done_carries_the_payload():
@@ -225,6 +252,7 @@ def test_result_task_done_carries_the_payload():
     ex.map_outputs(MapOutputs(request_id=rid, locations=[loc(m, "e1", ME) for m in range(4)]), 0.0)
     actions = ex.task_done(t, TaskOutput(blocks=[b"\x00result"], is_result=True), 1.0)
     done = only(actions, ToScheduler)
+    assert isinstance(done.msg, TaskFinished)  # BSP reports the task itself, with its records
     assert done.msg.has_result and done.payloads == (b"\x00result",)
     assert not [a for a in actions if isinstance(a, ToShuffleMeta)]
 
@@ -243,12 +271,12 @@ def test_release_job_drops_blocks_and_cancels_waiting_tasks():
     ex.store[("j", 7, 0)] = [b"a"]
     ex.store[("other", 7, 0)] = [b"b"]
     t, rid = start_reduce(ex)
-    actions = ex.release_job("j")
+    actions = ex.release_jobs(["j"], 1.0)
     assert set(ex.store) == {("other", 7, 0)}
     cancelled = only(actions, ToScheduler).msg
     assert isinstance(cancelled, TaskFailed) and cancelled.error_type == "Cancelled"
     assert (cancelled.stage_id, cancelled.partition) == (1, t.partition)
-    assert not ex.waiting
+    assert not ex.tasks
     assert ex.map_outputs(MapOutputs(request_id=rid, locations=[]), 1.0) == []  # late answer ignored
 
 
@@ -256,12 +284,22 @@ def test_task_running_during_release_reports_without_payload_or_blocks():
     ex = executor()
     m = task(MAP_SPEC, 0, 0)
     launch(ex, MAP_SPEC, m)
-    assert ex.release_job("j") == []
+    assert ex.release_jobs(["j"], 0.5) == []
     actions = ex.task_done(m, TaskOutput(blocks=[b"a", b"b", b"c"], is_result=False), 1.0)
     done = only(actions, ToScheduler)
     assert isinstance(done.msg, TaskFinished) and not done.msg.has_result and done.payloads == ()
     assert actions == [done]  # no RegisterMapOutput
-    assert not ex.store
+    assert not ex.store and ex.running is None
+
+
+def test_release_of_several_jobs_starts_the_next_task_of_another_job():
+    ex = executor()
+    ts = [task(MAP_SPEC, 0, 0, job_id=j) for j in ("a", "b", "c")]
+    ex.launch(LaunchTasks(tasks=ts, stages={MAP_SPEC.key(): MAP_SPEC}, code=CODE), 0.0)  # "a" runs
+    cancelled = [a.msg for a in ex.release_jobs(["b", "zzz"], 1.0) if isinstance(a, ToScheduler)]
+    assert [(m.job_id, m.error_type) for m in cancelled] == [("b", "Cancelled")]
+    actions = ex.task_done(ts[0], TaskOutput(blocks=[b"", b"", b""], is_result=False), 2.0)
+    assert only(actions, Run).task == ts[2]
 
 
 def test_reset_forgets_everything_and_late_results_are_dropped():
@@ -269,6 +307,8 @@ def test_reset_forgets_everything_and_late_results_are_dropped():
     t = task(MAP_SPEC, 0, 0)
     launch(ex, MAP_SPEC, t)
     ex.store[("j", 7, 1)] = [b"x"]
+    code = ex.code
     ex.reset()
-    assert not ex.code and not ex.store and not ex.running
+    assert not ex.code and not ex.stages and not ex.store and ex.running is None and not ex.tasks
+    assert ex.code is code  # the runner's code cache keeps reading the same store
     assert ex.task_done(t, TaskOutput(blocks=[b""] * 3, is_result=False), 1.0) == []

@@ -16,10 +16,11 @@ from common.plan import (
     ShuffleRead,
     ShuffleWrite,
     SourceNode,
+    StageSpec,
 )
 from services.scheduler.planner import plan_job
 
-ADD = Aggregator(kind="reduce", fn=b"add")
+ADD = Aggregator(kind="reduce", fn="add")
 GROUP = Aggregator(kind="group")
 
 
@@ -39,30 +40,30 @@ def test_source_only_is_one_result_stage():
 
 
 def test_narrow_ops_are_fused_in_order():
-    nodes = [rng(2), NarrowNode(parent=0, fn=b"f1"), NarrowNode(parent=1, fn=b"f2"), NarrowNode(parent=2, fn=b"f3")]
+    nodes = [rng(2), NarrowNode(parent=0, fn="f1"), NarrowNode(parent=1, fn="f2"), NarrowNode(parent=2, fn="f3")]
     job = plan_job(LogicalPlan(nodes=nodes))
     assert len(job.stages) == 1
-    assert job.stages[0].spec.ops == [b"f1", b"f2", b"f3"]
+    assert job.stages[0].spec.ops == ["f1", "f2", "f3"]
 
 
 def test_plan_splits_at_a_shuffle():
     nodes = [
         rng(4),
-        NarrowNode(parent=0, fn=b"pre1"),
-        NarrowNode(parent=1, fn=b"pre2"),
+        NarrowNode(parent=0, fn="pre1"),
+        NarrowNode(parent=1, fn="pre2"),
         ShuffleNode(parent=2, partitions=3, aggregator=ADD),
-        NarrowNode(parent=3, fn=b"post"),
+        NarrowNode(parent=3, fn="post"),
     ]
     job = plan_job(LogicalPlan(nodes=nodes))
     assert [s.stage_id for s in job.stages] == [0, 1]
     mapper, reducer = job.stages
     assert mapper.parents == [] and reducer.parents == [0]
     assert mapper.spec.partitions == 4
-    assert mapper.spec.ops == [b"pre1", b"pre2"]
+    assert mapper.spec.ops == ["pre1", "pre2"]
     assert mapper.spec.output == ShuffleWrite(shuffle_id=3, partitions=3, aggregator=ADD)
     assert reducer.spec.partitions == 3
     assert reducer.spec.input == ShuffleRead(shuffle_id=3, map_partitions=4, aggregator=ADD)
-    assert reducer.spec.ops == [b"post"]
+    assert reducer.spec.ops == ["post"]
     assert reducer.spec.output == ResultWrite()
     assert job.result_stage is reducer
 
@@ -71,7 +72,7 @@ def test_map_partition_counts_are_carried_into_each_shuffle_read():
     nodes = [
         rng(5),
         ShuffleNode(parent=0, partitions=3, aggregator=GROUP),
-        NarrowNode(parent=1, fn=b"mid"),
+        NarrowNode(parent=1, fn="mid"),
         ShuffleNode(parent=2, partitions=7, aggregator=ADD),
     ]
     job = plan_job(LogicalPlan(nodes=nodes))
@@ -79,7 +80,7 @@ def test_map_partition_counts_are_carried_into_each_shuffle_read():
     assert [s.parents for s in job.stages] == [[], [0], [1]]
     s1, s2 = job.stages[1].spec, job.stages[2].spec
     assert s1.input == ShuffleRead(shuffle_id=1, map_partitions=5, aggregator=GROUP)
-    assert s1.ops == [b"mid"]
+    assert s1.ops == ["mid"]
     assert s1.output == ShuffleWrite(shuffle_id=3, partitions=7, aggregator=ADD)
     assert s2.input == ShuffleRead(shuffle_id=3, map_partitions=3, aggregator=ADD)
     assert s2.ops == []
@@ -93,9 +94,9 @@ def test_shuffle_directly_after_shuffle_gives_an_empty_pipeline():
 
 
 def test_only_the_lineage_of_the_last_node_is_planned():
-    nodes = [rng(2), NarrowNode(parent=0, fn=b"unused"), NarrowNode(parent=0, fn=b"used")]
+    nodes = [rng(2), NarrowNode(parent=0, fn="unused"), NarrowNode(parent=0, fn="used")]
     job = plan_job(LogicalPlan(nodes=nodes))
-    assert job.stages[0].spec.ops == [b"used"]
+    assert job.stages[0].spec.ops == ["used"]
 
 
 def test_collection_source_partitions():
@@ -111,9 +112,9 @@ def test_empty_plan_is_rejected():
 @pytest.mark.parametrize(
     "nodes",
     [
-        [rng(2), NarrowNode(parent=2, fn=b"f"), NarrowNode(parent=1, fn=b"g")],  # forward reference
-        [rng(2), NarrowNode(parent=1, fn=b"f")],  # refers to itself
-        [NarrowNode(parent=0, fn=b"f")],  # no source before it
+        [rng(2), NarrowNode(parent=2, fn="f"), NarrowNode(parent=1, fn="g")],  # forward reference
+        [rng(2), NarrowNode(parent=1, fn="f")],  # refers to itself
+        [NarrowNode(parent=0, fn="f")],  # no source before it
         [rng(2), ShuffleNode(parent=5, partitions=2, aggregator=GROUP)],
     ],
 )
@@ -127,7 +128,7 @@ def test_source_without_partitions_is_rejected():
         plan_job(LogicalPlan(nodes=[SourceNode(source=CollectionSource(slices=[]))]))
 
 
-def _two_stage(fn: bytes = b"f") -> LogicalPlan:
+def _two_stage(fn: str = "f") -> LogicalPlan:
     return LogicalPlan(nodes=[rng(4), NarrowNode(parent=0, fn=fn), ShuffleNode(parent=1, partitions=2, aggregator=ADD)])
 
 
@@ -139,7 +140,7 @@ def test_identical_plans_give_identical_stage_keys():
 
 
 def test_different_code_gives_different_stage_keys():
-    a, b = plan_job(_two_stage(b"f")), plan_job(_two_stage(b"g"))
+    a, b = plan_job(_two_stage("f")), plan_job(_two_stage("g"))
     assert a.stages[0].spec.key() != b.stages[0].spec.key()
     assert a.stages[1].spec.key() == b.stages[1].spec.key()  # the reduce stage did not change
 
@@ -153,3 +154,33 @@ def test_long_chain_of_shuffles_plans_or_raises_plan_error():
     except PlanError:
         return
     assert len(job.stages) == 1501
+
+
+def test_logical_plan_code_keys_name_every_op_and_aggregator_function():
+    nodes = [
+        rng(2),
+        NarrowNode(parent=0, fn="f"),
+        ShuffleNode(parent=1, partitions=2, aggregator=ADD),
+        NarrowNode(parent=2, fn="g"),
+        ShuffleNode(parent=3, partitions=2, aggregator=GROUP),  # no function
+        NarrowNode(parent=4, fn="f"),
+    ]
+    assert LogicalPlan(nodes=nodes).code_keys() == {"f", "g", "add"}
+    assert LogicalPlan(nodes=[rng(1)]).code_keys() == set()
+
+
+def test_stage_code_keys_and_reads_shuffle():
+    nodes = [rng(2), NarrowNode(parent=0, fn="pre"), ShuffleNode(parent=1, partitions=2, aggregator=ADD), NarrowNode(parent=2, fn="post")]
+    mapper, reducer = plan_job(LogicalPlan(nodes=nodes)).stages
+    assert mapper.spec.code_keys() == ["pre", "add"]  # its ops, then the map-side combiner
+    assert reducer.spec.code_keys() == ["post", "add"]
+    assert not mapper.spec.reads_shuffle and reducer.spec.reads_shuffle
+    grouped = StageSpec(partitions=1, input=ShuffleRead(shuffle_id=0, map_partitions=1, aggregator=GROUP), ops=[], output=ResultWrite())
+    assert grouped.code_keys() == [] and grouped.reads_shuffle
+
+
+def test_plans_of_every_code_key_union_cover_all_stage_code():
+    nodes = [rng(3), NarrowNode(parent=0, fn="a"), ShuffleNode(parent=1, partitions=2, aggregator=ADD), NarrowNode(parent=2, fn="b")]
+    logical = LogicalPlan(nodes=nodes)
+    stage_keys = {k for s in plan_job(logical).stages for k in s.spec.code_keys()}
+    assert stage_keys == logical.code_keys()

@@ -11,26 +11,42 @@ from hypothesis import strategies as st
 from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from common.protocol import (
     Blocks,
+    BlocksReady,
+    CancelRun,
     ErrorReply,
     FetchBlocks,
+    ForgetJob,
+    GetMetrics,
+    GroupDone,
+    GroupStats,
     Heartbeat,
+    JobDone,
     JobFailed,
+    JobSpec,
+    LaunchGroup,
     LaunchTasks,
     LookupMapOutputs,
     MapLocation,
     MapOutputs,
+    Metrics,
     PartitionResult,
     Ping,
     ProtocolError,
+    PushBlocks,
     RegisterExecutor,
     RegisterMapOutput,
-    SubmitJob,
+    ReleaseJob,
+    ResultPartition,
+    RunDone,
+    SubmitJobs,
     TaskDescriptor,
     TaskFinished,
     decode,
     encode,
+    fits,
     payload_bytes,
 )
+from services.scheduler.planner import plan_job
 
 LIMIT = 1 << 20
 
@@ -39,8 +55,8 @@ def plan() -> LogicalPlan:
     return LogicalPlan(
         nodes=[
             SourceNode(source=RangeSource(start=0, stop=10, step=1, partitions=2)),
-            NarrowNode(parent=0, fn=b"fn"),
-            ShuffleNode(parent=1, partitions=3, aggregator=Aggregator(kind="reduce", fn=b"add")),
+            NarrowNode(parent=0, fn="fn"),
+            ShuffleNode(parent=1, partitions=3, aggregator=Aggregator(kind="reduce", fn="add")),
         ]
     )
 
@@ -52,14 +68,34 @@ def finished(has_result: bool) -> TaskFinished:
     )
 
 
+def submit(job_id: str = "j1", **fields) -> SubmitJobs:
+    return SubmitJobs(run_id="r1", jobs=[JobSpec(job_id=job_id, plan=plan())], **fields)
+
+
+STAGES = {s.spec.key(): s.spec for s in plan_job(plan()).stages}
+TASK = TaskDescriptor(job_id="j1", stage_id=0, partition=1, stage_key="k", batch=3, push_to=["tcp://a:1", "tcp://b:1"])
+
 ROUND_TRIPS = [
     (Ping(nonce=7), []),
     (ErrorReply(reason="nope", request_id=3), []),
-    (SubmitJob(job_id="j1", plan=plan()), []),
+    (submit(code={"fn": b"\x80pickled", "add": b"\x80add"}, group_size=5, preschedule=False, barrier=True), []),
+    (CancelRun(run_id="r1"), []),
+    (JobDone(job_id="j1", elapsed=0.5), []),
+    (RunDone(run_id="r1", groups=[GroupStats(group_id=1, jobs=2, executors=3, launch_bytes=100, code_bytes=10, duration=0.1)]), []),
+    (GetMetrics(), []),
+    (Metrics(received={"SubmitJobs": 1}, sent={"LaunchGroup": 4}), []),
+    (LaunchGroup(group_id=2, tasks=[TASK], stages=STAGES, code={"fn": b"blob"}, barrier=True), []),
+    (GroupDone(group_id=2, executor_id="e1", tasks=4, busy=0.01), []),
+    (ResultPartition(executor_id="e1", job_id="j1", partition=2), [b"\x00rows"]),
+    (PushBlocks(job_id="j1", shuffle_id=2, map_partition=1, reduce_partitions=[0, 3]), [b"b0", b"b3"]),
+    (BlocksReady(job_id="j1", shuffle_id=2, map_partition=1, reduce_partitions=[1], address="tcp://h:2"), []),
+    (ReleaseJob(job_ids=["j1", "j2"]), []),
+    (ForgetJob(job_ids=["j1"]), []),
     (RegisterExecutor(executor_id="e1", data_address="tcp://127.0.0.1:5000", slots=2, pid=42), []),
     (Heartbeat(executor_id="e1"), []),
     (JobFailed(job_id="j1", kind="task", message="boom", error_type="ZeroDivisionError", stage_id=0, partition=1), []),
     (LaunchTasks(tasks=[TaskDescriptor(job_id="j1", stage_id=0, partition=1, stage_key="k")]), []),
+    (LaunchTasks(tasks=[TASK], stages=STAGES, code={"fn": b"blob"}), []),
     (PartitionResult(job_id="j1", partition=3), [b"\x00records"]),
     (Blocks(request_id=9, map_partitions=[0, 2, 5]), [b"a", b"", b"c" * 100]),
     (Blocks(request_id=9, map_partitions=[]), []),
@@ -119,7 +155,7 @@ def test_garbage_header(header):
 
 
 def test_truncated_header():
-    header = encode(SubmitJob(job_id="j1", plan=plan()))[0]
+    header = encode(submit())[0]
     for cut in (1, len(header) // 2, len(header) - 1):
         with pytest.raises(ProtocolError):
             decode([header[:cut]], LIMIT)
@@ -141,6 +177,9 @@ def test_unknown_tag_and_non_message_header():
         (finished(False), [b"x"]),
         (Blocks(request_id=1, map_partitions=[0, 1, 2]), [b"a", b"b"]),
         (Ping(), [b"stray"]),
+        (ResultPartition(executor_id="e", job_id="j", partition=0), []),
+        (PushBlocks(job_id="j", shuffle_id=0, map_partition=0, reduce_partitions=[0, 1]), [b"a"]),
+        (BlocksReady(job_id="j", shuffle_id=0, map_partition=0, reduce_partitions=[0], address="a"), [b"a"]),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, list) else f"{len(v)}frames",
 )
@@ -161,14 +200,21 @@ def test_message_over_max_bytes():
     "msg",
     [
         PartitionResult(job_id="j", partition=-1),
-        SubmitJob(job_id="", plan=plan()),
+        SubmitJobs(run_id="", jobs=[]),
+        submit(job_id=""),
+        submit(group_size=0),
+        SubmitJobs(run_id="r", jobs=[JobSpec(job_id="j", plan=LogicalPlan(nodes=[SourceNode(source=RangeSource(start=0, stop=1, step=1, partitions=1)), NarrowNode(parent=0, fn="")]))]),
+        SubmitJobs(run_id="r", jobs=[JobSpec(job_id="j", plan=LogicalPlan(nodes=[SourceNode(source=RangeSource(start=0, stop=1, step=1, partitions=1)), NarrowNode(parent=0, fn="k" * 65)]))]),
+        LaunchGroup(group_id=-1, tasks=[]),
+        LaunchGroup(group_id=0, tasks=[TaskDescriptor(job_id="j", stage_id=0, partition=0, stage_key="k", batch=-1)]),
+        GroupDone(group_id=0, executor_id="e", tasks=0, busy=-1.0),
         Heartbeat(executor_id="x" * 129),
         RegisterExecutor(executor_id="e", data_address="a", slots=0),
         RegisterExecutor(executor_id="e", data_address="a", slots=5000),
         LookupMapOutputs(request_id=1, job_id="j", shuffle_id=0, expected=0),
         LookupMapOutputs(request_id=1, job_id="j", shuffle_id=0, expected=1, timeout=-1.0),
         LaunchTasks(tasks=[TaskDescriptor(job_id="j", stage_id=-3, partition=0, stage_key="k")]),
-        SubmitJob(job_id="j", plan=LogicalPlan(nodes=[SourceNode(source=RangeSource(start=0, stop=1, step=1, partitions=0))])),
+        SubmitJobs(run_id="r", jobs=[JobSpec(job_id="j", plan=LogicalPlan(nodes=[SourceNode(source=RangeSource(start=0, stop=1, step=1, partitions=0))]))]),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -182,10 +228,16 @@ def test_invalid_field_values(msg):
 
 def test_post_init_error_in_nested_struct():
     # RangeSource.__post_init__ raises ValueError for step 0: it must still come out as ProtocolError.
-    good = msgspec.msgpack.decode(encode(SubmitJob(job_id="j", plan=plan()))[0])
-    good["plan"]["nodes"][0]["source"]["step"] = 0
+    good = msgspec.msgpack.decode(encode(submit())[0])
+    good["jobs"][0]["plan"]["nodes"][0]["source"]["step"] = 0
     with pytest.raises(ProtocolError, match="step"):
         decode([msgspec.msgpack.encode(good)], LIMIT)
+
+
+def test_fits_leaves_room_for_a_header():
+    assert fits(0, 1024) and fits(1024 - 256, 1024) and not fits(1024 - 255, 1024)
+    big = 256 * 1024 * 1024
+    assert fits(big - 16 * 1024, big) and not fits(big - 16 * 1024 + 1, big)
 
 
 def test_wrong_field_type():

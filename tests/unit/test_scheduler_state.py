@@ -1,4 +1,5 @@
-"""services.scheduler.state: membership, BSP job progress, failures, placement and code caching."""
+"""services.scheduler.state: membership, BSP job progress (runs submitted with preschedule off),
+failures, placement and code caching. Drizzle mode is in test_scheduler_groups.py."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ from common.protocol import (
     ForgetExecutor,
     ForgetJob,
     Heartbeat,
-    JobAccepted,
     JobDone,
     JobFailed,
+    JobSpec,
+    LaunchGroup,
     LaunchTasks,
     PartitionResult,
     Registered,
     RegisterExecutor,
     ReleaseJob,
     Reregister,
-    SubmitJob,
+    RunDone,
+    SubmitJobs,
     TaskFailed,
     TaskFinished,
     encode,
@@ -25,6 +28,7 @@ from common.settings import Settings
 from services.scheduler.state import SchedulerState, Send, ToShuffleMeta
 
 DRIVER = b"driver"
+CODE = {"fn": b"pickled fn", "add": b"pickled add"}
 
 
 def state() -> SchedulerState:
@@ -36,12 +40,22 @@ def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer
     return s.register(peer or eid.encode(), msg, now)
 
 
-def plan(maps: int = 2, reduces: int = 2, fn: bytes = b"fn") -> LogicalPlan:
+def plan(maps: int = 2, reduces: int = 2, fn: str = "fn") -> LogicalPlan:
     return LogicalPlan(nodes=[
         SourceNode(source=RangeSource(start=0, stop=100, step=1, partitions=maps)),
         NarrowNode(parent=0, fn=fn),
-        ShuffleNode(parent=1, partitions=reduces, aggregator=Aggregator(kind="reduce", fn=b"add")),
+        ShuffleNode(parent=1, partitions=reduces, aggregator=Aggregator(kind="reduce", fn="add")),
     ])
+
+
+def submit(s: SchedulerState, job_id: str = "j", p: LogicalPlan | None = None, now: float = 0.0, run_id: str | None = None) -> list:
+    """A one-job BSP run (preschedule off), with all the code it needs."""
+    msg = SubmitJobs(run_id=run_id or f"run-{job_id}", jobs=[JobSpec(job_id=job_id, plan=p or plan())], code=CODE, preschedule=False)
+    return s.submit(DRIVER, msg, now)
+
+
+def job(s: SchedulerState, job_id: str = "j"):
+    return s.bsp_jobs[job_id][1]
 
 
 def sends(actions, kind=None, peer=None) -> list:
@@ -70,7 +84,7 @@ def fail(s: SchedulerState, eid: str, task, kind: str = "task") -> list:
 def run_maps(s: SchedulerState, job_id: str = "j", maps: int = 2, reduces: int = 2) -> list:
     """Submit a two-stage job and finish its map tasks; returns the launched reduce tasks."""
     reduce_tasks = []
-    for eid, task in launched(s.submit(DRIVER, SubmitJob(job_id=job_id, plan=plan(maps, reduces)), 0.0)):
+    for eid, task in launched(submit(s, job_id, plan(maps, reduces))):
         reduce_tasks += launched(finish(s, eid, task))
     return reduce_tasks
 
@@ -109,57 +123,63 @@ def test_tick_after_death_timeout_removes_the_executor():
 def test_retried_registration_is_not_a_loss():
     s = state()
     register(s, "e1", now=0.0)
-    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    submit(s)
     actions = register(s, "e1", now=0.25)
     assert sends(actions) == [Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
-    assert not s.lost and "j" in s.jobs
+    assert not s.lost and "j" in s.bsp_jobs
     assert s.tick(0.5) == []  # registration refreshed last_seen
 
 
 def test_registration_from_a_new_process_counts_as_a_loss():
     s = state()
     register(s, "e1")
-    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    submit(s)
     actions = register(s, "e1", peer=b"e1-restarted", now=0.1)
     assert [eid for eid, _ in s.lost] == ["e1"]
     failed = sends(actions, JobFailed)
     assert failed and failed[0].kind == "executor_lost"
     assert s.executors["e1"].peer == b"e1-restarted"
+    assert s.executors["e1"].stages == set() and s.executors["e1"].code == set()  # a new process has no cache
 
 
 def test_submit_without_executors_fails_with_no_executors():
     s = state()
-    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
-    assert len(actions) == 1
+    actions = submit(s)
+    assert len(actions) == 2
     failed = sends(actions, JobFailed, peer=DRIVER)[0]
-    assert failed.kind == "no_executors" and "j" not in s.jobs
+    assert failed.kind == "no_executors" and "j" not in s.bsp_jobs
+    assert sends(actions, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
 
 
-def test_submit_bad_plan_or_duplicate_id_fails_with_plan():
+def test_submit_bad_plan_or_duplicate_run_id_fails_with_plan():
     s = state()
     register(s, "e1")
-    bad = s.submit(DRIVER, SubmitJob(job_id="bad", plan=LogicalPlan(nodes=[])), 0.0)
+    bad = submit(s, "bad", LogicalPlan(nodes=[]))
     assert sends(bad, JobFailed)[0].kind == "plan"
-    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
-    dup = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    assert sends(bad, RunDone) == [RunDone(run_id="run-bad")]  # nothing else to run
+    submit(s, "j", run_id="r")
+    dup = submit(s, "j2", run_id="r")
     assert sends(dup, JobFailed)[0].kind == "plan" and "already running" in sends(dup, JobFailed)[0].message
+    assert sends(dup, JobFailed)[0].job_id == "j2" and not launched(dup)
+    assert "j" in s.bsp_jobs  # the running one is untouched
 
 
-def test_submit_accepts_and_launches_stage_zero_only():
+def test_submit_launches_stage_zero_only():
     s = state()
     register(s, "e1", slots=8)
-    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3, reduces=2)), 0.0)
-    assert sends(actions, JobAccepted, peer=DRIVER) == [JobAccepted(job_id="j", stages=2, tasks=5)]
+    actions = submit(s, "j", plan(maps=3, reduces=2))
+    assert sends(actions, peer=DRIVER) == []
+    assert not sends(actions, LaunchGroup)  # BSP: no group
     tasks = [t for _, t in launched(actions)]
     assert sorted((t.stage_id, t.partition) for t in tasks) == [(0, 0), (0, 1), (0, 2)]
-    assert all(t.stage_key == s.jobs["j"].stage_keys[0] for t in tasks)
+    assert all(t.stage_key == job(s).stage_keys[0] and t.push_to == [] for t in tasks)
 
 
 def test_bsp_reduce_stage_waits_for_every_map_task():
     s = state()
     register(s, "e1", slots=8)
     register(s, "e2", slots=8)
-    maps = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3, reduces=2)), 0.0))
+    maps = launched(submit(s, "j", plan(maps=3, reduces=2)))
     assert len(maps) == 3
     for eid, task in maps[:-1]:
         assert launched(finish(s, eid, task)) == []
@@ -182,10 +202,11 @@ def test_result_partitions_are_relayed_and_the_last_one_finishes_the_job():
     last = finish(s, e_b, t_b, now=2.5, result=b"\x00block-1")
     done = sends(last, JobDone, peer=DRIVER)
     assert done == [JobDone(job_id="j", elapsed=2.5)]
-    assert ToShuffleMeta(ForgetJob(job_id="j")) in last
+    assert sends(last, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
+    assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in last
     released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)}
     assert released == {b"e1", b"e2"}
-    assert "j" not in s.jobs
+    assert "j" not in s.bsp_jobs and not s.runs
     for a in first + last:  # every action the server will send must encode
         if isinstance(a, Send):
             encode(a.msg, a.payloads)
@@ -194,7 +215,7 @@ def test_result_partitions_are_relayed_and_the_last_one_finishes_the_job():
 def test_task_failure_fails_the_job_with_details():
     s = state()
     register(s, "e1")
-    eid, task = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0))[0]
+    eid, task = launched(submit(s))[0]
     actions = fail(s, eid, task)
     failed = sends(actions, JobFailed, peer=DRIVER)[0]
     assert failed.kind == "task"
@@ -202,9 +223,9 @@ def test_task_failure_fails_the_job_with_details():
     assert failed.traceback == "Traceback: line 1"
     assert (failed.stage_id, failed.partition) == (0, task.partition)
     assert "division by zero" in failed.message
-    assert ToShuffleMeta(ForgetJob(job_id="j")) in actions
-    assert sends(actions, ReleaseJob, peer=b"e1") == [ReleaseJob(job_id="j")]
-    assert "j" not in s.jobs
+    assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in actions
+    assert sends(actions, ReleaseJob, peer=b"e1") == [ReleaseJob(job_ids=["j"])]
+    assert "j" not in s.bsp_jobs
 
 
 def test_fetch_failure_is_reported_as_fetch():
@@ -225,7 +246,7 @@ def test_losing_an_executor_the_job_depends_on_fails_it():
     failed = sends(actions, JobFailed, peer=DRIVER)
     assert len(failed) == 1 and failed[0].kind == "executor_lost"
     assert "e1" in failed[0].message
-    assert sends(actions, ReleaseJob, peer=b"e2") == [ReleaseJob(job_id="j")]
+    assert sends(actions, ReleaseJob, peer=b"e2") == [ReleaseJob(job_ids=["j"])]
     assert sends(actions, ReleaseJob, peer=b"e1") == []
 
 
@@ -244,22 +265,22 @@ def test_losing_only_a_finished_map_output_still_fails_the_job():
 def test_losing_an_unrelated_executor_does_not_fail_the_job():
     s = state()
     register(s, "e1", slots=4)
-    s.submit(DRIVER, SubmitJob(job_id="j", plan=plan()), 0.0)
+    submit(s)
     register(s, "idle", slots=4, now=0.0)
     s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 1.0)
     actions = s.tick(1.0)
-    assert sends(actions, JobFailed) == [] and "j" in s.jobs
+    assert sends(actions, JobFailed) == [] and "j" in s.bsp_jobs
 
 
 def test_stale_task_reports_are_ignored_but_free_the_slot():
     s = state()
     register(s, "e1", slots=1)
     register(s, "e2", slots=1)
-    actions = s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=4)), 0.0)
+    actions = submit(s, "j", plan(maps=4))
     (e_a, t_a), (e_b, t_b) = launched(actions)
     # A report from the executor the task was not placed on changes nothing.
     assert launched(finish(s, e_b, t_a)) == []
-    assert s.jobs["j"].progress[0].remaining == {0, 1, 2, 3}
+    assert job(s).progress[0].remaining == {0, 1, 2, 3}
     # The job fails; e2's task still runs and later reports: ignored, but its slot is freed.
     fail(s, e_a, t_a)
     assert len(s.executors["e2"].running) == 1
@@ -272,7 +293,7 @@ def test_stale_task_reports_are_ignored_but_free_the_slot():
 def test_slots_bound_the_tasks_in_flight():
     s = state()
     register(s, "e1", slots=1)
-    nxt = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=3)), 0.0))
+    nxt = launched(submit(s, "j", plan(maps=3)))
     seen = []
     for _ in range(3):
         assert len(nxt) == 1 and len(s.executors["e1"].running) == 1
@@ -285,25 +306,26 @@ def test_least_loaded_executor_is_chosen():
     s = state()
     register(s, "e1", slots=4)
     register(s, "e2", slots=4)
-    placed = launched(s.submit(DRIVER, SubmitJob(job_id="j", plan=plan(maps=4)), 0.0))
+    placed = launched(submit(s, "j", plan(maps=4)))
     assert sorted(eid for eid, _ in placed) == ["e1", "e1", "e2", "e2"]
 
 
 def test_stage_code_is_sent_once_per_executor():
     s = state()
     register(s, "e1", slots=8)
-    first = sends(s.submit(DRIVER, SubmitJob(job_id="j1", plan=plan()), 0.0), LaunchTasks)
-    key0 = s.jobs["j1"].stage_keys[0]
-    assert len(first) == 1 and set(first[0].code) == {key0}
-    assert first[0].code[key0] == s.jobs["j1"].plan.stages[0].spec
-    second = sends(s.submit(DRIVER, SubmitJob(job_id="j2", plan=plan()), 0.0), LaunchTasks)
-    assert len(second) == 1 and second[0].code == {}
+    first = sends(submit(s, "j1"), LaunchTasks)
+    key0 = job(s, "j1").stage_keys[0]
+    assert len(first) == 1 and set(first[0].stages) == {key0}
+    assert first[0].stages[key0] == job(s, "j1").plan.stages[0].spec
+    assert first[0].code == CODE  # the map stage's op and its map-side combiner
+    second = sends(submit(s, "j2"), LaunchTasks)
+    assert len(second) == 1 and second[0].stages == {} and second[0].code == {}
     assert {t.stage_key for t in second[0].tasks} == {key0}
     # A newcomer has not seen the code: it gets it with its first task.
     register(s, "e2", slots=8)
-    third = [a for a in s.submit(DRIVER, SubmitJob(job_id="j3", plan=plan()), 0.0) if isinstance(a.msg, LaunchTasks)]
+    third = [a for a in submit(s, "j3") if isinstance(a.msg, LaunchTasks)]
     assert [a.peer for a in third] == [b"e2"]  # e1 is busier
-    assert set(third[0].msg.code) == {key0} and len(third[0].msg.tasks) == 2
+    assert set(third[0].msg.stages) == {key0} and third[0].msg.code == CODE and len(third[0].msg.tasks) == 2
 
 
 def test_result_task_without_payload_never_yields_an_unencodable_action():

@@ -16,21 +16,36 @@ from common.plan import (
     ShuffleRead,
     ShuffleWrite,
     StageSpec,
+    code_key,
 )
-from common.serialization import dumps_block, dumps_function, loads_block
+from common.serialization import SerializationError, dumps_block, dumps_function, loads_block
 from services.executor.tasks import CodeCache, RecordError, run_task
 from squall import ops
 
-ADD = Aggregator(kind="reduce", fn=dumps_function(operator.add))
+# The executor's code store: pickled code by code key (specs only name code by its key).
+CODE: dict[str, bytes] = {}
+
+
+def key(fn) -> str:
+    blob = dumps_function(fn)
+    CODE[code_key(blob)] = blob
+    return code_key(blob)
+
+
+def op(adapter, fn) -> str:
+    return key(functools.partial(adapter, fn))
+
+
+def cache() -> CodeCache:
+    return CodeCache(CODE)
+
+
+ADD = Aggregator(kind="reduce", fn=key(operator.add))
 GROUP = Aggregator(kind="group")
 
 
-def op(adapter, fn) -> bytes:
-    return dumps_function(functools.partial(adapter, fn))
-
-
 def result(spec: StageSpec, partition: int, inputs=()) -> list:
-    out = run_task(spec, partition, list(inputs), CodeCache())
+    out = run_task(spec, partition, list(inputs), cache())
     assert out.is_result and len(out.blocks) == 1
     return loads_block(out.blocks[0])
 
@@ -55,7 +70,7 @@ def test_range_partitions_cover_the_range_with_negative_step():
 
 def test_collection_source_with_partition_ops():
     src = CollectionSource(slices=[dumps_block(["a", "bb"]), dumps_block(["ccc"])])
-    spec = StageSpec(partitions=2, input=src, ops=[op(ops.partition_op, lambda it: [len(s) for s in it]), dumps_function(ops.count_op)], output=ResultWrite())
+    spec = StageSpec(partitions=2, input=src, ops=[op(ops.partition_op, lambda it: [len(s) for s in it]), key(ops.count_op)], output=ResultWrite())
     assert result(spec, 0) == [2]
     assert result(spec, 1) == [1]
 
@@ -70,7 +85,7 @@ def test_map_partitions_returning_none_is_a_clear_error():
     spec = StageSpec(partitions=1, input=CollectionSource(slices=[dumps_block([1])]),
                      ops=[op(ops.partition_op, lambda it: None)], output=ResultWrite())
     with pytest.raises(TypeError, match="returned None"):
-        run_task(spec, 0, [], CodeCache())
+        run_task(spec, 0, [], cache())
 
 
 def test_shuffle_write_reduce_combines_map_side_and_partitions_by_key():
@@ -81,7 +96,7 @@ def test_shuffle_write_reduce_combines_map_side_and_partitions_by_key():
         ops=[op(ops.map_op, lambda w: (w, 1))],
         output=ShuffleWrite(shuffle_id=3, partitions=3, aggregator=ADD),
     )
-    out = run_task(spec, 0, [], CodeCache())
+    out = run_task(spec, 0, [], cache())
     assert not out.is_result and len(out.blocks) == 3
     assert out.size == sum(len(b) for b in out.blocks)
     buckets = [dict(loads_block(b)) for b in out.blocks]
@@ -99,7 +114,7 @@ def test_shuffle_write_group_gathers_lists():
         ops=[],
         output=ShuffleWrite(shuffle_id=0, partitions=2, aggregator=GROUP),
     )
-    out = run_task(spec, 0, [], CodeCache())
+    out = run_task(spec, 0, [], cache())
     merged = {k: v for b in out.blocks for k, v in loads_block(b)}
     assert merged == {"x": [1, 3], "y": [2]}
     assert ("x", [1, 3]) in loads_block(out.blocks[partition_of("x", 2)])
@@ -130,7 +145,7 @@ def test_map_then_reduce_end_to_end_word_count():
         ops=[op(ops.flat_map_op, str.split), op(ops.map_op, lambda w: (w, 1))],
         output=ShuffleWrite(shuffle_id=1, partitions=2, aggregator=ADD),
     )
-    outs = [run_task(map_spec, p, [], CodeCache()) for p in range(2)]
+    outs = [run_task(map_spec, p, [], cache()) for p in range(2)]
     reduce_spec = StageSpec(partitions=2, input=ShuffleRead(shuffle_id=1, map_partitions=2, aggregator=ADD), ops=[], output=ResultWrite())
     counts = {}
     for r in range(2):
@@ -148,7 +163,7 @@ def test_non_pair_record_into_a_shuffle_is_a_record_error(record):
             output=ShuffleWrite(shuffle_id=0, partitions=2, aggregator=agg),
         )
         with pytest.raises(RecordError) as info:
-            run_task(spec, 0, [], CodeCache())
+            run_task(spec, 0, [], cache())
         message = str(info.value)
         assert "(key, value) pairs" in message
         assert type(record).__name__ in message and repr(record)[:20] in message
@@ -157,20 +172,47 @@ def test_non_pair_record_into_a_shuffle_is_a_record_error(record):
 def test_list_pairs_are_accepted_as_key_value():
     spec = StageSpec(partitions=1, input=CollectionSource(slices=[dumps_block([["k", 1], ["k", 2]])]), ops=[],
                      output=ShuffleWrite(shuffle_id=0, partitions=1, aggregator=ADD))
-    assert loads_block(run_task(spec, 0, [], CodeCache()).blocks[0]) == [("k", 3)]
+    assert loads_block(run_task(spec, 0, [], cache()).blocks[0]) == [("k", 3)]
 
 
 def test_reduce_shuffle_without_function_is_a_record_error():
     spec = StageSpec(partitions=1, input=CollectionSource(slices=[dumps_block([("k", 1)])]), ops=[],
                      output=ShuffleWrite(shuffle_id=0, partitions=1, aggregator=Aggregator(kind="reduce")))
     with pytest.raises(RecordError, match="needs a function"):
-        run_task(spec, 0, [], CodeCache())
+        run_task(spec, 0, [], cache())
 
 
-def test_code_cache_loads_each_blob_once():
-    cache = CodeCache(limit=2)
-    blob = op(ops.map_op, abs)
-    assert cache.load(blob) is cache.load(blob)
-    cache.load(op(ops.map_op, str))
-    cache.load(op(ops.map_op, repr))  # over the limit: the cache starts over
-    assert list(cache.load(blob)(iter([-1]))) == [1]
+def test_code_cache_loads_each_key_once():
+    blobs: dict[str, bytes] = {}
+    code = CodeCache(blobs, limit=2)
+    keys = []
+    for fn in (abs, str, repr):
+        blob = dumps_function(functools.partial(ops.map_op, fn))
+        blobs[code_key(blob)] = blob
+        keys.append(code_key(blob))
+    assert code.load(keys[0]) is code.load(keys[0])
+    code.load(keys[1])
+    code.load(keys[2])  # over the limit: the cache starts over
+    assert list(code.load(keys[0])(iter([-1]))) == [1]
+
+
+def test_code_cache_sees_code_added_to_the_store_after_it_was_made():
+    blobs: dict[str, bytes] = {}
+    code = CodeCache(blobs)  # the runner holds the executor's store, which fills up later
+    blob = dumps_function(functools.partial(ops.map_op, abs))
+    with pytest.raises(SerializationError, match="never sent"):
+        code.load(code_key(blob))
+    blobs[code_key(blob)] = blob
+    assert list(code.load(code_key(blob))(iter([-2]))) == [2]
+
+
+def test_op_named_by_an_unknown_key_is_a_serialization_error():
+    spec = StageSpec(partitions=1, input=CollectionSource(slices=[dumps_block([1])]), ops=["0" * 32], output=ResultWrite())
+    with pytest.raises(SerializationError, match="0" * 32):
+        run_task(spec, 0, [], cache())
+
+
+def test_code_key_is_a_content_hash():
+    blob = dumps_function(abs)
+    assert code_key(blob) == code_key(bytes(blob)) and len(code_key(blob)) == 32
+    assert code_key(blob) != code_key(blob + b"x")

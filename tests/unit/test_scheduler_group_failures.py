@@ -1,0 +1,140 @@
+"""services.scheduler.state in Drizzle mode, when things go wrong: a task fails, executors are
+lost (one, all, or several at once), results go missing, the run cannot start."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.protocol import (
+    ForgetExecutor,
+    ForgetJob,
+    Heartbeat,
+    JobDone,
+    JobFailed,
+    ReleaseJob,
+    ResultPartition,
+    RunDone,
+)
+from services.scheduler.state import Send, ToShuffleMeta
+from tests.unit.scheduler_runs import (
+    CODE,
+    DRIVER,
+    depth,
+    failed,
+    group_done,
+    groups,
+    jobs_of,
+    launches,
+    results,
+    sends,
+    state,
+    submit,
+    two_stage,
+)
+
+
+def test_task_failure_fails_only_its_batch_and_later_groups_still_run():
+    s = state("e0", "e1")
+    submitted = submit(s, jobs=4, group_size=2, plan=two_stage(maps=2, reduces=1))  # each job runs on e0 and e1
+    launch = launches(submitted)
+    actions = failed(s, "e1", "r.1", stage_id=0, partition=1)
+    fail = sends(actions, JobFailed, peer=DRIVER)
+    assert len(fail) == 1
+    assert (fail[0].job_id, fail[0].kind, fail[0].batch, fail[0].stage_id, fail[0].partition) == ("r.1", "task", 1, 0, 1)
+    assert fail[0].error_type == "ZeroDivisionError" and fail[0].traceback == "Traceback ..."
+    assert "batch 1" in fail[0].message and "division by zero" in fail[0].message
+    assert {a.peer for a in actions if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)} == {b"e0", b"e1"}
+    assert sends(actions, ReleaseJob, peer=b"e0") == [ReleaseJob(job_ids=["r.1"])]
+    assert ToShuffleMeta(ForgetJob(job_ids=["r.1"])) in actions
+    assert results(s, launch, "r.1") == []  # a failed job's late results are not relayed
+    assert failed(s, "e0", "r.1") == []  # nor its further failures
+    done = results(s, launch, "r.0")
+    assert sends(done, JobDone) and not sends(done, JobFailed)
+    later = groups(submitted)[1:] + groups(group_done(s, launch))
+    assert [jobs_of(g) for g in later] == [{"r.2", "r.3"}]
+
+
+def test_executor_lost_mid_group_fails_its_unfinished_jobs_and_the_group_completes():
+    s = state("e0", "e1", "e2")
+    launch = launches(submit(s, jobs=3, group_size=3, plan=two_stage(maps=2, reduces=3)))  # e2 holds reducers only
+    results(s, launch, "r.0")  # r.0 is complete before the loss
+    s.result_partition(ResultPartition(executor_id="e2", job_id="r.1", partition=2), [b"rows"], 1.0)  # r.1 is not
+    actions = s.executor_lost("e2", "test", 1.0)
+    assert ToShuffleMeta(ForgetExecutor(executor_id="e2")) in actions
+    fails = sends(actions, JobFailed, peer=DRIVER)
+    assert sorted(f.job_id for f in fails) == ["r.1", "r.2"]
+    for f in fails:
+        assert f.kind == "executor_lost" and f.stage_id == 1 and "e2" in f.message
+        assert f.batch == int(f.job_id[-1])
+    assert not sends(actions, ReleaseJob, peer=b"e2")
+    assert sends(actions, ReleaseJob, peer=b"e0") == [ReleaseJob(job_ids=["r.1"]), ReleaseJob(job_ids=["r.2"])]
+    assert not sends(actions, RunDone)
+    assert group_done(s, launch, skip={"e2", "e1"}) == []
+    end = group_done(s, {"e1": launch["e1"]})  # the survivors' reports complete the group
+    assert len(sends(end, RunDone, peer=DRIVER)) == 1
+    assert not sends(end, JobFailed)  # no second failure for the jobs already failed
+
+
+def test_executor_lost_names_the_earliest_stage_it_held():
+    s = state("e0", "e1")
+    submit(s, jobs=1, group_size=1, plan=two_stage(maps=2, reduces=2))  # e1 holds map 1 and reduce 1
+    fail = sends(s.executor_lost("e1", "test", 1.0), JobFailed)
+    assert [(f.kind, f.stage_id) for f in fail] == [("executor_lost", 0)]
+
+
+def test_losing_every_executor_fails_the_rest_of_the_run_with_no_executors():
+    s = state("e0")
+    submit(s, jobs=4, group_size=1)
+    actions = s.tick(10.0)  # e0 never beat again
+    fails = sends(actions, JobFailed, peer=DRIVER)
+    lost = min(depth(), 4)  # the jobs in flight were lost with it; the others never found an executor
+    by_job = {f.job_id: (f.batch, f.kind) for f in fails}
+    assert len(fails) == 4 and sorted(by_job) == [f"r.{i}" for i in range(4)]
+    assert [by_job[f"r.{i}"] for i in range(4)] == [(i, "executor_lost" if i < lost else "no_executors") for i in range(4)]
+    assert len(sends(actions, RunDone, peer=DRIVER)) == 1 and not s.runs
+
+
+def test_executors_expiring_in_the_same_tick_get_no_new_group():
+    s = state("e0", "e1", "e2")
+    in_flight = groups(submit(s, jobs=depth() + 1, group_size=1))
+    for launch in in_flight:  # e1 and e2 finish their shares (and report); e0 does not
+        for eid in ("e1", "e2"):
+            for t in launch[eid].tasks:
+                if t.push_to == []:
+                    s.result_partition(ResultPartition(executor_id=eid, job_id=t.job_id, partition=t.partition), [b"r"], 0.1)
+        group_done(s, {"e1": launch["e1"], "e2": launch["e2"]}, now=0.1)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 0.5)
+    actions = s.tick(0.5)  # e0 and e1, silent since 0.0, expire together (a machine with both went away)
+    assert set(s.executors) == {"e2"}
+    (nxt,) = groups(actions)
+    assert set(nxt) == {"e2"}  # the next batch goes to the survivor only
+    assert f"r.{depth()}" not in {f.job_id for f in sends(actions, JobFailed)}
+
+
+def test_group_ending_with_results_missing_fails_the_job():
+    s = state("e0")
+    launch = launches(submit(s, jobs=1, group_size=1))
+    actions = group_done(s, launch)
+    fail = sends(actions, JobFailed)
+    assert len(fail) == 1 and fail[0].kind == "task" and "missing" in fail[0].message
+    assert sends(actions, RunDone)
+
+
+def test_missing_code_refuses_the_run():
+    s = state("e0")
+    actions = submit(s, jobs=2, group_size=2, code={"fn": CODE["fn"]})
+    fails = sends(actions, JobFailed, peer=DRIVER)
+    assert [(f.job_id, f.kind, f.batch) for f in fails] == [("r.0", "missing_code", 0), ("r.1", "missing_code", 1)]
+    assert "add" in fails[0].message
+    assert sends(actions, RunDone, peer=DRIVER) == [RunDone(run_id="r")]
+    assert not launches(actions) and not s.runs
+    # code sent once is remembered: a later run may name it without sending it again
+    assert launches(submit(s, jobs=1, group_size=1, run_id="r2", code={"add": CODE["add"]}))
+    assert launches(submit(s, jobs=1, group_size=1, run_id="r3", code={}))
+
+
+def test_no_executors_refuses_the_run():
+    s = state()
+    actions = submit(s, jobs=2, group_size=1)
+    assert [(f.job_id, f.kind) for f in sends(actions, JobFailed)] == [("r.0", "no_executors"), ("r.1", "no_executors")]
+    assert sends(actions, RunDone) == [RunDone(run_id="r")] and not s.runs
