@@ -89,19 +89,20 @@ class CancelRun(Message, frozen=True):
     run_id: Id
 
 
-class PartitionResult(Message, frozen=True):
-    """One result partition of a job; the payload is its records as a serialized block."""
-
-    job_id: Id
-    partition: Index
-
-    def payload_count(self) -> int:
-        return 1
-
-
 class JobDone(Message, frozen=True):
+    """A job's whole result: one payload frame per result partition listed, in that order.
+
+    `elapsed`: since the job was dispatched; `finished_at`: the scheduler's monotonic clock when the
+    job's last result arrived there (differences between jobs give the time per batch). One message
+    per job, not one per partition: the result is complete only when its last partition is in."""
+
     job_id: Id
     elapsed: Seconds
+    partitions: list[int]
+    finished_at: float = 0.0
+
+    def payload_count(self) -> int:
+        return len(self.partitions)
 
 
 FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "missing_code", "cancelled"]
@@ -287,10 +288,17 @@ class MapLocation(Struct, frozen=True):
     sizes: list[int]
 
 
-class RegisterMapOutput(Message, frozen=True):
+class MapOutput(Struct, frozen=True):
     job_id: Id
     shuffle_id: Index
     location: MapLocation
+
+
+class RegisterMapOutputs(Message, frozen=True):
+    """Where map outputs live. BSP reducers look them up, so BSP sends each at once; pre-scheduled
+    reducers were pushed their blocks, so executors send these once per group, for recovery."""
+
+    outputs: list[MapOutput]
 
 
 class LookupMapOutputs(Message, frozen=True):
@@ -365,7 +373,6 @@ AnyMessage = (
     | ErrorReply
     | SubmitJobs
     | CancelRun
-    | PartitionResult
     | JobDone
     | JobFailed
     | RunDone
@@ -384,7 +391,7 @@ AnyMessage = (
     | TaskFinished
     | TaskFailed
     | ReleaseJob
-    | RegisterMapOutput
+    | RegisterMapOutputs
     | LookupMapOutputs
     | MapOutputs
     | ForgetJob
@@ -418,9 +425,8 @@ def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[obje
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
     header = frames[0]
-    buf = header.buffer if hasattr(header, "buffer") else header
     try:
-        msg = _decoder.decode(buf)
+        msg = _decoder.decode(header.buffer if hasattr(header, "buffer") else header)  # type: ignore[union-attr]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"undecodable header: {exc}") from None
     except Exception as exc:  # a __post_init__ of a nested struct, for instance
@@ -434,7 +440,10 @@ def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[obje
 
 
 def frames_size(frames: Sequence[object]) -> int:
-    return sum(_frame_len(f) for f in frames)
+    try:
+        return sum(map(len, frames))  # type: ignore[arg-type]
+    except TypeError:  # zmq.Frame objects
+        return sum(_frame_len(f) for f in frames)
 
 
 def _frame_len(frame: object) -> int:

@@ -22,6 +22,7 @@ class SettingsError(ValueError):
 
 
 _POSITIVE_DURATIONS = (
+    "executor_switch_interval",
     "heartbeat_interval",
     "connect_timeout",
     "scheduler_silence_timeout",
@@ -53,6 +54,13 @@ class Settings:
     barrier: bool = False
     # Map output blocks up to this size are pushed with the notice; larger ones are fetched.
     push_inline_max_bytes: int = 1024 * 1024
+    # Stages whose tasks have taken less than this (seconds) run inline on the executor's loop
+    # thread, saving a thread hand-off per task; longer ones run on the runner thread so that
+    # heartbeats and block serving go on. 0 runs every task on the runner thread.
+    inline_task_max: float = 0.002
+    # How often (seconds) a busy runner thread hands the GIL to the executor's I/O loop, so pushes
+    # and heartbeats are not held up behind user code (Python's default is 0.005).
+    executor_switch_interval: float = 0.0005
     # Membership: an executor beats every interval; after this many missed beats it is dead.
     heartbeat_interval: float = 0.2
     heartbeat_misses: int = 5
@@ -80,6 +88,8 @@ class Settings:
             raise SettingsError("heartbeat_misses (SQUALL_HEARTBEAT_MISSES) must be at least 1")
         if self.group_size < 1:
             raise SettingsError("group_size (SQUALL_GROUP_SIZE) must be at least 1")
+        if not (0 <= self.inline_task_max <= 1):
+            raise SettingsError("inline_task_max (SQUALL_INLINE_TASK_MAX) must be between 0 and 1 second")
         if self.push_inline_max_bytes < 0:
             raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
         if self.executor_slots < 1:

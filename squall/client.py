@@ -106,14 +106,14 @@ class Client:
                 "from the driver, or generate it on the executors",
             )
         with self._lock:
-            self._sock.send_multipart(frames, copy=False)
+            transport.send_frames(self._sock, frames)
         self.sent_code.update(new_code)
 
     def cancel(self, run_id: str) -> None:
         self._send(CancelRun(run_id=run_id))
 
     def next_event(self, run_id: str) -> Event:
-        """The run's next message (PartitionResult, JobDone, JobFailed, RunDone), waiting as needed."""
+        """The run's next message (JobDone, JobFailed, RunDone), waiting as needed."""
         return self._wait(run_id, f"run {run_id}")
 
     def forget(self, run_id: str) -> None:
@@ -167,7 +167,7 @@ class Client:
             return
         while True:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._last_heard = time.monotonic()

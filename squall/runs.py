@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common import protocol
-from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, PartitionResult, RunDone
+from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
 from common.serialization import loads_block
 from squall.client import Client
 from squall.errors import ExecutorLostError, JobError, TaskError
@@ -29,13 +29,20 @@ class RunStats:
 
     groups: list[GroupStats] = field(default_factory=list)
     submitted: float = 0.0
-    batch_done: list[float] = field(default_factory=list)  # seconds since submission, by batch
+    batch_done: list[float] = field(default_factory=list)  # at the driver: seconds since submission
+    # At the scheduler, when each batch's last result arrived (its clock), and how long the first
+    # batch took from its dispatch: timestamps taken as results arrive, not when the driver
+    # gets round to reading them.
+    batch_finished_at: list[float] = field(default_factory=list)
+    first_elapsed: float = 0.0
 
     @property
     def batch_intervals(self) -> list[float]:
-        """Time per micro-batch: from the previous batch's completion (or the submission)."""
-        times = sorted(self.batch_done)
-        return [b - a for a, b in zip([0.0, *times[:-1]], times, strict=True)]
+        """Time per micro-batch: from the previous batch's completion (the first: from dispatch)."""
+        times = sorted(t for t in self.batch_finished_at if t)
+        if not times:
+            return []
+        return [self.first_elapsed, *(b - a for a, b in itertools.pairwise(times))]
 
 
 class Run:
@@ -47,7 +54,6 @@ class Run:
         self.stats = RunStats()
         self._options = (group_size, preschedule, barrier)
         self._code = code
-        self._parts: list[dict[int, list[Any]]] = [{} for _ in self.jobs]
         self._outcome: list[Any] = [None] * len(self.jobs)
         self._complete = [False] * len(self.jobs)
         self._finished = False
@@ -76,6 +82,7 @@ class Run:
         group_size, preschedule, barrier = self._options
         self.stats.submitted = time.perf_counter()
         self.stats.batch_done = [0.0] * len(self.jobs)
+        self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
             self.client.submit(self.run_id, self.jobs, self._code, group_size, preschedule, barrier)
             first = self.client.next_event(self.run_id)
@@ -100,11 +107,12 @@ class Run:
         i = self.index.get(getattr(msg, "job_id", ""))
         if i is None:
             return
-        if isinstance(msg, PartitionResult):
-            self._parts[i][msg.partition] = loads_block(protocol.payload_bytes(payloads[0]))
-        elif isinstance(msg, JobDone):
-            parts = self._parts[i]
-            self._settle(i, list(itertools.chain.from_iterable(parts[p] for p in sorted(parts))))
+        if isinstance(msg, JobDone):
+            self.stats.batch_finished_at[i] = msg.finished_at
+            if i == 0:
+                self.stats.first_elapsed = msg.elapsed
+            records = itertools.chain.from_iterable(loads_block(protocol.payload_bytes(p)) for p in payloads)
+            self._settle(i, list(records))
         elif isinstance(msg, JobFailed):
             self._settle(i, job_error(msg))
 
@@ -113,7 +121,6 @@ class Run:
             return
         self._outcome[i] = outcome
         self._complete[i] = True
-        self._parts[i] = {}
         self.stats.batch_done[i] = time.perf_counter() - self.stats.submitted
 
 

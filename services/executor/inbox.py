@@ -34,10 +34,9 @@ class ShuffleInbox:
     def discard(self, key: InboxKey) -> None:
         self._blocks.pop(key, None)
 
-    def release(self, job_id: str) -> None:
-        for key in [k for k in self._blocks if k[0] == job_id]:
-            del self._blocks[key]
-        if job_id not in self._released_set:
+    def release(self, job_ids: set[str]) -> None:
+        self._blocks = {k: v for k, v in self._blocks.items() if k[0] not in job_ids}
+        for job_id in job_ids - self._released_set:
             if len(self._released) == self._released.maxlen:
                 self._released_set.discard(self._released[0])
             self._released.append(job_id)

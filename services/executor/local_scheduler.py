@@ -63,8 +63,8 @@ class LocalScheduler:
         order = (local.task.batch, 0 if local.is_reducer else 1, next(self._seq), local.key)
         heapq.heappush(self._heap, order)
 
-    def remove_job(self, job_id: str) -> list[LocalTask]:
-        gone = [t for k, t in self._runnable.items() if k[0] == job_id]
+    def remove_jobs(self, job_ids: set[str]) -> list[LocalTask]:
+        gone = [t for k, t in self._runnable.items() if k[0] in job_ids]
         for t in gone:
             del self._runnable[t.key]
             self.finished(t)

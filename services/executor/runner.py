@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ class Runner:
         self.code = CodeCache(code)
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
         self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
+        self._durations: dict[str, float] = {}  # stage key -> recent task duration (seconds)
         self.wake_fd, self._signal_fd = os.pipe()
         os.set_blocking(self.wake_fd, False)
         self._thread = threading.Thread(target=self._work, name="squall-runner", daemon=True)
@@ -35,6 +37,14 @@ class Runner:
 
     def submit(self, generation: int, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> None:
         self._queue.put((generation, task, spec, inputs))
+
+    def run_inline(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
+        """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
+        return self._execute(task, spec, inputs)
+
+    def expected_seconds(self, stage_key: str) -> float:
+        """How long this stage's tasks took recently (inf if never seen)."""
+        return self._durations.get(stage_key, float("inf"))
 
     def drain_wakeups(self) -> None:
         try:
@@ -60,9 +70,16 @@ class Runner:
 
     def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
+        started = time.perf_counter()
         try:
             return run_task(spec, task.partition, views, self.code)  # type: ignore[arg-type]
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure
             return Failure("task", type(exc).__name__, str(exc) or repr(exc), traceback.format_exc())
+        finally:
+            elapsed = time.perf_counter() - started
+            previous = self._durations.get(task.stage_key, elapsed)
+            # The slower of this run and a decaying memory of earlier ones: one slow task is
+            # enough to send a stage back to the runner thread.
+            self._durations[task.stage_key] = max(elapsed, previous * 0.8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -89,6 +90,7 @@ class ExecutorServer:
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
 
     def run(self) -> None:
+        sys.setswitchinterval(self.settings.executor_switch_interval)
         try:
             self.loop.run()
         finally:
@@ -163,9 +165,10 @@ class ExecutorServer:
     # --- actions --------------------------------------------------------------------------------
 
     def _perform(self, actions: list[Action] | None) -> None:
+        runs: list[Run] = []
         for action in actions or ():
             if isinstance(action, Run):
-                self.runner.submit(self.generation, action.task, action.spec, action.inputs)
+                runs.append(action)  # after this batch's messages are on their way
             elif isinstance(action, ToScheduler):
                 transport.send(self.sched, action.msg, action.payloads)
             elif isinstance(action, ToShuffleMeta):
@@ -180,3 +183,19 @@ class ExecutorServer:
                     self.log.warning("peer_unreachable", address=action.address, message=type(action.msg).__name__)
             elif isinstance(action, Reply):
                 transport.send(self.data, action.msg, action.payloads, to=action.peer)
+        for run in runs:
+            self._run(run)
+
+    def _run(self, run: Run) -> None:
+        """Short stages run on the loop thread (no thread hand-off), each as a timer due now, so
+        the loop polls its sockets between two tasks; others run on the runner thread."""
+        if self.runner.expected_seconds(run.task.stage_key) < self.settings.inline_task_max:
+            generation = self.generation
+            self.loop.call_later(0, lambda: self._run_inline(run, generation))
+        else:
+            self.runner.submit(self.generation, run.task, run.spec, run.inputs)
+
+    def _run_inline(self, run: Run, generation: int) -> None:
+        outcome = self.runner.run_inline(run.task, run.spec, run.inputs)
+        if generation == self.generation:
+            self._perform(self.state.task_done(run.task, outcome, time.monotonic()))

@@ -28,7 +28,8 @@ from common.protocol import (
     MapOutputs,
     Message,
     PushBlocks,
-    RegisterMapOutput,
+    MapOutput,
+    RegisterMapOutputs,
     ResultPartition,
     TaskDescriptor,
     TaskFailed,
@@ -137,6 +138,7 @@ class ExecutorState:
         self._readers: dict[InboxKey, TaskKey] = {}
         self._requests: dict[int, _Request] = {}
         self._failed_inputs: dict[InboxKey, tuple[str, str]] = {}  # failed before their reducer arrived
+        self._unregistered: list[MapOutput] = []  # map outputs shuffle_meta has not heard of yet
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
@@ -399,8 +401,16 @@ class ExecutorState:
                 )
                 actions.append(ToPeer(address, notice))
         location = MapLocation(task.partition, self.executor_id, self.data_address, [len(b) for b in blocks])
-        actions.append(ToShuffleMeta(RegisterMapOutput(job_id=task.job_id, shuffle_id=output.shuffle_id, location=location)))
+        self._unregistered.append(MapOutput(job_id=task.job_id, shuffle_id=output.shuffle_id, location=location))
+        if local.group_id is None:  # BSP reducers look outputs up: register at once
+            actions += self._register_outputs()
         return actions
+
+    def _register_outputs(self) -> list[Action]:
+        if not self._unregistered:
+            return []
+        outputs, self._unregistered = self._unregistered, []
+        return [ToShuffleMeta(RegisterMapOutputs(outputs=outputs))]
 
     def _pushable(self, size: int) -> bool:
         """Small enough to travel with the notice; larger blocks are fetched by the reducer, and
@@ -412,28 +422,24 @@ class ExecutorState:
     def release_jobs(self, job_ids: list[str], now: float) -> list[Action]:
         """Jobs are over: drop their blocks; cancel their tasks that have not started (a BSP task is
         reported so the scheduler frees its slot); a running one reports without keeping output."""
+        jobs = set(job_ids)
+        self.store = {k: v for k, v in self.store.items() if k[0] not in jobs}
+        self.inbox.release(jobs)
+        self._readers = {k: v for k, v in self._readers.items() if k[0] not in jobs}
+        self._requests = {i: r for i, r in self._requests.items() if r.inbox_key[0] not in jobs}
+        self._failed_inputs = {k: v for k, v in self._failed_inputs.items() if k[0] not in jobs}
+        self.local.remove_jobs(jobs)
         actions: list[Action] = []
-        for job_id in job_ids:
-            for key in [k for k in self.store if k[0] == job_id]:
-                del self.store[key]
-            self.inbox.release(job_id)
-            for key in [k for k in self._readers if k[0] == job_id]:
-                del self._readers[key]
-            for request_id in [i for i, r in self._requests.items() if r.inbox_key[0] == job_id]:
-                del self._requests[request_id]
-            for key in [k for k in self._failed_inputs if k[0] == job_id]:
-                del self._failed_inputs[key]
-            self.local.remove_job(job_id)
-            for key in [k for k in self.tasks if k[0] == job_id]:
-                if self.running is not None and self.running.local.key == key:
-                    self.running.released = True
-                    continue
-                local = self.tasks.pop(key)
-                self.local.finished(local)
-                if local.group_id is None:
-                    actions += self._report_failure(local.task, None, Failure("fetch", "Cancelled", f"job {job_id} was released"))
-                else:
-                    actions += self._task_over(local)
+        for key in [k for k in self.tasks if k[0] in jobs]:
+            if self.running is not None and self.running.local.key == key:
+                self.running.released = True
+                continue
+            local = self.tasks.pop(key)
+            self.local.finished(local)
+            if local.group_id is None:
+                actions += self._report_failure(local.task, None, Failure("fetch", "Cancelled", f"job {key[0]} was released"))
+            else:
+                actions += self._task_over(local)
         return actions + self._next(now)
 
     # --- reporting ------------------------------------------------------------------------------
@@ -450,7 +456,7 @@ class ExecutorState:
             return []
         del self.groups[local.group_id]
         done = GroupDone(group_id=local.group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy)
-        return [ToScheduler(done)]
+        return [ToScheduler(done), *self._register_outputs()]  # locations travel after the report
 
     def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure) -> list[Action]:
         failed = TaskFailed(

@@ -22,7 +22,7 @@ class PlannedJob:
     batch: int
     plan: JobPlan
     stage_keys: list[str]
-    results_seen: set[int] = field(default_factory=set)  # result partitions relayed
+    results: dict[int, object] = field(default_factory=dict)  # result partition -> its block, until done
     placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
     started: float = 0.0
     done: bool = False
@@ -30,7 +30,7 @@ class PlannedJob:
 
     @property
     def results_remaining(self) -> int:
-        return self.plan.result_stage.spec.partitions - len(self.results_seen)
+        return self.plan.result_stage.spec.partitions - len(self.results)
 
     @property
     def over(self) -> bool:

@@ -31,6 +31,8 @@ class JobRun:
     placed: dict[tuple[int, int], str] = field(default_factory=dict)
     # Executors that ran any task of this job (they hold its blocks until it is released).
     touched: set[str] = field(default_factory=set)
+    # Result partition -> its block, sent to the driver with JobDone.
+    results: dict[int, object] = field(default_factory=dict)
     # Content hash of each stage's spec: the name executors cache its code under.
     stage_keys: list[str] = field(default_factory=list)
 

@@ -30,7 +30,6 @@ from common.protocol import (
     LaunchGroup,
     LaunchTasks,
     Message,
-    PartitionResult,
     Registered,
     RegisterExecutor,
     ReleaseJob,
@@ -250,14 +249,13 @@ class SchedulerState:
         if entry is None:
             return []
         run, job = entry
-        if job.over or msg.partition in job.results_seen or msg.partition >= job.plan.result_stage.spec.partitions:
+        if job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
             return []  # a duplicate or nonsensical report never completes a job early
-        job.results_seen.add(msg.partition)
-        actions: list[Action] = [Send(run.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads))]
-        if job.results_remaining == 0:
-            job.done = True
-            actions.append(Send(run.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
-        return actions
+        job.results[msg.partition] = payloads[0]
+        if job.results_remaining:
+            return []
+        job.done = True
+        return [Send(run.driver, _job_done(job.job_id, job.results, job.started, now), _blocks(job.results))]
 
     def group_done(self, msg: GroupDone, now: float) -> list[Action]:
         for run in self.runs.values():
@@ -309,18 +307,17 @@ class SchedulerState:
         if job.is_result_stage(msg.stage_id) and len(payloads) != 1:
             message = f"executor {msg.executor_id} reported result partition {msg.partition} without its data"
             return self._fail_bsp(run, job, "task", message, now, stage_id=msg.stage_id, partition=msg.partition)
-        actions: list[Action] = []
         progress = job.progress[msg.stage_id]
         progress.remaining.discard(msg.partition)
         if job.is_result_stage(msg.stage_id):
-            actions.append(Send(run.driver, PartitionResult(job_id=job.job_id, partition=msg.partition), tuple(payloads)))
+            job.results[msg.partition] = payloads[0]
         if not progress.done:
-            return actions + self.assign()
+            return self.assign()
         if not job.finished:
             self._launch_runnable(job)
-            return actions + self.assign()
-        actions.append(Send(run.driver, JobDone(job_id=job.job_id, elapsed=max(0.0, now - job.started))))
-        return actions + self._end_bsp(run, job, now)
+            return self.assign()
+        done = Send(run.driver, _job_done(job.job_id, job.results, job.started, now), _blocks(job.results))
+        return [done, *self._end_bsp(run, job, now)]
 
     def _fail_bsp(self, run: Run, job: JobRun, kind: FailureKind, message: str, now: float, **details: object) -> list[Action]:
         failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
@@ -415,6 +412,14 @@ class SchedulerState:
             if record is not None:
                 actions.append(Send(record.peer, ReleaseJob(job_ids=job_ids)))
         return actions
+
+
+def _job_done(job_id: str, results: dict[int, object], started: float, now: float) -> JobDone:
+    return JobDone(job_id=job_id, elapsed=max(0.0, now - started), partitions=sorted(results), finished_at=now)
+
+
+def _blocks(results: dict[int, object]) -> tuple[object, ...]:
+    return tuple(results[p] for p in sorted(results))
 
 
 def _encoded_size(msg: Message) -> int:

@@ -14,7 +14,7 @@ from common.protocol import (
     LookupMapOutputs,
     Ping,
     Pong,
-    RegisterMapOutput,
+    RegisterMapOutputs,
 )
 from common.settings import Settings
 from services.shuffle_meta.state import Reply, ShuffleMetaState
@@ -32,7 +32,7 @@ class ShuffleMetaServer:
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.every(0.05, self._tick)
         self.handlers: transport.RouterHandlers = {
-            RegisterMapOutput: lambda peer, m, p: self.state.register(m.job_id, m.shuffle_id, m.location),
+            RegisterMapOutputs: lambda peer, m, p: [r for o in m.outputs for r in self.state.register(o.job_id, o.shuffle_id, o.location)],
             LookupMapOutputs: lambda peer, m, p: self.state.lookup(peer, m, time.monotonic()),
             ForgetJob: lambda peer, m, p: [r for job_id in m.job_ids for r in self.state.forget_job(job_id)],
             ForgetExecutor: lambda peer, m, p: self.state.forget_executor(m.executor_id),

@@ -14,7 +14,7 @@ from common.protocol import (
     GroupDone,
     LaunchGroup,
     PushBlocks,
-    RegisterMapOutput,
+    RegisterMapOutputs,
     ResultPartition,
     TaskDescriptor,
     TaskFailed,
@@ -95,7 +95,7 @@ def test_map_done_pushes_to_each_remote_address_and_delivers_locally():
     assert pushes[B].payloads == (b"b2",)
     assert ex.tasks[r0.key].inputs == {0: b"b0"}  # the local reducer's block, without a message
     assert ex.store[("j", 7, 0)] == [b"b0", b"b1", b"b2", b"b3"]  # kept for fetches
-    assert [type(a.msg) for a in actions if isinstance(a, ToShuffleMeta)] == [RegisterMapOutput]
+    assert not [a for a in actions if isinstance(a, ToShuffleMeta)]  # locations wait for the group's end
     assert not to_scheduler(actions, TaskFinished)  # Drizzle: no per-task report
     for a in actions:
         if isinstance(a, ToPeer):
@@ -275,3 +275,17 @@ def test_a_fetch_failing_before_its_reducer_is_launched_still_fails_the_reducer(
     assert [(m.job_id, m.stage_id, m.partition, m.kind) for m in failed] == [("j", 1, 0, "fetch")]
     assert "too large" in failed[0].message
     assert [m.group_id for m in to_scheduler(log, GroupDone)] == [1]
+
+
+def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
+    ex = executor()
+    m0, m1 = mapper(0), mapper(1)
+    launch(ex, m0, m1, group_id=4)
+    first = ex.task_done(m0, map_out(), 0.5)
+    assert not [a for a in first if isinstance(a, ToShuffleMeta)]  # off the critical path
+    last = ex.task_done(m1, map_out(), 0.9)
+    order = [type(a.msg) for a in last if isinstance(a, (ToScheduler, ToShuffleMeta))]
+    assert order.index(GroupDone) < order.index(RegisterMapOutputs)  # the report goes first
+    register = [a.msg for a in last if isinstance(a, ToShuffleMeta)]
+    assert len(register) == 1
+    assert [(o.job_id, o.shuffle_id, o.location.map_partition) for o in register[0].outputs] == [("j", 7, 0), ("j", 7, 1)]

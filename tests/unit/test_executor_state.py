@@ -14,7 +14,8 @@ from common.protocol import (
     LookupMapOutputs,
     MapLocation,
     MapOutputs,
-    RegisterMapOutput,
+    MapOutput,
+    RegisterMapOutputs,
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
@@ -234,8 +235,8 @@ def test_map_task_done_stores_blocks_and_registers_the_output():
     actions = ex.task_done(t, TaskOutput(blocks=[b"r0", b"r11", b""], is_result=False), 1.5)
     assert ex.store[("j", 7, 1)] == [b"r0", b"r11", b""]
     register = only(actions, ToShuffleMeta).msg
-    assert register == RegisterMapOutput(job_id="j", shuffle_id=7,
-                                         location=MapLocation(map_partition=1, executor_id="e1", address=ME, sizes=[2, 3, 0]))
+    location = MapLocation(map_partition=1, executor_id="e1", address=ME, sizes=[2, 3, 0])
+    assert register == RegisterMapOutputs(outputs=[MapOutput(job_id="j", shuffle_id=7, location=location)])  # BSP: at once
     done = only(actions, ToScheduler)
     assert done.payloads == ()
     assert isinstance(done.msg, TaskFinished) and not done.msg.has_result
@@ -288,7 +289,7 @@ def test_task_running_during_release_reports_without_payload_or_blocks():
     actions = ex.task_done(m, TaskOutput(blocks=[b"a", b"b", b"c"], is_result=False), 1.0)
     done = only(actions, ToScheduler)
     assert isinstance(done.msg, TaskFinished) and not done.msg.has_result and done.payloads == ()
-    assert actions == [done]  # no RegisterMapOutput
+    assert actions == [done]  # no RegisterMapOutputs
     assert not ex.store and ex.running is None
 
 

@@ -45,7 +45,7 @@ def test_release_drops_the_jobs_blocks_and_refuses_later_ones():
     box.add(("j", 1, 0), 0, b"a")
     box.add(("j", 2, 5), 1, b"b")
     box.add(("k", 1, 0), 0, b"kept")
-    box.release("j")
+    box.release({"j"})
     assert not box.add(("j", 1, 0), 1, b"late")
     assert box.claim(("j", 1, 0)) == {} and box.claim(("j", 2, 5)) == {}
     assert box.claim(("k", 1, 0)) == {0: b"kept"}
@@ -56,9 +56,9 @@ def test_memory_of_released_jobs_is_bounded(monkeypatch):
     monkeypatch.setattr(inbox_module, "RELEASED_MEMORY", 3)
     box = ShuffleInbox()
     for job_id in ("a", "b", "c"):
-        box.release(job_id)
-    box.release("b")  # releasing twice takes no extra room
-    box.release("d")  # the oldest ("a") is forgotten
+        box.release({job_id})
+    box.release({"b"})  # releasing twice takes no extra room
+    box.release({"d"})  # the oldest ("a") is forgotten
     assert box.add(("a", 0, 0), 0, b"x")
     assert [box.add((j, 0, 0), 0, b"x") for j in ("b", "c", "d")] == [False, False, False]
     assert len(box._released) == len(box._released_set) == 3
@@ -67,7 +67,7 @@ def test_memory_of_released_jobs_is_bounded(monkeypatch):
 def test_default_memory_holds_many_jobs_but_not_without_limit():
     box = ShuffleInbox()
     for i in range(RELEASED_MEMORY + 50):
-        box.release(f"job-{i}")
+        box.release({f"job-{i}"})
     assert len(box._released_set) == RELEASED_MEMORY
     assert box.add(("job-0", 0, 0), 0, b"x")  # long forgotten
     assert not box.add((f"job-{RELEASED_MEMORY + 49}", 0, 0), 0, b"x")
@@ -77,7 +77,7 @@ def test_default_memory_holds_many_jobs_but_not_without_limit():
 def test_clear_forgets_blocks_and_releases():
     box = ShuffleInbox()
     box.add(("j", 1, 0), 0, b"a")
-    box.release("k")
+    box.release({"k"})
     box.clear()
     assert box.claim(("j", 1, 0)) == {}
     assert box.add(("k", 1, 0), 0, b"b")

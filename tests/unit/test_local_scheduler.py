@@ -118,11 +118,11 @@ def test_remove_job_drops_its_runnable_tasks_only():
     kept = task("kept", 0, partition=9)
     for t in [*gone, kept]:
         ls.push(t)
-    removed = ls.remove_job("gone")
+    removed = ls.remove_jobs({"gone"})
     assert sorted(t.key for t in removed) == [t.key for t in gone]
     assert len(ls) == 1
     assert drain(ls) == [kept.key]
-    assert ls.remove_job("nothing") == []
+    assert ls.remove_jobs({"nothing"}) == []
 
 
 def test_removing_a_runnable_reducer_releases_the_barrier():
@@ -131,7 +131,7 @@ def test_removing_a_runnable_reducer_releases_the_barrier():
     ls.launched(r0)
     ls.push(r0)
     ls.push(m1)
-    assert [t.key for t in ls.remove_job("b0")] == [r0.key]
+    assert [t.key for t in ls.remove_jobs({"b0"})] == [r0.key]
     assert ls.pop(True) is m1
 
 

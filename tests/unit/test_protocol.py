@@ -29,12 +29,12 @@ from common.protocol import (
     MapLocation,
     MapOutputs,
     Metrics,
-    PartitionResult,
     Ping,
     ProtocolError,
     PushBlocks,
     RegisterExecutor,
-    RegisterMapOutput,
+    MapOutput,
+    RegisterMapOutputs,
     ReleaseJob,
     ResultPartition,
     RunDone,
@@ -80,7 +80,7 @@ ROUND_TRIPS = [
     (ErrorReply(reason="nope", request_id=3), []),
     (submit(code={"fn": b"\x80pickled", "add": b"\x80add"}, group_size=5, preschedule=False, barrier=True), []),
     (CancelRun(run_id="r1"), []),
-    (JobDone(job_id="j1", elapsed=0.5), []),
+    (JobDone(job_id="j1", elapsed=0.5, partitions=[0, 2], finished_at=12.5), [b"\x00p0", b"\x00p2"]),
     (RunDone(run_id="r1", groups=[GroupStats(group_id=1, jobs=2, executors=3, launch_bytes=100, code_bytes=10, duration=0.1)]), []),
     (GetMetrics(), []),
     (Metrics(received={"SubmitJobs": 1}, sent={"LaunchGroup": 4}), []),
@@ -96,12 +96,12 @@ ROUND_TRIPS = [
     (JobFailed(job_id="j1", kind="task", message="boom", error_type="ZeroDivisionError", stage_id=0, partition=1), []),
     (LaunchTasks(tasks=[TaskDescriptor(job_id="j1", stage_id=0, partition=1, stage_key="k")]), []),
     (LaunchTasks(tasks=[TASK], stages=STAGES, code={"fn": b"blob"}), []),
-    (PartitionResult(job_id="j1", partition=3), [b"\x00records"]),
+    (ResultPartition(executor_id="e1", job_id="j1", partition=3), [b"\x00records"]),
     (Blocks(request_id=9, map_partitions=[0, 2, 5]), [b"a", b"", b"c" * 100]),
     (Blocks(request_id=9, map_partitions=[]), []),
     (finished(True), [b"result-block"]),
     (finished(False), []),
-    (RegisterMapOutput(job_id="j1", shuffle_id=2, location=MapLocation(map_partition=1, executor_id="e1", address="tcp://h:1", sizes=[3, 4])), []),
+    (RegisterMapOutputs(outputs=[MapOutput(job_id="j1", shuffle_id=2, location=MapLocation(map_partition=1, executor_id="e1", address="tcp://h:1", sizes=[3, 4]))]), []),
     (LookupMapOutputs(request_id=1, job_id="j1", shuffle_id=2, expected=4, timeout=1.5), []),
     (MapOutputs(request_id=1, locations=[MapLocation(map_partition=0, executor_id="e", address="a", sizes=[])]), []),
     (FetchBlocks(request_id=1, job_id="j1", shuffle_id=2, reduce_partition=0, map_partitions=[1, 3]), []),
@@ -120,20 +120,20 @@ def test_round_trip(msg, payloads):
 
 def test_payload_frames_are_passed_through_untouched():
     block = memoryview(b"\x01compressed")
-    msg, payloads = decode(encode(PartitionResult(job_id="j", partition=0), [block]), LIMIT)
+    msg, payloads = decode(encode(ResultPartition(executor_id="e1", job_id="j", partition=0), [block]), LIMIT)
     assert payloads[0] is block
 
 
 def test_decode_accepts_zmq_frames():
-    frames = [zmq.Frame(f) for f in encode(PartitionResult(job_id="j", partition=1), [b"data"])]
+    frames = [zmq.Frame(f) for f in encode(ResultPartition(executor_id="e1", job_id="j", partition=1), [b"data"])]
     msg, payloads = decode(frames, LIMIT)
-    assert msg == PartitionResult(job_id="j", partition=1)
+    assert msg == ResultPartition(executor_id="e1", job_id="j", partition=1)
     assert bytes(payload_bytes(payloads[0])) == b"data"
 
 
 def test_encode_rejects_wrong_payload_count():
-    with pytest.raises(ProtocolError, match="PartitionResult needs 1 payload frames, got 0"):
-        encode(PartitionResult(job_id="j", partition=0))
+    with pytest.raises(ProtocolError, match="ResultPartition needs 1 payload frames, got 0"):
+        encode(ResultPartition(executor_id="e1", job_id="j", partition=0))
     with pytest.raises(ProtocolError):
         encode(finished(False), [b"unexpected"])
     with pytest.raises(ProtocolError):
@@ -171,8 +171,8 @@ def test_unknown_tag_and_non_message_header():
 @pytest.mark.parametrize(
     ("msg", "payloads"),
     [
-        (PartitionResult(job_id="j", partition=0), []),
-        (PartitionResult(job_id="j", partition=0), [b"a", b"b"]),
+        (ResultPartition(executor_id="e1", job_id="j", partition=0), []),
+        (ResultPartition(executor_id="e1", job_id="j", partition=0), [b"a", b"b"]),
         (finished(True), []),
         (finished(False), [b"x"]),
         (Blocks(request_id=1, map_partitions=[0, 1, 2]), [b"a", b"b"]),
@@ -190,16 +190,16 @@ def test_valid_header_with_wrong_payload_count(msg, payloads):
 
 
 def test_message_over_max_bytes():
-    frames = encode(PartitionResult(job_id="j", partition=0), [b"x" * 5000])
+    frames = encode(ResultPartition(executor_id="e1", job_id="j", partition=0), [b"x" * 5000])
     with pytest.raises(ProtocolError, match="exceeds the limit of 4096"):
         decode(frames, 4096)
-    assert decode(frames, 10_000)[0] == PartitionResult(job_id="j", partition=0)
+    assert decode(frames, 10_000)[0] == ResultPartition(executor_id="e1", job_id="j", partition=0)
 
 
 @pytest.mark.parametrize(
     "msg",
     [
-        PartitionResult(job_id="j", partition=-1),
+        ResultPartition(executor_id="e1", job_id="j", partition=-1),
         SubmitJobs(run_id="", jobs=[]),
         submit(job_id=""),
         submit(group_size=0),

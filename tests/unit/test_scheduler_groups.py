@@ -14,7 +14,6 @@ from common.protocol import (
     GroupDone,
     JobDone,
     LaunchTasks,
-    PartitionResult,
     RegisterExecutor,
     ReleaseJob,
     ResultPartition,
@@ -72,23 +71,32 @@ def test_stages_and_code_ship_with_the_first_group_only():
             assert {t.stage_key for t in msg.tasks} == keys
 
 
-def test_result_partitions_are_relayed_and_the_last_one_finishes_the_job():
+def test_result_partitions_are_held_until_the_job_is_done_then_sent_in_one_message():
     s = state("e0", "e1")
     launch = launches(submit(s, jobs=1, group_size=1, now=2.0, plan=two_stage(maps=2, reduces=2)))
     payload = memoryview(b"\x00block")
     first = s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [payload], 2.5)
-    relay = [a for a in first if isinstance(a, Send)]
-    assert len(relay) == 1 and relay[0].peer == DRIVER
-    assert relay[0].msg == PartitionResult(job_id="r.0", partition=1) and relay[0].payloads[0] is payload
+    assert first == []  # the result is not complete yet
     last = s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"\x00b0"], 3.0)
-    assert sends(last, PartitionResult, peer=DRIVER) == [PartitionResult(job_id="r.0", partition=0)]
-    assert sends(last, JobDone, peer=DRIVER) == [JobDone(job_id="r.0", elapsed=1.0)]
+    done = [a for a in last if isinstance(a, Send) and isinstance(a.msg, JobDone)]
+    assert len(done) == 1 and done[0].peer == DRIVER
+    assert done[0].msg == JobDone(job_id="r.0", elapsed=1.0, partitions=[0, 1], finished_at=3.0)
+    assert done[0].payloads[0] == b"\x00b0" and done[0].payloads[1] is payload  # in partition order
     assert not sends(last, RunDone)  # the group is not over until every executor reported
     assert s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"x"], 3.0) == []
     assert s.result_partition(ResultPartition(executor_id="e0", job_id="nope", partition=0), [b"x"], 3.0) == []
     for a in first + last + group_done(s, launch):
         if isinstance(a, Send):
             encode(a.msg, a.payloads)  # every action must be sendable
+
+
+def test_a_duplicate_result_partition_never_completes_a_job_early():
+    s = state("e0", "e1")
+    launches(submit(s, jobs=1, group_size=1, plan=two_stage(maps=2, reduces=2)))
+    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [b"a"], 1.0) == []
+    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [b"a"], 1.0) == []
+    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=9), [b"a"], 1.0) == []
+    assert sends(s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"b"], 1.0), JobDone)
 
 
 def test_next_group_waits_for_every_executors_group_done():

@@ -13,7 +13,6 @@ from common.protocol import (
     JobSpec,
     LaunchGroup,
     LaunchTasks,
-    PartitionResult,
     Registered,
     RegisterExecutor,
     ReleaseJob,
@@ -187,21 +186,21 @@ def test_bsp_reduce_stage_waits_for_every_map_task():
     assert sorted((t.stage_id, t.partition) for _, t in reduces) == [(1, 0), (1, 1)]
 
 
-def test_result_partitions_are_relayed_and_the_last_one_finishes_the_job():
+def test_result_partitions_are_held_and_the_last_one_finishes_the_job():
     s = state()
     register(s, "e1", slots=4)
     register(s, "e2", slots=4)
     (e_a, t_a), (e_b, t_b) = run_maps(s)
     payload = memoryview(b"\x00block-0")
     first = finish(s, e_a, t_a, result=payload)
-    relays = [a for a in first if isinstance(a, Send) and isinstance(a.msg, PartitionResult)]
-    assert len(relays) == 1 and relays[0].peer == DRIVER
-    assert relays[0].msg == PartitionResult(job_id="j", partition=t_a.partition)
-    assert relays[0].payloads[0] is payload
-    assert not sends(first, JobDone)
+    assert not sends(first, JobDone)  # nothing goes to the driver before the result is whole
     last = finish(s, e_b, t_b, now=2.5, result=b"\x00block-1")
-    done = sends(last, JobDone, peer=DRIVER)
-    assert done == [JobDone(job_id="j", elapsed=2.5)]
+    done = [a for a in last if isinstance(a, Send) and isinstance(a.msg, JobDone)]
+    assert len(done) == 1 and done[0].peer == DRIVER
+    assert done[0].msg.job_id == "j" and done[0].msg.elapsed == 2.5
+    assert done[0].msg.partitions == sorted([t_a.partition, t_b.partition])
+    by_partition = dict(zip(done[0].msg.partitions, done[0].payloads, strict=True))
+    assert by_partition[t_a.partition] is payload and by_partition[t_b.partition] == b"\x00block-1"
     assert sends(last, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
     assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in last
     released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)}
