@@ -151,6 +151,12 @@ class StageSpec(Struct, frozen=True):
         """Content hash: the name under which executors cache this stage spec."""
         return hashlib.blake2b(msgspec.msgpack.encode(self), digest_size=16).hexdigest()
 
+    def pipeline_key(self) -> str:
+        """What the stage's tasks do, whatever they read: equal for the micro-batches of a stream,
+        whose sources differ batch by batch. (Executors learn task durations under this key.)"""
+        shape = (type(self.input).__name__, self.ops, self.output)
+        return hashlib.blake2b(msgspec.msgpack.encode(shape), digest_size=16).hexdigest()
+
     def code_keys(self) -> list[str]:
         keys = list(self.ops)
         for side in (self.input, self.output):

@@ -167,7 +167,11 @@ class ClusterStatus(Message, frozen=True):
 
 
 class RegisterExecutor(Message, frozen=True):
+    """`incarnation` is new each time an executor process starts: the same id with another
+    incarnation is a restarted executor, whose predecessor's work is lost."""
+
     executor_id: Id
+    incarnation: Id
     data_address: str
     slots: Annotated[int, Meta(ge=1, le=1024)]
     pid: int = 0
@@ -185,7 +189,10 @@ class Reregister(Message, frozen=True):
 
 
 class Heartbeat(Message, frozen=True):
+    """Sent from the executor's heartbeat thread, on its own socket."""
+
     executor_id: Id
+    incarnation: Id
 
 
 class TaskDescriptor(Struct, frozen=True):

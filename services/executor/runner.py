@@ -29,7 +29,8 @@ class Runner:
         self.code = CodeCache(code)
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
         self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
-        self._durations: dict[str, float] = {}  # stage key -> recent task duration (seconds)
+        self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
+        self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
         self.wake_fd, self._signal_fd = os.pipe()
         os.set_blocking(self.wake_fd, False)
         self._thread = threading.Thread(target=self._work, name="squall-runner", daemon=True)
@@ -42,9 +43,17 @@ class Runner:
         """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
         return self._execute(task, spec, inputs)
 
-    def expected_seconds(self, stage_key: str) -> float:
-        """How long this stage's tasks took recently (inf if never seen)."""
-        return self._durations.get(stage_key, float("inf"))
+    def expected_seconds(self, stage_key: str, spec: StageSpec) -> float:
+        """How long tasks of this stage's pipeline took recently (inf if never seen)."""
+        return self._durations.get(self._pipeline(stage_key, spec), float("inf"))
+
+    def _pipeline(self, stage_key: str, spec: StageSpec) -> str:
+        key = self._pipelines.get(stage_key)
+        if key is None:
+            if len(self._pipelines) > 10_000:
+                self._pipelines.clear()
+            key = self._pipelines[stage_key] = spec.pipeline_key()
+        return key
 
     def drain_wakeups(self) -> None:
         try:
@@ -79,7 +88,8 @@ class Runner:
             return Failure("task", type(exc).__name__, str(exc) or repr(exc), traceback.format_exc())
         finally:
             elapsed = time.perf_counter() - started
-            previous = self._durations.get(task.stage_key, elapsed)
+            pipeline = self._pipeline(task.stage_key, spec)
+            previous = self._durations.get(pipeline, elapsed)
             # The slower of this run and a decaying memory of earlier ones: one slow task is
             # enough to send a stage back to the runner thread.
-            self._durations[task.stage_key] = max(elapsed, previous * 0.8)
+            self._durations[pipeline] = max(elapsed, previous * 0.8)

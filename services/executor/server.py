@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from typing import Any
 
 import zmq
@@ -17,7 +18,6 @@ from common.protocol import (
     BlocksReady,
     ErrorReply,
     FetchBlocks,
-    Heartbeat,
     LaunchGroup,
     LaunchTasks,
     MapOutputs,
@@ -30,6 +30,7 @@ from common.protocol import (
     Reregister,
 )
 from common.settings import Settings
+from services.executor.heartbeat import Heartbeater
 from services.executor.runner import Runner
 from services.executor.state import Action, ExecutorState, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
 
@@ -57,11 +58,13 @@ class ExecutorServer:
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
         self.runner = Runner(self.state.code, self.log)
+        self.incarnation = uuid.uuid4().hex
+        self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
         self.loop.add_reader(self.sched, self._on_scheduler)
         self.loop.add_reader(self.runner.wake_fd, self._on_runner)
-        self.loop.every(settings.heartbeat_interval, self._heartbeat)
+        self.loop.add_reader(self.heartbeat.wake_fd, self._on_heartbeat_signal)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
         now = time.monotonic
         self.from_scheduler: transport.DealerHandlers = {
@@ -95,6 +98,7 @@ class ExecutorServer:
             self.loop.run()
         finally:
             self.runner.close()
+            self.heartbeat.close()
             for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
                 if sock is not None:
                     sock.close(0)
@@ -107,6 +111,7 @@ class ExecutorServer:
             return
         msg = RegisterExecutor(
             executor_id=self.executor_id,
+            incarnation=self.incarnation,
             data_address=self.data_address,
             slots=self.settings.executor_slots,
             pid=os.getpid(),
@@ -114,23 +119,29 @@ class ExecutorServer:
         transport.send(self.sched, msg)
         self.loop.call_later(REGISTER_RETRY, self._register)
 
-    def _heartbeat(self) -> None:
-        if self.registered:
-            transport.send(self.sched, Heartbeat(executor_id=self.executor_id))
+    def _on_heartbeat_signal(self, fd: int) -> None:
+        self.heartbeat.drain_wakeups()
+        if self.heartbeat.reregister.is_set():
+            self.heartbeat.reregister.clear()
+            self._on_reregister(None, [])
 
     def _on_scheduler(self, sock: zmq.Socket) -> None:
         transport.drain_dealer(sock, self.settings, self.log, self.from_scheduler, "scheduler", self._perform)
 
     def _on_registered(self, msg: Registered, payloads: list[object]) -> None:
         self.registered = True
+        self.heartbeat.active.set()
         if self.meta is None:
             self.meta = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
             self.meta.connect(msg.shuffle_meta_address)
             self.loop.add_reader(self.meta, self._on_peer)
         self.log.info("registered", shuffle_meta=msg.shuffle_meta_address)
 
-    def _on_reregister(self, msg: Reregister, payloads: list[object]) -> None:
+    def _on_reregister(self, msg: Reregister | None, payloads: list[object]) -> None:
+        if not self.registered:
+            return  # already registering again
         self.log.warning("scheduler_forgot_us")
+        self.heartbeat.active.clear()
         self.state.reset()
         self.generation += 1
         self.registered = False
@@ -189,7 +200,7 @@ class ExecutorServer:
     def _run(self, run: Run) -> None:
         """Short stages run on the loop thread (no thread hand-off), each as a timer due now, so
         the loop polls its sockets between two tasks; others run on the runner thread."""
-        if self.runner.expected_seconds(run.task.stage_key) < self.settings.inline_task_max:
+        if self.runner.expected_seconds(run.task.stage_key, run.spec) < self.settings.inline_task_max:
             generation = self.generation
             self.loop.call_later(0, lambda: self._run_inline(run, generation))
         else:

@@ -12,6 +12,7 @@ TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 @dataclass
 class ExecutorRecord:
     executor_id: str
+    incarnation: str
     peer: bytes
     data_address: str
     slots: int
@@ -38,14 +39,15 @@ class Membership:
         """Live executors in a stable order (by id)."""
         return [self.executors[k] for k in sorted(self.executors)]
 
-    def is_retry(self, peer: bytes, msg: RegisterExecutor) -> bool:
-        """A repeated registration of the same process (same connection and block address)."""
+    def is_retry(self, msg: RegisterExecutor) -> bool:
+        """A repeated registration of the same process (same incarnation and block address)."""
         known = self.executors.get(msg.executor_id)
-        return known is not None and known.peer == peer and known.data_address == msg.data_address
+        return known is not None and known.incarnation == msg.incarnation and known.data_address == msg.data_address
 
     def add(self, peer: bytes, msg: RegisterExecutor, now: float) -> ExecutorRecord:
         record = ExecutorRecord(
             executor_id=msg.executor_id,
+            incarnation=msg.incarnation,
             peer=peer,
             data_address=msg.data_address,
             slots=msg.slots,
@@ -55,10 +57,10 @@ class Membership:
         self.executors[msg.executor_id] = record
         return record
 
-    def beat(self, executor_id: str, peer: bytes, now: float) -> bool:
+    def beat(self, executor_id: str, incarnation: str, now: float) -> bool:
         """Record a heartbeat; False if the sender is not a live executor we know."""
         record = self.executors.get(executor_id)
-        if record is None or record.peer != peer:
+        if record is None or record.incarnation != incarnation:
             return False
         record.last_seen = now
         return True

@@ -101,8 +101,10 @@ class SchedulerState:
 
     def register(self, peer: bytes, msg: RegisterExecutor, now: float) -> list[Action]:
         registered = Send(peer, Registered(executor_id=msg.executor_id, shuffle_meta_address=self.settings.shuffle_meta_address))
-        if self.members.is_retry(peer, msg):
-            self.members.beat(msg.executor_id, peer, now)
+        if self.members.is_retry(msg):
+            record = self.members.executors[msg.executor_id]
+            record.peer = peer  # the same process, possibly on a new connection
+            record.last_seen = now
             return [registered]
         actions: list[Action] = []
         if self.members.get(msg.executor_id) is not None:
@@ -111,7 +113,7 @@ class SchedulerState:
         return [*actions, registered, *self.assign()]
 
     def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
-        if self.members.beat(msg.executor_id, peer, now):
+        if self.members.beat(msg.executor_id, msg.incarnation, now):
             return []
         return [Send(peer, Reregister(executor_id=msg.executor_id))]
 

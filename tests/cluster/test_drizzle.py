@@ -139,3 +139,21 @@ def test_an_iterator_abandoned_early_cancels_later_groups(ctx) -> None:  # type:
     assert dict(two_stage(ctx, 1).collect()) == expected_two_stage(1)
     launched_groups = (ctx.metrics().sent.get("LaunchGroup", 0) - before) / len(ctx.status().executors)
     assert launched_groups < 20  # far fewer than the 20 groups of the whole run
+
+
+def test_a_fast_stage_meeting_a_slow_record_does_not_look_like_a_dead_executor() -> None:
+    settings = fast_settings()  # an executor silent for 0.3 s would be declared dead
+    with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
+
+        def maybe_slow(x):  # type: ignore[no-untyped-def]
+            if x == 5_000_000:
+                time.sleep(1.5)  # five death timeouts, on a stage that has always been quick
+            return (x % 3, x)
+
+        def batch(b: int):  # type: ignore[no-untyped-def]
+            first = 5_000_000 - 40 + 10 * b  # the slow record is in the last batch only
+            return ctx.range(first, first + 10, partitions=2).map(maybe_slow).reduce_by_key(operator.add, 2)
+
+        results = ctx.run_jobs([batch(b) for b in range(5)], group_size=5)
+        assert [sum(v for _, v in r) for r in results] == [sum(range(5_000_000 - 40 + 10 * b, 5_000_000 - 30 + 10 * b)) for b in range(5)]
+        assert len(ctx.status().executors) == 2

@@ -17,9 +17,9 @@ from common.protocol import (
     ErrorReply,
     FetchBlocks,
     JobFailed,
+    JobSpec,
     MapOutputs,
     Ping,
-    JobSpec,
     RunDone,
     SubmitJobs,
 )

@@ -13,7 +13,7 @@ ADD = Aggregator(kind="reduce", fn="add")
 
 
 def executors(n: int) -> list[ExecutorRecord]:
-    return [ExecutorRecord(executor_id=f"e{i}", peer=f"e{i}".encode(), data_address=f"tcp://e{i}:1", slots=1, pid=0, last_seen=0.0)
+    return [ExecutorRecord(executor_id=f"e{i}", incarnation="1", peer=f"e{i}".encode(), data_address=f"tcp://e{i}:1", slots=1, pid=0, last_seen=0.0)
             for i in range(n)]
 
 

@@ -3,8 +3,6 @@ lost (one, all, or several at once), results go missing, the run cannot start.""
 
 from __future__ import annotations
 
-import pytest
-
 from common.protocol import (
     ForgetExecutor,
     ForgetJob,
@@ -103,7 +101,7 @@ def test_executors_expiring_in_the_same_tick_get_no_new_group():
                 if t.push_to == []:
                     s.result_partition(ResultPartition(executor_id=eid, job_id=t.job_id, partition=t.partition), [b"r"], 0.1)
         group_done(s, {"e1": launch["e1"], "e2": launch["e2"]}, now=0.1)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 0.5)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 0.5)
     actions = s.tick(0.5)  # e0 and e1, silent since 0.0, expire together (a machine with both went away)
     assert set(s.executors) == {"e2"}
     (nxt,) = groups(actions)

@@ -160,7 +160,7 @@ def test_barrier_flag_and_new_executors_reach_the_next_group():
     s = state("e0")
     g1 = launches(submit(s, jobs=depth() + 1, group_size=1, barrier=True))
     assert g1["e0"].barrier
-    s.register(b"e1", RegisterExecutor(executor_id="e1", data_address="tcp://e1:1", slots=1), 0.5)
+    s.register(b"e1", RegisterExecutor(executor_id="e1", incarnation="e1-1", data_address="tcp://e1:1", slots=1), 0.5)
     g2 = launches(finish_group(s, g1))
     assert g2["e0"].barrier and jobs_of(g2) == {f"r.{depth()}"}
     assert set(g2) == {"e0", "e1"}

@@ -34,8 +34,8 @@ def state() -> SchedulerState:
     return SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
 
 
-def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None) -> list:
-    msg = RegisterExecutor(executor_id=eid, data_address=f"tcp://{eid}:1", slots=slots)
+def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None, incarnation: int = 1) -> list:
+    msg = RegisterExecutor(executor_id=eid, incarnation=f"{eid}-{incarnation}", data_address=f"tcp://{eid}:1", slots=slots)
     return s.register(peer or eid.encode(), msg, now)
 
 
@@ -98,17 +98,20 @@ def test_register_replies_registered_with_shuffle_meta_address():
 
 def test_heartbeat_from_unknown_executor_asks_to_reregister():
     s = state()
-    assert s.heartbeat(b"ghost", Heartbeat(executor_id="ghost"), 0.0) == [Send(b"ghost", Reregister(executor_id="ghost"))]
+    assert s.heartbeat(b"ghost", Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.0) == [Send(b"ghost", Reregister(executor_id="ghost"))]
     register(s, "e1")
-    assert s.heartbeat(b"other-peer", Heartbeat(executor_id="e1"), 0.0) == [Send(b"other-peer", Reregister(executor_id="e1"))]
-    assert s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 0.1) == []
+    stale = Heartbeat(executor_id="e1", incarnation="an-earlier-process")
+    assert s.heartbeat(b"hb-socket", stale, 0.0) == [Send(b"hb-socket", Reregister(executor_id="e1"))]
+    # beats come from the executor's heartbeat thread, on a socket of its own
+    assert s.heartbeat(b"hb-socket", Heartbeat(executor_id="e1", incarnation="e1-1"), 0.1) == []
+    assert s.executors["e1"].last_seen == 0.1
 
 
 def test_tick_after_death_timeout_removes_the_executor():
     s = state()  # death timeout 0.3 s
     register(s, "e1", now=0.0)
     register(s, "e2", now=0.0)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 0.4)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4)
     assert s.tick(0.2) == []
     actions = s.tick(0.5)
     assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
@@ -116,16 +119,17 @@ def test_tick_after_death_timeout_removes_the_executor():
     assert [eid for eid, _ in s.lost] == ["e1"]
     assert "no heartbeat" in s.lost[0][1]
     # and a later heartbeat of the dead executor is told to register again
-    assert sends(s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 0.6), Reregister)
+    assert sends(s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 0.6), Reregister)
 
 
 def test_retried_registration_is_not_a_loss():
     s = state()
     register(s, "e1", now=0.0)
     submit(s)
-    actions = register(s, "e1", now=0.25)
+    actions = register(s, "e1", now=0.25, peer=b"e1-reconnected")  # same process, new connection
     assert sends(actions) == [Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
     assert not s.lost and "j" in s.bsp_jobs
+    assert s.executors["e1"].peer == b"e1-reconnected"  # replies go where it listens now
     assert s.tick(0.5) == []  # registration refreshed last_seen
 
 
@@ -133,7 +137,7 @@ def test_registration_from_a_new_process_counts_as_a_loss():
     s = state()
     register(s, "e1")
     submit(s)
-    actions = register(s, "e1", peer=b"e1-restarted", now=0.1)
+    actions = register(s, "e1", peer=b"e1-restarted", now=0.1, incarnation=2)
     assert [eid for eid, _ in s.lost] == ["e1"]
     failed = sends(actions, JobFailed)
     assert failed and failed[0].kind == "executor_lost"
@@ -238,7 +242,7 @@ def test_losing_an_executor_the_job_depends_on_fails_it():
     s = state()
     register(s, "e1", slots=1)
     register(s, "e2", slots=1)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2"), 1.0)
+    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 1.0)
     run_maps(s)  # map outputs now live on e1 and e2; reduce tasks are running
     actions = s.tick(1.0)  # e1 silent since 0.0
     assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
@@ -266,7 +270,7 @@ def test_losing_an_unrelated_executor_does_not_fail_the_job():
     register(s, "e1", slots=4)
     submit(s)
     register(s, "idle", slots=4, now=0.0)
-    s.heartbeat(b"e1", Heartbeat(executor_id="e1"), 1.0)
+    s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 1.0)
     actions = s.tick(1.0)
     assert sends(actions, JobFailed) == [] and "j" in s.bsp_jobs
 

@@ -1,0 +1,67 @@
+"""The executor's heartbeat thread: beats on its own socket, whatever the loop is doing.
+
+The loop may be busy running a short stage's task inline; membership must not mistake that for
+death. If the scheduler answers a beat with Reregister (it restarted, or gave up on us), the
+thread stops beating and wakes the loop through a pipe, and the loop registers again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import zmq
+
+from common import protocol, transport
+from common.protocol import Heartbeat, ProtocolError, Reregister
+from common.settings import Settings
+
+
+class Heartbeater:
+    def __init__(self, ctx: zmq.Context, settings: Settings, executor_id: str, incarnation: str, log: Any) -> None:
+        self.settings = settings
+        self.log = log
+        self.beat = Heartbeat(executor_id=executor_id, incarnation=incarnation)
+        self.active = threading.Event()  # set while we are registered
+        self.reregister = threading.Event()  # the scheduler asked us to register again
+        self.wake_fd, self._signal_fd = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        self._ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="squall-heartbeat", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _work(self) -> None:
+        sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)
+        sock.connect(self.settings.scheduler_address)
+        try:
+            while not self._stop.wait(self.settings.heartbeat_interval):
+                if self.active.is_set():
+                    transport.try_send(sock, self.beat)
+                while sock.poll(0):
+                    self._answer(sock.recv_multipart())
+        finally:
+            sock.close(0)
+
+    def _answer(self, frames: list[bytes]) -> None:
+        try:
+            msg, _ = protocol.decode(frames, self.settings.max_message_bytes)
+        except ProtocolError as exc:
+            self.log.warning("bad_message", error=str(exc), source="scheduler")
+            return
+        if isinstance(msg, Reregister):
+            self.active.clear()
+            self.reregister.set()
+            os.write(self._signal_fd, b"!")
