@@ -50,6 +50,10 @@ class Settings:
     # done and reducers pull). group_size: micro-batches dispatched at once by run_jobs.
     preschedule: bool = True
     group_size: int = 10
+    # Where pre-scheduled reducers go: "spread" (partition p on executor p mod n), "per_batch"
+    # (all of batch b's on one executor, rotating; one message per mapper per batch), or "auto":
+    # per_batch when a group has at least as many batches as there are executors.
+    reduce_placement: str = "auto"
     # Executors hold batch b+1's map tasks until their reduce tasks of batch b are done.
     barrier: bool = False
     # Map output blocks up to this size are pushed with the notice; larger ones are fetched.
@@ -96,6 +100,8 @@ class Settings:
             raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
         if self.max_message_bytes < 1024:
             raise SettingsError("max_message_bytes (SQUALL_MAX_MESSAGE_BYTES) must be at least 1024")
+        if self.reduce_placement not in ("auto", "spread", "per_batch"):
+            raise SettingsError("reduce_placement (SQUALL_REDUCE_PLACEMENT) must be auto, spread or per_batch")
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError("log_format (SQUALL_LOG_FORMAT) must be auto, json or console")
 

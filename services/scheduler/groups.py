@@ -1,13 +1,23 @@
 """Drizzle group scheduling, pure: place every task of a group of micro-batches at once.
 
 Reduce stages are placed before the stages that feed them, so every map task is launched
-knowing the block address of each reduce partition it pushes to. Partition p of every stage goes
-to executor p mod n, which spreads a stage evenly and puts map p next to reducer p.
+knowing the block address of each reduce partition it pushes to. Map partition p goes to
+executor p mod n. Stages that read a shuffle are placed by one of two policies:
+
+- spread: partition p on executor p mod n. A batch's reducers run in parallel; every mapper
+  sends one message to every executor holding its reducers.
+- per_batch: all of batch b's reducers on executor b mod n. Across a group of at least n
+  batches every executor still gets its share, but each mapper sends a single message per
+  batch, which on small micro-batches is most of the cost.
+
+"auto" (the default) takes per_batch when the group has at least as many batches as there are
+executors, and spread otherwise (a lone job keeps its reducers' parallelism).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from common.plan import JobPlan
 from common.protocol import GroupStats, TaskDescriptor
@@ -62,15 +72,27 @@ class GroupRun:
         )
 
 
-def place_group(jobs: list[PlannedJob], executors: list[ExecutorRecord]) -> dict[str, list[TaskDescriptor]]:
+ReducePlacement = Literal["auto", "spread", "per_batch"]
+
+
+def place_group(
+    jobs: list[PlannedJob], executors: list[ExecutorRecord], reduce_placement: ReducePlacement = "spread"
+) -> dict[str, list[TaskDescriptor]]:
     """Each executor's share of the group: tasks ordered by batch, reducers before their mappers."""
     if not executors:
         raise ValueError("no executors to place a group on")
     n = len(executors)
+    per_batch = reduce_placement == "per_batch" or (reduce_placement == "auto" and len(jobs) >= n)
     share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
     for job in jobs:
         stages = job.plan.stages
-        home = [[executors[p % n] for p in range(s.spec.partitions)] for s in stages]
+
+        def executor_of(stage_parents: list[int], partition: int) -> ExecutorRecord:
+            if stage_parents and per_batch:
+                return executors[job.batch % n]  # noqa: B023 - used within this iteration
+            return executors[partition % n]
+
+        home = [[executor_of(s.parents, p) for p in range(s.spec.partitions)] for s in stages]
         for stage in reversed(stages):
             readers = [s.stage_id for s in stages if stage.stage_id in s.parents]
             push_to = [e.data_address for e in home[readers[0]]] if readers else []

@@ -229,7 +229,7 @@ class SchedulerState:
         jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
         self._group_ids += 1
         executors = self.members.live()
-        shares = place_group(jobs, executors)
+        shares = place_group(jobs, executors, self.settings.reduce_placement)  # type: ignore[arg-type]
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now)
         run.groups.append(group)
         for job in jobs:

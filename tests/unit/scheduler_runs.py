@@ -25,7 +25,7 @@ CODE = {"fn": b"pickled fn" * 10, "add": b"pickled add" * 10}
 
 
 def state(*eids: str) -> SchedulerState:
-    s = SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
+    s = SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1", reduce_placement="spread"))
     for eid in eids:
         s.register(eid.encode(), RegisterExecutor(executor_id=eid, incarnation=f"{eid}-1", data_address=f"tcp://{eid}:1", slots=1), 0.0)
     return s

@@ -118,3 +118,27 @@ def test_group_run_stats():
     assert (stats.group_id, stats.jobs, stats.executors, stats.launch_bytes, stats.code_bytes) == (4, 2, 2, 300, 50)
     assert stats.duration == pytest.approx(2.5)
     assert group.stats(9.0, executors=1).duration == 0.0  # never negative
+
+
+def test_per_batch_placement_puts_a_batchs_reducers_on_one_executor_rotating():
+    ex = executors(3)
+    jobs = [planned(f"j{b}", b, 4, 3, 2) for b in range(6)]  # two shuffles: two reading stages
+    shares = place_group(jobs, ex, "per_batch")
+    for eid, tasks in shares.items():
+        for t in tasks:
+            expected = ex[t.batch % 3] if t.stage_id > 0 else ex[t.partition % 3]
+            assert expected.executor_id == eid, t
+    for job in jobs:  # each mapper pushes everything to the one executor of its batch
+        for t in (t for tasks in shares.values() for t in tasks if t.job_id == job.job_id and t.stage_id < 2):
+            assert set(t.push_to) == {ex[job.batch % 3].data_address}
+    counts = {eid: sum(1 for t in tasks if t.stage_id > 0) for eid, tasks in shares.items()}
+    assert sorted(counts.values()) == [10, 10, 10]  # over the group, every executor gets its share
+
+
+def test_auto_placement_spreads_small_groups_and_rotates_large_ones():
+    ex = executors(4)
+    small = place_group([planned("a", 0, 4, 4)], ex, "auto")
+    assert {eid for eid, tasks in small.items() if any(t.stage_id == 1 for t in tasks)} == {"e0", "e1", "e2", "e3"}
+    large = place_group([planned(f"j{b}", b, 4, 4) for b in range(4)], ex, "auto")
+    for eid, tasks in large.items():
+        assert {t.batch for t in tasks if t.stage_id == 1} == {int(eid[1:])}
