@@ -89,6 +89,24 @@ def write_ready_file(path: str, endpoint: str) -> None:
     os.replace(tmp, path)
 
 
+class Wakeup:
+    """A pipe another thread writes a byte to, to wake a ServiceLoop that polls `fd`."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+        os.set_blocking(self.fd, False)
+
+    def signal(self) -> None:
+        os.write(self._write_fd, b"!")
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
 class ServiceLoop:
     """One thread: poll sockets, run due timers, dispatch decoded messages to handlers."""
 

@@ -7,7 +7,6 @@ thread stops beating and wakes the loop through a pipe, and the loop registers a
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -25,8 +24,7 @@ class Heartbeater:
         self.beat = Heartbeat(executor_id=executor_id, incarnation=incarnation)
         self.active = threading.Event()  # set while we are registered
         self.reregister = threading.Event()  # the scheduler asked us to register again
-        self.wake_fd, self._signal_fd = os.pipe()
-        os.set_blocking(self.wake_fd, False)
+        self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self._ctx = ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="squall-heartbeat", daemon=True)
@@ -35,13 +33,6 @@ class Heartbeater:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=1.0)
-
-    def drain_wakeups(self) -> None:
-        try:
-            while os.read(self.wake_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _work(self) -> None:
         sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)
@@ -64,4 +55,4 @@ class Heartbeater:
         if isinstance(msg, Reregister):
             self.active.clear()
             self.reregister.set()
-            os.write(self._signal_fd, b"!")
+            self.wakeup.signal()

@@ -7,7 +7,6 @@ and is a daemon, so the executor can always shut down, even in the middle of a l
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -16,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from common import transport
 from common.plan import StageSpec
 from common.protocol import TaskDescriptor
 from common.serialization import SerializationError
@@ -31,8 +31,7 @@ class Runner:
         self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
         self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
         self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
-        self.wake_fd, self._signal_fd = os.pipe()
-        os.set_blocking(self.wake_fd, False)
+        self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self._thread = threading.Thread(target=self._work, name="squall-runner", daemon=True)
         self._thread.start()
 
@@ -55,13 +54,6 @@ class Runner:
             key = self._pipelines[stage_key] = spec.pipeline_key()
         return key
 
-    def drain_wakeups(self) -> None:
-        try:
-            while os.read(self.wake_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
     def close(self) -> None:
         """Ask the thread to stop after its current task; do not wait for user code to finish."""
         self._queue.put(None)
@@ -75,7 +67,7 @@ class Runner:
             generation, task, spec, inputs = item
             outcome = self._execute(task, spec, inputs)
             self.done.append((generation, task, outcome))
-            os.write(self._signal_fd, b"!")
+            self.wakeup.signal()
 
     def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]

@@ -63,8 +63,8 @@ class ExecutorServer:
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
         self.loop.add_reader(self.sched, self._on_scheduler)
-        self.loop.add_reader(self.runner.wake_fd, self._on_runner)
-        self.loop.add_reader(self.heartbeat.wake_fd, self._on_heartbeat_signal)
+        self.loop.add_reader(self.runner.wakeup.fd, self._on_runner)
+        self.loop.add_reader(self.heartbeat.wakeup.fd, self._on_heartbeat_signal)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
         now = time.monotonic
         self.from_scheduler: transport.DealerHandlers = {
@@ -120,7 +120,7 @@ class ExecutorServer:
         self.loop.call_later(REGISTER_RETRY, self._register)
 
     def _on_heartbeat_signal(self, fd: int) -> None:
-        self.heartbeat.drain_wakeups()
+        self.heartbeat.wakeup.drain()
         if self.heartbeat.reregister.is_set():
             self.heartbeat.reregister.clear()
             self._on_reregister(None, [])
@@ -167,7 +167,7 @@ class ExecutorServer:
     # --- runner ---------------------------------------------------------------------------------
 
     def _on_runner(self, fd: int) -> None:
-        self.runner.drain_wakeups()
+        self.runner.wakeup.drain()
         while self.runner.done:
             generation, task, outcome = self.runner.done.popleft()
             if generation == self.generation:
