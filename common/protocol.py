@@ -412,7 +412,6 @@ AnyMessage = (
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
 
-Frame = bytes | memoryview
 
 
 def encode(msg: Message, payloads: Sequence[object] = ()) -> list[object]:
