@@ -413,7 +413,6 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
 
 
-
 def encode(msg: Message, payloads: Sequence[object] = ()) -> list[object]:
     """Header frame plus payload frames (bytes, memoryviews or zmq.Frames, passed through)."""
     if len(payloads) != msg.payload_count():
