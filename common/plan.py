@@ -61,7 +61,16 @@ class CollectionSource(Struct, tag="collection", frozen=True):
         return len(self.slices)
 
 
-Source = RangeSource | CollectionSource
+class GeneratorSource(Struct, tag="generator", frozen=True):
+    """Records made by fn(partition, batch): replayable, since any (partition, batch) can be made
+    again. Streams give each micro-batch its own batch index; `fn` names pickled code."""
+
+    fn: CodeKey
+    partitions: Count
+    batch: Index = 0
+
+
+Source = RangeSource | CollectionSource | GeneratorSource
 
 
 # --- logical plan (built by the driver) ----------------------------------------------------------
@@ -105,7 +114,9 @@ class LogicalPlan(Struct, frozen=True):
     def code_keys(self) -> set[str]:
         keys: set[str] = set()
         for node in self.nodes:
-            if isinstance(node, NarrowNode):
+            if isinstance(node, SourceNode) and isinstance(node.source, GeneratorSource):
+                keys.add(node.source.fn)
+            elif isinstance(node, NarrowNode):
                 keys.add(node.fn)
             elif isinstance(node, ShuffleNode) and node.aggregator.fn is not None:
                 keys.add(node.aggregator.fn)
@@ -131,7 +142,7 @@ class ResultWrite(Struct, tag="result", frozen=True):
     """The stage's records go back to the driver, one block per partition."""
 
 
-StageInput = RangeSource | CollectionSource | ShuffleRead
+StageInput = RangeSource | CollectionSource | GeneratorSource | ShuffleRead
 StageOutput = ShuffleWrite | ResultWrite
 
 
@@ -159,6 +170,8 @@ class StageSpec(Struct, frozen=True):
 
     def code_keys(self) -> list[str]:
         keys = list(self.ops)
+        if isinstance(self.input, GeneratorSource):
+            keys.append(self.input.fn)
         for side in (self.input, self.output):
             agg = getattr(side, "aggregator", None)
             if agg is not None and agg.fn is not None:

@@ -62,10 +62,12 @@ class ErrorReply(Message, frozen=True):
 
 
 class JobSpec(Struct, frozen=True):
-    """One micro-batch (job) of a run: its id and its plan."""
+    """One micro-batch (job) of a run: its id, its plan, and (streams) the wall-clock time before
+    which its source tasks must not start: the end of the batch's interval, when its data is in."""
 
     job_id: Id
     plan: LogicalPlan
+    not_before: float = 0.0
 
 
 class SubmitJobs(Message, frozen=True):
@@ -81,6 +83,7 @@ class SubmitJobs(Message, frozen=True):
     group_size: Annotated[int, Meta(ge=1, le=100_000)] = 1
     preschedule: bool = True
     barrier: bool = False
+    first_batch: Index = 0  # the first job's batch number (a stream's batch index), for errors and placement
 
 
 class CancelRun(Message, frozen=True):
@@ -205,6 +208,8 @@ class TaskDescriptor(Struct, frozen=True):
     # and for a task that writes a shuffle, the block address of each reduce partition's executor.
     batch: Index = 0
     push_to: list[str] = []
+    # Wall-clock time (time.time()) before which a source task must not start (0: at once).
+    not_before: float = 0.0
 
     @property
     def key(self) -> tuple[str, int, int]:

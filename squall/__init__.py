@@ -1,10 +1,12 @@
 """Squall: a low-latency micro-batch execution engine for Python."""
 
 from common.settings import Settings
+from squall import sources
 from squall.context import Context, connect
 from squall.dataset import Dataset
 from squall.errors import ConnectionError, ExecutorLostError, JobError, SquallError, TaskError
 from squall.local import ClusterStartError, LocalCluster
+from squall.stream import Stream, StreamError
 
 __all__ = [
     "ClusterStartError",
@@ -16,7 +18,10 @@ __all__ = [
     "LocalCluster",
     "Settings",
     "SquallError",
+    "Stream",
+    "StreamError",
     "TaskError",
     "connect",
+    "sources",
 ]
 __version__ = "0.1.0"

@@ -87,13 +87,17 @@ class Client:
     def new_run_id(self) -> str:
         return f"{self._session}-{next(self._runs)}"
 
-    def submit(self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool) -> None:
+    def submit(
+        self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0
+    ) -> None:
         """Send a run, with the code its plans name that the scheduler has not had from us."""
         self._boxes[run_id] = deque()
         for job in jobs:
             self._route[job.job_id] = run_id
         new_code = {k: v for k, v in code.items() if k not in self.sent_code}
-        msg = SubmitJobs(run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier)
+        msg = SubmitJobs(
+            run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch
+        )
         frames = protocol.encode(msg)
         size = protocol.frames_size(frames)
         if size > self.settings.max_message_bytes:
@@ -110,6 +114,8 @@ class Client:
         self.sent_code.update(new_code)
 
     def cancel(self, run_id: str) -> None:
+        if self._sock.closed:
+            return  # the context was closed: its runs died with it
         self._send(CancelRun(run_id=run_id))
 
     def next_event(self, run_id: str) -> Event:

@@ -13,6 +13,8 @@ from squall.client import Client
 from squall.dataset import Dataset
 from squall.errors import JobError
 from squall.runs import Errors, Run, RunStats
+from squall.sources import StreamSource
+from squall.stream import Stream
 
 
 class Context:
@@ -96,9 +98,13 @@ class Context:
         preschedule: bool | None = None,
         barrier: bool | None = None,
         errors: Errors = "raise",
+        not_before: Sequence[float] | None = None,
+        first_batch: int = 0,
     ) -> Iterator[Any]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
-        Leaving the loop early cancels the groups not yet dispatched."""
+        Leaving the loop early cancels the groups not yet dispatched. `not_before` (wall-clock
+        times, one per dataset) holds each job's source tasks until then; `first_batch` numbers
+        the batches in errors and placement (a stream's batch index)."""
         plans = [d.plan() for d in datasets]
         code = {k: self.code[k] for plan in plans for k in plan.code_keys()}
         run = Run(
@@ -108,11 +114,18 @@ class Context:
             group_size=self.settings.group_size if group_size is None else group_size,
             preschedule=self.settings.preschedule if preschedule is None else preschedule,
             barrier=self.settings.barrier if barrier is None else barrier,
+            not_before=list(not_before) if not_before is not None else None,
+            first_batch=first_batch,
         )
         self.last_run = run.stats
         if not plans:
             return iter(())
         return run.results(errors)
+
+    def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | None = None) -> Stream:
+        """A stream of micro-batches of `batch_interval` seconds from a replayable source
+        (squall.sources.rate / generator), run in Drizzle groups of `group_size` batches."""
+        return Stream(self, source, batch_interval, self.settings.group_size if group_size is None else group_size)
 
     def _partitions(self, partitions: int | None) -> int:
         n = self.default_parallelism if partitions is None else partitions

@@ -46,13 +46,27 @@ class RunStats:
 
 
 class Run:
-    def __init__(self, client: Client, plans: list[Any], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        plans: list[Any],
+        code: dict[str, bytes],
+        group_size: int,
+        preschedule: bool,
+        barrier: bool,
+        not_before: list[float] | None = None,
+        first_batch: int = 0,
+    ) -> None:
         self.client = client
+        self.first_batch = first_batch
         self.run_id = client.new_run_id()
-        self.jobs = [JobSpec(job_id=f"{self.run_id}.{i}", plan=plan) for i, plan in enumerate(plans)]
+        times = not_before or [0.0] * len(plans)
+        if len(times) != len(plans):
+            raise ValueError(f"not_before has {len(times)} times for {len(plans)} jobs")
+        self.jobs = [JobSpec(job_id=f"{self.run_id}.{i}", plan=plan, not_before=t) for i, (plan, t) in enumerate(zip(plans, times, strict=True))]
         self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
         self.stats = RunStats()
-        self._options = (group_size, preschedule, barrier)
+        self._options = (group_size, preschedule, barrier, first_batch)
         self._code = code
         self._outcome: list[Any] = [None] * len(self.jobs)
         self._complete = [False] * len(self.jobs)
@@ -79,12 +93,12 @@ class Run:
             self.client.forget(self.run_id)
 
     def _submit(self) -> None:
-        group_size, preschedule, barrier = self._options
+        group_size, preschedule, barrier, first_batch = self._options
         self.stats.submitted = time.perf_counter()
         self.stats.batch_done = [0.0] * len(self.jobs)
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
-            self.client.submit(self.run_id, self.jobs, self._code, group_size, preschedule, barrier)
+            self.client.submit(self.run_id, self.jobs, self._code, group_size, preschedule, barrier, first_batch)
             first = self.client.next_event(self.run_id)
             if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):
                 self._handle(*first)
@@ -100,7 +114,8 @@ class Run:
             self._finished = True
             for i, done in enumerate(self._complete):
                 if not done:  # the scheduler never finished it: say so, do not drop it silently
-                    self._settle(i, JobError(self.jobs[i].job_id, "cancelled", f"batch {i} did not run (the run ended first)"))
+                    batch = self.first_batch + i
+                    self._settle(i, JobError(self.jobs[i].job_id, "cancelled", f"batch {batch} did not run (the run ended first)"))
             return
         if isinstance(msg, ErrorReply):
             raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")

@@ -55,6 +55,8 @@ class ExecutorServer:
         self.meta: zmq.Socket | None = None
         self.peers: dict[str, zmq.Socket] = {}
         self.state = ExecutorState(self.executor_id, self.data_address, settings)
+        self.state.wall_offset = time.time() - time.monotonic()
+        self._release_at: float | None = None  # when the loop will next release held source tasks
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
         self.runner = Runner(self.state.code, self.log)
@@ -196,6 +198,14 @@ class ExecutorServer:
                 transport.send(self.data, action.msg, action.payloads, to=action.peer)
         for run in runs:
             self._run(run)
+        release = self.state.next_release()
+        if release is not None and (self._release_at is None or release < self._release_at):
+            self._release_at = release
+            self.loop.call_at(release, self._release_held)
+
+    def _release_held(self) -> None:
+        self._release_at = None
+        self._perform(self.state.release_due(time.monotonic()))
 
     def _run(self, run: Run) -> None:
         """Short stages run on the loop thread (no thread hand-off), each as a timer due now, so

@@ -11,6 +11,7 @@ here are over. Look-ups and fetches have deadlines, so a dead peer fails a task,
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass
 
@@ -139,15 +140,18 @@ class ExecutorState:
         self._requests: dict[int, _Request] = {}
         self._failed_inputs: dict[InboxKey, tuple[str, str]] = {}  # failed before their reducer arrived
         self._unregistered: list[MapOutput] = []  # map outputs shuffle_meta has not heard of yet
+        # Source tasks waiting for their batch's time: (monotonic release time, seq, task).
+        self._held: list[tuple[float, int, LocalTask]] = []
+        self.wall_offset = 0.0  # time.time() - time.monotonic(), set by the loop
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         """The scheduler forgot us: drop everything; our work was written off. (The code store is
         the same object afterwards, emptied: the runner holds on to it.)"""
-        code = self.code
+        code, wall_offset = self.code, self.wall_offset
         code.clear()
         self.__init__(self.executor_id, self.data_address, self.settings)  # type: ignore[misc]
-        self.code = code
+        self.code, self.wall_offset = code, wall_offset
 
     # --- launching ------------------------------------------------------------------------------
 
@@ -180,7 +184,11 @@ class ExecutorState:
         self.tasks[task.key] = local
         self.local.launched(local)
         if not isinstance(spec.input, ShuffleRead):
-            self.local.push(local)
+            release_at = task.not_before - self.wall_offset
+            if task.not_before and release_at > now:  # a stream batch whose interval is not over
+                heapq.heappush(self._held, (release_at, next(self._ids), local))
+            else:
+                self.local.push(local)
             return []
         inbox_key = (task.job_id, spec.input.shuffle_id, task.partition)
         local.inputs = self.inbox.claim(inbox_key)
@@ -249,8 +257,20 @@ class ExecutorState:
             return []
         return self._fail_input(request.inbox_key, msg.reason)
 
+    def next_release(self) -> float | None:
+        """When the earliest held source task is due (monotonic), if any."""
+        return self._held[0][0] if self._held else None
+
+    def release_due(self, now: float) -> list[Action]:
+        """Make the source tasks whose batch time has come runnable."""
+        while self._held and self._held[0][0] <= now:
+            _, _, local = heapq.heappop(self._held)
+            if self.tasks.get(local.key) is local:  # not released meanwhile
+                self.local.push(local)
+        return self._next(now)
+
     def tick(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+        actions: list[Action] = self.release_due(now) if self._held else []
         for request_id, request in list(self._requests.items()):
             if request.deadline <= now and self._requests.pop(request_id, None) is not None:
                 actions += self._fail_input(request.inbox_key, f"timed out waiting for {request.what}")

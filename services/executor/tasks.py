@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.partitioning import partition_of
-from common.plan import Aggregator, CollectionSource, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from common.plan import (
+    Aggregator,
+    CollectionSource,
+    GeneratorSource,
+    RangeSource,
+    ResultWrite,
+    ShuffleRead,
+    ShuffleWrite,
+    StageSpec,
+)
 from common.serialization import SerializationError, dumps_block, loads_block, loads_function
 
 
@@ -65,6 +74,8 @@ def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview]
         return iter(source.partition_bounds(partition))
     if isinstance(source, CollectionSource):
         return iter(loads_block(source.slices[partition]))
+    if isinstance(source, GeneratorSource):
+        return iter(code.load(source.fn)(partition, source.batch))
     assert isinstance(source, ShuffleRead)
     merged: dict[Any, Any] = {}
     merge = _merger(source.aggregator, code)

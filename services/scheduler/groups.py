@@ -32,6 +32,7 @@ class PlannedJob:
     batch: int
     plan: JobPlan
     stage_keys: list[str]
+    not_before: float = 0.0  # wall clock: its source tasks wait until then (streams)
     results: dict[int, object] = field(default_factory=dict)  # result partition -> its block, until done
     placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
     started: float = 0.0
@@ -105,6 +106,7 @@ def place_group(
                         stage_key=job.stage_keys[stage.stage_id],
                         batch=job.batch,
                         push_to=push_to,
+                        not_before=0.0 if stage.parents else job.not_before,
                     )
                 )
                 job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)

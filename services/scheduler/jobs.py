@@ -26,6 +26,7 @@ class JobRun:
     plan: JobPlan
     started: float
     batch: int = 0
+    not_before: float = 0.0  # wall clock: its source tasks wait until then (streams)
     progress: list[StageProgress] = field(default_factory=list)
     # Where each task runs or ran: a finished map task's output lives on that executor.
     placed: dict[tuple[int, int], str] = field(default_factory=dict)

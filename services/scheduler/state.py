@@ -177,13 +177,13 @@ class SchedulerState:
             barrier=msg.barrier,
         )
         actions: list[Action] = []
-        for batch, spec in enumerate(msg.jobs):
+        for batch, spec in enumerate(msg.jobs, start=msg.first_batch):
             try:
                 plan = plan_job(spec.plan)
             except PlanError as exc:
                 actions.append(Send(peer, JobFailed(job_id=spec.job_id, kind="plan", message=str(exc), batch=batch)))
                 continue
-            run.queue.append(PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages]))
+            run.queue.append(PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages], spec.not_before))
         self.runs[run.run_id] = run
         return actions + self._advance(run, now)
 
@@ -196,7 +196,8 @@ class SchedulerState:
 
     def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Action]:
         fails: list[Action] = [
-            Send(peer, JobFailed(job_id=job.job_id, kind=kind, message=message, batch=i)) for i, job in enumerate(msg.jobs)
+            Send(peer, JobFailed(job_id=job.job_id, kind=kind, message=message, batch=i))
+            for i, job in enumerate(msg.jobs, start=msg.first_batch)
         ]
         return [*fails, Send(peer, RunDone(run_id=msg.run_id))]
 
@@ -293,7 +294,9 @@ class SchedulerState:
 
     def _start_bsp(self, run: Run, now: float) -> list[Action]:
         planned = run.queue.popleft()
-        job = JobRun(job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch)
+        job = JobRun(
+            job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch, not_before=planned.not_before
+        )
         run.bsp = job
         self.bsp_jobs[job.job_id] = (run, job)
         self._launch_runnable(job)
@@ -348,7 +351,10 @@ class SchedulerState:
             record.running.add(key)
             job.placed[(stage_id, partition)] = record.executor_id
             job.touched.add(record.executor_id)
-            task = TaskDescriptor(job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id])
+            not_before = 0.0 if job.plan.stages[stage_id].parents else job.not_before
+            task = TaskDescriptor(
+                job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id], not_before=not_before
+            )
             batches.setdefault(record.executor_id, []).append(task)
         actions: list[Action] = []
         for executor_id, tasks in batches.items():

@@ -1,0 +1,192 @@
+"""Streams: a source cut into micro-batches of `batch_interval` seconds, run in Drizzle groups.
+
+Batch b holds what the source produced in [start + b*interval, start + (b+1)*interval); its source
+tasks are pre-scheduled with the rest of their group and start on the executors the moment that
+interval is over (not before: its data is not all there). Every batch's result goes to the sink,
+in order, as soon as it is complete. Transformations are recorded once and each batch's plan is
+the same template with the batch index set, so the code is shipped once for the whole stream.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from common.plan import GeneratorSource, SourceNode
+from common.serialization import dumps_function
+from squall.dataset import Dataset
+from squall.errors import JobError, SquallError
+from squall.sources import StreamSource
+
+if TYPE_CHECKING:
+    from squall.context import Context
+
+Transform = Callable[[Dataset], Dataset]
+Sink = Callable[[int, list[Any]], None]
+
+
+class StreamError(SquallError):
+    """A stream stopped because a batch failed; `cause` is the batch's error."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+@dataclass
+class StreamMetrics:
+    batches: int = 0
+    records: int = 0
+    started: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
+    group_sizes: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
+        lat = sorted(self.latencies)
+        return {
+            "batches": self.batches,
+            "records": self.records,
+            "records_per_second": self.records / elapsed if elapsed else 0.0,
+            "latency_p50": statistics.median(lat) if lat else 0.0,
+            "latency_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            "group_size": self.group_sizes[-1] if self.group_sizes else 0,
+        }
+
+
+class Stream:
+    def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int,
+                 transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
+        if not batch_interval > 0:
+            raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
+        if not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        self.ctx = ctx
+        self.source = source
+        self.batch_interval = batch_interval
+        self.group_size = group_size
+        self._transforms = transforms
+        self._sink = sink
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self.metrics_state = StreamMetrics()
+
+    # --- per-batch transformations (each returns a new Stream) ----------------------------------
+
+    def map(self, fn: Callable[[Any], Any]) -> Stream:
+        return self._then(lambda ds: ds.map(fn))
+
+    def filter(self, fn: Callable[[Any], bool]) -> Stream:
+        return self._then(lambda ds: ds.filter(fn))
+
+    def flat_map(self, fn: Callable[[Any], Any]) -> Stream:
+        return self._then(lambda ds: ds.flat_map(fn))
+
+    def map_partitions(self, fn: Callable[[Any], Any]) -> Stream:
+        return self._then(lambda ds: ds.map_partitions(fn))
+
+    def key_by(self, fn: Callable[[Any], Any]) -> Stream:
+        """(fn(record), record) pairs, ready for a keyed operation."""
+        return self._then(lambda ds: ds.map(_KeyBy(fn)))
+
+    def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        return self._then(lambda ds: ds.reduce_by_key(fn, partitions))
+
+    def foreach_batch(self, fn: Sink) -> Stream:
+        """Call fn(batch_index, records) on the driver for every batch, in order."""
+        if not callable(fn):
+            raise TypeError("foreach_batch() needs fn(batch_index, records)")
+        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, self._transforms, fn)
+
+    def _then(self, transform: Transform) -> Stream:
+        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, (*self._transforms, transform), self._sink)
+
+    # --- running --------------------------------------------------------------------------------
+
+    def start(self) -> Stream:
+        if self._thread is not None:
+            raise SquallError("this stream was already started")
+        start = time.time()
+        template = self._template(start)  # fails here, before any thread, if code cannot ship
+        self.metrics_state.started = start
+        self._thread = threading.Thread(target=self._run, args=(start, template), name="squall-stream", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the group in flight: every batch it started is finished and delivered."""
+        self._stopping.set()
+        self.await_termination(timeout)
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        """Wait until the stream ends; raise StreamError if a batch failed. False on timeout."""
+        if self._thread is None:
+            raise SquallError("the stream was never started")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        if isinstance(self._error, StreamError):
+            raise self._error
+        if self._error is not None:
+            raise StreamError(f"the stream failed: {self._error}", self._error) from self._error
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        return self.metrics_state.summary()
+
+    def _template(self, start: float) -> Dataset:
+        fn = self.source.batch_function(start, self.batch_interval)
+        key = self.ctx.register_code(dumps_function(fn))
+        source = GeneratorSource(fn=key, partitions=self.source.partitions, batch=0)
+        ds = Dataset(self.ctx, (SourceNode(source=source),), self.source.partitions)
+        for transform in self._transforms:
+            ds = transform(ds)
+        return ds
+
+    def _batch(self, template: Dataset, batch: int) -> Dataset:
+        head = template.nodes[0]
+        assert isinstance(head, SourceNode) and isinstance(head.source, GeneratorSource)
+        source = GeneratorSource(fn=head.source.fn, partitions=head.source.partitions, batch=batch)
+        return Dataset(self.ctx, (SourceNode(source=source), *template.nodes[1:]), template.partitions)
+
+    def _run(self, start: float, template: Dataset) -> None:
+        batch = 0
+        try:
+            while not self._stopping.is_set():
+                size = self.group_size
+                self.metrics_state.group_sizes.append(size)
+                batches = range(batch, batch + size)
+                ends = [start + (b + 1) * self.batch_interval for b in batches]
+                datasets = [self._batch(template, b) for b in batches]
+                outcomes = self.ctx.iter_jobs(
+                    datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch
+                )
+                try:
+                    for b, end, outcome in zip(batches, ends, outcomes, strict=True):
+                        if isinstance(outcome, JobError):
+                            raise StreamError(f"batch {b} of the stream failed: {outcome}", outcome)
+                        if self._sink is not None:
+                            self._sink(b, outcome)
+                        self.metrics_state.latencies.append(time.time() - end)
+                        self.metrics_state.batches += 1
+                        self.metrics_state.records += len(outcome)
+                finally:
+                    outcomes.close()  # on a failure, cancel what the group has not started
+                batch += size
+        except BaseException as exc:  # the driver-side thread must report, never die silently
+            self._error = exc
+
+
+class _KeyBy:
+    """A picklable (fn(record), record) maker, so key_by ships like any other function."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, record: Any) -> tuple[Any, Any]:
+        return (self.fn(record), record)

@@ -1,0 +1,114 @@
+"""Streams on a real cluster: replayable sources, batch timing, sinks, stop and failures."""
+
+from __future__ import annotations
+
+import operator
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import squall
+from squall import sources
+from squall.sources import rate_batch
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
+
+
+def collector():  # type: ignore[no-untyped-def]
+    got: list[tuple[int, list]] = []
+    lock = threading.Lock()
+
+    def sink(batch: int, records: list) -> None:
+        with lock:
+            got.append((batch, records))
+
+    return got, sink
+
+
+def test_a_rate_stream_counts_exactly_what_the_source_emitted(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    rate, interval, partitions = 500.0, 0.05, 3
+    stream = (
+        ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=4)
+        .map(lambda event: (event[1] % 4, 1))
+        .reduce_by_key(operator.add, 2)
+        .foreach_batch(sink)
+    )
+    stream.start()
+    wait_until(lambda: len(got) >= 8, timeout=20, what="8 batches")
+    stream.stop(timeout=20)
+    assert [b for b, _ in got] == list(range(len(got)))  # in order, none lost, none twice
+    for batch, records in got:
+        expected: Counter[int] = Counter()
+        for p in range(partitions):  # the same events, made again in plain Python
+            for _, index, _ in rate_batch(rate, interval, 0.0, None, p, batch):
+                expected[index % 4] += 1
+        assert dict(records) == dict(expected), batch
+    assert stream.metrics()["batches"] == len(got)
+
+
+def test_source_tasks_start_only_once_their_batch_interval_is_over(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    interval = 0.05
+    stream = ctx.stream(sources.generator(lambda p, b: [(b, time.time())], partitions=2), batch_interval=interval, group_size=6)
+    stream = stream.foreach_batch(sink).start()
+    wait_until(lambda: len(got) >= 6, timeout=20, what="a group of batches")
+    stream.stop(timeout=20)
+    started = stream.metrics_state.started
+    for batch, records in got:
+        end = started + (batch + 1) * interval
+        for b, made_at in records:
+            assert b == batch
+            assert made_at >= end - 0.002, f"batch {batch} was read {end - made_at:.3f}s before its interval ended"
+    latencies = stream.metrics_state.latencies
+    assert max(latencies) < 2.0 and min(latencies) >= 0.0
+
+
+def test_stop_finishes_the_group_in_flight_and_loses_nothing(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    stream = ctx.stream(sources.generator(lambda p, b: range(b * 10 + p * 5, b * 10 + p * 5 + 5), partitions=2),
+                        batch_interval=0.02, group_size=5)
+    stream = stream.map(lambda x: x * 2).foreach_batch(sink).start()
+    wait_until(lambda: len(got) >= 2, timeout=20, what="the first batches")
+    stream.stop(timeout=20)
+    assert len(got) % 5 == 0  # whole groups: every batch a started group held was delivered
+    assert [b for b, _ in got] == list(range(len(got)))
+    for batch, records in got:
+        assert sorted(records) == [2 * x for x in range(batch * 10, batch * 10 + 10)]
+
+
+def test_a_failing_batch_stops_the_stream_with_an_error_naming_it(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+
+    def explode_in_batch_3(record):  # type: ignore[no-untyped-def]
+        if record[0] == 3:
+            raise ValueError("bad record in batch 3")
+        return record
+
+    stream = ctx.stream(sources.generator(lambda p, b: [(b, p)], partitions=2), batch_interval=0.02, group_size=2)
+    stream = stream.map(explode_in_batch_3).foreach_batch(sink).start()
+    with pytest.raises(squall.StreamError, match="batch 3") as info:
+        assert stream.await_termination(timeout=20) is not None
+    assert isinstance(info.value.cause, squall.TaskError)
+    assert [b for b, _ in got] == [0, 1, 2]  # everything before the failure was delivered
+
+
+def test_a_source_that_cannot_be_shipped_fails_at_start(ctx) -> None:  # type: ignore[no-untyped-def]
+    lock = threading.Lock()
+    stream = ctx.stream(sources.generator(lambda p, b: [lock], partitions=1), batch_interval=0.05, group_size=1)
+    with pytest.raises(Exception, match="cannot"):
+        stream.start()
+
+
+def test_bad_stream_arguments_are_refused(ctx) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError):
+        sources.rate(0)
+    with pytest.raises(ValueError):
+        sources.generator(lambda p, b: [], partitions=0)
+    with pytest.raises(ValueError):
+        ctx.stream(sources.rate(10), batch_interval=0)
+    with pytest.raises(ValueError):
+        ctx.stream(sources.rate(10), group_size=0)
