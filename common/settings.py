@@ -22,6 +22,7 @@ class SettingsError(ValueError):
 
 
 _POSITIVE_DURATIONS = (
+    "group_max_seconds",
     "executor_switch_interval",
     "heartbeat_interval",
     "connect_timeout",
@@ -54,6 +55,12 @@ class Settings:
     # (all of batch b's on one executor, rotating; one message per mapper per batch), or "auto":
     # per_batch when a group has at least as many batches as there are executors.
     reduce_placement: str = "auto"
+    # Streams with group_size="auto": keep the share of a group's time lost to coordination at
+    # its boundary between these bounds (grow x2 above, shrink by 1 below), and never let a group
+    # span more than group_max_seconds (it bounds how late a stream reacts to failures).
+    group_overhead_lower: float = 0.05
+    group_overhead_upper: float = 0.10
+    group_max_seconds: float = 2.0
     # Executors hold batch b+1's map tasks until their reduce tasks of batch b are done.
     barrier: bool = False
     # Map output blocks up to this size are pushed with the notice; larger ones are fetched.
@@ -90,6 +97,8 @@ class Settings:
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a positive number of seconds, got {value!r}")
         if self.heartbeat_misses < 1:
             raise SettingsError("heartbeat_misses (SQUALL_HEARTBEAT_MISSES) must be at least 1")
+        if not (0 <= self.group_overhead_lower < self.group_overhead_upper <= 1):
+            raise SettingsError("group_overhead_lower < group_overhead_upper must both lie in [0, 1]")
         if self.group_size < 1:
             raise SettingsError("group_size (SQUALL_GROUP_SIZE) must be at least 1")
         if not (0 <= self.inline_task_max <= 1):

@@ -122,10 +122,11 @@ class Context:
             return iter(())
         return run.results(errors)
 
-    def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | None = None) -> Stream:
+    def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto") -> Stream:
         """A stream of micro-batches of `batch_interval` seconds from a replayable source
-        (squall.sources.rate / generator), run in Drizzle groups of `group_size` batches."""
-        return Stream(self, source, batch_interval, self.settings.group_size if group_size is None else group_size)
+        (squall.sources.rate / generator), run in Drizzle groups of `group_size` batches, or
+        with "auto" a size tuned as it runs (settings group_overhead_lower/upper, group_max_seconds)."""
+        return Stream(self, source, batch_interval, group_size)
 
     def _partitions(self, partitions: int | None) -> int:
         n = self.default_parallelism if partitions is None else partitions

@@ -16,11 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from common.plan import GeneratorSource, SourceNode
 from common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SquallError
 from squall.sources import StreamSource
+from squall.tuning import GroupSizeTuner, TunerBounds
+
+log = structlog.get_logger(component="stream")
 
 if TYPE_CHECKING:
     from squall.context import Context
@@ -44,6 +49,8 @@ class StreamMetrics:
     started: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
     group_sizes: list[int] = field(default_factory=list)
+    submit_seconds: list[float] = field(default_factory=list)  # driver time to build each group
+    overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
 
     def summary(self) -> dict[str, float]:
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
@@ -59,12 +66,12 @@ class StreamMetrics:
 
 
 class Stream:
-    def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int,
+    def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int | str,
                  transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
-        if not isinstance(group_size, int) or group_size < 1:
-            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        if group_size != "auto" and (not isinstance(group_size, int) or group_size < 1):
+            raise ValueError(f'group_size must be a positive integer or "auto", got {group_size!r}')
         self.ctx = ctx
         self.source = source
         self.batch_interval = batch_interval
@@ -154,15 +161,36 @@ class Stream:
         source = GeneratorSource(fn=head.source.fn, partitions=head.source.partitions, batch=batch)
         return Dataset(self.ctx, (SourceNode(source=source), *template.nodes[1:]), template.partitions)
 
+    def _tuner(self) -> GroupSizeTuner | None:
+        if self.group_size != "auto":
+            return None
+        settings = self.ctx.settings
+        bounds = TunerBounds(
+            lower=settings.group_overhead_lower,
+            upper=settings.group_overhead_upper,
+            max_group_seconds=settings.group_max_seconds,
+        )
+        return GroupSizeTuner(batch_interval=self.batch_interval, initial_size=1, bounds=bounds)
+
+    def _round_trip(self) -> float:
+        """One driver-scheduler round trip: the part of a group boundary spent on the wire."""
+        began = time.perf_counter()
+        self.ctx.client.ping()
+        return time.perf_counter() - began
+
     def _run(self, start: float, template: Dataset) -> None:
         batch = 0
+        tuner = self._tuner()
+        round_trip = self._round_trip() if tuner is not None else 0.0
         try:
             while not self._stopping.is_set():
-                size = self.group_size
+                size = tuner.size if tuner is not None else int(self.group_size)
                 self.metrics_state.group_sizes.append(size)
+                submitted = time.time()
                 batches = range(batch, batch + size)
                 ends = [start + (b + 1) * self.batch_interval for b in batches]
                 datasets = [self._batch(template, b) for b in batches]
+                self.metrics_state.submit_seconds.append(time.time() - submitted)
                 outcomes = self.ctx.iter_jobs(
                     datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch
                 )
@@ -177,9 +205,24 @@ class Stream:
                         self.metrics_state.records += len(outcome)
                 finally:
                     outcomes.close()  # on a failure, cancel what the group has not started
+                if tuner is not None:
+                    coordination = self.metrics_state.submit_seconds[-1] + round_trip
+                    overhead = boundary_overhead(coordination, group_span=size * self.batch_interval)
+                    self.metrics_state.overheads.append(overhead)
+                    previous = tuner.size
+                    if tuner.observe_overhead(overhead) != previous:
+                        log.info("group_size_changed", old=previous, new=tuner.size, overhead=round(overhead, 4))
                 batch += size
         except BaseException as exc:  # the driver-side thread must report, never die silently
             self._error = exc
+
+
+def boundary_overhead(coordination_seconds: float, group_span: float) -> float:
+    """The share of a group's span spent coordinating at its boundary: the driver building and
+    submitting the group plus one round trip to the scheduler, over G batch intervals."""
+    if group_span <= 0:
+        return 0.0
+    return min(1.0, max(0.0, coordination_seconds) / group_span)
 
 
 class _KeyBy:

@@ -160,7 +160,11 @@ class GroupSizeTuner:
         group_seconds is the group's wall time, busy_seconds the busiest executor's time running
         its tasks; see coordination_overhead.
         """
-        overhead = coordination_overhead(group_seconds, busy_seconds)
+        return self.observe_overhead(coordination_overhead(group_seconds, busy_seconds))
+
+    def observe_overhead(self, overhead: float) -> int:
+        """Record one finished group whose coordination overhead (a fraction of its time) was
+        measured by the caller, and return the next group's size."""
         new_size = next_group_size(self._size, overhead, self.batch_interval, self.bounds)
         self.history.append((self._size, overhead, new_size))
         if new_size != self._size:

@@ -112,3 +112,19 @@ def test_bad_stream_arguments_are_refused(ctx) -> None:  # type: ignore[no-untyp
         ctx.stream(sources.rate(10), batch_interval=0)
     with pytest.raises(ValueError):
         ctx.stream(sources.rate(10), group_size=0)
+
+
+def test_auto_group_size_grows_when_boundaries_cost_too_much_and_settles_within_bounds(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    stream = ctx.stream(sources.generator(lambda p, b: [b], partitions=2), batch_interval=0.002, group_size="auto")
+    stream = stream.foreach_batch(sink).start()
+    wait_until(lambda: len(stream.metrics_state.group_sizes) >= 12, timeout=30, what="a dozen groups")
+    stream.stop(timeout=20)
+    sizes, overheads = stream.metrics_state.group_sizes, stream.metrics_state.overheads
+    assert sizes[0] == 1 and max(sizes) > 1  # at 2 ms batches one batch per group costs too much
+    settings = ctx.settings
+    cap = int(settings.group_max_seconds / 0.002)
+    assert all(size <= cap for size in sizes)
+    for size, overhead in zip(sizes[-3:], overheads[-3:], strict=True):  # after warm-up
+        assert overhead <= settings.group_overhead_upper or size == cap
+    assert [b for b, _ in got] == list(range(len(got)))
