@@ -103,7 +103,17 @@ class ShuffleNode(Struct, tag="shuffle", frozen=True):
     aggregator: Aggregator
 
 
-PlanNode = SourceNode | NarrowNode | ShuffleNode
+class StateNode(Struct, tag="state", frozen=True):
+    """Keyed state right after a grouping shuffle: for each (key, values) of a batch the new state
+    is fn(values, old_state or None) (None drops the key), and (key, new_state) is emitted. The
+    state of partition p lives on the executor that runs partition p, batch after batch."""
+
+    parent: Index
+    fn: CodeKey
+    state_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode
 
 
 class LogicalPlan(Struct, frozen=True):
@@ -116,7 +126,7 @@ class LogicalPlan(Struct, frozen=True):
         for node in self.nodes:
             if isinstance(node, SourceNode) and isinstance(node.source, GeneratorSource):
                 keys.add(node.source.fn)
-            elif isinstance(node, NarrowNode):
+            elif isinstance(node, NarrowNode | StateNode):
                 keys.add(node.fn)
             elif isinstance(node, ShuffleNode) and node.aggregator.fn is not None:
                 keys.add(node.aggregator.fn)
@@ -142,6 +152,13 @@ class ResultWrite(Struct, tag="result", frozen=True):
     """The stage's records go back to the driver, one block per partition."""
 
 
+class StateUpdate(Struct, frozen=True):
+    """A stage's keyed-state step (see StateNode), applied to its shuffle input before its ops."""
+
+    fn: CodeKey
+    state_id: str
+
+
 StageInput = RangeSource | CollectionSource | GeneratorSource | ShuffleRead
 StageOutput = ShuffleWrite | ResultWrite
 
@@ -157,6 +174,7 @@ class StageSpec(Struct, frozen=True):
     input: StageInput
     ops: list[CodeKey]
     output: StageOutput
+    state: StateUpdate | None = None
 
     def key(self) -> str:
         """Content hash: the name under which executors cache this stage spec."""
@@ -165,13 +183,15 @@ class StageSpec(Struct, frozen=True):
     def pipeline_key(self) -> str:
         """What the stage's tasks do, whatever they read: equal for the micro-batches of a stream,
         whose sources differ batch by batch. (Executors learn task durations under this key.)"""
-        shape = (type(self.input).__name__, self.ops, self.output)
+        shape = (type(self.input).__name__, self.ops, self.output, self.state)
         return hashlib.blake2b(msgspec.msgpack.encode(shape), digest_size=16).hexdigest()
 
     def code_keys(self) -> list[str]:
         keys = list(self.ops)
         if isinstance(self.input, GeneratorSource):
             keys.append(self.input.fn)
+        if self.state is not None:
+            keys.append(self.state.fn)
         for side in (self.input, self.output):
             agg = getattr(side, "aggregator", None)
             if agg is not None and agg.fn is not None:

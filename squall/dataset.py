@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode
+from common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode, StateNode
 from common.serialization import SerializationError, dumps_function
 from squall import ops
 
@@ -52,6 +52,12 @@ class Dataset:
     def group_by_key(self, partitions: int | None = None) -> Dataset:
         """(key, [values]) for each key. Value order within a key is not defined."""
         return self._shuffle(Aggregator(kind="group"), partitions)
+
+    def _update_state(self, fn: Callable[[list[Any], Any], Any], state_id: str) -> Dataset:
+        """Keyed state after a group_by_key (streams only: see Stream.update_state_by_key)."""
+        _check_callable(fn)
+        node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id)
+        return self._with(node, self.partitions)
 
     # --- actions --------------------------------------------------------------------------------
 

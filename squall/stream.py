@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,15 @@ class Stream:
 
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
         return self._then(lambda ds: ds.reduce_by_key(fn, partitions))
+
+    def update_state_by_key(self, fn: Callable[[list[Any], Any], Any], partitions: int | None = None) -> Stream:
+        """Running state per key: each batch, for every key with values, the new state is
+        fn(values, old_state or None) (None forgets the key) and (key, new_state) is emitted.
+        A key's state stays on the executor of its partition, applied batch after batch in order."""
+        if not callable(fn):
+            raise TypeError("update_state_by_key() needs fn(values, old_state)")
+        state_id = uuid.uuid4().hex[:16]
+        return self._then(lambda ds: ds.group_by_key(partitions)._update_state(fn, state_id))
 
     def foreach_batch(self, fn: Sink) -> Stream:
         """Call fn(batch_index, records) on the driver for every batch, in order."""

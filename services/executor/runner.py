@@ -20,13 +20,14 @@ from common.plan import StageSpec
 from common.protocol import TaskDescriptor
 from common.serialization import SerializationError
 from services.executor.state import Failure
-from services.executor.tasks import CodeCache, TaskOutput, run_task
+from services.executor.tasks import CodeCache, StateTables, TaskOutput, run_task
 
 
 class Runner:
-    def __init__(self, code: Mapping[str, bytes], log: Any) -> None:
+    def __init__(self, code: Mapping[str, bytes], states: StateTables, log: Any) -> None:
         self.log = log
         self.code = CodeCache(code)
+        self.states = states
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
         self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
         self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
@@ -73,7 +74,7 @@ class Runner:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
         started = time.perf_counter()
         try:
-            return run_task(spec, task.partition, views, self.code)  # type: ignore[arg-type]
+            return run_task(spec, task.partition, views, self.code, self.states)  # type: ignore[arg-type]
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure

@@ -59,7 +59,7 @@ class ExecutorServer:
         self._release_at: float | None = None  # when the loop will next release held source tasks
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
-        self.runner = Runner(self.state.code, self.log)
+        self.runner = Runner(self.state.code, self.state.states, self.log)
         self.incarnation = uuid.uuid4().hex
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)

@@ -40,7 +40,7 @@ from common.protocol import (
 from common.settings import Settings
 from services.executor.inbox import InboxKey, ShuffleInbox
 from services.executor.local_scheduler import LocalScheduler, LocalTask
-from services.executor.tasks import TaskOutput
+from services.executor.tasks import StateTables, TaskOutput
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 BlockKey = tuple[str, int, int]  # (job_id, shuffle_id, map_partition)
@@ -143,15 +143,22 @@ class ExecutorState:
         # Source tasks waiting for their batch's time: (monotonic release time, seq, task).
         self._held: list[tuple[float, int, LocalTask]] = []
         self.wall_offset = 0.0  # time.time() - time.monotonic(), set by the loop
+        # Keyed state of the stateful partitions run here (the runner updates it), and the gate
+        # that applies a state's batches in order: (state id, partition) -> next batch, and
+        # tasks whose inputs are in but whose predecessor batch has not run yet.
+        self.states: StateTables = {}
+        self._state_next: dict[tuple[str, int], int] = {}
+        self._state_parked: dict[tuple[str, int], dict[int, LocalTask]] = {}
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         """The scheduler forgot us: drop everything; our work was written off. (The code store is
         the same object afterwards, emptied: the runner holds on to it.)"""
-        code, wall_offset = self.code, self.wall_offset
+        code, states, wall_offset = self.code, self.states, self.wall_offset
         code.clear()
+        states.clear()
         self.__init__(self.executor_id, self.data_address, self.settings)  # type: ignore[misc]
-        self.code, self.wall_offset = code, wall_offset
+        self.code, self.states, self.wall_offset = code, states, wall_offset
 
     # --- launching ------------------------------------------------------------------------------
 
@@ -183,6 +190,8 @@ class ExecutorState:
         local = LocalTask(task, spec, group_id)
         self.tasks[task.key] = local
         self.local.launched(local)
+        if spec.state is not None and group_id is not None:  # launches come in batch order
+            self._state_next.setdefault((spec.state.state_id, task.partition), task.batch)
         if not isinstance(spec.input, ShuffleRead):
             release_at = task.not_before - self.wall_offset
             if task.not_before and release_at > now:  # a stream batch whose interval is not over
@@ -294,8 +303,27 @@ class ExecutorState:
         self.inbox.discard(inbox_key)
         for request_id in [i for i, r in self._requests.items() if r.inbox_key == inbox_key]:
             del self._requests[request_id]
+        state = local.spec.state
+        if state is not None and local.group_id is not None:
+            key = (state.state_id, local.task.partition)
+            if self._state_next.get(key, local.task.batch) != local.task.batch:
+                self._state_parked.setdefault(key, {})[local.task.batch] = local
+                return []  # batch b of a state waits for batch b-1
         self.local.push(local)
         return []
+
+    def _state_advanced(self, local: LocalTask) -> None:
+        """A stateful task is over: its state's next batch may run."""
+        state = local.spec.state if local.spec is not None else None
+        if state is None or local.group_id is None:
+            return
+        key = (state.state_id, local.task.partition)
+        if self._state_next.get(key) != local.task.batch:
+            return
+        self._state_next[key] = local.task.batch + 1
+        parked = self._state_parked.get(key, {}).pop(local.task.batch + 1, None)
+        if parked is not None and self.tasks.get(parked.key) is parked:
+            self.local.push(parked)
 
     def _fetch(self, inbox_key: InboxKey, map_partitions: list[int], now: float) -> FetchBlocks:
         job_id, shuffle_id, reduce_partition = inbox_key
@@ -466,6 +494,7 @@ class ExecutorState:
 
     def _task_over(self, local: LocalTask) -> list[Action]:
         """Group accounting: report the group once every task of it here is over."""
+        self._state_advanced(local)
         if local.group_id is None:
             return []
         group = self.groups.get(local.group_id)

@@ -58,9 +58,18 @@ class RecordError(TypeError):
     """A record that does not fit what the stage expects (e.g. not a (key, value) pair)."""
 
 
-def run_task(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache) -> TaskOutput:
-    """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise)."""
+StateTables = dict[tuple[str, int], dict[Any, Any]]  # (state id, partition) -> key -> state
+
+
+def run_task(
+    spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache, states: StateTables | None = None
+) -> TaskOutput:
+    """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
+    `states` holds the keyed state of this executor's stateful partitions."""
     records: Iterable[Any] = read_input(spec, partition, inputs, code)
+    if spec.state is not None:
+        table = (states if states is not None else {}).setdefault((spec.state.state_id, partition), {})
+        records = update_state(records, table, code.load(spec.state.fn))
     for blob in spec.ops:
         records = code.load(blob)(iter(records))
     if isinstance(spec.output, ResultWrite):
@@ -86,6 +95,20 @@ def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview]
             else:
                 merged[key] = value
     return iter(merged.items())
+
+
+def update_state(groups: Iterable[Any], table: dict[Any, Any], fn: Callable[[list[Any], Any], Any]) -> list[Any]:
+    """(key, values) -> (key, fn(values, old state or None)); None drops the key's state.
+
+    Every new state is computed before any is stored, so a user function that raises part-way
+    leaves the table as it was, and a replay of the batch starts from the same state."""
+    updates = [(key, fn(values, table.get(key))) for key, values in groups]
+    for key, state in updates:
+        if state is None:
+            table.pop(key, None)
+        else:
+            table[key] = state
+    return [(key, state) for key, state in updates if state is not None]
 
 
 def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache) -> list[bytes]:

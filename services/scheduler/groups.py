@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from common.plan import JobPlan
+from common.plan import JobPlan, Stage
 from common.protocol import GroupStats, TaskDescriptor
 from services.scheduler.membership import ExecutorRecord
 
@@ -88,12 +88,12 @@ def place_group(
     for job in jobs:
         stages = job.plan.stages
 
-        def executor_of(stage_parents: list[int], partition: int) -> ExecutorRecord:
-            if stage_parents and per_batch:
+        def executor_of(stage: Stage, partition: int) -> ExecutorRecord:
+            if stage.parents and per_batch and stage.spec.state is None:
                 return executors[job.batch % n]  # noqa: B023 - used within this iteration
-            return executors[partition % n]
+            return executors[partition % n]  # keyed state stays where its partition always runs
 
-        home = [[executor_of(s.parents, p) for p in range(s.spec.partitions)] for s in stages]
+        home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]
         for stage in reversed(stages):
             readers = [s.stage_id for s in stages if stage.stage_id in s.parents]
             push_to = [e.data_address for e in home[readers[0]]] if readers else []

@@ -16,6 +16,8 @@ from common.plan import (
     StageInput,
     StageOutput,
     StageSpec,
+    StateNode,
+    StateUpdate,
 )
 
 MAX_NODES = 100_000
@@ -38,16 +40,22 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
 
     # Walk from the result node back to the source, cutting at each shuffle. Each segment is one
     # stage: its narrow ops (collected backwards) and the shuffle node that starts it, if any.
-    segments: list[tuple[list[str], int]] = []  # (ops in reverse, index of the input node)
+    segments: list[tuple[list[str], int, StateUpdate | None]] = []  # (ops reversed, input node, state step)
     index = len(nodes) - 1
     while True:
         ops: list[str] = []
+        state: StateUpdate | None = None
         node = nodes[index]
-        while isinstance(node, NarrowNode):
-            ops.append(node.fn)
+        while isinstance(node, NarrowNode | StateNode):
+            if isinstance(node, StateNode):
+                if not isinstance(nodes[node.parent], ShuffleNode) or nodes[node.parent].aggregator.kind != "group":  # type: ignore[union-attr]
+                    raise PlanError(f"keyed state (node {index}) must come right after a grouping shuffle")
+                state = StateUpdate(fn=node.fn, state_id=node.state_id)
+            else:
+                ops.append(node.fn)
             index = node.parent
             node = nodes[index]
-        segments.append((ops, index))
+        segments.append((ops, index, state))
         if isinstance(node, SourceNode):
             break
         assert isinstance(node, ShuffleNode)
@@ -56,7 +64,7 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
     # Emit stages from the source forwards: stage k reads what stage k-1 wrote.
     stages: list[Stage] = []
     segments.reverse()
-    for position, (ops, input_index) in enumerate(segments):
+    for position, (ops, input_index, state) in enumerate(segments):
         node = nodes[input_index]
         stage_input: StageInput
         if isinstance(node, SourceNode):
@@ -77,7 +85,7 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
             shuffle = nodes[shuffle_index]
             assert isinstance(shuffle, ShuffleNode)
             output = ShuffleWrite(shuffle_id=shuffle_index, partitions=shuffle.partitions, aggregator=shuffle.aggregator)
-        spec = StageSpec(partitions=partitions, input=stage_input, ops=list(reversed(ops)), output=output)
+        spec = StageSpec(partitions=partitions, input=stage_input, ops=list(reversed(ops)), output=output, state=state)
         parents = [len(stages) - 1] if stages else []
         stages.append(Stage(stage_id=len(stages), spec=spec, parents=parents))
     return JobPlan(stages=stages)

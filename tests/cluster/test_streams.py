@@ -128,3 +128,27 @@ def test_auto_group_size_grows_when_boundaries_cost_too_much_and_settles_within_
     for size, overhead in zip(sizes[-3:], overheads[-3:], strict=True):  # after warm-up
         assert overhead <= settings.group_overhead_upper or size == cap
     assert [b for b, _ in got] == list(range(len(got)))
+
+
+def test_a_running_sum_per_key_equals_plain_python_over_the_same_events(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+
+    def events(partition: int, batch: int) -> list[tuple[str, int]]:
+        return [(f"k{(batch * 7 + partition * 3 + i) % 5}", batch * 100 + partition * 10 + i) for i in range(6)]
+
+    stream = (
+        ctx.stream(sources.generator(events, partitions=3), batch_interval=0.01, group_size=4)
+        .update_state_by_key(lambda values, old: (old or 0) + sum(values), partitions=2)
+        .foreach_batch(sink)
+        .start()
+    )
+    wait_until(lambda: len(got) >= 12, timeout=30, what="a dozen batches")
+    stream.stop(timeout=20)
+    running: Counter[str] = Counter()
+    for batch, records in got:  # the reference: the same events, summed in plain Python
+        touched = set()
+        for p in range(3):
+            for key, value in events(p, batch):
+                running[key] += value
+                touched.add(key)
+        assert dict(records) == {k: running[k] for k in touched}, batch
