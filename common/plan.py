@@ -104,13 +104,16 @@ class ShuffleNode(Struct, tag="shuffle", frozen=True):
 
 
 class StateNode(Struct, tag="state", frozen=True):
-    """Keyed state right after a grouping shuffle: for each (key, values) of a batch the new state
-    is fn(values, old_state or None) (None drops the key), and (key, new_state) is emitted. The
-    state of partition p lives on the executor that runs partition p, batch after batch."""
+    """Keyed state right after a grouping shuffle. kind "keyed": for each (key, values) of a batch
+    the new state is fn(values, old_state or None) (None drops the key), and (key, new_state) is
+    emitted. kind "window": fn is a window operator (squall.windows) that folds the batch into
+    per-window accumulators and emits the windows the batch's end closes, over every key.
+    The state of partition p lives on the executor that runs partition p, batch after batch."""
 
     parent: Index
     fn: CodeKey
     state_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    kind: Literal["keyed", "window"] = "keyed"
 
 
 PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode
@@ -157,6 +160,7 @@ class StateUpdate(Struct, frozen=True):
 
     fn: CodeKey
     state_id: str
+    kind: Literal["keyed", "window"] = "keyed"
 
 
 StageInput = RangeSource | CollectionSource | GeneratorSource | ShuffleRead

@@ -1,7 +1,7 @@
 """Squall: a low-latency micro-batch execution engine for Python."""
 
 from common.settings import Settings
-from squall import sources
+from squall import sinks, sources
 from squall.context import Context, connect
 from squall.dataset import Dataset
 from squall.errors import ConnectionError, ExecutorLostError, JobError, SquallError, TaskError
@@ -22,6 +22,7 @@ __all__ = [
     "StreamError",
     "TaskError",
     "connect",
+    "sinks",
     "sources",
 ]
 __version__ = "0.1.0"

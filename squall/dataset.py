@@ -53,10 +53,11 @@ class Dataset:
         """(key, [values]) for each key. Value order within a key is not defined."""
         return self._shuffle(Aggregator(kind="group"), partitions)
 
-    def _update_state(self, fn: Callable[[list[Any], Any], Any], state_id: str) -> Dataset:
+    def _update_state(self, fn: Any, state_id: str, kind: str = "keyed") -> Dataset:
         """Keyed state after a group_by_key (streams only: see Stream.update_state_by_key)."""
-        _check_callable(fn)
-        node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id)
+        if kind == "keyed":
+            _check_callable(fn)
+        node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id, kind=kind)  # type: ignore[arg-type]
         return self._with(node, self.partitions)
 
     # --- actions --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ the same template with the batch index set, so the code is shipped once for the 
 
 from __future__ import annotations
 
-import statistics
+import functools
 import threading
 import time
 import uuid
@@ -25,13 +25,22 @@ from squall.dataset import Dataset
 from squall.errors import JobError, SquallError
 from squall.sources import StreamSource
 from squall.tuning import GroupSizeTuner, TunerBounds
+from squall.windows import Aggregation, WindowedStream, WindowOperator, WindowResult, WindowSpec, window_fold
 
 log = structlog.get_logger(component="stream")
 
 if TYPE_CHECKING:
     from squall.context import Context
 
-Transform = Callable[[Dataset], Dataset]
+@dataclass(frozen=True)
+class StreamClock:
+    """When the stream started (wall clock) and how long its batches are."""
+
+    start: float
+    interval: float
+
+
+Transform = Callable[[Dataset, StreamClock], Dataset]
 Sink = Callable[[int, list[Any]], None]
 
 
@@ -49,6 +58,7 @@ class StreamMetrics:
     records: int = 0
     started: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
+    window_latencies: list[float] = field(default_factory=list)  # seconds from window end to sink
     group_sizes: list[int] = field(default_factory=list)
     submit_seconds: list[float] = field(default_factory=list)  # driver time to build each group
     overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
@@ -56,12 +66,14 @@ class StreamMetrics:
     def summary(self) -> dict[str, float]:
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
         lat = sorted(self.latencies)
-        return {
+        windows = sorted(self.window_latencies)
+        extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
+        return {**extra, 
             "batches": self.batches,
             "records": self.records,
             "records_per_second": self.records / elapsed if elapsed else 0.0,
-            "latency_p50": statistics.median(lat) if lat else 0.0,
-            "latency_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            "latency_p50": _quantile(lat, 0.5),
+            "latency_p99": _quantile(lat, 0.99),
             "group_size": self.group_sizes[-1] if self.group_sizes else 0,
         }
 
@@ -87,23 +99,23 @@ class Stream:
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Stream:
-        return self._then(lambda ds: ds.map(fn))
+        return self._then(lambda ds, clock: ds.map(fn))
 
     def filter(self, fn: Callable[[Any], bool]) -> Stream:
-        return self._then(lambda ds: ds.filter(fn))
+        return self._then(lambda ds, clock: ds.filter(fn))
 
     def flat_map(self, fn: Callable[[Any], Any]) -> Stream:
-        return self._then(lambda ds: ds.flat_map(fn))
+        return self._then(lambda ds, clock: ds.flat_map(fn))
 
     def map_partitions(self, fn: Callable[[Any], Any]) -> Stream:
-        return self._then(lambda ds: ds.map_partitions(fn))
+        return self._then(lambda ds, clock: ds.map_partitions(fn))
 
     def key_by(self, fn: Callable[[Any], Any]) -> Stream:
         """(fn(record), record) pairs, ready for a keyed operation."""
-        return self._then(lambda ds: ds.map(_KeyBy(fn)))
+        return self._then(lambda ds, clock: ds.map(_KeyBy(fn)))
 
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
-        return self._then(lambda ds: ds.reduce_by_key(fn, partitions))
+        return self._then(lambda ds, clock: ds.reduce_by_key(fn, partitions))
 
     def update_state_by_key(self, fn: Callable[[list[Any], Any], Any], partitions: int | None = None) -> Stream:
         """Running state per key: each batch, for every key with values, the new state is
@@ -112,7 +124,23 @@ class Stream:
         if not callable(fn):
             raise TypeError("update_state_by_key() needs fn(values, old_state)")
         state_id = uuid.uuid4().hex[:16]
-        return self._then(lambda ds: ds.group_by_key(partitions)._update_state(fn, state_id))
+        return self._then(lambda ds, clock: ds.group_by_key(partitions)._update_state(fn, state_id))
+
+    def window(self, size: float, slide: float | None = None, event_time: Callable[[Any], float] | None = None) -> WindowedStream:
+        """Event-time windows over (key, value) records (key_by first): tumbling, or sliding with
+        `slide`; then .count(), .reduce(fn) or .aggregate(zero, add, merge). `event_time(value)`
+        defaults to the value's event_time attribute or key, or its last element."""
+        return WindowedStream(self, size, slide, event_time)
+
+    def _windowed(self, spec: WindowSpec, agg: Aggregation, partitions: int | None) -> Stream:
+        state_id = uuid.uuid4().hex[:16]
+
+        def transform(ds: Dataset, clock: StreamClock) -> Dataset:
+            op = WindowOperator(spec, agg, clock.start, clock.interval)
+            folded = ds.map_partitions(functools.partial(window_fold, spec, agg))
+            return folded.group_by_key(partitions)._update_state(op, state_id, kind="window")
+
+        return self._then(transform)
 
     def foreach_batch(self, fn: Sink) -> Stream:
         """Call fn(batch_index, records) on the driver for every batch, in order."""
@@ -161,8 +189,9 @@ class Stream:
         key = self.ctx.register_code(dumps_function(fn))
         source = GeneratorSource(fn=key, partitions=self.source.partitions, batch=0)
         ds = Dataset(self.ctx, (SourceNode(source=source),), self.source.partitions)
+        clock = StreamClock(start, self.batch_interval)
         for transform in self._transforms:
-            ds = transform(ds)
+            ds = transform(ds, clock)
         return ds
 
     def _batch(self, template: Dataset, batch: int) -> Dataset:
@@ -209,8 +238,13 @@ class Stream:
                         if isinstance(outcome, JobError):
                             raise StreamError(f"batch {b} of the stream failed: {outcome}", outcome)
                         if self._sink is not None:
-                            self._sink(b, outcome)
-                        self.metrics_state.latencies.append(time.time() - end)
+                            try:
+                                self._sink(b, outcome)
+                            except Exception as exc:
+                                raise StreamError(f"the sink failed on batch {b}: {exc}", exc) from exc
+                        now = time.time()
+                        self.metrics_state.latencies.append(now - end)
+                        self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
                         self.metrics_state.batches += 1
                         self.metrics_state.records += len(outcome)
                 finally:
@@ -225,6 +259,12 @@ class Stream:
                 batch += size
         except BaseException as exc:  # the driver-side thread must report, never die silently
             self._error = exc
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
 def boundary_overhead(coordination_seconds: float, group_span: float) -> float:

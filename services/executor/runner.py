@@ -74,7 +74,7 @@ class Runner:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
         started = time.perf_counter()
         try:
-            return run_task(spec, task.partition, views, self.code, self.states)  # type: ignore[arg-type]
+            return run_task(spec, task.partition, views, self.code, self.states, task.batch)  # type: ignore[arg-type]
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure

@@ -62,14 +62,23 @@ StateTables = dict[tuple[str, int], dict[Any, Any]]  # (state id, partition) -> 
 
 
 def run_task(
-    spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache, states: StateTables | None = None
+    spec: StageSpec,
+    partition: int,
+    inputs: list[bytes | memoryview],
+    code: CodeCache,
+    states: StateTables | None = None,
+    batch: int = 0,
 ) -> TaskOutput:
     """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
-    `states` holds the keyed state of this executor's stateful partitions."""
+    `states` holds the keyed state of this executor's stateful partitions; `batch` is the task's
+    micro-batch (windows close at its end)."""
     records: Iterable[Any] = read_input(spec, partition, inputs, code)
     if spec.state is not None:
         table = (states if states is not None else {}).setdefault((spec.state.state_id, partition), {})
-        records = update_state(records, table, code.load(spec.state.fn))
+        if spec.state.kind == "window":
+            records = code.load(spec.state.fn).apply(records, table, batch)
+        else:
+            records = update_state(records, table, code.load(spec.state.fn))
     for blob in spec.ops:
         records = code.load(blob)(iter(records))
     if isinstance(spec.output, ResultWrite):

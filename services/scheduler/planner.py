@@ -50,7 +50,7 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
             if isinstance(node, StateNode):
                 if not isinstance(nodes[node.parent], ShuffleNode) or nodes[node.parent].aggregator.kind != "group":  # type: ignore[union-attr]
                     raise PlanError(f"keyed state (node {index}) must come right after a grouping shuffle")
-                state = StateUpdate(fn=node.fn, state_id=node.state_id)
+                state = StateUpdate(fn=node.fn, state_id=node.state_id, kind=node.kind)
             else:
                 ops.append(node.fn)
             index = node.parent

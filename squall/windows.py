@@ -1,0 +1,152 @@
+"""Event-time windows over a stream of (key, value) records.
+
+A window [start, start + size) exists for every start that is a multiple of `slide` (tumbling
+when slide == size). Each batch, map tasks fold their records into one accumulator per (key,
+window) (zero, then add(acc, value)); the shuffle brings every key's partial accumulators to the
+executor that owns the key's partition, which merges them into the window's running accumulator
+(merge(a, b)) kept in that executor's keyed state. The end of batch b is the watermark: every
+window that ends at or before it is complete, is emitted as WindowResult(key, start, end, value)
+and leaves the state. Sources here stamp events inside their batch's interval, so no event is
+ever late; an event for a window already emitted would start that window's accumulator again
+and be emitted on its own at the next batch (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from squall.stream import Stream
+
+
+class WindowResult(NamedTuple):
+    key: Any
+    start: float
+    end: float
+    value: Any
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    zero: Callable[[], Any]
+    add: Callable[[Any, Any], Any]
+    merge: Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    size: float
+    slide: float
+    event_time: Callable[[Any], float]
+
+    def starts(self, t: float) -> list[float]:
+        """Starts of the windows that contain event time t."""
+        last = math.floor(t / self.slide) * self.slide
+        first = last - self.size + self.slide
+        count = max(0, round((last - first) / self.slide)) + 1
+        return [round(last - i * self.slide, 9) for i in range(count) if last - i * self.slide + self.size > t]
+
+
+def window_fold(spec: WindowSpec, agg: Aggregation, records: Iterator[Any]) -> Iterable[Any]:
+    """Map side: (key, value) records -> (key, (window start, partial accumulator))."""
+    partial: dict[tuple[Any, float], Any] = {}
+    for record in records:
+        key, value = record
+        for start in spec.starts(spec.event_time(value)):
+            slot = (key, start)
+            partial[slot] = agg.add(partial[slot] if slot in partial else agg.zero(), value)
+    return [(key, (start, acc)) for (key, start), acc in partial.items()]
+
+
+@dataclass(frozen=True)
+class WindowOperator:
+    """Reduce side, run by executors as a state step of kind "window"."""
+
+    spec: WindowSpec
+    agg: Aggregation
+    stream_start: float
+    batch_interval: float
+
+    def apply(self, groups: Iterable[Any], table: dict[Any, Any], batch: int) -> list[WindowResult]:
+        merged: dict[Any, dict[float, Any]] = {}  # new accumulators, committed only if all succeed
+        for key, partials in groups:
+            windows = dict(table.get(key, {}))
+            for start, acc in partials:
+                windows[start] = self.agg.merge(windows[start], acc) if start in windows else acc
+            merged[key] = windows
+        table.update(merged)
+        watermark = self.stream_start + (batch + 1) * self.batch_interval
+        out = []
+        for key in list(table):
+            windows = table[key]
+            for start in [s for s in windows if s + self.spec.size <= watermark + 1e-9]:
+                out.append(WindowResult(key, start, round(start + self.spec.size, 9), windows.pop(start)))
+            if not windows:
+                del table[key]
+        out.sort(key=lambda r: (r.end, repr(r.key)))
+        return out
+
+
+def default_event_time(value: Any) -> float:
+    """An `event_time` attribute or key, or the last element of a tuple."""
+    if hasattr(value, "event_time"):
+        return float(value.event_time)
+    if isinstance(value, dict) and "event_time" in value:
+        return float(value["event_time"])
+    if isinstance(value, tuple) and value:
+        return float(value[-1])
+    raise TypeError(f"cannot tell the event time of {value!r:.100}; pass window(..., event_time=fn)")
+
+
+class WindowedStream:
+    def __init__(self, stream: Stream, size: float, slide: float | None, event_time: Callable[[Any], float] | None) -> None:
+        slide = size if slide is None else slide
+        if not (size > 0 and slide > 0):
+            raise ValueError(f"window size and slide must be positive, got size={size!r} slide={slide!r}")
+        if slide > size:
+            raise ValueError(f"a slide ({slide}) longer than the window ({size}) would skip events")
+        self.stream = stream
+        self.spec = WindowSpec(float(size), float(slide), event_time or default_event_time)
+
+    def count(self, partitions: int | None = None) -> Stream:
+        return self.aggregate(int, _count_add, _plus, partitions)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        return self.aggregate(_Empty, _ReduceAdd(fn), _ReduceMerge(fn), partitions)
+
+    def aggregate(self, zero: Callable[[], Any], add: Callable[[Any, Any], Any], merge: Callable[[Any, Any], Any],
+                  partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, value) for every (key, window), when the window closes."""
+        return self.stream._windowed(self.spec, Aggregation(zero, add, merge), partitions)
+
+
+def _count_add(acc: int, value: Any) -> int:
+    return acc + 1
+
+
+def _plus(a: Any, b: Any) -> Any:
+    return a + b
+
+
+class _Empty:
+    """The zero of a reduce: replaced by the first value."""
+
+
+class _ReduceAdd:
+    def __init__(self, fn: Callable[[Any, Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, acc: Any, value: Any) -> Any:
+        return value if isinstance(acc, _Empty) else self.fn(acc, value)
+
+
+class _ReduceMerge(_ReduceAdd):
+    def __call__(self, a: Any, b: Any) -> Any:
+        if isinstance(a, _Empty):
+            return b
+        if isinstance(b, _Empty):
+            return a
+        return self.fn(a, b)
