@@ -10,6 +10,7 @@ the same template with the batch index set, so the code is shipped once for the 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 import uuid
@@ -156,7 +157,9 @@ class Stream:
     def start(self) -> Stream:
         if self._thread is not None:
             raise SquallError("this stream was already started")
-        start = time.time()
+        # Batches start on multiples of the interval, like windows on multiples of their slide,
+        # so a window's end is a batch's end and it is emitted as soon as it closes.
+        start = math.ceil(time.time() / self.batch_interval) * self.batch_interval
         template = self._template(start)  # fails here, before any thread, if code cannot ship
         self.metrics_state.started = start
         self._thread = threading.Thread(target=self._run, args=(start, template), name="squall-stream", daemon=True)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from squall.stream import Stream
 
 
+_EPSILON = 1e-9
+
+
 class WindowResult(NamedTuple):
     key: Any
     start: float
@@ -43,11 +46,16 @@ class WindowSpec:
     event_time: Callable[[Any], float]
 
     def starts(self, t: float) -> list[float]:
-        """Starts of the windows that contain event time t."""
-        last = math.floor(t / self.slide) * self.slide
-        first = last - self.size + self.slide
-        count = max(0, round((last - first) / self.slide)) + 1
-        return [round(last - i * self.slide, 9) for i in range(count) if last - i * self.slide + self.size > t]
+        """Starts of the windows that contain event time t, each computed as index * slide (one
+        float per window, whoever computes it). An event on a boundary (within float rounding)
+        opens the new window: t = 0.3 is in [0.3, ...), not in [..., 0.3)."""
+        last = math.floor(t / self.slide + _EPSILON)
+        starts = []
+        index = last
+        while index * self.slide + self.size > t + _EPSILON * self.slide:
+            starts.append(index * self.slide)
+            index -= 1
+        return starts
 
 
 def window_fold(spec: WindowSpec, agg: Aggregation, records: Iterator[Any]) -> Iterable[Any]:
@@ -83,7 +91,7 @@ class WindowOperator:
         for key in list(table):
             windows = table[key]
             for start in [s for s in windows if s + self.spec.size <= watermark + 1e-9]:
-                out.append(WindowResult(key, start, round(start + self.spec.size, 9), windows.pop(start)))
+                out.append(WindowResult(key, start, start + self.spec.size, windows.pop(start)))
             if not windows:
                 del table[key]
         out.sort(key=lambda r: (r.end, repr(r.key)))

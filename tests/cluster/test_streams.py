@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import threading
 import time
@@ -154,13 +155,14 @@ def test_a_running_sum_per_key_equals_plain_python_over_the_same_events(ctx) -> 
         assert dict(records) == {k: running[k] for k in touched}, batch
 
 
-def _reference_windows(events: list[tuple[str, float]], size: float, slide: float) -> dict[tuple[str, float], int]:
-    counts: Counter[tuple[str, float]] = Counter()
+def _reference_windows(events: list[tuple[str, float]], size: float, slide: float) -> dict[tuple[str, int], int]:
+    """(key, window index) -> count, windows [index * slide, index * slide + size)."""
+    counts: Counter[tuple[str, int]] = Counter()
     for key, t in events:
-        start = (t // slide) * slide
-        while start + size > t:
-            counts[(key, round(start, 9))] += 1
-            start -= slide
+        index = math.floor(t / slide + 1e-9)  # an event on a boundary opens the new window
+        while index * slide + size > t + 1e-9 * slide:
+            counts[(key, index)] += 1
+            index -= 1
     return dict(counts)
 
 
@@ -182,8 +184,8 @@ def test_a_windowed_count_equals_plain_python_over_the_same_events(ctx, size: fl
     watermark = start + len(got) * interval
     events = [(f"k{i % 3}", start + i / rate) for b in range(len(got)) for p in range(partitions)
               for (_, i, _) in rate_batch(rate, interval, 0.0, None, p, b)]
-    expected = {k: v for k, v in _reference_windows(events, size, slide).items() if k[1] + size <= watermark + 1e-9}
-    emitted = {(r.key, round(r.start, 9)): r.value for _, records in got for r in records}
+    expected = {k: v for k, v in _reference_windows(events, size, slide).items() if k[1] * slide + size <= watermark + 1e-9}
+    emitted = {(r.key, round(r.start / slide)): r.value for _, records in got for r in records}
     assert emitted == expected
     assert all(r.end - r.start == pytest.approx(size) for _, records in got for r in records)
     assert stream.metrics()["window_latency_p99"] < 2.0
