@@ -123,9 +123,10 @@ class LogicalPlan(Struct, frozen=True):
     """Nodes in topological order; the last node is the one whose partitions the job returns."""
 
     nodes: list[PlanNode]
+    broadcasts: list[CodeKey] = []  # broadcast values the plan's functions may use
 
     def code_keys(self) -> set[str]:
-        keys: set[str] = set()
+        keys: set[str] = set(self.broadcasts)
         for node in self.nodes:
             if isinstance(node, SourceNode) and isinstance(node.source, GeneratorSource):
                 keys.add(node.source.fn)
@@ -179,6 +180,7 @@ class StageSpec(Struct, frozen=True):
     ops: list[CodeKey]
     output: StageOutput
     state: StateUpdate | None = None
+    broadcasts: list[CodeKey] = []
 
     def key(self) -> str:
         """Content hash: the name under which executors cache this stage spec."""
@@ -196,6 +198,7 @@ class StageSpec(Struct, frozen=True):
             keys.append(self.input.fn)
         if self.state is not None:
             keys.append(self.state.fn)
+        keys.extend(self.broadcasts)
         for side in (self.input, self.output):
             agg = getattr(side, "aggregator", None)
             if agg is not None and agg.fn is not None:

@@ -7,8 +7,9 @@ from typing import Any
 
 from common.plan import CollectionSource, RangeSource, SourceNode, code_key
 from common.protocol import ClusterStatus, Metrics
-from common.serialization import dumps_block
+from common.serialization import SerializationError, dumps_block, dumps_function
 from common.settings import Settings
+from squall.broadcast import Broadcast
 from squall.client import Client
 from squall.dataset import Dataset
 from squall.errors import JobError
@@ -23,6 +24,7 @@ class Context:
         self.address = address
         self.client = Client(address, self.settings)
         self.code: dict[str, bytes] = {}  # every function this context's datasets use, by code key
+        self.broadcasts: list[str] = []  # keys of this context's broadcast values
         self.last_run: RunStats | None = None
 
     def __enter__(self) -> Context:
@@ -40,6 +42,18 @@ class Context:
     def metrics(self) -> Metrics:
         """How many messages of each type the scheduler has received and sent."""
         return self.client.metrics()
+
+    def broadcast(self, value: Any) -> Broadcast:
+        """A read-only value for tasks: pickled once, sent to each executor once, cached there.
+        Use `handle.value` inside functions."""
+        try:
+            blob = dumps_function(value)
+        except SerializationError as exc:
+            raise SerializationError(f"cannot broadcast {type(value).__name__}: {exc.__cause__ or exc}") from exc
+        key = self.register_code(blob)
+        if key not in self.broadcasts:
+            self.broadcasts.append(key)
+        return Broadcast(key, value, local=True)
 
     def register_code(self, blob: bytes) -> str:
         key = code_key(blob)

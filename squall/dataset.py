@@ -63,7 +63,7 @@ class Dataset:
     # --- actions --------------------------------------------------------------------------------
 
     def plan(self) -> LogicalPlan:
-        return LogicalPlan(nodes=list(self.nodes))
+        return LogicalPlan(nodes=list(self.nodes), broadcasts=list(self.ctx.broadcasts))
 
     def collect(self) -> list[Any]:
         return self.ctx.run_jobs([self], group_size=1)[0]  # type: ignore[no-any-return]

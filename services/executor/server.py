@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from common import transport
+from common import broadcast_store, transport
 from common.protocol import (
     Blocks,
     BlocksReady,
@@ -60,6 +60,7 @@ class ExecutorServer:
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
         self.runner = Runner(self.state.code, self.state.states, self.log)
+        broadcast_store.install(self.state.code)  # broadcast values arrive with the code
         self.incarnation = uuid.uuid4().hex
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)

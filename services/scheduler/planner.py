@@ -85,7 +85,14 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
             shuffle = nodes[shuffle_index]
             assert isinstance(shuffle, ShuffleNode)
             output = ShuffleWrite(shuffle_id=shuffle_index, partitions=shuffle.partitions, aggregator=shuffle.aggregator)
-        spec = StageSpec(partitions=partitions, input=stage_input, ops=list(reversed(ops)), output=output, state=state)
+        spec = StageSpec(
+            partitions=partitions,
+            input=stage_input,
+            ops=list(reversed(ops)),
+            output=output,
+            state=state,
+            broadcasts=list(logical.broadcasts),
+        )
         parents = [len(stages) - 1] if stages else []
         stages.append(Stage(stage_id=len(stages), spec=spec, parents=parents))
     return JobPlan(stages=stages)

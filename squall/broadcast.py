@@ -1,0 +1,35 @@
+"""Broadcast values: shipped to each executor once and cached there.
+
+`ctx.broadcast(obj)` pickles obj once and names it by content hash. A function that uses the
+handle captures only that name; every plan of the context lists its broadcasts, so each executor
+is sent the value once (like code), and `handle.value` loads it there once per process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import broadcast_store
+
+
+class Broadcast:
+    def __init__(self, key: str, value: Any = None, local: bool = False) -> None:
+        self.key = key
+        self._value = value
+        self._local = local  # the driver holds the value itself
+
+    @property
+    def value(self) -> Any:
+        if self._local:
+            return self._value
+        return broadcast_store.value(self.key)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_remote, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.key[:12]}>"
+
+
+def _remote(key: str) -> Broadcast:
+    return Broadcast(key)
