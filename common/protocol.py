@@ -131,11 +131,13 @@ class GroupStats(Struct, frozen=True):
     launch_bytes: int
     code_bytes: int
     duration: Seconds
+    skipped: int = 0
 
 
 class RunDone(Message, frozen=True):
     run_id: Id
     groups: list[GroupStats] = []
+    skipped: int = 0  # bad records skipped over the whole run (bad_records="skip")
 
 
 class GetMetrics(Message, frozen=True):
@@ -243,6 +245,7 @@ class GroupDone(Message, frozen=True):
     executor_id: Id
     tasks: Index
     busy: Seconds
+    skipped: Index = 0  # bad records its tasks skipped (bad_records="skip")
 
 
 class ResultPartition(Message, frozen=True):
@@ -267,6 +270,7 @@ class TaskFinished(Message, frozen=True):
     has_result: bool
     output_bytes: Index
     elapsed: Seconds
+    skipped: Index = 0
 
     def payload_count(self) -> int:
         return 1 if self.has_result else 0

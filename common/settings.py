@@ -61,6 +61,9 @@ class Settings:
     group_overhead_lower: float = 0.05
     group_overhead_upper: float = 0.10
     group_max_seconds: float = 2.0
+    # A record that makes a per-record user function (map, flat_map, filter) raise: "fail" the
+    # job (a stream: stop it, naming the batch), or "skip" it and count it in the run's figures.
+    bad_records: str = "fail"
     # Executors hold batch b+1's map tasks until their reduce tasks of batch b are done.
     barrier: bool = False
     # Map output blocks up to this size are pushed with the notice; larger ones are fetched.
@@ -109,6 +112,8 @@ class Settings:
             raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
         if self.max_message_bytes < 1024:
             raise SettingsError("max_message_bytes (SQUALL_MAX_MESSAGE_BYTES) must be at least 1024")
+        if self.bad_records not in ("fail", "skip"):
+            raise SettingsError("bad_records (SQUALL_BAD_RECORDS) must be fail or skip")
         if self.reduce_placement not in ("auto", "spread", "per_batch"):
             raise SettingsError("reduce_placement (SQUALL_REDUCE_PLACEMENT) must be auto, spread or per_batch")
         if self.log_format not in ("auto", "json", "console"):

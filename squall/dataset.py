@@ -81,6 +81,8 @@ class Dataset:
 
     def _narrow(self, adapter: Callable[..., Any], fn: Callable[..., Any]) -> Dataset:
         _check_callable(fn)
+        if self.ctx.settings.bad_records == "skip":
+            adapter = ops.SKIPPING.get(adapter, adapter)  # per-record functions skip and count
         try:
             blob = dumps_function(functools.partial(adapter, fn))
         except SerializationError as exc:

@@ -8,6 +8,8 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from common import skips
+
 
 def map_op(fn: Callable[[Any], Any], records: Iterator[Any]) -> Iterator[Any]:
     return map(fn, records)
@@ -26,6 +28,41 @@ def partition_op(fn: Callable[[Iterator[Any]], Iterable[Any]], records: Iterator
     if out is None:
         raise TypeError(f"map_partitions function {getattr(fn, '__qualname__', fn)!r} returned None, not an iterable")
     return out
+
+
+def skipping_map_op(fn: Callable[[Any], Any], records: Iterator[Any]) -> Iterator[Any]:
+    """map, skipping (and counting) the records fn raises on."""
+    for record in records:
+        try:
+            out = fn(record)
+        except Exception:
+            skips.record_skipped()
+            continue
+        yield out
+
+
+def skipping_flat_map_op(fn: Callable[[Any], Iterable[Any]], records: Iterator[Any]) -> Iterator[Any]:
+    for record in records:
+        try:
+            out = list(fn(record))
+        except Exception:
+            skips.record_skipped()
+            continue
+        yield from out
+
+
+def skipping_filter_op(fn: Callable[[Any], bool], records: Iterator[Any]) -> Iterator[Any]:
+    for record in records:
+        try:
+            keep = fn(record)
+        except Exception:
+            skips.record_skipped()
+            continue
+        if keep:
+            yield record
+
+
+SKIPPING = {map_op: skipping_map_op, flat_map_op: skipping_flat_map_op, filter_op: skipping_filter_op}
 
 
 def count_op(records: Iterator[Any]) -> list[int]:

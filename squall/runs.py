@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
+
 from common import protocol
 from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
 from common.serialization import loads_block
@@ -21,6 +23,7 @@ from squall.client import Client
 from squall.errors import ExecutorLostError, JobError, TaskError
 
 Errors = Literal["raise", "return"]
+log = structlog.get_logger(component="runs")
 
 
 @dataclass
@@ -35,6 +38,7 @@ class RunStats:
     # gets round to reading them.
     batch_finished_at: list[float] = field(default_factory=list)
     first_elapsed: float = 0.0
+    skipped: int = 0  # bad records skipped (bad_records="skip"); never dropped silently
 
     @property
     def batch_intervals(self) -> list[float]:
@@ -111,6 +115,9 @@ class Run:
     def _handle(self, msg: protocol.Message, payloads: list[object]) -> None:
         if isinstance(msg, RunDone):
             self.stats.groups = list(msg.groups)
+            self.stats.skipped = msg.skipped
+            if msg.skipped:
+                log.warning("bad_records_skipped", run=self.run_id, records=msg.skipped)
             self._finished = True
             for i, done in enumerate(self._complete):
                 if not done:  # the scheduler never finished it: say so, do not drop it silently

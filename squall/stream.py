@@ -60,6 +60,7 @@ class StreamMetrics:
     started: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
     window_latencies: list[float] = field(default_factory=list)  # seconds from window end to sink
+    skipped: int = 0  # bad records skipped (bad_records="skip")
     group_sizes: list[int] = field(default_factory=list)
     submit_seconds: list[float] = field(default_factory=list)  # driver time to build each group
     overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
@@ -72,6 +73,7 @@ class StreamMetrics:
         return {**extra, 
             "batches": self.batches,
             "records": self.records,
+            "skipped_records": self.skipped,
             "records_per_second": self.records / elapsed if elapsed else 0.0,
             "latency_p50": _quantile(lat, 0.5),
             "latency_p99": _quantile(lat, 0.99),
@@ -236,6 +238,7 @@ class Stream:
                 outcomes = self.ctx.iter_jobs(
                     datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch
                 )
+                run_stats = self.ctx.last_run  # this group's run, before any other run replaces it
                 try:
                     for b, end, outcome in zip(batches, ends, outcomes, strict=True):
                         if isinstance(outcome, JobError):
@@ -252,6 +255,8 @@ class Stream:
                         self.metrics_state.records += len(outcome)
                 finally:
                     outcomes.close()  # on a failure, cancel what the group has not started
+                if run_stats is not None:
+                    self.metrics_state.skipped += run_stats.skipped
                 if tuner is not None:
                     coordination = self.metrics_state.submit_seconds[-1] + round_trip
                     overhead = boundary_overhead(coordination, group_span=size * self.batch_interval)

@@ -113,6 +113,7 @@ class _Group:
     outstanding: set[TaskKey]
     tasks: int
     busy: float = 0.0
+    skipped: int = 0
 
 
 @dataclass
@@ -394,6 +395,8 @@ class ExecutorState:
         self.local.finished(local)
         if local.group_id is not None and local.group_id in self.groups:
             self.groups[local.group_id].busy += now - running.started
+            if isinstance(outcome, TaskOutput):
+                self.groups[local.group_id].skipped += outcome.skipped
         if running.released:
             actions: list[Action] = []
             if local.group_id is None:  # BSP: the scheduler still counts the slot as taken
@@ -504,7 +507,9 @@ class ExecutorState:
         if group.outstanding:
             return []
         del self.groups[local.group_id]
-        done = GroupDone(group_id=local.group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy)
+        done = GroupDone(
+            group_id=local.group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy, skipped=group.skipped
+        )
         return [ToScheduler(done), *self._register_outputs()]  # locations travel after the report
 
     def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure) -> list[Action]:
@@ -532,5 +537,6 @@ class ExecutorState:
             has_result=outcome.is_result,
             output_bytes=outcome.size,
             elapsed=max(0.0, now - started),
+            skipped=outcome.skipped,
         )
 

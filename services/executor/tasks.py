@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common import skips
 from common.partitioning import partition_of
 from common.plan import (
     Aggregator,
@@ -48,6 +49,7 @@ class CodeCache:
 class TaskOutput:
     blocks: list[bytes]  # one per reduce partition (shuffle write) or exactly one (result)
     is_result: bool
+    skipped: int = 0  # records user functions raised on, skipped (bad_records="skip")
 
     @property
     def size(self) -> int:
@@ -72,6 +74,7 @@ def run_task(
     """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
     `states` holds the keyed state of this executor's stateful partitions; `batch` is the task's
     micro-batch (windows close at its end)."""
+    skips.reset()
     records: Iterable[Any] = read_input(spec, partition, inputs, code)
     if spec.state is not None:
         table = (states if states is not None else {}).setdefault((spec.state.state_id, partition), {})
@@ -82,8 +85,10 @@ def run_task(
     for blob in spec.ops:
         records = code.load(blob)(iter(records))
     if isinstance(spec.output, ResultWrite):
-        return TaskOutput(blocks=[dumps_block(list(records))], is_result=True)
-    return TaskOutput(blocks=write_shuffle(spec.output, records, code), is_result=False)
+        block = dumps_block(list(records))
+        return TaskOutput(blocks=[block], is_result=True, skipped=skips.count())
+    blocks = write_shuffle(spec.output, records, code)
+    return TaskOutput(blocks=blocks, is_result=False, skipped=skips.count())
 
 
 def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache) -> Iterator[Any]:

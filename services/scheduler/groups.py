@@ -61,6 +61,7 @@ class GroupRun:
     started: float
     launch_bytes: int = 0
     code_bytes: int = 0
+    skipped: int = 0
 
     def stats(self, now: float, executors: int) -> GroupStats:
         return GroupStats(
@@ -70,6 +71,7 @@ class GroupRun:
             launch_bytes=self.launch_bytes,
             code_bytes=self.code_bytes,
             duration=max(0.0, now - self.started),
+            skipped=self.skipped,
         )
 
 

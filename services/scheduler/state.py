@@ -79,6 +79,7 @@ class Run:
     groups: list[GroupRun] = field(default_factory=list)  # Drizzle: groups in flight, oldest first
     bsp: JobRun | None = None  # BSP: the job in flight
     stats: list[GroupStats] = field(default_factory=list)
+    skipped: int = 0  # bad records skipped over the run
 
 
 class SchedulerState:
@@ -207,7 +208,7 @@ class SchedulerState:
             if run.groups or run.bsp is not None:
                 return []
             self.runs.pop(run.run_id, None)
-            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats))]
+            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped))]
         if not self.members.executors:
             actions: list[Action] = []
             while run.queue:
@@ -265,6 +266,8 @@ class SchedulerState:
             for group in run.groups:
                 if group.group_id == msg.group_id:
                     group.waiting.discard(msg.executor_id)
+                    group.skipped += msg.skipped
+                    run.skipped += msg.skipped
                     return self._maybe_group_complete(run, group, now)
         return []
 
@@ -309,6 +312,7 @@ class SchedulerState:
         if entry is None or not entry[1].is_current(msg.executor_id, msg.stage_id, msg.partition):
             return self.assign()  # a task of a job that already ended: nothing to record
         run, job = entry
+        run.skipped += msg.skipped
         if job.is_result_stage(msg.stage_id) and len(payloads) != 1:
             message = f"executor {msg.executor_id} reported result partition {msg.partition} without its data"
             return self._fail_bsp(run, job, "task", message, now, stage_id=msg.stage_id, partition=msg.partition)

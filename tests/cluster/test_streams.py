@@ -202,3 +202,25 @@ def test_a_broadcast_table_is_shipped_once_and_joins_every_batch(ctx) -> None:  
         expected = Counter(f"campaign{(x % 200) % 4}" for x in range(b * 50, b * 50 + 50))
         assert dict(records) == dict(expected)
     assert ctx.last_run.groups[1].code_bytes == 0  # the table travelled with the first group only
+
+
+def test_with_bad_records_skip_a_raising_record_is_skipped_and_counted(cluster) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import fast_settings
+
+    def picky(x):  # type: ignore[no-untyped-def]
+        if x % 10 == 3:
+            raise ValueError(f"bad record {x}")
+        return (x % 2, x)
+
+    with squall.connect(cluster.address, fast_settings(bad_records="skip")) as ctx:
+        results = ctx.run_jobs([ctx.range(0, 100, partitions=4).map(picky).reduce_by_key(operator.add, 2)] * 3, group_size=3)
+        for records in results:
+            assert dict(records) == {k: sum(x for x in range(100) if x % 10 != 3 and x % 2 == k) for k in (0, 1)}
+        assert ctx.last_run.skipped == 3 * 10  # counted, never silently dropped
+        got, sink = collector()
+        stream = ctx.stream(sources.generator(lambda p, b: range(p * 10, p * 10 + 10), partitions=2), batch_interval=0.02, group_size=4)
+        stream = stream.map(picky).foreach_batch(sink).start()
+        wait_until(lambda: len(got) >= 4, timeout=20, what="a group of batches")
+        stream.stop(timeout=20)
+        assert stream.metrics()["skipped_records"] == 2 * len(got)  # records 3 and 13 of every batch
+        assert all(len(records) == 18 for _, records in got)
