@@ -1,0 +1,137 @@
+"""The Yahoo Streaming Benchmark on Squall (and, with --peers, on PySpark Structured Streaming).
+
+Sources emit JSON ad events (bench.ysb_workload.make_event) at a fixed offered rate; the job
+parses them, keeps views, joins ad to campaign through a broadcast table and counts views per
+campaign per tumbling event-time window. For each offered rate it prints the achieved rate and
+the p50/p99 window latency (emit time minus window end), and the highest rate sustained with a
+p99 within the bound (default: twice the batch interval). Group sizes are tuned at run time
+("auto") and printed over time.
+
+    python -m bench.ysb [--rates 20000 50000 100000] [--seconds 30] [--window 10] [--peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+from typing import Any
+
+from bench import ysb_workload as ysb
+from squall import LocalCluster, Settings, sources
+from squall.windows import WindowResult
+
+PARTITIONS = 4
+
+
+def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_interval: float, check: bool = False) -> dict[str, Any]:
+    """One offered rate for `seconds`: achieved events per second and window latencies."""
+    table = ctx.broadcast(ysb.campaign_table())
+    per_partition = rate / PARTITIONS
+    results: list[WindowResult] = []
+    stream = (
+        ctx.stream(sources.rate(per_partition, partitions=PARTITIONS, record=ysb.make_event), batch_interval=batch_interval)
+        .map(ysb.parse)
+        .filter(ysb.is_view)
+        .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
+        .window(window, event_time=float)
+        .count(partitions=PARTITIONS)
+        .foreach_batch(lambda batch, records: results.extend(records))
+        .start()
+    )
+    time.sleep(seconds)
+    stopped_at = time.time()
+    stream.stop()
+    state = stream.metrics_state
+    delivered = state.batches
+    # Events offered in the batches delivered, over the time they took to come out.
+    events = sum(math.floor(per_partition * (b + 1) * batch_interval) - math.floor(per_partition * b * batch_interval)
+                 for b in range(delivered)) * PARTITIONS
+    achieved = events / max(1e-9, min(stopped_at, time.time()) - state.started)
+    stats = ysb.LatencyStats(tuple(state.window_latencies))
+    outcome = {
+        "offered": rate,
+        "achieved": achieved,
+        "p50": stats.p50,
+        "p99": stats.p99,
+        "windows": len(results),
+        "group_sizes": state.group_sizes,
+        "batches": delivered,
+    }
+    if check:
+        outcome["correct"] = verify(results, state.started, per_partition, batch_interval, delivered, window)
+    return outcome
+
+
+def verify(results: list[WindowResult], start: float, per_partition: float, interval: float, batches: int, window: float) -> bool:
+    """Every emitted window count equals a plain-Python count over the same events."""
+    events = [
+        ysb.make_event(p, i, start + i / per_partition)
+        for p in range(PARTITIONS)
+        for i in range(math.floor(per_partition * batches * interval))
+    ]
+    expected = ysb.expected_counts(events, window)
+    got = {(r.key, round(r.start / window)): r.value for r in results}
+    want = {(c, round(s / window)): n for (c, s), n in expected.items()}
+    return all(want.get(k) == v for k, v in got.items()) and bool(got)
+
+
+def group_size_trace(sizes: list[int], points: int = 8) -> str:
+    if not sizes:
+        return "-"
+    step = max(1, len(sizes) // points)
+    return " ".join(str(s) for s in sizes[::step][:points])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ysb", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[20_000, 50_000, 100_000], help="offered events per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="run time per rate (default 30)")
+    parser.add_argument("--window", type=float, default=ysb.DEFAULT_WINDOW_SECONDS, help="window length in seconds (default 10)")
+    parser.add_argument("--batch-interval", type=float, default=0.1, help="micro-batch interval (default 0.1 s)")
+    parser.add_argument("--executors", type=int, default=4)
+    parser.add_argument("--latency-bound", type=float, default=None, help="p99 bound for 'sustained' (default 2x the batch interval)")
+    parser.add_argument("--check", action="store_true", help="verify every window count against plain Python (slow)")
+    parser.add_argument("--peers", action="store_true", help="also run PySpark Structured Streaming")
+    args = parser.parse_args(argv)
+    bound = args.latency_bound or 2 * args.batch_interval
+
+    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")
+    print(f"YSB: {PARTITIONS} source partitions, {args.executors} executors, {args.batch_interval * 1000:.0f} ms batches, "
+          f"{args.window:g} s windows, {args.seconds:g} s per rate; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
+    rows = []
+    with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
+        def run(rate: int) -> dict[str, Any]:
+            result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)
+            result["engine"] = "Squall"
+            rows.append(result)
+            return result
+
+        best, _ = ysb.highest_sustained_rate(args.rates, run, bound, stop_at_first_failure=False)
+    if args.peers:
+        try:
+            from bench.ysb_spark import run_spark_ysb
+        except ImportError as exc:
+            print(f"PySpark skipped: {exc}")
+        else:
+            for rate in args.rates:
+                result = dict(run_spark_ysb(rate=rate, seconds=args.seconds, window=args.window, batch_interval=args.batch_interval))
+                result["engine"] = "PySpark"
+                rows.append(result)
+    print(f"{'engine':<8} {'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'windows':>8}  group size over time")
+    for r in rows:
+        if r.get("skipped"):
+            print(f"{r['engine']:<8} {r['offered']:>10,} skipped: {r['skipped']}")
+            continue
+        note = group_size_trace(r.get("group_sizes", []))
+        if "correct" in r:
+            note += f"  correct: {r['correct']}"
+        print(f"{r['engine']:<8} {r['offered']:>10,} {r['achieved']:>11,.0f} {r['p50'] * 1000:>8.1f} {r['p99'] * 1000:>8.1f} {r['windows']:>8}  {note}")
+    print(f"\nhighest rate Squall sustained with p99 <= {bound * 1000:.0f} ms: {f'{best:,}/s' if best else 'none of those offered'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
