@@ -1,6 +1,11 @@
 """Stream sources. Each is replayable: the records of any (partition, batch) can be made again,
 which is what lets a lost batch be recomputed.
 
+- `directory(path, partitions)`: lines appended to the files of a directory. Each file belongs
+  to one partition (a stable hash of its name). When batch b of partition p runs, it reads every
+  whole line added since batch b-1 and records the byte ranges it read in an offsets log beside
+  the data (created exclusively: the first writer wins), so a replay reads exactly those bytes.
+
 - `generator(fn, partitions)`: records are fn(partition, batch), any deterministic function.
 - `rate(events_per_second, partitions, record=None)`: each partition emits events at a fixed rate;
   event i of a partition happens at start + i / rate, and record(partition, i, event_time) makes
@@ -10,9 +15,14 @@ which is what lets a lost batch be recomputed.
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 Record = Callable[[int, int, float], Any]
@@ -50,6 +60,88 @@ def rate_batch(rate: float, interval: float, start: float, record: Record | None
     last = math.floor(rate * (batch + 1) * interval)
     make = record or (lambda p, i, t: (p, i, t))
     return [make(partition, i, start + i / rate) for i in range(first, last)]
+
+
+@dataclass(frozen=True)
+class DirectoryStreamSource(StreamSource):
+    path: str
+    name: str  # names the offsets log, so a stream can be resumed under the same name
+
+    def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
+        return functools.partial(directory_batch, self.path, self.name, self.partitions)
+
+
+OFFSETS_DIR = "_squall_offsets"
+
+
+def directory_batch(path: str, name: str, partitions: int, partition: int, batch: int) -> list[str]:
+    """The lines of one partition's files added during one batch (executed on executors)."""
+    root = Path(path)
+    ranges = _recorded_ranges(root, name, partition, batch)
+    if ranges is None:
+        previous = _recorded_ranges(root, name, partition, batch - 1) if batch > 0 else {}
+        if previous is None:
+            raise RuntimeError(f"directory source {name!r}: batch {batch - 1} of partition {partition} was never read")
+        ranges = {}
+        for file in sorted(root.iterdir()):
+            if file.is_file() and not file.name.startswith((".", "_")) and zlib.crc32(file.name.encode()) % partitions == partition:
+                begin = previous.get(file.name, [0, 0])[1]
+                ranges[file.name] = [begin, _last_line_end(file, begin)]
+        ranges = _record_ranges(root, name, partition, batch, ranges)
+    lines: list[str] = []
+    for file_name, (begin, end) in sorted(ranges.items()):
+        if end > begin:
+            with open(root / file_name, "rb") as f:
+                f.seek(begin)
+                lines.extend(f.read(end - begin).decode("utf-8").splitlines())
+    return lines
+
+
+def _offsets_file(root: Path, name: str, partition: int, batch: int) -> Path:
+    return root / OFFSETS_DIR / name / str(partition) / f"{batch:012d}.json"
+
+
+def _recorded_ranges(root: Path, name: str, partition: int, batch: int) -> dict[str, list[int]] | None:
+    try:
+        return json.loads(_offsets_file(root, name, partition, batch).read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+def _record_ranges(root: Path, name: str, partition: int, batch: int, ranges: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Record what a batch reads, unless another run of it recorded first: then read that."""
+    target = _offsets_file(root, name, partition, batch)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ranges))
+    try:
+        os.link(tmp, target)  # atomic, and fails if a record exists: the first writer wins
+    except FileExistsError:
+        return _recorded_ranges(root, name, partition, batch) or {}
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ranges
+
+
+def _last_line_end(file: Path, begin: int) -> int:
+    """The offset just past the last newline at or after `begin` (a partial last line waits)."""
+    size = file.stat().st_size
+    if size <= begin:
+        return begin
+    with open(file, "rb") as f:
+        f.seek(begin)
+        data = f.read(size - begin)
+    newline = data.rfind(b"\n")
+    return begin if newline < 0 else begin + newline + 1
+
+
+def directory(path: str | os.PathLike[str], partitions: int = 4, name: str | None = None) -> StreamSource:
+    """Lines appended to the files in `path`, by batch (see the module docstring)."""
+    _check_partitions(partitions)
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"directory() needs an existing directory, got {str(path)!r}")
+    return DirectoryStreamSource(partitions=partitions, path=str(root.resolve()), name=name or uuid.uuid4().hex[:12])
 
 
 def generator(fn: Callable[[int, int], Iterable[Any]], partitions: int = 4) -> StreamSource:
