@@ -38,14 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--seconds", type=float, default=None, help="stop after this long")
     local.set_defaults(handler=run_local)
 
-    demo = sub.add_parser("demo", help="start a local cluster and run the word-count micro-batch demo",
-                          description="Start a local cluster, run a word count over micro-batches in BSP, "
-                          "pre-scheduled and Drizzle group mode, print the time per batch and the scheduler's "
-                          "involvement for each, check the answer, and stop the cluster.")
+    demo = sub.add_parser("demo", help="start a local cluster and run the YSB stream demo, printing live metrics",
+                          description="Start a local cluster and run the Yahoo Streaming Benchmark's job as a stream "
+                          "(JSON ad events -> views -> campaign join -> windowed counts), printing live throughput and "
+                          "window latency until Ctrl-C or --seconds, then check every window against plain Python. "
+                          "With --groups: the word count over micro-batches in BSP, pre-scheduled and Drizzle group modes.")
     demo.add_argument("--executors", type=int, default=4, help="executor processes (default 4)")
-    demo.add_argument("--batches", type=int, default=60, help="micro-batches (default 60)")
-    demo.add_argument("--lines", type=int, default=500, help="generated lines per micro-batch (default 500)")
-    demo.add_argument("--group-size", type=int, default=20, help="micro-batches per Drizzle group (default 20)")
+    demo.add_argument("--seconds", type=float, default=10.0, help="run time; 0 runs until Ctrl-C (default 10)")
+    demo.add_argument("--rate", type=int, default=20_000, help="events per second offered (default 20000)")
+    demo.add_argument("--window", type=float, default=2.0, help="window length in seconds (default 2)")
+    demo.add_argument("--groups", action="store_true", help="the group-scheduling word count demo instead")
+    demo.add_argument("--batches", type=int, default=60, help="--groups: micro-batches (default 60)")
+    demo.add_argument("--lines", type=int, default=500, help="--groups: generated lines per micro-batch (default 500)")
+    demo.add_argument("--group-size", type=int, default=20, help="--groups: micro-batches per group (default 20)")
     demo.set_defaults(handler=run_demo)
     return parser
 
@@ -66,10 +71,15 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.groups:
+        from squall import demo_groups
+
+        demo_groups.run(executors=args.executors, batches=args.batches, lines_per_batch=args.lines, group_size=args.group_size)
+        return 0
     from squall import demo
 
-    demo.run(executors=args.executors, batches=args.batches, lines_per_batch=args.lines, group_size=args.group_size)
-    return 0
+    ok = demo.run(executors=args.executors, rate=args.rate, window=args.window, seconds=args.seconds or None)
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,89 +1,67 @@
-"""`squall demo`: start a local cluster and run the main example: a word count over micro-batches.
+"""`squall demo`: the Yahoo Streaming Benchmark's job as a live stream on a local cluster.
 
-Each micro-batch counts the words of its own slice of generated text (a two-stage job: map
-tasks split lines into (word, 1) pairs, reducers sum them). The same batches run three ways, so
-group scheduling can be seen at work: BSP (the scheduler launches every stage and hears about
-every task), pre-scheduled one batch at a time, and Drizzle groups (one message per executor per
-group; mappers push to reducers that are already placed). The text is generated on the
-executors from line numbers, and the answer is checked against plain Python.
+Rate sources emit JSON ad events; the stream parses them, keeps views, joins ad to campaign
+through a broadcast table and counts views per campaign per event-time window. Every second it
+prints what the stream did: batches, events per second, window latency (emit time minus window
+end) and the group size the tuner chose. At the end (Ctrl-C or --seconds) it prints the busiest
+campaigns and checks every emitted window against plain Python.
 """
 
 from __future__ import annotations
 
-import operator
-import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
-from common.settings import Settings
-from squall.local import LocalCluster
+from bench import ysb
+from bench import ysb_workload as workload
+from squall import LocalCluster, Settings, sources
+from squall.windows import WindowResult
 
-VOCABULARY = [
-    "squall", "drizzle", "storm", "gust", "breeze", "micro", "batch", "stream", "task", "group",
-    "shuffle", "reduce", "map", "executor", "scheduler", "latency", "replay", "checkpoint", "epoch", "key",
-]
+PARTITIONS = 4
 
 
-def line_words(line_number: int) -> list[str]:
-    """The words of generated line `line_number`: skewed towards the start of the vocabulary."""
-    rng = random.Random(line_number)
-    n = len(VOCABULARY)
-    return [VOCABULARY[min(int(rng.paretovariate(1.2)) - 1, n - 1)] for _ in range(8)]
-
-
-def run(executors: int = 4, batches: int = 60, lines_per_batch: int = 500, group_size: int = 20,
-        settings: Settings | None = None, echo: Callable[[str], None] = print) -> list[tuple[str, int]]:
-    echo(f"Squall demo: word count over {batches} micro-batches of {lines_per_batch} generated lines each, "
-         f"on a local cluster of {executors} executors")
+def run(executors: int = 4, rate: int = 20_000, window: float = 2.0, batch_interval: float = 0.1, seconds: float | None = 10.0,
+        echo: Callable[[str], None] = print) -> bool:
+    echo(f"Squall demo: YSB ad analytics, {rate:,} events/s from {PARTITIONS} partitions, {batch_interval * 1000:.0f} ms batches, "
+         f"{window:g} s windows, on a local cluster of {executors} executors ({'Ctrl-C to stop' if seconds is None else f'{seconds:g} s'})")
+    results: list[WindowResult] = []
+    per_partition = rate / PARTITIONS
     started = time.perf_counter()
-    modes: list[tuple[str, dict[str, Any]]] = [
-        ("BSP (scheduler launches every stage)", dict(preschedule=False)),
-        ("pre-scheduled, one batch at a time", dict(preschedule=True, group_size=1)),
-        (f"Drizzle, groups of {group_size}", dict(preschedule=True, group_size=group_size)),
-    ]
-    totals: Counter[str] = Counter()
-    with LocalCluster(executors=executors, settings=settings) as cluster, cluster.connect() as ctx:
-        echo(f"cluster up in {time.perf_counter() - started:.2f} s; scheduler at {cluster.address}\n")
-
-        def batch(b: int) -> Any:
-            first = b * lines_per_batch
-            return (
-                ctx.range(first, first + lines_per_batch, partitions=executors)
-                .flat_map(line_words)
-                .map(lambda word: (word, 1))
-                .reduce_by_key(operator.add, partitions=executors)
-            )
-
-        datasets = [batch(b) for b in range(batches)]
-        ctx.run_jobs(datasets[:2])  # warm-up: connections and code caches
-        echo(f"{'mode':<38} {'ms per batch':>12} {'p90 ms':>8} {'scheduling msgs/batch':>21}  groups")
-        for name, mode in modes:
-            before = ctx.metrics()
-            results = ctx.run_jobs(datasets, **mode)
-            after = ctx.metrics()
-            scheduling = sum(
-                after.received.get(k, 0) - before.received.get(k, 0) for k in ("TaskFinished", "TaskFailed", "GroupDone")
-            ) + sum(after.sent.get(k, 0) - before.sent.get(k, 0) for k in ("LaunchTasks", "LaunchGroup"))
-            stats = ctx.last_run
-            assert stats is not None
-            intervals = stats.batch_intervals
-            p90 = statistics.quantiles(intervals, n=10)[-1] * 1000 if len(intervals) > 1 else intervals[0] * 1000
-            echo(f"{name:<38} {statistics.median(intervals) * 1000:>12.2f} {p90:>8.2f} "
-                 f"{scheduling / batches:>21.2f}  {len(stats.groups) or '-'}")
-            totals = Counter()
-            for records in results:
-                totals.update(dict(records))
-    top = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
-    echo("\nscheduling msgs/batch: task launches and task or group reports through the scheduler, per micro-batch")
-    echo("top words over all batches:")
-    for word, count in top[:8]:
-        echo(f"  {word:<12}{count:>10,}")
-    expected = Counter(w for i in range(batches * lines_per_batch) for w in line_words(i))
-    ok = dict(totals) == dict(expected)
-    echo(f"words counted: {sum(totals.values()):,}; matches a plain-Python Counter: {'yes' if ok else 'NO'}")
-    if not ok:
-        raise SystemExit("demo result differs from the reference computation")
-    return top
+    with LocalCluster(executors=executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
+        echo(f"cluster up in {time.perf_counter() - started:.2f} s; scheduler at {cluster.address}")
+        table = ctx.broadcast(workload.campaign_table())
+        stream = (
+            ctx.stream(sources.rate(per_partition, partitions=PARTITIONS, record=workload.make_event), batch_interval=batch_interval)
+            .map(workload.parse)
+            .filter(workload.is_view)
+            .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
+            .window(window, event_time=float)
+            .count(partitions=PARTITIONS)
+            .foreach_batch(lambda batch, records: results.extend(records))
+            .start()
+        )
+        echo(f"{'time s':>7} {'batches':>8} {'events/s':>10} {'windows':>8} {'window p50 ms':>14} {'p99 ms':>8} {'group size':>11}")
+        deadline = None if seconds is None else time.time() + seconds
+        try:
+            while deadline is None or time.time() < deadline:
+                time.sleep(1.0)
+                m = stream.metrics()
+                state = stream.metrics_state
+                elapsed = max(1e-9, time.time() - state.started)
+                events = state.batches * batch_interval * rate
+                echo(f"{elapsed:>7.1f} {state.batches:>8} {events / elapsed:>10,.0f} {len(results):>8} "
+                     f"{m.get('window_latency_p50', 0) * 1000:>14.1f} {m.get('window_latency_p99', 0) * 1000:>8.1f} {m['group_size']:>11}")
+        except KeyboardInterrupt:
+            echo("stopping (Ctrl-C)")
+        stream.stop()
+        state = stream.metrics_state
+    views: Counter[str] = Counter()
+    for r in results:
+        views[r.key] += r.value
+    echo("busiest campaigns (views in closed windows):")
+    for campaign, count in views.most_common(5):
+        echo(f"  {campaign:<14}{count:>10,}")
+    correct = ysb.verify(results, state.started, per_partition, batch_interval, state.batches, window) if results else False
+    echo(f"windows emitted: {len(results):,}; every window matches plain Python: {'yes' if correct else 'NO'}")
+    return correct

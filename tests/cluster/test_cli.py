@@ -35,8 +35,15 @@ def test_local_prints_its_address_and_leaves_nothing_behind() -> None:
     wait_until(lambda: not service_processes(proc.pid), timeout=5, what="the local cluster's services to exit")
 
 
+def test_the_stream_demo_prints_live_metrics_and_correct_windows() -> None:
+    proc = subprocess.run([*SQUALL, "demo", "--seconds", "3", "--rate", "2000", "--window", "1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every window matches plain Python: yes" in proc.stdout
+    assert len(re.findall(r"^ +\d+\.\d +\d+ +[\d,]+ +\d+ ", proc.stdout, re.M)) >= 2  # a live line per second
+
+
 def test_demo_prints_a_correct_word_count() -> None:
-    proc = subprocess.run([*SQUALL, "demo", "--batches", "8", "--lines", "50", "--group-size", "4"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*SQUALL, "demo", "--groups", "--batches", "8", "--lines", "50", "--group-size", "4"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "matches a plain-Python Counter: yes" in proc.stdout
     assert re.search(r"Drizzle, groups of 4 +\d+\.\d+ +\d+\.\d+ +\d+\.\d+ +2", proc.stdout), proc.stdout

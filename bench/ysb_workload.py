@@ -1,0 +1,213 @@
+"""The Yahoo Streaming Benchmark (YSB) workload, shared by Squall's and the peers' YSB runs.
+
+Pure Python only: no engine is imported here. Ad events are JSON strings made
+deterministically from (partition, index), so any event can be made again (the stream is
+replayable) and every engine sees the same events for the same (partition, index, event_time).
+
+The query: parse each event, keep the views, join its ad to the ad's campaign (a static table
+of CAMPAIGNS campaigns with ADS_PER_CAMPAIGN ads each), and count the views per campaign per
+tumbling event-time window. The latency of a window is the time its final count is emitted
+minus the window's end; an engine sustains an offered rate if it takes in at least
+SUSTAINED_FRACTION of it and its p99 window latency stays within a bound.
+
+Event fields come from a 32-bit integer hash (Thomas Mueller's hash32), not Python's salted
+hash(), and its arithmetic never exceeds 63 bits, so a SQL engine can mirror it with 64-bit
+integer expressions (bench.ysb_spark does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CAMPAIGNS = 100
+ADS_PER_CAMPAIGN = 10
+ADS = CAMPAIGNS * ADS_PER_CAMPAIGN
+USERS = 100_000
+PAGES = 100_000
+AD_TYPES = ("banner", "modal", "sponsored-search", "mail", "mobile")
+EVENT_TYPES = ("view", "click", "purchase")
+EVENT_FIELDS = ("user_id", "page_id", "ad_id", "ad_type", "event_type", "event_time", "ip_address")
+
+DEFAULT_WINDOW_SECONDS = 10.0
+SUSTAINED_FRACTION = 0.95
+
+MASK32 = 0xFFFFFFFF
+HASH_MULTIPLIER = 0x45D9F3B  # < 2**27: a 32-bit value times it stays below 2**59
+PARTITION_SALT = 0x9E3779B9
+# The draw that picks each hashed field: draw(seed, salt) = mix(seed + salt).
+USER_DRAW, PAGE_DRAW, AD_DRAW, AD_TYPE_DRAW, IP_DRAW = 1, 2, 3, 4, 5
+
+_EPSILON = 1e-9  # as squall.windows: an event on a window boundary (within float rounding) opens the new window
+
+
+def ad_id(ad: int) -> str:
+    """The id of ad number `ad` (0 <= ad < ADS), e.g. "ad-0042"."""
+    return f"ad-{ad:04d}"
+
+
+def campaign_id(campaign: int) -> str:
+    """The id of campaign number `campaign` (0 <= campaign < CAMPAIGNS), e.g. "campaign-07"."""
+    return f"campaign-{campaign:02d}"
+
+
+def campaign_table() -> dict[str, str]:
+    """Ad id -> campaign id: ad k belongs to campaign k // ADS_PER_CAMPAIGN (10 ads for each of 100 campaigns)."""
+    return {ad_id(ad): campaign_id(ad // ADS_PER_CAMPAIGN) for ad in range(ADS)}
+
+
+def mix32(x: int) -> int:
+    """A 32-bit integer hash (hash32 with multiplier 0x45d9f3b) of the low 32 bits of x."""
+    x &= MASK32
+    x = (((x >> 16) ^ x) * HASH_MULTIPLIER) & MASK32
+    x = (((x >> 16) ^ x) * HASH_MULTIPLIER) & MASK32
+    return (x >> 16) ^ x
+
+
+def event_seed(partition: int, index: int) -> int:
+    """The hash that every field of event (partition, index) is drawn from (index taken modulo 2**32)."""
+    return mix32(mix32(partition + PARTITION_SALT) ^ (index & MASK32))
+
+
+def draw(seed: int, salt: int) -> int:
+    """One 32-bit pseudo-random draw of an event's seed."""
+    return mix32(seed + salt)
+
+
+def ip_address(x: int) -> str:
+    """A dotted IPv4 address from the four bytes of a 32-bit value."""
+    return f"{(x >> 24) & 255}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}"
+
+
+def event_fields(partition: int, index: int, event_time: float) -> dict[str, Any]:
+    """The fields of event `index` of `partition`, in EVENT_FIELDS order.
+
+    event_type cycles view, click, purchase over the index (a third are views); the user, page,
+    ad, ad type and IP address are hashed from (partition, index).
+    """
+    seed = event_seed(partition, index)
+    return {
+        "user_id": f"user-{draw(seed, USER_DRAW) % USERS:05d}",
+        "page_id": f"page-{draw(seed, PAGE_DRAW) % PAGES:05d}",
+        "ad_id": ad_id(draw(seed, AD_DRAW) % ADS),
+        "ad_type": AD_TYPES[draw(seed, AD_TYPE_DRAW) % len(AD_TYPES)],
+        "event_type": EVENT_TYPES[index % len(EVENT_TYPES)],
+        "event_time": float(event_time),
+        "ip_address": ip_address(draw(seed, IP_DRAW)),
+    }
+
+
+def make_event(partition: int, index: int, event_time: float) -> str:
+    """The JSON ad event `index` of `partition`, happening at `event_time` (seconds).
+
+    A record function for Squall's rate source: rate(r, p, record=make_event).
+    """
+    return json.dumps(event_fields(partition, index, event_time), separators=(",", ":"))
+
+
+def parse(line: str) -> dict[str, Any]:
+    """An event's fields from its JSON line."""
+    return json.loads(line)
+
+
+def is_view(event: Mapping[str, Any]) -> bool:
+    """Whether the event is a view (the only events YSB counts)."""
+    return event["event_type"] == "view"
+
+
+def campaign_of(event: Mapping[str, Any], table: Mapping[str, str]) -> str:
+    """The campaign of the event's ad (KeyError for an ad that is not in the table)."""
+    return table[event["ad_id"]]
+
+
+def window_start(event_time: float, window_seconds: float) -> float:
+    """The start of the tumbling window that contains event_time: a multiple of window_seconds (index * size)."""
+    return math.floor(event_time / window_seconds + _EPSILON) * window_seconds
+
+
+def expected_counts(events: Iterable[str | Mapping[str, Any]], window_seconds: float = DEFAULT_WINDOW_SECONDS) -> dict[tuple[str, float], int]:
+    """Reference result, in plain Python: (campaign id, window start) -> number of views.
+
+    Events are JSON lines (or already parsed dicts); views are joined to their campaign and
+    counted per tumbling window of window_seconds aligned to multiples of window_seconds.
+    """
+    table = campaign_table()
+    counts: dict[tuple[str, float], int] = {}
+    for line in events:
+        event = parse(line) if isinstance(line, str) else line
+        if not is_view(event):
+            continue
+        slot = (campaign_of(event, table), window_start(event["event_time"], window_seconds))
+        counts[slot] = counts.get(slot, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Percentiles of window latencies, in seconds. With no latency at all, every percentile is
+    infinite: a run that emitted no window has not shown any latency bound."""
+
+    seconds: Sequence[float] = field(default_factory=tuple)
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0 <= q <= 100), interpolated between closest ranks."""
+        if not 0 <= q <= 100:
+            raise ValueError(f"a percentile is between 0 and 100, got {q!r}")
+        values = sorted(self.seconds)
+        if not values:
+            return math.inf
+        position = (len(values) - 1) * q / 100
+        low = math.floor(position)
+        high = min(low + 1, len(values) - 1)
+        return values[low] + (values[high] - values[low]) * (position - low)
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(99)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.seconds) if self.seconds else math.inf
+
+
+RateRunner = Callable[[int], Mapping[str, Any]]
+
+
+def is_sustained(result: Mapping[str, Any], latency_bound: float, min_fraction: float = SUSTAINED_FRACTION) -> bool:
+    """Whether a run result (keys offered, achieved, p99; "skipped" if it did not run) sustained
+    its offered rate: achieved >= min_fraction * offered and p99 window latency <= latency_bound."""
+    if result.get("skipped"):
+        return False
+    return result["achieved"] >= min_fraction * result["offered"] and result["p99"] <= latency_bound
+
+
+def highest_sustained_rate(
+    rates: Iterable[int],
+    run_rate: RateRunner,
+    latency_bound: float,
+    min_fraction: float = SUSTAINED_FRACTION,
+    stop_at_first_failure: bool = True,
+) -> tuple[int | None, list[Mapping[str, Any]]]:
+    """Run `run_rate(rate)` for each offered rate, lowest first, and find the highest sustained one.
+
+    Returns (highest sustained rate or None, the results in the order run). By default the search
+    stops at the first rate that is not sustained, since a higher rate is not expected to be.
+    """
+    best: int | None = None
+    results: list[Mapping[str, Any]] = []
+    for rate in sorted(rates):
+        result = run_rate(rate)
+        results.append(result)
+        if is_sustained(result, latency_bound, min_fraction):
+            best = rate
+        elif stop_at_first_failure:
+            break
+    return best, results
