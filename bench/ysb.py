@@ -26,13 +26,12 @@ from squall.windows import WindowResult
 PARTITIONS = 4
 
 
-def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_interval: float, check: bool = False) -> dict[str, Any]:
-    """One offered rate for `seconds`: achieved events per second and window latencies."""
+def ysb_stream(ctx: Any, rate: int, window: float, batch_interval: float, results: list[WindowResult]) -> Any:
+    """The YSB job as a started stream: JSON ad events -> views -> campaign (broadcast join) ->
+    views per campaign per event-time window, appended to `results` as windows close."""
     table = ctx.broadcast(ysb.campaign_table())
-    per_partition = rate / PARTITIONS
-    results: list[WindowResult] = []
-    stream = (
-        ctx.stream(sources.rate(per_partition, partitions=PARTITIONS, record=ysb.make_event), batch_interval=batch_interval)
+    return (
+        ctx.stream(sources.rate(rate / PARTITIONS, partitions=PARTITIONS, record=ysb.make_event), batch_interval=batch_interval)
         .map(ysb.parse)
         .filter(ysb.is_view)
         .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
@@ -41,6 +40,13 @@ def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_int
         .foreach_batch(lambda batch, records: results.extend(records))
         .start()
     )
+
+
+def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_interval: float, check: bool = False) -> dict[str, Any]:
+    """One offered rate for `seconds`: achieved events per second and window latencies."""
+    per_partition = rate / PARTITIONS
+    results: list[WindowResult] = []
+    stream = ysb_stream(ctx, rate, window, batch_interval, results)
     time.sleep(seconds)
     stopped_at = time.time()
     stream.stop()

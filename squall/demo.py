@@ -14,11 +14,10 @@ from collections import Counter
 from collections.abc import Callable
 
 from bench import ysb
-from bench import ysb_workload as workload
-from squall import LocalCluster, Settings, sources
+from squall import LocalCluster, Settings
 from squall.windows import WindowResult
 
-PARTITIONS = 4
+PARTITIONS = ysb.PARTITIONS
 
 
 def run(executors: int = 4, rate: int = 20_000, window: float = 2.0, batch_interval: float = 0.1, seconds: float | None = 10.0,
@@ -30,17 +29,7 @@ def run(executors: int = 4, rate: int = 20_000, window: float = 2.0, batch_inter
     started = time.perf_counter()
     with LocalCluster(executors=executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         echo(f"cluster up in {time.perf_counter() - started:.2f} s; scheduler at {cluster.address}")
-        table = ctx.broadcast(workload.campaign_table())
-        stream = (
-            ctx.stream(sources.rate(per_partition, partitions=PARTITIONS, record=workload.make_event), batch_interval=batch_interval)
-            .map(workload.parse)
-            .filter(workload.is_view)
-            .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
-            .window(window, event_time=float)
-            .count(partitions=PARTITIONS)
-            .foreach_batch(lambda batch, records: results.extend(records))
-            .start()
-        )
+        stream = ysb.ysb_stream(ctx, rate, window, batch_interval, results)
         echo(f"{'time s':>7} {'batches':>8} {'events/s':>10} {'windows':>8} {'window p50 ms':>14} {'p99 ms':>8} {'group size':>11}")
         deadline = None if seconds is None else time.time() + seconds
         try:
