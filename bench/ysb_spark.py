@@ -39,7 +39,6 @@ behind. Without pyspark, or if Spark cannot start, a run returns a "skipped" not
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import statistics
 import tempfile
@@ -410,49 +409,6 @@ def _stop_quietly(spark: Any, query: Any, sink: _WindowSink) -> None:
     tracker, until = spark.sparkContext.statusTracker(), time.time() + JOBS_END_LIMIT_SECONDS
     while tracker.getActiveJobsIds() and time.time() < until:
         time.sleep(POLL_SECONDS)
-
-
-def _source_start(progress: list[Any]) -> float:
-    """When the rate source started (epoch seconds): the earliest event time the query saw, that of
-    event 0 (a view, so counted in the watermark column's statistics)."""
-    times = [_epoch(r["eventTime"]["min"]) for r in progress if r.get("eventTime", {}).get("min")]
-    return min(times) if times else math.nan
-
-
-def _micros(seconds: float) -> int:
-    """Epoch seconds as whole microseconds: the key of a window end, however its float was computed."""
-    return round(seconds * 1_000_000)
-
-
-def _watermark(progress: Any) -> float:
-    """The event-time watermark (epoch seconds) a progress report's batch ran with; -inf if none yet."""
-    text = (progress or {}).get("eventTime", {}).get("watermark")
-    return _epoch(text) if text else -math.inf
-
-
-def _epoch(iso: str) -> float:
-    """Epoch seconds of a Spark progress timestamp such as 2025-01-01T00:00:00.123Z."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def _input_rate(progress: list[Any], since: float, until: float) -> tuple[float, int, float]:
-    """(events/s, batches, median batch ms) of the batches whose trigger started in [since, until).
-
-    Spark's inputRowsPerSecond is a batch's rows over the time since the previous trigger; the
-    rate source hands out rows a whole second at a time, so per batch it swings between 0 and
-    several times the rate. Its average over the run is taken as the slope of a least-squares
-    line through (trigger time, input rows so far) over every batch of the span, empty ones
-    included. A source that emits by the wall clock gives about the offered rate whenever
-    batches keep coming; a query that falls behind shows it in latency and batch duration.
-    """
-    reports = sorted((r for r in progress if since <= _epoch(r["timestamp"]) < until), key=lambda r: r["batchId"])
-    durations = sorted(r["batchDuration"] for r in reports if r["numInputRows"])
-    median_ms = float(durations[len(durations) // 2]) if durations else math.nan
-    times = [_epoch(r["timestamp"]) for r in reports]
-    totals = list(itertools.accumulate(r["numInputRows"] for r in reports))
-    if len(set(times)) < 2:
-        return (totals[-1] if totals else 0) / (until - since), len(durations), median_ms
-    return statistics.linear_regression(times, totals).slope, len(durations), median_ms
 
 
 def _source_start(progress: list[Any]) -> float:
