@@ -100,7 +100,10 @@ class SchedulerServer:
             self.sent[type(action.msg).__name__] += 1
             if isinstance(action, Send):
                 self._log_job_event(action.msg)
-                transport.send(self.sock, action.msg, action.payloads, to=action.peer)
+                if action.frames is not None:
+                    transport.send_frames(self.sock, [action.peer, *action.frames])
+                else:
+                    transport.send(self.sock, action.msg, action.payloads, to=action.peer)
             elif isinstance(action, ToShuffleMeta):
                 transport.send(self.meta, action.msg)
 

@@ -41,6 +41,7 @@ from common.protocol import (
     TaskFailed,
     TaskFinished,
     encode,
+    frames_size,
 )
 from common.settings import Settings
 from services.scheduler.groups import GroupRun, PlannedJob, place_group
@@ -51,11 +52,13 @@ from services.scheduler.planner import plan_job
 
 @dataclass(frozen=True)
 class Send:
-    """Send a message to the peer (driver or executor) with this routing identity."""
+    """Send a message to the peer (driver or executor) with this routing identity. `frames`, when
+    set, is the message already encoded (it was measured), and goes out as it is."""
 
     peer: bytes
     msg: Message
     payloads: tuple[object, ...] = ()
+    frames: list[object] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -243,9 +246,10 @@ class SchedulerState:
             record = self.members.executors[executor_id]
             stages, code = self._ship(record, {t.stage_key for t in tasks}, specs)
             launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=stages, code=code, barrier=run.barrier)
-            group.launch_bytes += _encoded_size(launch)
+            frames = encode(launch)  # encoded once: measured here, sent as is
+            group.launch_bytes += frames_size(frames)
             group.code_bytes += sum(len(b) for b in code.values())
-            actions.append(Send(record.peer, launch))
+            actions.append(Send(record.peer, launch, frames=frames))
         return actions
 
     def result_partition(self, msg: ResultPartition, payloads: list[object], now: float) -> list[Action]:
@@ -434,5 +438,3 @@ def _blocks(results: dict[int, object]) -> tuple[object, ...]:
     return tuple(results[p] for p in sorted(results))
 
 
-def _encoded_size(msg: Message) -> int:
-    return len(encode(msg)[0])  # type: ignore[arg-type]
