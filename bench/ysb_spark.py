@@ -51,19 +51,16 @@ from datetime import datetime
 from typing import Any
 
 from bench.ysb_workload import (
-    AD_DRAW,
-    AD_TYPE_DRAW,
     AD_TYPES,
     ADS,
     DEFAULT_WINDOW_SECONDS,
     EVENT_TYPES,
     HASH_MULTIPLIER,
-    IP_DRAW,
     MASK32,
-    PAGE_DRAW,
+    OTHER_SALT,
+    PAGE_SHIFT,
     PAGES,
     PARTITION_SALT,
-    USER_DRAW,
     USERS,
     LatencyStats,
     campaign_table,
@@ -251,25 +248,24 @@ def sql_events(rows: Any) -> Any:
     """Rate-source rows (value, timestamp) -> column `event`, with Spark SQL expressions mirroring
     bench.ysb_workload.event_fields (the same values; to_json writes event_time in Java's format)."""
     df = rows.selectExpr(
-        f"value div {PARTITIONS} AS i", "unix_micros(timestamp) / 1e6 AS event_time", f"value % {PARTITIONS} + {PARTITION_SALT} AS s"
+        "unix_micros(timestamp) / 1e6 AS event_time",
+        f"value div {PARTITIONS} AS i",
+        f"((value div {PARTITIONS}) & {MASK32}) ^ ((value % {PARTITIONS}) * {PARTITION_SALT} & {MASK32}) AS s",
     )
-    df = _mix32_stages(df, ["s"]).selectExpr("i", "event_time", f"s ^ (i & {MASK32}) AS s")
-    df = _mix32_stages(df, ["s"])
-    draws = {"u": USER_DRAW, "p": PAGE_DRAW, "a": AD_DRAW, "t": AD_TYPE_DRAW, "ip": IP_DRAW}
-    df = df.selectExpr("i", "event_time", *(f"s + {salt} AS {name}" for name, salt in draws.items()))
-    df = _mix32_stages(df, list(draws))
+    df = _mix32_stages(df, ["s"]).selectExpr("i", "event_time", "s", f"s ^ {OTHER_SALT} AS o")
+    df = _mix32_stages(df, ["o"])
     ad_types = ", ".join(f"'{t}'" for t in AD_TYPES)
     event_types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
-    ip = ", ".join(f"CAST(shiftright(ip, {shift}) & 255 AS STRING)" for shift in (24, 16, 8, 0))
+    ip = ", ".join(f"CAST(shiftright(o, {shift}) & 255 AS STRING)" for shift in (24, 16, 8, 0))
     # The JSON goes through a nondeterministic no-op (spark_partition_id() is never negative): an
     # optimizer barrier as for the UDF. Without it the views filter is pushed below the projections
     # with every column substituted, and the hash's repeated references grow the filter to ~650 KB.
     return df.selectExpr(
         "CASE WHEN spark_partition_id() >= 0 THEN to_json(named_struct("
-        f"'user_id', format_string('user-%05d', u % {USERS}), "
-        f"'page_id', format_string('page-%05d', p % {PAGES}), "
-        f"'ad_id', format_string('ad-%04d', a % {ADS}), "
-        f"'ad_type', element_at(array({ad_types}), CAST(t % {len(AD_TYPES)} AS INT) + 1), "
+        f"'user_id', format_string('user-%05d', o % {USERS}), "
+        f"'page_id', format_string('page-%05d', shiftright(o, {PAGE_SHIFT}) % {PAGES}), "
+        f"'ad_id', format_string('ad-%04d', s % {ADS}), "
+        f"'ad_type', element_at(array({ad_types}), CAST(shiftright(s, 16) % {len(AD_TYPES)} AS INT) + 1), "
         f"'event_type', element_at(array({event_types}), CAST(i % {len(EVENT_TYPES)} AS INT) + 1), "
         "'event_time', event_time, "
         f"'ip_address', concat_ws('.', {ip}))) END AS event"

@@ -14,6 +14,7 @@ from bench.ysb_workload import (
     LatencyStats,
     campaign_of,
     campaign_table,
+    event_fields,
     expected_counts,
     highest_sustained_rate,
     is_sustained,
@@ -37,16 +38,25 @@ def test_make_event_is_deterministic_and_depends_on_partition_and_index():
     assert make_event(2, 17, 5.25) == make_event(2, 17, 5.25)
     # Known values: a salted hash() or a changed generator would break replay across processes.
     assert parse(make_event(0, 0, 1.5)) == {
-        "user_id": "user-61171",
-        "page_id": "page-41430",
-        "ad_id": "ad-0903",
+        "user_id": "user-64811",
+        "page_id": "page-05975",
+        "ad_id": "ad-0000",
         "ad_type": "banner",
         "event_type": "view",
         "event_time": 1.5,
-        "ip_address": "31.5.100.35",
+        "ip_address": "111.111.75.139",
     }
+    assert parse(make_event(3, 12345, 2.0))["ad_id"] != parse(make_event(0, 12345, 2.0))["ad_id"]
     events = {make_event(p, i, 0.0) for p in range(4) for i in range(50)}
     assert len(events) == 200
+
+
+def test_the_fast_make_event_is_exactly_the_json_of_event_fields():
+    for p in range(5):
+        for i in [*range(600), 2**32 - 1, 2**32, 2**33 + 7]:
+            t = 1_700_000_000 + i / 7
+            assert make_event(p, i, t) == json.dumps(event_fields(p, i, t), separators=(",", ":"))
+    assert make_event(0, 1, 3) == make_event(0, 1, 3.0)  # an int time is written as a float, as event_fields does
 
 
 def test_mix32_stays_within_32_bits_and_its_products_within_63():
