@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import platform
+import statistics
 import time
 from typing import Any
 
@@ -64,6 +65,7 @@ def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_int
         "p99": stats.p99,
         "windows": len(results),
         "group_sizes": state.group_sizes,
+        "overhead": settled_overhead(state.overheads),
         "batches": delivered,
     }
     if check:
@@ -84,11 +86,22 @@ def verify(results: list[WindowResult], start: float, per_partition: float, inte
     return all(want.get(k) == v for k, v in got.items()) and bool(got)
 
 
-def group_size_trace(sizes: list[int], points: int = 8) -> str:
+def group_size_trace(sizes: list[int], batch_interval: float, points: int = 8) -> str:
+    """The group size over the run, sampled at `points` evenly spaced groups, each as
+    "<seconds into the stream>s:<size>" (a group starts where the batches before it end)."""
     if not sizes:
         return "-"
+    starts = [0]
+    for size in sizes[:-1]:
+        starts.append(starts[-1] + size)
     step = max(1, len(sizes) // points)
-    return " ".join(str(s) for s in sizes[::step][:points])
+    return " ".join(f"{starts[k] * batch_interval:.1f}s:{sizes[k]}" for k in range(0, len(sizes), step)[:points])
+
+
+def settled_overhead(overheads: list[float], warmup_fraction: float = 0.2) -> float | None:
+    """The median coordination overhead of the groups after the first `warmup_fraction` of them."""
+    settled = overheads[int(len(overheads) * warmup_fraction):]
+    return statistics.median(settled) if settled else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"YSB: {PARTITIONS} source partitions, {args.executors} executors, {args.batch_interval * 1000:.0f} ms batches, "
           f"{args.window:g} s windows, {args.seconds:g} s per rate; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
     rows = []
-    with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
+    settings = Settings.from_env(log_level="warning")
+    with LocalCluster(executors=args.executors, settings=settings) as cluster, cluster.connect() as ctx:
         def run(rate: int) -> dict[str, Any]:
             result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)
             result["engine"] = "Squall"
@@ -126,15 +140,20 @@ def main(argv: list[str] | None = None) -> int:
                 result = dict(run_spark_ysb(rate=rate, seconds=args.seconds, window=args.window, batch_interval=args.batch_interval))
                 result["engine"] = "PySpark"
                 rows.append(result)
-    print(f"{'engine':<8} {'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'windows':>8}  group size over time")
+    print(f"{'engine':<8} {'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'windows':>8} {'overhead':>8}  "
+          "group size over time (seconds:size)")
     for r in rows:
         if r.get("skipped"):
             print(f"{r['engine']:<8} {r['offered']:>10,} skipped: {r['skipped']}")
             continue
-        note = group_size_trace(r.get("group_sizes", []))
+        note = group_size_trace(r.get("group_sizes", []), args.batch_interval)
+        overhead = f"{r['overhead']:.1%}" if r.get("overhead") is not None else "-"
         if "correct" in r:
             note += f"  correct: {r['correct']}"
-        print(f"{r['engine']:<8} {r['offered']:>10,} {r['achieved']:>11,.0f} {r['p50'] * 1000:>8.1f} {r['p99'] * 1000:>8.1f} {r['windows']:>8}  {note}")
+        print(f"{r['engine']:<8} {r['offered']:>10,} {r['achieved']:>11,.0f} {r['p50'] * 1000:>8.1f} {r['p99'] * 1000:>8.1f} {r['windows']:>8} {overhead:>8}  {note}")
+    print(f"overhead: median share of each group's span spent on coordination at its boundary, after the first 20% of "
+          f"groups (auto group size keeps it within {settings.group_overhead_lower:.0%}-{settings.group_overhead_upper:.0%}, "
+          "or at size 1 below it)")
     print(f"\nhighest rate Squall sustained with p99 <= {bound * 1000:.0f} ms: {f'{best:,}/s' if best else 'none of those offered'}")
     return 0
 

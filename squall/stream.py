@@ -70,7 +70,8 @@ class StreamMetrics:
         lat = sorted(self.latencies)
         windows = sorted(self.window_latencies)
         extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
-        return {**extra, 
+        return {
+            **extra,
             "batches": self.batches,
             "records": self.records,
             "skipped_records": self.skipped,
