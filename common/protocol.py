@@ -188,16 +188,21 @@ class Registered(Message, frozen=True):
 
 
 class Reregister(Message, frozen=True):
-    """The scheduler does not know (or has given up on) this executor: drop state, register again."""
+    """The scheduler does not know (or has given up on) this executor: drop state, register again.
+    `registration` echoes the beat's: an answer to a beat from before the executor's latest
+    registration is stale (the scheduler has processed that registration since)."""
 
     executor_id: Id
+    registration: Index = 0
 
 
 class Heartbeat(Message, frozen=True):
-    """Sent from the executor's heartbeat thread, on its own socket."""
+    """Sent from the executor's heartbeat thread, on its own socket. `registration` counts the
+    executor's registrations (it registers again each time the scheduler gives up on it)."""
 
     executor_id: Id
     incarnation: Id
+    registration: Index = 0
 
 
 class TaskDescriptor(Struct, frozen=True):
@@ -212,6 +217,14 @@ class TaskDescriptor(Struct, frozen=True):
     push_to: list[str] = []
     # Wall-clock time (time.time()) before which a source task must not start (0: at once).
     not_before: float = 0.0
+    # Fault tolerance. A stateful task with `checkpoint_state` snapshots its partition's state
+    # after the batch and writes it to the checkpoint store. A map task with `map_checkpoint` (a
+    # store key: its output feeds keyed state) writes its blocks there in the background, and on a
+    # replay (attempt > 0) reads them back instead of recomputing when they exist. A `replay_only`
+    # task rebuilds a stateful partition: its output goes nowhere.
+    checkpoint_state: bool = False
+    map_checkpoint: str = ""
+    replay_only: bool = False
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -226,11 +239,22 @@ class LaunchTasks(Message, frozen=True):
     code: dict[str, bytes] = {}
 
 
+class StateRestore(Struct, frozen=True):
+    """Take over a stateful partition: load its newest checkpoint at or before `up_to` (none: start
+    empty at `first_batch`); the replay tasks that follow bring it up to date."""
+
+    state_id: Id
+    partition: Index
+    up_to: int  # the newest batch a checkpoint may have (-1: start empty)
+    first_batch: Index = 0  # where the state starts when no checkpoint exists
+
+
 class LaunchGroup(Message, frozen=True):
     """Drizzle mode: one executor's whole share of a group of micro-batches, sent at once.
 
     Reduce tasks wait for the blocks their mappers push; map tasks push to `push_to`. The
     executor reports once, with GroupDone, when every task here has finished or was released.
+    `restores` (recovery) come before the tasks: stateful partitions this executor takes over.
     """
 
     group_id: Index
@@ -238,6 +262,7 @@ class LaunchGroup(Message, frozen=True):
     stages: dict[str, StageSpec] = {}
     code: dict[str, bytes] = {}
     barrier: bool = False
+    restores: list[StateRestore] = []
 
 
 class GroupDone(Message, frozen=True):
@@ -289,9 +314,35 @@ class TaskFailed(Message, frozen=True):
 
 
 class ReleaseJob(Message, frozen=True):
-    """These jobs are over: drop their blocks, cancel their tasks still waiting for input."""
+    """These jobs are over: drop their blocks, cancel their tasks still waiting for input.
+
+    `superseded`: the jobs are being replayed under new attempt ids (recovery), so the outputs of
+    stateful tasks they already applied are kept for the replay to take (state is never applied
+    twice); otherwise those outputs are dropped too."""
 
     job_ids: list[str]
+    superseded: bool = False
+
+
+class StateCheckpointed(Message, frozen=True):
+    """An executor wrote these state checkpoints: (state id, partition, batch) each."""
+
+    executor_id: Id
+    checkpoints: list[tuple[str, int, int]]
+
+
+class PruneCheckpoints(Message, frozen=True):
+    """Every partition of this state has a checkpoint at `before` or later: map-output
+    checkpoints of earlier batches can go."""
+
+    state_id: Id
+    before: int
+
+
+class ForgetStates(Message, frozen=True):
+    """A stream ended: the scheduler drops what it kept to recover these states."""
+
+    state_ids: list[str]
 
 
 # --- shuffle_meta --------------------------------------------------------------------------------
@@ -407,6 +458,9 @@ AnyMessage = (
     | TaskFinished
     | TaskFailed
     | ReleaseJob
+    | StateCheckpointed
+    | PruneCheckpoints
+    | ForgetStates
     | RegisterMapOutputs
     | LookupMapOutputs
     | MapOutputs

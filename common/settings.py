@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -75,9 +76,18 @@ class Settings:
     # How often (seconds) a busy runner thread hands the GIL to the executor's I/O loop, so pushes
     # and heartbeats are not held up behind user code (Python's default is 0.005).
     executor_switch_interval: float = 0.0005
-    # Membership: an executor beats every interval; after this many missed beats it is dead.
-    heartbeat_interval: float = 0.2
-    heartbeat_misses: int = 5
+    # Membership: an executor beats every interval; after this many missed beats it is dead
+    # (0.4 s by default; a killed executor is noticed sooner, by its dropped connection).
+    heartbeat_interval: float = 0.1
+    heartbeat_misses: int = 4
+    # Fault tolerance. Checkpoints (keyed state, and the map outputs that feed it) go to this
+    # directory, shared by every executor (a shared volume on Kubernetes); empty: a "squall-
+    # checkpoints" directory in the system's temporary directory. Keyed state is checkpointed at
+    # the end of every checkpoint_every_groups-th group of a stream. When an executor dies its
+    # lost work is replayed by all survivors ("parallel"), or by one ("single", for comparison).
+    checkpoint_dir: str = ""
+    checkpoint_every_groups: int = 10
+    replay: str = "parallel"
     # Clients: how long connect() waits for the scheduler, and how long a silent scheduler is
     # tolerated while a job runs before the driver gives up.
     connect_timeout: float = 5.0
@@ -116,8 +126,17 @@ class Settings:
             raise SettingsError("bad_records (SQUALL_BAD_RECORDS) must be fail or skip")
         if self.reduce_placement not in ("auto", "spread", "per_batch"):
             raise SettingsError("reduce_placement (SQUALL_REDUCE_PLACEMENT) must be auto, spread or per_batch")
+        if self.checkpoint_every_groups < 1:
+            raise SettingsError("checkpoint_every_groups (SQUALL_CHECKPOINT_EVERY_GROUPS) must be at least 1")
+        if self.replay not in ("parallel", "single"):
+            raise SettingsError("replay (SQUALL_REPLAY) must be parallel or single")
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError("log_format (SQUALL_LOG_FORMAT) must be auto, json or console")
+
+    @property
+    def checkpoint_root(self) -> str:
+        """The checkpoint directory in use: checkpoint_dir, or the default under the temp directory."""
+        return self.checkpoint_dir or os.path.join(tempfile.gettempdir(), "squall-checkpoints")
 
     @property
     def death_timeout(self) -> float:

@@ -23,6 +23,7 @@ from common.protocol import (
     CancelRun,
     ClusterStatus,
     ErrorReply,
+    ForgetStates,
     GetClusterStatus,
     GetMetrics,
     JobSpec,
@@ -117,6 +118,11 @@ class Client:
         if self._sock.closed:
             return  # the context was closed: its runs died with it
         self._send(CancelRun(run_id=run_id))
+
+    def forget_states(self, state_ids: list[str]) -> None:
+        """A stream ended: the cluster may drop its keyed state and checkpoints."""
+        if state_ids and not self._sock.closed:
+            self._send(ForgetStates(state_ids=state_ids))
 
     def next_event(self, run_id: str) -> Event:
         """The run's next message (JobDone, JobFailed, RunDone), waiting as needed."""

@@ -44,7 +44,9 @@ class LocalCluster:
         if executors < 1:
             raise ValueError("a local cluster needs at least one executor")
         base = settings or Settings.from_env()
+        self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
         self.settings = base.replace(
+            checkpoint_dir=base.checkpoint_dir or str(self.workdir / "checkpoints"),
             scheduler_bind="tcp://127.0.0.1:*",
             shuffle_meta_bind="tcp://127.0.0.1:*",
             executor_bind="tcp://127.0.0.1:*",
@@ -52,7 +54,6 @@ class LocalCluster:
         )
         self.executor_count = executors
         self.start_timeout = start_timeout
-        self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.address = ""
         self.shuffle_meta_address = ""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from common.plan import GeneratorSource, SourceNode
+from common.plan import GeneratorSource, SourceNode, StateNode
 from common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SquallError
@@ -268,6 +268,12 @@ class Stream:
                 batch += size
         except BaseException as exc:  # the driver-side thread must report, never die silently
             self._error = exc
+        finally:
+            state_ids = [n.state_id for n in template.nodes if isinstance(n, StateNode)]
+            try:
+                self.ctx.client.forget_states(state_ids)  # its keyed state and checkpoints can go
+            except Exception as exc:  # noqa: BLE001 - the stream's outcome matters more
+                log.warning("forget_states_failed", error=repr(exc))
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

@@ -22,6 +22,7 @@ class Heartbeater:
         self.settings = settings
         self.log = log
         self.beat = Heartbeat(executor_id=executor_id, incarnation=incarnation)
+        self.registration = 0  # the loop bumps it before each registration after the first
         self.active = threading.Event()  # set while we are registered
         self.reregister = threading.Event()  # the scheduler asked us to register again
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
@@ -40,7 +41,8 @@ class Heartbeater:
         try:
             while not self._stop.wait(self.settings.heartbeat_interval):
                 if self.active.is_set():
-                    transport.try_send(sock, self.beat)
+                    transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
+                                                       registration=self.registration))
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())
         finally:
@@ -53,6 +55,8 @@ class Heartbeater:
             self.log.warning("bad_message", error=str(exc), source="scheduler")
             return
         if isinstance(msg, Reregister):
+            if msg.registration < self.registration:
+                return  # it answers a beat from before our latest registration, which it has seen since
             self.active.clear()
             self.reregister.set()
             self.wakeup.signal()

@@ -19,13 +19,15 @@ from common import transport
 from common.plan import StageSpec
 from common.protocol import TaskDescriptor
 from common.serialization import SerializationError
+from services.executor.checkpoints import Checkpointer
 from services.executor.state import Failure
 from services.executor.tasks import CodeCache, StateTables, TaskOutput, run_task
 
 
 class Runner:
-    def __init__(self, code: Mapping[str, bytes], states: StateTables, log: Any) -> None:
+    def __init__(self, code: Mapping[str, bytes], states: StateTables, log: Any, checkpoints: Checkpointer | None = None) -> None:
         self.log = log
+        self.checkpoints = checkpoints
         self.code = CodeCache(code)
         self.states = states
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
@@ -60,6 +62,17 @@ class Runner:
         self._queue.put(None)
         self._thread.join(timeout=0.5)
 
+    def _checkpointed_output(self, task: TaskDescriptor, spec: StageSpec) -> list[bytes] | None:
+        """A replayed map task's output as its first attempt checkpointed it, if it did."""
+        try:
+            blocks = self.checkpoints.read_map_output(task.map_checkpoint)  # type: ignore[union-attr]
+        except OSError as exc:
+            self.log.warning("map_checkpoint_unreadable", key=task.map_checkpoint, error=repr(exc))
+            return None
+        if blocks is None or len(blocks) != getattr(spec.output, "partitions", -1):
+            return None
+        return blocks
+
     def _work(self) -> None:
         while True:
             item = self._queue.get()
@@ -73,6 +86,10 @@ class Runner:
     def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
         started = time.perf_counter()
+        if task.attempt and task.map_checkpoint and self.checkpoints is not None:
+            blocks = self._checkpointed_output(task, spec)
+            if blocks is not None:
+                return TaskOutput(blocks=blocks, is_result=False)
         try:
             return run_task(spec, task.partition, views, self.code, self.states, task.batch)  # type: ignore[arg-type]
         except SerializationError as exc:

@@ -18,21 +18,36 @@ from common.protocol import (
     BlocksReady,
     ErrorReply,
     FetchBlocks,
+    ForgetStates,
     LaunchGroup,
     LaunchTasks,
     MapOutputs,
     Ping,
     Pong,
+    PruneCheckpoints,
     PushBlocks,
     Registered,
     RegisterExecutor,
     ReleaseJob,
     Reregister,
+    StateCheckpointed,
 )
 from common.settings import Settings
+from services.executor.checkpoints import Checkpointer
 from services.executor.heartbeat import Heartbeater
 from services.executor.runner import Runner
-from services.executor.state import Action, ExecutorState, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
+from services.executor.state import (
+    Action,
+    CheckpointMapOutput,
+    CheckpointState,
+    ExecutorState,
+    Reply,
+    Restored,
+    Run,
+    ToPeer,
+    ToScheduler,
+    ToShuffleMeta,
+)
 
 REGISTER_RETRY = 1.0
 
@@ -59,7 +74,8 @@ class ExecutorServer:
         self._release_at: float | None = None  # when the loop will next release held source tasks
         self.registered = False
         self.generation = 0  # bumped on reset, so stale runner results are ignored
-        self.runner = Runner(self.state.code, self.state.states, self.log)
+        self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
+        self.runner = Runner(self.state.code, self.state.states, self.log, self.checkpoints)
         broadcast_store.install(self.state.code)  # broadcast values arrive with the code
         self.incarnation = uuid.uuid4().hex
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
@@ -68,14 +84,17 @@ class ExecutorServer:
         self.loop.add_reader(self.sched, self._on_scheduler)
         self.loop.add_reader(self.runner.wakeup.fd, self._on_runner)
         self.loop.add_reader(self.heartbeat.wakeup.fd, self._on_heartbeat_signal)
+        self.loop.add_reader(self.checkpoints.wakeup.fd, self._on_checkpointed)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
         now = time.monotonic
         self.from_scheduler: transport.DealerHandlers = {
             Registered: self._on_registered,
             Reregister: self._on_reregister,
             LaunchTasks: lambda m, p: self.state.launch(m, now()),
-            LaunchGroup: lambda m, p: self.state.launch_group(m, now()),
-            ReleaseJob: lambda m, p: self.state.release_jobs(m.job_ids, now()),
+            LaunchGroup: lambda m, p: self.state.launch_group(m, now(), self._load_restores(m)),
+            ReleaseJob: lambda m, p: self.state.release_jobs(m.job_ids, now(), m.superseded),
+            PruneCheckpoints: lambda m, p: self.checkpoints.prune_maps(m.state_id, m.before),
+            ForgetStates: self._forget_states,
             ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
             Pong: lambda m, p: None,
         }
@@ -102,6 +121,7 @@ class ExecutorServer:
         finally:
             self.runner.close()
             self.heartbeat.close()
+            self.checkpoints.close()
             for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
                 if sock is not None:
                     sock.close(0)
@@ -145,10 +165,37 @@ class ExecutorServer:
             return  # already registering again
         self.log.warning("scheduler_forgot_us")
         self.heartbeat.active.clear()
+        self.heartbeat.registration += 1
         self.state.reset()
         self.generation += 1
         self.registered = False
         self._register()
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _load_restores(self, msg: LaunchGroup) -> Restored:
+        """Load the checkpoints of the partitions this executor takes over (recovery only)."""
+        restored: Restored = {}
+        for r in msg.restores:
+            key = (r.state_id, r.partition)
+            try:
+                loaded = self.checkpoints.load_state(r.state_id, r.partition, r.up_to)
+            except (OSError, ValueError) as exc:
+                restored[key] = f"the checkpoint of partition {r.partition} of keyed state {r.state_id} is unreadable: {exc}"
+                continue
+            if loaded is not None:
+                restored[key] = loaded
+            self.log.info("state_restored", state=r.state_id, partition=r.partition, batch=loaded[0] if loaded else None)
+        return restored
+
+    def _on_checkpointed(self, fd: int) -> None:
+        written = self.checkpoints.written()
+        if written:
+            transport.send(self.sched, StateCheckpointed(executor_id=self.executor_id, checkpoints=written))
+
+    def _forget_states(self, msg: ForgetStates, payloads: list[object]) -> None:
+        self.state.forget_states(msg.state_ids)
+        self.checkpoints.forget(msg.state_ids)
 
     # --- peers and shuffle_meta -----------------------------------------------------------------
 
@@ -197,6 +244,12 @@ class ExecutorServer:
                     self.log.warning("peer_unreachable", address=action.address, message=type(action.msg).__name__)
             elif isinstance(action, Reply):
                 transport.send(self.data, action.msg, action.payloads, to=action.peer)
+            elif isinstance(action, CheckpointMapOutput):
+                self.checkpoints.write_map_output(action.key, action.blocks)
+            elif isinstance(action, CheckpointState):
+                table = self.state.states.get((action.state_id, action.partition))
+                if table is not None:
+                    self.checkpoints.write_state(action.state_id, action.partition, action.batch, table)
         for run in runs:
             self._run(run)
         release = self.state.next_release()

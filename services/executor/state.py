@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass
 
 from common.plan import ShuffleRead, ShuffleWrite, StageSpec
@@ -32,6 +33,7 @@ from common.protocol import (
     PushBlocks,
     RegisterMapOutputs,
     ResultPartition,
+    StateRestore,
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
@@ -87,7 +89,28 @@ class Run:
     inputs: list[object]
 
 
-Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run
+@dataclass(frozen=True)
+class CheckpointMapOutput:
+    """Write a map task's blocks to the checkpoint store, in the background."""
+
+    key: str
+    blocks: list[bytes]
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """Snapshot a stateful partition as it is after `batch` and write it, in the background."""
+
+    state_id: str
+    partition: int
+    batch: int
+
+
+Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run | CheckpointMapOutput | CheckpointState
+
+StateKey = tuple[str, int]  # (state id, partition)
+Restored = dict[StateKey, tuple[int, dict] | str]  # loaded checkpoints: (batch, table), or why not
+RELEASED_MEMORY = 4096  # released job ids remembered, so late blocks for them are dropped
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,7 @@ class _Running:
     local: LocalTask
     started: float
     released: bool = False  # its job ended while it ran: report, keep nothing
+    orphaned: bool = False  # its stateful partition was restored from a checkpoint while it ran
 
 
 class ExecutorState:
@@ -148,8 +172,14 @@ class ExecutorState:
         # that applies a state's batches in order: (state id, partition) -> next batch, and
         # tasks whose inputs are in but whose predecessor batch has not run yet.
         self.states: StateTables = {}
-        self._state_next: dict[tuple[str, int], int] = {}
-        self._state_parked: dict[tuple[str, int], dict[int, LocalTask]] = {}
+        self._state_next: dict[StateKey, int] = {}
+        self._state_parked: dict[StateKey, dict[int, LocalTask]] = {}
+        # Outputs of the batches each stateful partition applied whose jobs are not over: a replay
+        # of such a batch (after another executor died) takes its output here, never applying the
+        # state twice. batch -> (id of the attempt that last used it, output).
+        self._outputs: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}
+        self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
+        self._released_set: set[str] = set()
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
@@ -172,16 +202,44 @@ class ExecutorState:
             actions += self._accept(task, None, now)
         return actions + self._next(now)
 
-    def launch_group(self, msg: LaunchGroup, now: float) -> list[Action]:
-        """Drizzle: a whole group's share; reducers wait for what their mappers push."""
+    def launch_group(self, msg: LaunchGroup, now: float, restored: Restored | None = None) -> list[Action]:
+        """Drizzle: a whole group's share; reducers wait for what their mappers push. Partitions
+        taken over (`msg.restores`) start from their checkpoint, loaded by the loop (`restored`)."""
         self.stages.update(msg.stages)
         self.code.update(msg.code)
         self.barrier = msg.barrier
+        unreadable: dict[StateKey, str] = {}
+        for restore in msg.restores:
+            unreadable.update(self._restore(restore, (restored or {}).get((restore.state_id, restore.partition))))
         self.groups[msg.group_id] = _Group(outstanding={t.key for t in msg.tasks}, tasks=len(msg.tasks))
         actions: list[Action] = []
         for task in msg.tasks:
-            actions += self._accept(task, msg.group_id, now)
+            spec = self.stages.get(task.stage_key)
+            why = unreadable.get((spec.state.state_id, task.partition), "") if spec is not None and spec.state is not None else ""
+            if why:
+                actions += self._report_failure(task, msg.group_id, Failure("task", "CheckpointUnreadable", why))
+            else:
+                actions += self._accept(task, msg.group_id, now)
+        if not msg.tasks:
+            actions += self._group_over(msg.group_id)
         return actions + self._next(now)
+
+    def _restore(self, restore: StateRestore, loaded: tuple[int, dict] | str | None) -> dict[StateKey, str]:
+        """Take over a stateful partition at its checkpoint (or empty, before its first batch)."""
+        key = (restore.state_id, restore.partition)
+        running = self.running
+        if running is not None and running.local.spec.state is not None and (running.local.spec.state.state_id, running.local.task.partition) == key:
+            running.orphaned = True  # it works on the table being replaced: its batch does not count
+        self._outputs.pop(key, None)
+        self._state_parked.pop(key, None)
+        if isinstance(loaded, str):
+            self.states.pop(key, None)
+            self._state_next.pop(key, None)
+            return {key: loaded}
+        batch, table = loaded if loaded is not None else (restore.first_batch - 1, {})
+        self.states[key] = table
+        self._state_next[key] = batch + 1
+        return {}
 
     def _accept(self, task: TaskDescriptor, group_id: int | None, now: float) -> list[Action]:
         spec = self.stages.get(task.stage_key)
@@ -192,7 +250,8 @@ class ExecutorState:
         self.tasks[task.key] = local
         self.local.launched(local)
         if spec.state is not None and group_id is not None:  # launches come in batch order
-            self._state_next.setdefault((spec.state.state_id, task.partition), task.batch)
+            if task.batch < self._state_next.setdefault((spec.state.state_id, task.partition), task.batch):
+                return self._already_applied(local, now)
         if not isinstance(spec.input, ShuffleRead):
             release_at = task.not_before - self.wall_offset
             if task.not_before and release_at > now:  # a stream batch whose interval is not over
@@ -240,6 +299,8 @@ class ExecutorState:
         return actions
 
     def pushed(self, msg: PushBlocks, payloads: list[object], now: float) -> list[Action]:
+        if msg.job_id in self._released_set:
+            return []  # a late push for a job that is over (or an attempt replaced by a replay)
         actions: list[Action] = []
         for reduce_partition, frame in zip(msg.reduce_partitions, payloads, strict=True):
             actions += self._arrive((msg.job_id, msg.shuffle_id, reduce_partition), msg.map_partition, frame, now)
@@ -247,6 +308,8 @@ class ExecutorState:
 
     def blocks_ready(self, msg: BlocksReady, now: float) -> list[Action]:
         """Drizzle: a mapper's blocks were too large to push; fetch each reduce partition's."""
+        if msg.job_id in self._released_set:
+            return []
         return [
             ToPeer(msg.address, self._fetch((msg.job_id, msg.shuffle_id, r), [msg.map_partition], now))
             for r in msg.reduce_partitions
@@ -307,6 +370,8 @@ class ExecutorState:
         state = local.spec.state
         if state is not None and local.group_id is not None:
             key = (state.state_id, local.task.partition)
+            if local.task.batch < self._state_next.get(key, local.task.batch):  # applied meanwhile
+                return self._already_applied(local, 0.0)
             if self._state_next.get(key, local.task.batch) != local.task.batch:
                 self._state_parked.setdefault(key, {})[local.task.batch] = local
                 return []  # batch b of a state waits for batch b-1
@@ -378,12 +443,18 @@ class ExecutorState:
     def _next(self, now: float) -> list[Action]:
         if self.running is not None:
             return []
-        local = self.local.pop(self.barrier)
-        if local is None:
-            return []
+        actions: list[Action] = []
+        while True:
+            local = self.local.pop(self.barrier)
+            if local is None:
+                return actions
+            state = local.spec.state
+            if state is None or local.group_id is None or local.task.batch >= self._state_next.get((state.state_id, local.task.partition), 0):
+                break
+            actions += self._already_applied(local, now)  # its first attempt applied it meanwhile
         self.running = _Running(local, now)
         inputs = [local.inputs[p] for p in sorted(local.inputs)]
-        return [Run(local.task, local.spec, inputs)]
+        return [*actions, Run(local.task, local.spec, inputs)]
 
     def task_done(self, task: TaskDescriptor, outcome: TaskOutput | Failure, now: float) -> list[Action]:
         running = self.running
@@ -397,27 +468,63 @@ class ExecutorState:
             self.groups[local.group_id].busy += now - running.started
             if isinstance(outcome, TaskOutput):
                 self.groups[local.group_id].skipped += outcome.skipped
+        actions: list[Action] = []
+        state = local.spec.state
+        if running.orphaned:
+            return self._task_over(local, advance=False) + self._next(now)
+        if state is not None and local.group_id is not None and isinstance(outcome, TaskOutput):
+            # The state has applied this batch, whatever becomes of the job: keep what it made.
+            key = (state.state_id, task.partition)
+            if not task.replay_only:
+                self._outputs.setdefault(key, {})[task.batch] = (task.job_id, outcome)
+            if task.checkpoint_state:
+                actions.append(CheckpointState(state.state_id, task.partition, task.batch))
         if running.released:
-            actions: list[Action] = []
             if local.group_id is None:  # BSP: the scheduler still counts the slot as taken
                 actions.append(ToScheduler(self._finished(task, TaskOutput([], False), running.started, now)))
             return actions + self._task_over(local) + self._next(now)
         if isinstance(outcome, Failure):
-            return self._report_failure(task, local.group_id, outcome) + self._next(now)
+            return actions + self._report_failure(task, local.group_id, outcome) + self._next(now)
+        return actions + self._complete(local, outcome, running.started, now) + self._next(now)
+
+    def _complete(self, local: LocalTask, outcome: TaskOutput, started: float, now: float) -> list[Action]:
+        """A task's output is ready: send it on (a replay_only task's goes nowhere)."""
+        task = local.task
         if outcome.is_result and not fits(outcome.size, self.settings.max_message_bytes):
             message = (
                 f"result partition {task.partition} is {outcome.size} bytes, more than a message may carry "
                 f"(max_message_bytes={self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); "
                 "reduce it on the cluster or use more partitions"
             )
-            return self._report_failure(task, local.group_id, Failure("task", "ResultTooLarge", message)) + self._next(now)
-        if outcome.is_result:
-            actions = [self._result(task, local, outcome, running.started, now)]
+            return self._report_failure(task, local.group_id, Failure("task", "ResultTooLarge", message))
+        if task.replay_only:
+            actions: list[Action] = []
+        elif outcome.is_result:
+            actions = [self._result(task, local, outcome, started, now)]
         else:
             actions = self._map_output(task, local, outcome, now)
             if local.group_id is None:
-                actions.append(ToScheduler(self._finished(task, outcome, running.started, now)))
-        return actions + self._task_over(local) + self._next(now)
+                actions.append(ToScheduler(self._finished(task, outcome, started, now)))
+        return actions + self._task_over(local)
+
+    def _already_applied(self, local: LocalTask, now: float) -> list[Action]:
+        """A stateful task for a batch its partition has applied already: a replay after a failure
+        elsewhere. It takes the output kept from then (a rebuild needs none)."""
+        task = local.task
+        self.tasks.pop(task.key, None)
+        self.local.finished(local)
+        inbox_key = (task.job_id, local.spec.input.shuffle_id, task.partition)  # type: ignore[union-attr]
+        self._readers.pop(inbox_key, None)
+        self.inbox.discard(inbox_key)
+        if task.replay_only:
+            return self._task_over(local)
+        key = (local.spec.state.state_id, task.partition)  # type: ignore[union-attr]
+        kept = self._outputs.get(key, {}).get(task.batch)
+        if kept is None:
+            message = f"partition {task.partition} of keyed state {key[0]} is past batch {task.batch} and no longer holds its output"
+            return self._report_failure(task, local.group_id, Failure("task", "StateAhead", message))
+        self._outputs[key][task.batch] = (task.job_id, kept[1])
+        return self._complete(local, kept[1], now, now)
 
     def _result(self, task: TaskDescriptor, local: LocalTask, outcome: TaskOutput, started: float, now: float) -> Action:
         if local.group_id is None:
@@ -434,7 +541,8 @@ class ExecutorState:
         actions: list[Action] = []
         by_address: dict[str, list[int]] = {}
         for reduce_partition, address in enumerate(task.push_to):
-            by_address.setdefault(address, []).append(reduce_partition)
+            if address:  # "": a rebuild needs no block for that partition
+                by_address.setdefault(address, []).append(reduce_partition)
         for address, parts in by_address.items():
             if address == self.data_address:
                 for r in parts:
@@ -451,6 +559,8 @@ class ExecutorState:
                     address=self.data_address,
                 )
                 actions.append(ToPeer(address, notice))
+        if task.map_checkpoint and task.attempt == 0:
+            actions.append(CheckpointMapOutput(task.map_checkpoint, blocks))
         location = MapLocation(task.partition, self.executor_id, self.data_address, [len(b) for b in blocks])
         self._unregistered.append(MapOutput(job_id=task.job_id, shuffle_id=output.shuffle_id, location=location))
         if local.group_id is None:  # BSP reducers look outputs up: register at once
@@ -470,10 +580,20 @@ class ExecutorState:
 
     # --- releasing ------------------------------------------------------------------------------
 
-    def release_jobs(self, job_ids: list[str], now: float) -> list[Action]:
+    def release_jobs(self, job_ids: list[str], now: float, superseded: bool = False) -> list[Action]:
         """Jobs are over: drop their blocks; cancel their tasks that have not started (a BSP task is
-        reported so the scheduler frees its slot); a running one reports without keeping output."""
+        reported so the scheduler frees its slot); a running one reports without keeping output.
+        Outputs kept for stateful batches go too, unless the jobs are `superseded` by replays."""
         jobs = set(job_ids)
+        for job_id in job_ids:
+            if len(self._released) == self._released.maxlen:
+                self._released_set.discard(self._released[0])
+            self._released.append(job_id)
+            self._released_set.add(job_id)
+        if not superseded:
+            for kept in self._outputs.values():
+                for batch in [b for b, (job_id, _) in kept.items() if job_id in jobs]:
+                    del kept[batch]
         self.store = {k: v for k, v in self.store.items() if k[0] not in jobs}
         self.inbox.release(jobs)
         self._readers = {k: v for k, v in self._readers.items() if k[0] not in jobs}
@@ -490,14 +610,15 @@ class ExecutorState:
             if local.group_id is None:
                 actions += self._report_failure(local.task, None, Failure("fetch", "Cancelled", f"job {key[0]} was released"))
             else:
-                actions += self._task_over(local)
+                actions += self._task_over(local, advance=False)  # never ran: its batch is not applied
         return actions + self._next(now)
 
     # --- reporting ------------------------------------------------------------------------------
 
-    def _task_over(self, local: LocalTask) -> list[Action]:
+    def _task_over(self, local: LocalTask, advance: bool = True) -> list[Action]:
         """Group accounting: report the group once every task of it here is over."""
-        self._state_advanced(local)
+        if advance:
+            self._state_advanced(local)
         if local.group_id is None:
             return []
         group = self.groups.get(local.group_id)
@@ -506,11 +627,19 @@ class ExecutorState:
         group.outstanding.discard(local.key)
         if group.outstanding:
             return []
-        del self.groups[local.group_id]
-        done = GroupDone(
-            group_id=local.group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy, skipped=group.skipped
-        )
+        return self._group_over(local.group_id)
+
+    def _group_over(self, group_id: int) -> list[Action]:
+        group = self.groups.pop(group_id)
+        done = GroupDone(group_id=group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy, skipped=group.skipped)
         return [ToScheduler(done), *self._register_outputs()]  # locations travel after the report
+
+    def forget_states(self, state_ids: list[str]) -> None:
+        """A stream ended: its keyed state here goes."""
+        ids = set(state_ids)
+        for table in (self.states, self._state_next, self._state_parked, self._outputs):
+            for key in [k for k in table if k[0] in ids]:
+                del table[key]
 
     def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure) -> list[Action]:
         failed = TaskFailed(

@@ -17,7 +17,7 @@ executors, and spread otherwise (a lone job keeps its reducers' parallelism).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from common.plan import JobPlan, Stage
 from common.protocol import GroupStats, TaskDescriptor
@@ -38,6 +38,24 @@ class PlannedJob:
     started: float = 0.0
     done: bool = False
     failed: bool = False
+    # Recovery: attempt > 0 is a replay, under its own id on the wire (old attempts' messages are
+    # stale). A replay_only job rebuilds lost keyed state: only `restrict`'s partitions of its
+    # stateful stages (and the stages before them) run, and its output goes nowhere.
+    attempt: int = 0
+    replay_only: bool = False
+    restrict: dict[int, set[int]] = field(default_factory=dict)
+
+    @property
+    def wire_id(self) -> str:
+        """The id executors and messages know this attempt by."""
+        return self.job_id if self.attempt == 0 else f"{self.job_id}~{'r' if self.replay_only else ''}{self.attempt}"
+
+    def fork(self, attempt: int, replay_only: bool = False, restrict: dict[int, set[int]] | None = None) -> PlannedJob:
+        """A fresh attempt of this job (results and placement start empty)."""
+        return PlannedJob(
+            self.job_id, self.batch, self.plan, self.stage_keys, self.not_before,
+            attempt=attempt, replay_only=replay_only, restrict=dict(restrict or {}),
+        )
 
     @property
     def results_remaining(self) -> int:
@@ -63,6 +81,8 @@ class GroupRun:
     code_bytes: int = 0
     skipped: int = 0
 
+    replay_only: bool = False  # a group that rebuilds lost keyed state
+
     def stats(self, now: float, executors: int) -> GroupStats:
         return GroupStats(
             group_id=self.group_id,
@@ -78,38 +98,79 @@ class GroupRun:
 ReducePlacement = Literal["auto", "spread", "per_batch"]
 
 
+class Placement(Protocol):
+    """What placement asks the scheduler's keyed-state book (services.scheduler.keyed_state)."""
+
+    def owner(self, state_id: str, partition: int, default: str) -> str: ...
+
+
 def place_group(
-    jobs: list[PlannedJob], executors: list[ExecutorRecord], reduce_placement: ReducePlacement = "spread"
+    jobs: list[PlannedJob],
+    executors: list[ExecutorRecord],
+    reduce_placement: ReducePlacement = "spread",
+    book: Placement | None = None,
+    checkpointing: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> dict[str, list[TaskDescriptor]]:
-    """Each executor's share of the group: tasks ordered by batch, reducers before their mappers."""
+    """Each executor's share of the group: tasks ordered by batch, reducers before their mappers.
+
+    A stateful stage's partition goes to its owner (`book`), where its state lives; the tasks of
+    jobs in `checkpointing` checkpoint their state after the batch. Map tasks that feed keyed
+    state checkpoint their output. A replay_only job places only its stages up to its restricted
+    stateful stage, and of that stage only the restricted partitions."""
     if not executors:
         raise ValueError("no executors to place a group on")
     n = len(executors)
+    by_id = {e.executor_id: e for e in executors}
     per_batch = reduce_placement == "per_batch" or (reduce_placement == "auto" and len(jobs) >= n)
     share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
     for job in jobs:
         stages = job.plan.stages
 
         def executor_of(stage: Stage, partition: int) -> ExecutorRecord:
-            if stage.parents and per_batch and stage.spec.state is None:
+            state = stage.spec.state
+            if state is not None and book is not None:
+                default = executors[partition % n].executor_id
+                return by_id.get(book.owner(state.state_id, partition, default), executors[partition % n])
+            if stage.parents and per_batch and state is None:
                 return executors[job.batch % n]  # noqa: B023 - used within this iteration
-            return executors[partition % n]  # keyed state stays where its partition always runs
+            return executors[partition % n]
 
+        last_stage = max(job.restrict) if job.replay_only and job.restrict else len(stages) - 1
         home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]
-        for stage in reversed(stages):
-            readers = [s.stage_id for s in stages if stage.stage_id in s.parents]
-            push_to = [e.data_address for e in home[readers[0]]] if readers else []
-            for partition, executor in enumerate(home[stage.stage_id]):
+        for stage in reversed(stages[: last_stage + 1]):
+            readers = [s for s in stages[: last_stage + 1] if stage.stage_id in s.parents]
+            push_to = [e.data_address for e in home[readers[0].stage_id]] if readers else []
+            if readers and readers[0].stage_id in job.restrict:
+                wanted = job.restrict[readers[0].stage_id]
+                push_to = [address if p in wanted else "" for p, address in enumerate(push_to)]
+            feeds_state = bool(readers) and readers[0].spec.state is not None
+            partitions = range(stage.spec.partitions)
+            if stage.stage_id in job.restrict:
+                partitions = sorted(job.restrict[stage.stage_id])  # type: ignore[assignment]
+            for partition in partitions:
+                executor = home[stage.stage_id][partition]
+                state = stage.spec.state
                 share[executor.executor_id].append(
                     TaskDescriptor(
-                        job_id=job.job_id,
+                        job_id=job.wire_id,
                         stage_id=stage.stage_id,
                         partition=partition,
                         stage_key=job.stage_keys[stage.stage_id],
+                        attempt=job.attempt,
                         batch=job.batch,
-                        push_to=push_to,
+                        push_to=[] if job.replay_only and stage.stage_id == last_stage else push_to,
                         not_before=0.0 if stage.parents else job.not_before,
+                        checkpoint_state=state is not None and job.job_id in checkpointing,
+                        map_checkpoint=map_checkpoint_key(readers[0].spec.state.state_id, job.batch, stage.stage_id, partition)  # type: ignore[union-attr]
+                        if feeds_state
+                        else "",
+                        replay_only=job.replay_only and stage.stage_id == last_stage,
                     )
                 )
                 job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)
     return {eid: tasks for eid, tasks in share.items() if tasks}
+
+
+def map_checkpoint_key(state_id: str, batch: int, stage_id: int, partition: int) -> str:
+    """Where a map task feeding keyed state checkpoints its output (by batch, not by attempt)."""
+    return f"maps/{state_id}/{batch:012d}/{stage_id}-{partition}"

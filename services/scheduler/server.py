@@ -12,6 +12,7 @@ from common import transport
 from common.protocol import (
     CancelRun,
     ErrorReply,
+    ForgetStates,
     GetClusterStatus,
     GetMetrics,
     GroupDone,
@@ -25,12 +26,14 @@ from common.protocol import (
     RegisterExecutor,
     ResultPartition,
     RunDone,
+    StateCheckpointed,
     SubmitJobs,
     TaskFailed,
     TaskFinished,
 )
 from common.settings import Settings
 from services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
+from services.scheduler.watch import ConnectionWatch
 
 
 class SchedulerServer:
@@ -46,6 +49,8 @@ class SchedulerServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
+        self.watch = ConnectionWatch(self.ctx)
+        self.loop.add_reader(self.watch.monitor, self._on_disconnect)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
         now = time.monotonic
         self.handlers: transport.RouterHandlers = {
@@ -57,6 +62,8 @@ class SchedulerServer:
             TaskFailed: lambda peer, m, p: self.state.task_failed(m, now()),
             ResultPartition: lambda peer, m, p: self.state.result_partition(m, p, now()),
             GroupDone: lambda peer, m, p: self.state.group_done(m, now()),
+            StateCheckpointed: lambda peer, m, p: self.state.state_checkpointed(m),
+            ForgetStates: lambda peer, m, p: self.state.forget_states(m),
             GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status())],
             GetMetrics: lambda peer, m, p: [Send(peer, Metrics(received=dict(self.received), sent=dict(self.sent)))],
             Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler"))],
@@ -76,6 +83,7 @@ class SchedulerServer:
         try:
             self.loop.run()
         finally:
+            self.watch.close()
             self.sock.close(0)
             self.meta.close(0)
             self.ctx.term()
@@ -89,6 +97,11 @@ class SchedulerServer:
     def _on_meta_readable(self, sock: zmq.Socket) -> None:
         transport.drain_dealer(sock, self.settings, self.log, self.from_meta, "shuffle_meta")
 
+    def _on_disconnect(self, _monitor: zmq.Socket) -> None:
+        for executor_id in self.watch.disconnected():
+            if self.state.members.get(executor_id) is not None:
+                self._perform(self.state.executor_lost(executor_id, "its connection dropped", time.monotonic()))
+
     def _tick(self) -> None:
         self._perform(self.state.tick(time.monotonic()))
 
@@ -96,6 +109,9 @@ class SchedulerServer:
         while self.state.lost:
             executor_id, reason = self.state.lost.popleft()
             self.log.warning("executor_lost", executor=executor_id, reason=reason)
+        while self.state.recoveries:
+            self.log.warning("replaying", **self.state.recoveries.popleft())  # type: ignore[arg-type]
+        self.watch.sync({k: r.data_address for k, r in self.state.members.executors.items()})
         for action in actions or ():
             self.sent[type(action.msg).__name__] += 1
             if isinstance(action, Send):

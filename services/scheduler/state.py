@@ -7,8 +7,11 @@ driver as they arrive, and each executor reports once per group. The scheduler i
 at group boundaries. In BSP mode each job runs stage by stage: a stage's tasks are launched when
 its parents are done, and executors report every task.
 
-A task failure or the loss of an executor a job depends on fails that job with a clear reason;
-the run's other jobs, later groups and the cluster go on.
+A task failure fails its job with a clear reason; the run's other jobs, later groups and the
+cluster go on. When an executor dies, a pre-scheduled run replays its unfinished jobs on the
+survivors under new attempt ids (the epoch moves on, so the dead attempts' messages are stale),
+and keyed state the executor owned is rebuilt by new owners from checkpoints (keyed_state.py).
+Each job's result still reaches the driver exactly once. A BSP job that loses an executor fails.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from common.protocol import (
     FailureKind,
     ForgetExecutor,
     ForgetJob,
+    ForgetStates,
     GroupDone,
     GroupStats,
     Heartbeat,
@@ -30,12 +34,15 @@ from common.protocol import (
     LaunchGroup,
     LaunchTasks,
     Message,
+    PruneCheckpoints,
     Registered,
     RegisterExecutor,
     ReleaseJob,
     Reregister,
     ResultPartition,
     RunDone,
+    StateCheckpointed,
+    StateRestore,
     SubmitJobs,
     TaskDescriptor,
     TaskFailed,
@@ -46,6 +53,7 @@ from common.protocol import (
 from common.settings import Settings
 from services.scheduler.groups import GroupRun, PlannedJob, place_group
 from services.scheduler.jobs import JobRun, TaskKey
+from services.scheduler.keyed_state import Restore, StateBook
 from services.scheduler.membership import ExecutorRecord, Membership
 from services.scheduler.planner import plan_job
 
@@ -95,6 +103,9 @@ class SchedulerState:
         self.bsp_jobs: dict[str, tuple[Run, JobRun]] = {}
         self.pending: deque[TaskKey] = deque()  # BSP tasks waiting for a slot
         self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs
+        self.recoveries: deque[dict[str, object]] = deque(maxlen=1000)  # what each loss replayed, for logs
+        self.book = StateBook(settings.checkpoint_every_groups, settings.replay)
+        self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
 
     @property
@@ -119,7 +130,7 @@ class SchedulerState:
     def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
         if self.members.beat(msg.executor_id, msg.incarnation, now):
             return []
-        return [Send(peer, Reregister(executor_id=msg.executor_id))]
+        return [Send(peer, Reregister(executor_id=msg.executor_id, registration=msg.registration))]
 
     def tick(self, now: float) -> list[Action]:
         expired = self.members.expired(now)
@@ -147,15 +158,50 @@ class SchedulerState:
                 stage_id, partition = hit
                 message = f"{why} while job {job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
                 actions += self._fail_bsp(run, job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
+        survivors = [e.executor_id for e in self.members.live()]
+        moved = self.book.executor_lost(executor_id, survivors)
         for run in list(self.runs.values()):
+            hit = [j for g in run.groups for j in g.jobs if not j.over and executor_id in j.placed]
+            if hit and not survivors:
+                for job in hit:
+                    stage_id = min(job.placed[executor_id])
+                    message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id}); no executors are left"
+                    actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
+            elif hit:
+                actions += self._replay_run(run, executor_id, moved)
+                actions += self._advance(run, now)
+                continue
             for group in list(run.groups):
-                for job in group.jobs:
-                    if not job.over and executor_id in job.placed:
-                        stage_id = min(job.placed[executor_id])
-                        message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id})"
-                        actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
                 group.waiting.discard(executor_id)
                 actions += self._maybe_group_complete(run, group, now)
+        return actions
+
+    def _replay_run(self, run: Run, executor_id: str, moved: list[tuple[str, int, str]]) -> list[Action]:
+        """The run lost tasks with the executor: drop its groups in flight, and queue its unfinished
+        jobs again, first, as new attempts (placed on the survivors when next dispatched)."""
+        self.epoch += 1
+        unfinished: list[PlannedJob] = []
+        over: list[PlannedJob] = []
+        for group in run.groups:
+            for job in group.jobs:
+                self.prescheduled.pop(job.wire_id, None)
+                if job.replay_only and not job.over:  # a rebuild cut short: rebuild again
+                    for stage_id, partitions in job.restrict.items():
+                        state = job.plan.stages[stage_id].spec.state
+                        if state is not None and state.state_id in self.book.states:
+                            self.book.states[state.state_id].restoring.update(partitions)
+                (unfinished if not job.over and not job.replay_only else over).append(job)
+        involved = sorted({e for g in run.groups for j in g.jobs for e in j.executors} - {executor_id})
+        run.groups.clear()
+        actions = self._release([j.wire_id for j in unfinished], involved, superseded=True)
+        actions += self._release([j.wire_id for j in over], involved)
+        replays = [job.fork(self.epoch) for job in sorted(unfinished, key=lambda j: j.batch)]
+        run.queue.extendleft(reversed(replays))
+        self.recoveries.append({
+            "run": run.run_id, "executor": executor_id, "epoch": self.epoch,
+            "batches": [j.batch for j in replays], "moved_partitions": len(moved),
+            "new_owners": sorted({owner for _, _, owner in moved}),
+        })
         return actions
 
     def status(self):  # type: ignore[no-untyped-def]
@@ -187,7 +233,9 @@ class SchedulerState:
             except PlanError as exc:
                 actions.append(Send(peer, JobFailed(job_id=spec.job_id, kind="plan", message=str(exc), batch=batch)))
                 continue
-            run.queue.append(PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages], spec.not_before))
+            job = PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages], spec.not_before)
+            self.book.register(job)
+            run.queue.append(job)
         self.runs[run.run_id] = run
         return actions + self._advance(run, now)
 
@@ -232,20 +280,43 @@ class SchedulerState:
 
     def _dispatch_group(self, run: Run, now: float) -> list[Action]:
         jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
+        restores, replayed, error = self.book.pending_restores(jobs[0])
+        if error is not None:
+            actions: list[Action] = []
+            for job in [*jobs, *run.queue]:
+                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="executor_lost", message=error, batch=job.batch)))
+            run.queue.clear()
+            return actions
+        actions = []
+        if replayed:
+            self.epoch += 1
+            rebuild = [job.fork(self.epoch, replay_only=True, restrict=self.book.replay_partitions(job, restores)) for job in replayed]
+            rebuild = [job for job in rebuild if job.restrict]
+            if rebuild:
+                actions += self._launch(run, rebuild, restores, set(), now)
+                restores = []  # they travel with the rebuild group, ahead of the next
+        return actions + self._launch(run, jobs, restores, self.book.note_group(jobs), now)
+
+    def _launch(self, run: Run, jobs: list[PlannedJob], restores: list[Restore], checkpointing: set[str], now: float) -> list[Action]:
+        """Place a group and send each executor its share (with the partitions it must restore)."""
         self._group_ids += 1
         executors = self.members.live()
-        shares = place_group(jobs, executors, self.settings.reduce_placement)  # type: ignore[arg-type]
-        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now)
+        shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing)  # type: ignore[arg-type]
+        for r in restores:
+            shares.setdefault(r.owner, [])
+        replay_only = all(job.replay_only for job in jobs)
+        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)
         run.groups.append(group)
         for job in jobs:
             job.started = now
-            self.prescheduled[job.job_id] = (run, job)
+            self.prescheduled[job.wire_id] = (run, job)
         actions: list[Action] = []
         specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
         for executor_id, tasks in shares.items():
             record = self.members.executors[executor_id]
             stages, code = self._ship(record, {t.stage_key for t in tasks}, specs)
-            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=stages, code=code, barrier=run.barrier)
+            mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
+            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=stages, code=code, barrier=run.barrier, restores=mine)
             frames = encode(launch)  # encoded once: measured here, sent as is
             group.launch_bytes += frames_size(frames)
             group.code_bytes += sum(len(b) for b in code.values())
@@ -257,7 +328,7 @@ class SchedulerState:
         if entry is None:
             return []
         run, job = entry
-        if job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
+        if job.replay_only or job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
             return []  # a duplicate or nonsensical report never completes a job early
         job.results[msg.partition] = payloads[0]
         if job.results_remaining:
@@ -282,12 +353,14 @@ class SchedulerState:
         run.stats.append(group.stats(now, executors=len({e for j in group.jobs for e in j.executors})))
         actions: list[Action] = []
         for job in group.jobs:
-            self.prescheduled.pop(job.job_id, None)
+            self.prescheduled.pop(job.wire_id, None)
+            if job.replay_only:
+                job.done = True
             if not job.over:  # every executor reported, yet results are missing: never silently drop
                 message = f"batch {job.batch} (job {job.job_id}) ended with {job.results_remaining} result partitions missing"
                 job.failed = True
                 actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="task", message=message, batch=job.batch)))
-        job_ids = [j.job_id for j in group.jobs]
+        job_ids = [j.wire_id for j in group.jobs]
         involved = sorted({e for j in group.jobs for e in j.executors})
         actions += self._release(job_ids, involved)
         return actions + self._advance(run, now)
@@ -295,7 +368,7 @@ class SchedulerState:
     def _fail_prescheduled(self, run: Run, job: PlannedJob, kind: FailureKind, message: str, **details: object) -> list[Action]:
         job.failed = True
         failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
-        return [Send(run.driver, failed), *self._release([job.job_id], sorted(job.executors))]
+        return [Send(run.driver, failed), *self._release([job.wire_id], sorted(job.executors))]
 
     # --- BSP mode -------------------------------------------------------------------------------
 
@@ -398,6 +471,11 @@ class SchedulerState:
             run, job = entry
             if job.over:
                 return []
+            if job.replay_only:  # keyed state could not be rebuilt: the next batch of the run fails
+                message = f"rebuilding keyed state by replaying batch {job.batch} failed, {where}: {msg.error_type}: {msg.message}"
+                job.failed = True
+                nxt = next((j for g in run.groups for j in g.jobs if not j.replay_only and not j.over), None)
+                return self._fail_prescheduled(run, nxt, kind, message, **details) if nxt is not None else []
             message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
             return self._fail_prescheduled(run, job, kind, message, **details)
         bsp = self.bsp_jobs.get(msg.job_id)
@@ -421,13 +499,33 @@ class SchedulerState:
                     record.code.add(code_key)
         return stages, code
 
-    def _release(self, job_ids: list[str], executor_ids: list[str]) -> list[Action]:
+    def _release(self, job_ids: list[str], executor_ids: list[str], superseded: bool = False) -> list[Action]:
+        if not job_ids:
+            return []
         actions: list[Action] = [ToShuffleMeta(ForgetJob(job_ids=job_ids))]
         for executor_id in executor_ids:
             record = self.members.get(executor_id)
             if record is not None:
-                actions.append(Send(record.peer, ReleaseJob(job_ids=job_ids)))
+                actions.append(Send(record.peer, ReleaseJob(job_ids=job_ids, superseded=superseded)))
         return actions
+
+    # --- keyed state ----------------------------------------------------------------------------
+
+    def state_checkpointed(self, msg: StateCheckpointed) -> list[Action]:
+        """Checkpoints were written; once every partition of a state has one at batch c or later,
+        an executor deletes the map-output checkpoints of batches up to c."""
+        actions: list[Action] = []
+        live = self.members.live()
+        for state_id, partition, batch in msg.checkpoints:
+            oldest = self.book.checkpointed(state_id, partition, batch)
+            if oldest is not None and live:
+                actions.append(Send(live[0].peer, PruneCheckpoints(state_id=state_id, before=oldest + 1)))
+        return actions
+
+    def forget_states(self, msg: ForgetStates) -> list[Action]:
+        """A stream ended: forget its states here and on every executor."""
+        self.book.forget(msg.state_ids)
+        return [Send(record.peer, msg) for record in self.members.live()]
 
 
 def _job_done(job_id: str, results: dict[int, object], started: float, now: float) -> JobDone:

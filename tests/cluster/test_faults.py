@@ -118,8 +118,26 @@ def test_unpicklable_function_fails_when_the_dataset_is_built(ctx, op):  # type:
 # --- executors dying -----------------------------------------------------------------------------
 
 
-def test_executor_sigkilled_mid_job_fails_the_job_quickly(tmp_path: Path) -> None:
-    settings = fast_settings()
+def test_executor_sigkilled_mid_job_is_replayed_by_the_survivors(tmp_path: Path) -> None:
+    with LocalCluster(executors=4, settings=fast_settings()) as cluster, cluster.connect() as ctx:
+
+        def slow(x):  # type: ignore[no-untyped-def]
+            (tmp_path / f"map-{os.getpid()}").touch()
+            time.sleep(0.3)
+            return (x % 3, x)
+
+        victim = cluster.pids["executor-1"]
+        job = Background(ctx.range(16, partitions=4).map(slow).reduce_by_key(add).collect)
+        wait_until(lambda: victim in pids_marked(tmp_path, "map-"), timeout=10, what="executor-1 running a map task")
+        os.kill(victim, signal.SIGKILL)
+        assert job.join(timeout=20), "the job hung after its executor died"
+        assert dict(job.outcome) == {k: sum(x for x in range(16) if x % 3 == k) for k in range(3)}  # type: ignore[arg-type]
+        assert "its connection dropped" in cluster.log_text("scheduler") and "replaying" in cluster.log_text("scheduler")
+        wait_until(lambda: len(ctx.status().executors) == 3, timeout=5, what="three executors")
+
+
+def test_executor_sigkilled_mid_bsp_job_fails_the_job_quickly(tmp_path: Path) -> None:
+    settings = fast_settings(preschedule=False)
     with LocalCluster(executors=4, settings=settings) as cluster, cluster.connect() as ctx:
 
         def slow(x):  # type: ignore[no-untyped-def]
@@ -149,8 +167,8 @@ def test_executor_sigkilled_mid_job_fails_the_job_quickly(tmp_path: Path) -> Non
         assert dict(ctx.range(100).map(lambda x: (x % 4, 1)).reduce_by_key(add).collect()) == {k: 25 for k in range(4)}
 
 
-def test_executor_holding_map_output_dies_between_stages(tmp_path: Path) -> None:
-    settings = fast_settings()
+def test_executor_holding_map_output_dies_between_bsp_stages(tmp_path: Path) -> None:
+    settings = fast_settings(preschedule=False)
     with LocalCluster(executors=4, settings=settings) as cluster, cluster.connect() as ctx:
 
         def slow_reduce(kv):  # type: ignore[no-untyped-def]

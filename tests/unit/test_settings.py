@@ -12,12 +12,12 @@ from common.settings import Settings, SettingsError, env_names
 def test_defaults_without_environment():
     s = Settings.from_env(env={})
     assert s == Settings()
-    assert s.heartbeat_interval == 0.2
-    assert s.heartbeat_misses == 5
+    assert s.heartbeat_interval == 0.1
+    assert s.heartbeat_misses == 4
     assert s.executor_slots == 1
     assert s.max_message_bytes == 256 * 1024 * 1024
     assert s.log_format == "auto"
-    assert s.death_timeout == pytest.approx(1.0)
+    assert s.death_timeout == pytest.approx(0.4)  # under half a second, for local clusters
 
 
 def test_env_overrides_are_parsed_to_field_types():
