@@ -107,7 +107,7 @@ class DirectoryStore:
     def put(self, key: str, data: bytes) -> None:
         path = self._path(check_key(key))
         parent, name = os.path.split(path)
-        tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+        tmp = os.path.join(parent, f".{name}.{os.getpid()}.{uuid.uuid4().hex}{_TMP_SUFFIX}")  # the pid: who is writing
         try:
             for attempt in range(100):  # a concurrent delete() may prune `parent` before the open; rare, so retry
                 try:

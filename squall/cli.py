@@ -52,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lines", type=int, default=500, help="--groups: generated lines per micro-batch (default 500)")
     demo.add_argument("--group-size", type=int, default=20, help="--groups: micro-batches per group (default 20)")
     demo.set_defaults(handler=run_demo)
+
+    chaos = sub.add_parser("chaos", help="failure-injection trials: kill and stop real processes, check the output",
+                           description="Run a stateful stream (a running sum per key and a windowed count) on a local "
+                           "cluster per trial, inject faults from a seeded plan into real processes, and compare the "
+                           "output with plain Python exactly. Prints detection and recovery time per fault.")
+    chaos.add_argument("--trials", type=int, default=5, help="trials, each on a fresh cluster (default 5)")
+    chaos.add_argument("--seed", type=int, default=0, help="seed of the first trial; trial n uses seed + n")
+    chaos.add_argument("--faults", default="kill_executor", help="comma-separated fault kinds to draw from "
+                       "(kill_executor, kill_at_dispatch, kill_mid_shuffle, kill_mid_checkpoint, stop_executor, "
+                       "straggler, kill_shuffle_meta, kill_scheduler) or 'all'")
+    chaos.add_argument("--per-trial", type=int, default=1, help="faults per trial (default 1)")
+    chaos.add_argument("--executors", type=int, default=4)
+    chaos.add_argument("--batch-interval", type=float, default=0.1)
+    chaos.set_defaults(handler=run_chaos)
     return parser
 
 
@@ -80,6 +94,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
     ok = demo.run(executors=args.executors, rate=args.rate, window=args.window, seconds=args.seconds or None)
     return 0 if ok else 1
+
+
+def run_chaos(args: argparse.Namespace) -> int:
+    from squall.chaos import FAULT_KINDS
+    from squall.chaos.report import run_plan
+
+    kinds = FAULT_KINDS if args.faults == "all" else tuple(k.strip() for k in args.faults.split(",") if k.strip())
+    results = run_plan(args.trials, args.seed, kinds, args.per_trial, args.executors, args.batch_interval)
+    return 0 if all(r.ok for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

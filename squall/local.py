@@ -83,6 +83,21 @@ class LocalCluster:
         self._spawn(name, "services.executor", args, time.monotonic() + self.start_timeout, wait=wait)
         return self.processes[name]
 
+    def restart_service(self, name: str) -> None:
+        """Start shuffle_meta or the scheduler again, on the address it had (after a crash)."""
+        if name == "shuffle_meta":
+            module, args, bind = "services.shuffle_meta", [], {"SQUALL_SHUFFLE_META_BIND": self.shuffle_meta_address}
+        elif name == "scheduler":
+            module, args = "services.scheduler", ["--shuffle-meta", self.shuffle_meta_address]
+            bind = {"SQUALL_SCHEDULER_BIND": self.address}
+        else:
+            raise ValueError(f"only shuffle_meta and the scheduler restart in place, not {name!r}")
+        old = self.processes.get(name)
+        if old is not None and old.poll() is None:
+            raise ValueError(f"{name} is still running")
+        (self.workdir / f"{name}.ready").unlink(missing_ok=True)
+        self._spawn(name, module, args, time.monotonic() + self.start_timeout, env=bind)
+
     def close(self) -> None:
         """Stop every service: SIGTERM, then SIGKILL whatever is still alive after a grace period."""
         if self._closed:
@@ -138,10 +153,11 @@ class LocalCluster:
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, module: str, args: list[str], deadline: float, wait: bool = True) -> str:
+    def _spawn(self, name: str, module: str, args: list[str], deadline: float, wait: bool = True,
+               env: dict[str, str] | None = None) -> str:
         ready = self.workdir / f"{name}.ready"
         log = open(self.workdir / f"{name}.log", "ab")
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
         cmd = [sys.executable, "-m", module, "--ready-file", str(ready), "--parent-pid", str(os.getpid()), *args]
         in_main_thread = threading.current_thread() is threading.main_thread()
         proc = subprocess.Popen(

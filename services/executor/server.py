@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import broadcast_store, transport
 from common.protocol import (
@@ -122,6 +123,9 @@ class ExecutorServer:
             self.runner.close()
             self.heartbeat.close()
             self.checkpoints.close()
+            if self.meta is not None:
+                self.meta.disable_monitor()
+                self.meta_events.close(0)
             for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
                 if sock is not None:
                     sock.close(0)
@@ -156,8 +160,11 @@ class ExecutorServer:
         self.heartbeat.active.set()
         if self.meta is None:
             self.meta = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+            self.meta_events = self.meta.get_monitor_socket(zmq.EVENT_CONNECTED)
+            self.meta_connects = 0
             self.meta.connect(msg.shuffle_meta_address)
             self.loop.add_reader(self.meta, self._on_peer)
+            self.loop.add_reader(self.meta_events, self._on_meta_connected)
         self.log.info("registered", shuffle_meta=msg.shuffle_meta_address)
 
     def _on_reregister(self, msg: Reregister | None, payloads: list[object]) -> None:
@@ -170,6 +177,14 @@ class ExecutorServer:
         self.generation += 1
         self.registered = False
         self._register()
+
+    def _on_meta_connected(self, monitor: zmq.Socket) -> None:
+        while monitor.poll(0):
+            recv_monitor_message(monitor)
+            self.meta_connects += 1
+            if self.meta_connects > 1:  # connected again: shuffle_meta restarted, and knows nothing
+                self.log.warning("shuffle_meta_reconnected")
+                self._perform(self.state.shuffle_meta_restarted())
 
     # --- checkpoints ----------------------------------------------------------------------------
 

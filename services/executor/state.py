@@ -129,6 +129,7 @@ class _Request:
     task_key: TaskKey | None
     what: str
     deadline: float
+    lookup: LookupMapOutputs | None = None  # kept, to ask a restarted shuffle_meta again
 
 
 @dataclass
@@ -267,14 +268,28 @@ class ExecutorState:
             return self._fail_input(inbox_key, reason, error_type)
         if group_id is not None:
             return self._maybe_runnable(local)
+        request_id = self._request(inbox_key, task.key, "map output locations", now + self.settings.shuffle_lookup_timeout)
         lookup = LookupMapOutputs(
-            request_id=self._request(inbox_key, task.key, "map output locations", now + self.settings.shuffle_lookup_timeout),
+            request_id=request_id,
             job_id=task.job_id,
             shuffle_id=spec.input.shuffle_id,
             expected=spec.input.map_partitions,
             timeout=self.settings.shuffle_lookup_timeout,
         )
+        self._requests[request_id].lookup = lookup
         return [ToShuffleMeta(lookup)]
+
+    def shuffle_meta_restarted(self) -> list[Action]:
+        """shuffle_meta came back empty: tell it every map output held here again, and repeat the
+        look-ups it had not answered (it rebuilds from the executors' reports)."""
+        outputs = [
+            MapOutput(job_id=job_id, shuffle_id=shuffle_id,
+                      location=MapLocation(map_partition, self.executor_id, self.data_address, [len(b) for b in blocks]))
+            for (job_id, shuffle_id, map_partition), blocks in self.store.items()
+        ]
+        self._unregistered = []
+        actions: list[Action] = [ToShuffleMeta(RegisterMapOutputs(outputs=outputs))] if outputs else []
+        return actions + [ToShuffleMeta(r.lookup) for r in self._requests.values() if r.lookup is not None]
 
     # --- shuffle input --------------------------------------------------------------------------
 

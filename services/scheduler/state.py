@@ -199,7 +199,7 @@ class SchedulerState:
         run.queue.extendleft(reversed(replays))
         self.recoveries.append({
             "run": run.run_id, "executor": executor_id, "epoch": self.epoch,
-            "batches": [j.batch for j in replays], "moved_partitions": len(moved),
+            "batches": [j.batch for j in replays], "moved_partitions": len(moved), "survivors": len(self.members.executors),
             "new_owners": sorted({owner for _, _, owner in moved}),
         })
         return actions
@@ -301,10 +301,12 @@ class SchedulerState:
         """Place a group and send each executor its share (with the partitions it must restore)."""
         self._group_ids += 1
         executors = self.members.live()
+        replay_only = all(job.replay_only for job in jobs)
+        if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
+            executors = [self.members.executors[restores[0].owner]]
         shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing)  # type: ignore[arg-type]
         for r in restores:
             shares.setdefault(r.owner, [])
-        replay_only = all(job.replay_only for job in jobs)
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)
         run.groups.append(group)
         for job in jobs:

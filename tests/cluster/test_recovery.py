@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 import pytest
 
 from squall import LocalCluster, sources
+from tests.cluster.helpers import Background
 from tests.conftest import fast_settings
 from tests.polling import wait_until
 
@@ -60,6 +62,12 @@ def check_exactly_once(got: list) -> None:
         assert records == reference[batch], f"batch {batch} differs from plain Python"
 
 
+def logs(cluster: LocalCluster, lines: int = 15) -> str:
+    """The services' last log lines, for a failure message."""
+    names = ["scheduler", *cluster.executor_names()]
+    return "\n".join(f"--- {n}\n" + "\n".join(cluster.log_text(n).splitlines()[-lines:]) for n in names)
+
+
 def owner_pid(cluster: LocalCluster, exclude: str = "") -> tuple[str, int]:
     name = next(n for n in cluster.executor_names() if n != exclude and cluster.processes[n].poll() is None)
     return name, cluster.pids[name]
@@ -75,9 +83,12 @@ def test_a_sigkilled_executors_state_is_rebuilt_and_the_stream_output_is_exactly
         name, pid = owner_pid(cluster)
         os.kill(pid, signal.SIGKILL)
         seen = len(got)
-        wait_until(lambda: len(got) >= seen + 20, timeout=30, what="20 batches after the kill")
-        stream.stop(timeout=20)
-        check_exactly_once(got)
+        try:
+            wait_until(lambda: len(got) >= seen + 20, timeout=30, what="20 batches after the kill")
+            stream.stop(timeout=20)
+            check_exactly_once(got)
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n{logs(cluster)}") from exc
         log = cluster.log_text("scheduler")
         assert "its connection dropped" in log and "replaying" in log
         if when == "after_checkpoints":
@@ -133,3 +144,22 @@ def test_an_executor_joining_mid_stream_takes_work_from_the_next_group(tmp_path)
         wait_until(lambda: len(got) >= seen + 5, timeout=30, what="five more batches")
         stream.stop(timeout=20)
         check_exactly_once(got)
+
+
+def test_a_restarted_shuffle_meta_is_rebuilt_from_the_executors_reports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = fast_settings(preschedule=False)  # BSP: reducers look their inputs up in shuffle_meta
+
+    def slow(x: int) -> tuple[int, int]:
+        time.sleep(0.2)
+        (tmp_path / f"mapped-{x}").touch()
+        return (x % 2, x)
+
+    with LocalCluster(executors=4, settings=settings) as cluster, cluster.connect() as ctx:
+        job = Background(ctx.range(8, partitions=8).map(slow).reduce_by_key(lambda a, b: a + b).collect)
+        wait_until(lambda: len(list(tmp_path.glob("mapped-*"))) >= 4, timeout=20, what="the first wave of map tasks")
+        os.kill(cluster.pids["shuffle_meta"], signal.SIGKILL)  # it held their outputs' locations
+        cluster.processes["shuffle_meta"].wait(timeout=5)
+        cluster.restart_service("shuffle_meta")
+        assert job.join(timeout=30), "the job hung after shuffle_meta restarted"
+        assert dict(job.outcome) == {0: sum(range(0, 8, 2)), 1: sum(range(1, 8, 2))}  # type: ignore[arg-type]
+        assert any("shuffle_meta_reconnected" in cluster.log_text(n) for n in cluster.executor_names())

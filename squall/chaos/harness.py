@@ -1,0 +1,196 @@
+"""One chaos trial: start a local cluster, run the stateful streams (workload.py), inject the
+seeded plan's faults into real processes, stop, and compare the output with plain Python.
+
+Per fault it reports the detection time (fault to the scheduler's executor_lost event), the
+recovery time (fault to the point from which batch latency stays within 1.5x of its steady state:
+squall.recovery_stats) and how many survivors shared the replay. A trial "hangs" if the streams
+do not deliver or stop within their deadlines; a killed executor is replaced by a new one (as a
+Deployment would), so a long plan never runs out of executors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common.settings import Settings
+from squall.chaos import workload
+from squall.chaos.plan import FAULT_KINDS, Fault, plan_faults
+from squall.local import LocalCluster
+from squall.recovery_stats import recovery_time, steady_latency
+
+GROUP_SIZE = 2
+STOP_TIMEOUT = 20.0
+DELIVERY_TIMEOUT = 20.0
+
+
+@dataclass
+class FaultReport:
+    kind: str
+    target: str
+    at: float  # wall clock
+    detection: float | None = None
+    recovery: float | None = None
+    survivors: int | None = None
+    note: str = ""
+
+
+@dataclass
+class TrialResult:
+    seed: int
+    faults: list[FaultReport] = field(default_factory=list)
+    batches: int = 0
+    differences: list[str] = field(default_factory=list)
+    hung: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not self.hung and not self.error
+
+
+def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: int = 1, executors: int = 4,
+              interval: float = 0.1, after: float = 3.0, settings: Settings | None = None) -> TrialResult:
+    """Run one trial of `faults` faults drawn from `kinds` with this seed (see plan.FAULT_KINDS)."""
+    base = settings or Settings.from_env(log_level="info", log_format="json")
+    plan = plan_faults(seed, kinds, faults, death_budget=base.death_timeout)
+    result = TrialResult(seed)
+    with LocalCluster(executors=executors, settings=base) as cluster, cluster.connect() as ctx:
+        sum_stream, sums, window_stream, windows = workload.start_streams(ctx, seed, interval, GROUP_SIZE)
+        started = sum_stream.metrics_state.started
+        try:
+            for fault in plan:
+                _sleep_until(started + fault.at)
+                if sum_stream._error or window_stream._error:  # noqa: SLF001 - fail fast: the stream already stopped
+                    break
+                result.faults.append(_inject(cluster, fault, sums, started, interval))
+            last = started + (plan[-1].at if plan else 0.0) + after
+            _sleep_until(last)
+            if not _wait(lambda: len(sums) >= (last - started) / interval * 0.5, DELIVERY_TIMEOUT):
+                result.hung = True
+        finally:
+            for stream in (sum_stream, window_stream):
+                try:
+                    if not _stop(stream):
+                        result.hung = True
+                except Exception as exc:  # noqa: BLE001 - a stream that failed: report, compare nothing
+                    result.error = result.error or f"{type(exc).__name__}: {exc}"
+        result.batches = len(sums)
+        if not result.error:
+            result.differences = workload.sum_differences(seed, sums) + workload.window_differences(
+                windows, window_stream.metrics_state.started, interval)
+        _measure(result, cluster, sum_stream, interval)
+    return result
+
+
+def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, started: float, interval: float) -> FaultReport:
+    if fault.kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault {fault.kind!r}")
+    if fault.kind in ("kill_shuffle_meta", "kill_scheduler"):
+        name = "shuffle_meta" if fault.kind == "kill_shuffle_meta" else "scheduler"
+        os.kill(cluster.pids[name], signal.SIGKILL)
+        at = time.time()
+        cluster.processes[name].wait(timeout=5)
+        cluster.restart_service(name)
+        return FaultReport(fault.kind, name, at)
+    live = sorted(n for n in cluster.executor_names() if cluster.processes[n].poll() is None)
+    name = live[fault.executor % len(live)]
+    note = ""
+    if fault.kind == "kill_at_dispatch":  # as a group's last batch comes out, the next is dispatched
+        seen = len(sums)
+        _wait(lambda: len(sums) > seen and len(sums) % GROUP_SIZE == 0, 5.0)
+    elif fault.kind == "kill_mid_shuffle":  # just after a batch's end: its mappers are pushing
+        now = time.time() - started
+        _sleep_until(started + (int(now / interval) + 1) * interval + min(0.005, interval / 4))
+    elif fault.kind == "kill_mid_checkpoint":
+        writer = _catch_checkpoint_writer(cluster, live)
+        if writer is None:
+            note = "no checkpoint write caught in 5 s: killed at random"
+        else:
+            name = writer
+    pid = cluster.pids[name]
+    if fault.kind in ("stop_executor", "straggler"):
+        os.kill(pid, signal.SIGSTOP)
+        at = time.time()
+        threading.Timer(fault.duration, lambda: _signal(pid, signal.SIGCONT)).start()
+        return FaultReport(fault.kind, name, at, note=f"stopped {fault.duration:.2f}s")
+    os.kill(pid, signal.SIGKILL)
+    at = time.time()
+    cluster.start_executor(f"{name}-r{int(at * 1000) % 100000}", wait=False)  # its replacement
+    return FaultReport(fault.kind, name, at, note=note)
+
+
+def _catch_checkpoint_writer(cluster: LocalCluster, live: list[str]) -> str | None:
+    """Poll the checkpoint directory for a half-written file (".<name>.<pid>.<id>.tmp") and name
+    the executor writing it, or None if none is caught within 5 s."""
+    root = Path(cluster.settings.checkpoint_root)
+    by_pid = {cluster.pids[n]: n for n in live}
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for _directory, _, files in os.walk(root):
+            for f in files:
+                if f.startswith(".") and f.endswith(".tmp"):
+                    try:
+                        pid = int(f.rsplit(".", 3)[1])
+                    except (IndexError, ValueError):
+                        continue
+                    if pid in by_pid:
+                        return by_pid[pid]
+        time.sleep(0.0005)
+    return None
+
+
+def _measure(result: TrialResult, cluster: LocalCluster, stream: Any, interval: float) -> None:
+    events = [json.loads(line) for line in cluster.log_text("scheduler").splitlines() if line.startswith("{")]
+    latencies = list(stream.metrics_state.latencies)
+    started = stream.metrics_state.started
+    points = [(started + (b + 1) * interval, lat) for b, lat in enumerate(latencies)]
+    first = min((f.at for f in result.faults), default=float("inf"))
+    before = [lat for end, lat in points if end < first][5:] or [lat for _, lat in points[:5]]
+    steady = steady_latency(before) if before else 0.0
+    for report in result.faults:
+        lost = [e for e in events if e.get("event") == "executor_lost" and e.get("executor") == report.target]
+        if lost:
+            report.detection = max(0.0, _epoch(lost[0]["timestamp"]) - report.at)
+        replays = [e for e in events if e.get("event") == "replaying" and e.get("executor") == report.target]
+        if replays:
+            report.survivors = max(int(e.get("survivors", 0)) for e in replays)
+        report.recovery = recovery_time(points, report.at, steady)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _stop(stream: Any) -> bool:
+    stream.stop(timeout=STOP_TIMEOUT)
+    return not (stream._thread is not None and stream._thread.is_alive())  # noqa: SLF001
+
+
+def _wait(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _sleep_until(when: float) -> None:
+    delay = when - time.time()
+    if delay > 0:
+        time.sleep(delay)  # the plan's schedule: a fault happens at its time, whatever the cluster does
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,51 @@
+"""`squall chaos`: run seeded trials and print, per fault, detection and recovery times and how
+many survivors shared the replay, then a summary (differing outputs, hangs, medians)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from squall.chaos.harness import TrialResult, run_trial
+
+
+def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, executors: int, interval: float,
+             out: Callable[[str], None] = print) -> list[TrialResult]:
+    out(f"chaos: {trials} trials from seed {seed}, {faults} fault(s) each from {', '.join(kinds)}; "
+        f"{executors} executors, {interval * 1000:.0f} ms batches; output compared with plain Python")
+    out(f"{'seed':>6} {'fault':<20} {'target':<18} {'detect ms':>9} {'recover s':>9} {'survivors':>9}  result")
+    results = []
+    for n in range(trials):
+        began = time.monotonic()
+        result = run_trial(seed + n, kinds, faults, executors, interval)
+        results.append(result)
+        verdict = "ok" if result.ok else "HUNG" if result.hung else "ERROR" if result.error else "DIFFERS"
+        for f in result.faults:
+            detect = f"{f.detection * 1000:.0f}" if f.detection is not None else "-"
+            recover = f"{f.recovery:.2f}" if f.recovery is not None else "-"
+            survivors = str(f.survivors) if f.survivors is not None else "-"
+            out(f"{result.seed:>6} {f.kind:<20} {f.target:<18} {detect:>9} {recover:>9} {survivors:>9}  {f.note}")
+        detail = "; ".join(result.differences[:3]) or result.error
+        out(f"{result.seed:>6} {'':<20} {'':<18} {'':>9} {'':>9} {'':>9}  {verdict}: {result.batches} batches in "
+            f"{time.monotonic() - began:.1f}s {detail}")
+    out(summary(results))
+    return results
+
+
+def summary(results: list[TrialResult]) -> str:
+    faults = [f for r in results for f in r.faults]
+    kills = [f for f in faults if f.kind.startswith("kill_") and f.kind not in ("kill_shuffle_meta", "kill_scheduler")]
+    detections = [f.detection for f in faults if f.detection is not None]
+    recoveries = [f.recovery for f in kills if f.recovery is not None]
+    unrecovered = sum(1 for f in kills if f.recovery is None)
+
+    def median(values: list[float], unit: float, fmt: str) -> str:
+        return format(statistics.median(values) * unit, fmt) if values else "-"
+
+    return (
+        f"\n{len(results)} trials, {len(faults)} faults: {sum(bool(r.differences) for r in results)} outputs differing "
+        f"from plain Python, {sum(r.hung for r in results)} hangs, {sum(bool(r.error) for r in results)} errors; "
+        f"median detection {median(detections, 1000, '.0f')} ms, median recovery after an executor kill "
+        f"{median(recoveries, 1, '.2f')} s ({unrecovered} kills never recovered to 1.5x steady latency)"
+    )
