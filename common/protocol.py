@@ -47,8 +47,12 @@ class Ping(Message, frozen=True):
 
 
 class Pong(Message, frozen=True):
+    """`incarnation` is new each time the service process starts: a driver that sees it change
+    knows the scheduler restarted, and that the runs it had in flight there are gone."""
+
     nonce: int
     service: str
+    incarnation: str = ""
 
 
 class ErrorReply(Message, frozen=True):
@@ -68,6 +72,10 @@ class JobSpec(Struct, frozen=True):
     job_id: Id
     plan: LogicalPlan
     not_before: float = 0.0
+    # A stream resuming on a restarted scheduler sends the batches since its states' checkpoint
+    # again as replay_only jobs (with their batch numbers): they rebuild state, and output nothing.
+    replay_only: bool = False
+    batch: int = -1  # -1: first_batch plus the job's position among the run's other jobs
 
 
 class SubmitJobs(Message, frozen=True):
@@ -84,6 +92,9 @@ class SubmitJobs(Message, frozen=True):
     preschedule: bool = True
     barrier: bool = False
     first_batch: Index = 0  # the first job's batch number (a stream's batch index), for errors and placement
+    # A stream resuming after a scheduler restart: state id -> the batch its checkpoints reach
+    # (-1: none yet). States this scheduler does not know start from there, on new owners.
+    resume_states: dict[str, int] = {}
 
 
 class CancelRun(Message, frozen=True):
@@ -138,6 +149,9 @@ class RunDone(Message, frozen=True):
     run_id: Id
     groups: list[GroupStats] = []
     skipped: int = 0  # bad records skipped over the whole run (bad_records="skip")
+    # For each keyed state the run used: the batch every partition has a checkpoint at or after
+    # (-1: none yet). A driver resumes from there if the scheduler restarts.
+    checkpoints: dict[str, int] = {}
 
 
 class GetMetrics(Message, frozen=True):

@@ -4,7 +4,7 @@ from common.settings import Settings
 from squall import sinks, sources
 from squall.context import Context, connect
 from squall.dataset import Dataset
-from squall.errors import ConnectionError, ExecutorLostError, JobError, SquallError, TaskError
+from squall.errors import ConnectionError, ExecutorLostError, JobError, SchedulerRestartedError, SquallError, TaskError
 from squall.local import ClusterStartError, LocalCluster
 from squall.stream import Stream, StreamError
 
@@ -16,6 +16,7 @@ __all__ = [
     "ExecutorLostError",
     "JobError",
     "LocalCluster",
+    "SchedulerRestartedError",
     "Settings",
     "SquallError",
     "Stream",

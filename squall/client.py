@@ -41,6 +41,12 @@ Event = tuple[Message, list[object]]
 CONTROL = "__control__"
 
 
+class SchedulerRestarted(Message, frozen=True):
+    """Not on the wire: put in every run's mailbox when the scheduler's incarnation changes."""
+
+    incarnation: str
+
+
 class Client:
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
@@ -59,6 +65,7 @@ class Client:
         self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
         self._last_heard = time.monotonic()
         self._last_ping = 0.0
+        self.scheduler_incarnation = ""  # from its Pongs: when it changes, the scheduler restarted
         try:
             self.ping(timeout=settings.connect_timeout)
         except BaseException:
@@ -89,7 +96,8 @@ class Client:
         return f"{self._session}-{next(self._runs)}"
 
     def submit(
-        self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0
+        self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0,
+        resume_states: dict[str, int] | None = None,
     ) -> None:
         """Send a run, with the code its plans name that the scheduler has not had from us."""
         self._boxes[run_id] = deque()
@@ -97,7 +105,8 @@ class Client:
             self._route[job.job_id] = run_id
         new_code = {k: v for k, v in code.items() if k not in self.sent_code}
         msg = SubmitJobs(
-            run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch
+            run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
+            resume_states=resume_states or {},
         )
         frames = protocol.encode(msg)
         size = protocol.frames_size(frames)
@@ -190,6 +199,13 @@ class Client:
             self._sort(msg, payloads)
 
     def _sort(self, msg: Message, payloads: list[object]) -> None:
+        if isinstance(msg, Pong) and msg.incarnation and msg.incarnation != self.scheduler_incarnation:
+            if self.scheduler_incarnation:  # a new scheduler process: what ran on the old one is gone
+                self.sent_code.clear()
+                for run_id, box in self._boxes.items():
+                    if run_id != CONTROL:
+                        box.append((SchedulerRestarted(incarnation=msg.incarnation), []))
+            self.scheduler_incarnation = msg.incarnation
         if isinstance(msg, Pong) and msg.nonce == 0:
             return  # a keep-alive answer: hearing it was the point
         key = getattr(msg, "run_id", None) or self._route.get(getattr(msg, "job_id", ""), None)

@@ -114,13 +114,19 @@ class Context:
         errors: Errors = "raise",
         not_before: Sequence[float] | None = None,
         first_batch: int = 0,
+        replays: Sequence[Dataset] = (),
+        replay_from: int = 0,
+        resume_states: dict[str, int] | None = None,
     ) -> Iterator[Any]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early cancels the groups not yet dispatched. `not_before` (wall-clock
         times, one per dataset) holds each job's source tasks until then; `first_batch` numbers
-        the batches in errors and placement (a stream's batch index)."""
+        the batches in errors and placement (a stream's batch index). Streams resuming on a
+        restarted scheduler send `replays` (batches replay_from, replay_from + 1, ... that only
+        rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach)."""
         plans = [d.plan() for d in datasets]
-        code = {k: self.code[k] for plan in plans for k in plan.code_keys()}
+        replay_plans = [d.plan() for d in replays]
+        code = {k: self.code[k] for plan in [*plans, *replay_plans] for k in plan.code_keys()}
         run = Run(
             self.client,
             plans,
@@ -130,6 +136,9 @@ class Context:
             barrier=self.settings.barrier if barrier is None else barrier,
             not_before=list(not_before) if not_before is not None else None,
             first_batch=first_batch,
+            replays=replay_plans,
+            replay_from=replay_from,
+            resume_states=resume_states,
         )
         self.last_run = run.stats
         if not plans:

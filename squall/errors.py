@@ -11,6 +11,11 @@ class ConnectionError(SquallError):  # noqa: A001 - deliberately ours, not the b
     """The scheduler cannot be reached, or went silent."""
 
 
+class SchedulerRestartedError(ConnectionError):
+    """The scheduler restarted while runs were in flight there: they are gone (a stream resumes
+    by itself from its checkpoints; a batch run can be submitted again)."""
+
+
 class JobError(SquallError):
     """A job failed. `kind` says why: task, executor_lost, plan, fetch, no_executors."""
 

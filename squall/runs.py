@@ -19,8 +19,8 @@ import structlog
 from common import protocol
 from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
 from common.serialization import loads_block
-from squall.client import Client
-from squall.errors import ExecutorLostError, JobError, TaskError
+from squall.client import Client, SchedulerRestarted
+from squall.errors import ExecutorLostError, JobError, SchedulerRestartedError, TaskError
 
 Errors = Literal["raise", "return"]
 log = structlog.get_logger(component="runs")
@@ -39,6 +39,7 @@ class RunStats:
     batch_finished_at: list[float] = field(default_factory=list)
     first_elapsed: float = 0.0
     skipped: int = 0  # bad records skipped (bad_records="skip"); never dropped silently
+    checkpoints: dict[str, int] = field(default_factory=dict)  # keyed state id -> batch its checkpoints reach
 
     @property
     def batch_intervals(self) -> list[float]:
@@ -60,6 +61,9 @@ class Run:
         barrier: bool,
         not_before: list[float] | None = None,
         first_batch: int = 0,
+        replays: list[Any] | None = None,
+        replay_from: int = 0,
+        resume_states: dict[str, int] | None = None,
     ) -> None:
         self.client = client
         self.first_batch = first_batch
@@ -69,6 +73,11 @@ class Run:
             raise ValueError(f"not_before has {len(times)} times for {len(plans)} jobs")
         self.jobs = [JobSpec(job_id=f"{self.run_id}.{i}", plan=plan, not_before=t) for i, (plan, t) in enumerate(zip(plans, times, strict=True))]
         self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
+        # A stream resuming on a restarted scheduler: batches that only rebuild state (no output).
+        self.replays = [
+            JobSpec(job_id=f"{self.run_id}.r{i}", plan=plan, replay_only=True, batch=replay_from + i) for i, plan in enumerate(replays or [])
+        ]
+        self.resume_states = dict(resume_states or {})
         self.stats = RunStats()
         self._options = (group_size, preschedule, barrier, first_batch)
         self._code = code
@@ -102,7 +111,8 @@ class Run:
         self.stats.batch_done = [0.0] * len(self.jobs)
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
-            self.client.submit(self.run_id, self.jobs, self._code, group_size, preschedule, barrier, first_batch)
+            self.client.submit(self.run_id, [*self.replays, *self.jobs], self._code, group_size, preschedule, barrier, first_batch,
+                               self.resume_states)
             first = self.client.next_event(self.run_id)
             if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):
                 self._handle(*first)
@@ -116,6 +126,7 @@ class Run:
         if isinstance(msg, RunDone):
             self.stats.groups = list(msg.groups)
             self.stats.skipped = msg.skipped
+            self.stats.checkpoints = dict(msg.checkpoints)
             if msg.skipped:
                 log.warning("bad_records_skipped", run=self.run_id, records=msg.skipped)
             self._finished = True
@@ -126,6 +137,13 @@ class Run:
             return
         if isinstance(msg, ErrorReply):
             raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")
+        if isinstance(msg, SchedulerRestarted):
+            self._finished = True  # nothing more will come for it
+            pending = [self.first_batch + i for i, done in enumerate(self._complete) if not done]
+            raise SchedulerRestartedError(
+                f"the scheduler at {self.client.address} restarted while run {self.run_id} was in flight there; "
+                f"batches {pending[:1] + pending[-1:] if pending else []} (first, last) did not complete"
+            )
         i = self.index.get(getattr(msg, "job_id", ""))
         if i is None:
             return

@@ -23,7 +23,7 @@ import structlog
 from common.plan import GeneratorSource, SourceNode, StateNode
 from common.serialization import dumps_function
 from squall.dataset import Dataset
-from squall.errors import JobError, SquallError
+from squall.errors import JobError, SchedulerRestartedError, SquallError
 from squall.sources import StreamSource
 from squall.tuning import GroupSizeTuner, TunerBounds
 from squall.windows import Aggregation, WindowedStream, WindowOperator, WindowResult, WindowSpec, window_fold
@@ -227,6 +227,9 @@ class Stream:
         batch = 0
         tuner = self._tuner()
         round_trip = self._round_trip() if tuner is not None else 0.0
+        state_ids = [n.state_id for n in template.nodes if isinstance(n, StateNode)]
+        checkpoints: dict[str, int] = {}  # keyed state -> the batch its checkpoints reach (from RunDone)
+        resume: dict[str, int] | None = None  # set after a scheduler restart: rebuild state first
         try:
             while not self._stopping.is_set():
                 size = tuner.size if tuner is not None else int(self.group_size)
@@ -235,29 +238,31 @@ class Stream:
                 batches = range(batch, batch + size)
                 ends = [start + (b + 1) * self.batch_interval for b in batches]
                 datasets = [self._batch(template, b) for b in batches]
+                replay_from = min(resume.values(), default=batch - 1) + 1 if resume is not None else batch
+                replays = [self._batch(template, b) for b in range(replay_from, batch)]
                 self.metrics_state.submit_seconds.append(time.time() - submitted)
                 outcomes = self.ctx.iter_jobs(
-                    datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch
+                    datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch,
+                    replays=replays, replay_from=replay_from, resume_states=resume,
                 )
                 run_stats = self.ctx.last_run  # this group's run, before any other run replaces it
+                delivered = batch
                 try:
                     for b, end, outcome in zip(batches, ends, outcomes, strict=True):
-                        if isinstance(outcome, JobError):
-                            raise StreamError(f"batch {b} of the stream failed: {outcome}", outcome)
-                        if self._sink is not None:
-                            try:
-                                self._sink(b, outcome)
-                            except Exception as exc:
-                                raise StreamError(f"the sink failed on batch {b}: {exc}", exc) from exc
-                        now = time.time()
-                        self.metrics_state.latencies.append(now - end)
-                        self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
-                        self.metrics_state.batches += 1
-                        self.metrics_state.records += len(outcome)
+                        self._deliver(b, end, outcome)
+                        delivered = b + 1
+                except SchedulerRestartedError as exc:
+                    log.warning("scheduler_restarted", resume_at=delivered, error=str(exc))
+                    self._await_executors()
+                    resume = {sid: checkpoints.get(sid, -1) for sid in state_ids}
+                    batch = delivered
+                    continue
                 finally:
                     outcomes.close()  # on a failure, cancel what the group has not started
+                resume = None
                 if run_stats is not None:
                     self.metrics_state.skipped += run_stats.skipped
+                    checkpoints.update(run_stats.checkpoints)
                 if tuner is not None:
                     coordination = self.metrics_state.submit_seconds[-1] + round_trip
                     overhead = boundary_overhead(coordination, group_span=size * self.batch_interval)
@@ -269,11 +274,38 @@ class Stream:
         except BaseException as exc:  # the driver-side thread must report, never die silently
             self._error = exc
         finally:
-            state_ids = [n.state_id for n in template.nodes if isinstance(n, StateNode)]
             try:
                 self.ctx.client.forget_states(state_ids)  # its keyed state and checkpoints can go
             except Exception as exc:  # noqa: BLE001 - the stream's outcome matters more
                 log.warning("forget_states_failed", error=repr(exc))
+
+    def _deliver(self, b: int, end: float, outcome: Any) -> None:
+        if isinstance(outcome, JobError):
+            raise StreamError(f"batch {b} of the stream failed: {outcome}", outcome)
+        if self._sink is not None:
+            try:
+                self._sink(b, outcome)
+            except Exception as exc:
+                raise StreamError(f"the sink failed on batch {b}: {exc}", exc) from exc
+        now = time.time()
+        self.metrics_state.latencies.append(now - end)
+        self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
+        self.metrics_state.batches += 1
+        self.metrics_state.records += len(outcome)
+
+    def _await_executors(self) -> None:
+        """After a scheduler restart: until executors have registered with the new one (their
+        number holds for a few heartbeats), so the resumed state is spread over all of them."""
+        settings = self.ctx.settings
+        deadline = time.monotonic() + settings.connect_timeout
+        counts: list[int] = []
+        while time.monotonic() < deadline:
+            counts.append(len(self.ctx.status().executors))
+            if len(counts) >= 4 and counts[-1] > 0 and len(set(counts[-4:])) == 1:
+                return
+            time.sleep(settings.heartbeat_interval)  # executors register again at their next beat
+        if not counts or counts[-1] == 0:
+            raise StreamError("the scheduler restarted and no executor registered with it", None)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

@@ -114,6 +114,21 @@ class StateBook:
             del state.retained[b]
         return after
 
+    def resume(self, state_id: str, checkpoint: int, executors: list[str], replays: list[PlannedJob]) -> None:
+        """A driver resumes a stream this scheduler has never seen (it restarted): every partition
+        restarts from its checkpoint (at or after `checkpoint`; -1: from empty, before the replays)
+        on a new owner, and `replays` are the batches between the checkpoint and the next one."""
+        state = self.states[state_id]
+        state.first_batch = min([checkpoint + 1, *(j.batch for j in replays)])
+        if checkpoint >= 0:
+            state.checkpoints = dict.fromkeys(range(state.partitions), checkpoint)
+        ordered = sorted(executors)
+        state.owners = {p: ordered[p % len(ordered)] for p in range(state.partitions)} if ordered else {}
+        state.restoring = set(range(state.partitions))
+        for job in replays:
+            if state_id in self.state_ids(job):
+                state.retained[job.batch] = job
+
     def forget(self, state_ids: list[str]) -> None:
         for state_id in state_ids:
             self.states.pop(state_id, None)

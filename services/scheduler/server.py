@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -41,6 +42,7 @@ class SchedulerServer:
         self.settings = settings
         self.log = log
         self.state = SchedulerState(settings)
+        self.incarnation = uuid.uuid4().hex  # new at each start: drivers notice a restart by it
         self.ctx = zmq.Context()
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         self.endpoint = transport.bind(self.sock, settings.scheduler_bind)
@@ -66,7 +68,7 @@ class SchedulerServer:
             ForgetStates: lambda peer, m, p: self.state.forget_states(m),
             GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status())],
             GetMetrics: lambda peer, m, p: [Send(peer, Metrics(received=dict(self.received), sent=dict(self.sent)))],
-            Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler"))],
+            Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler", incarnation=self.incarnation))],
         }
         # Messages handled and sent, by type: shows what the scheduler is (not) involved in.
         self.received: Counter[str] = Counter()

@@ -91,6 +91,7 @@ class Run:
     bsp: JobRun | None = None  # BSP: the job in flight
     stats: list[GroupStats] = field(default_factory=list)
     skipped: int = 0  # bad records skipped over the run
+    state_ids: set[str] = field(default_factory=set)  # the keyed states its jobs use
 
 
 class SchedulerState:
@@ -227,7 +228,12 @@ class SchedulerState:
             barrier=msg.barrier,
         )
         actions: list[Action] = []
-        for batch, spec in enumerate(msg.jobs, start=msg.first_batch):
+        known_states = set(self.book.states)
+        replays: list[PlannedJob] = []
+        position = msg.first_batch
+        for spec in msg.jobs:
+            batch = spec.batch if spec.batch >= 0 else position
+            position += 0 if spec.replay_only else 1
             try:
                 plan = plan_job(spec.plan)
             except PlanError as exc:
@@ -235,7 +241,14 @@ class SchedulerState:
                 continue
             job = PlannedJob(spec.job_id, batch, plan, [s.spec.key() for s in plan.stages], spec.not_before)
             self.book.register(job)
-            run.queue.append(job)
+            run.state_ids |= self.book.state_ids(job)
+            if spec.replay_only:
+                replays.append(job)
+            else:
+                run.queue.append(job)
+        for state_id, checkpoint in msg.resume_states.items():
+            if state_id in self.book.states and state_id not in known_states:  # we restarted: rebuild it all
+                self.book.resume(state_id, checkpoint, [e.executor_id for e in self.members.live()], replays)
         self.runs[run.run_id] = run
         return actions + self._advance(run, now)
 
@@ -259,7 +272,8 @@ class SchedulerState:
             if run.groups or run.bsp is not None:
                 return []
             self.runs.pop(run.run_id, None)
-            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped))]
+            checkpoints = {sid: self.book.states[sid].oldest_checkpoint() for sid in sorted(run.state_ids) if sid in self.book.states}
+            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints))]
         if not self.members.executors:
             actions: list[Action] = []
             while run.queue:

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
         (103, ("kill_mid_checkpoint",), 1),
         (104, ("stop_executor", "straggler"), 2),
         (105, ("kill_shuffle_meta",), 1),
+        (106, ("kill_scheduler",), 1),
     ],
 )
 def test_a_short_seeded_plan_changes_nothing_in_the_output(seed: int, kinds: tuple[str, ...], faults: int) -> None:
@@ -34,6 +35,8 @@ def test_a_short_seeded_plan_changes_nothing_in_the_output(seed: int, kinds: tup
             assert fault.detection is not None and fault.detection < 0.5, fault  # a dropped connection, not heartbeats
         if fault.kind == "stop_executor":
             assert fault.detection is not None and fault.detection < 1.5, fault  # the heartbeat budget
+        if fault.kind == "kill_mid_checkpoint":
+            assert fault.note == "", fault  # a writer was caught with a checkpoint half written
         if fault.kind == "straggler":
             assert fault.detection is None, fault  # too short to be declared dead: nothing replayed
     assert "0 outputs differing" in summary([result]) and "0 hangs" in summary([result])
