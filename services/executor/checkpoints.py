@@ -119,6 +119,7 @@ class Checkpointer:
 
     def forget(self, state_ids: list[str]) -> None:
         def forget() -> None:
+            self.writer.flush(timeout=10.0)  # the stream's last checkpoints land first, then all go
             for state_id in state_ids:
                 self.store.delete(f"state/{state_id}/")
                 self.store.delete(f"maps/{state_id}/")

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,25 @@ def test_a_restarted_shuffle_meta_is_rebuilt_from_the_executors_reports(tmp_path
         assert job.join(timeout=30), "the job hung after shuffle_meta restarted"
         assert dict(job.outcome) == {0: sum(range(0, 8, 2)), 1: sum(range(1, 8, 2))}  # type: ignore[arg-type]
         assert any("shuffle_meta_reconnected" in cluster.log_text(n) for n in cluster.executor_names())
+
+
+def test_old_checkpoints_are_collected_and_a_stopped_streams_go() -> None:
+    settings = fast_settings(checkpoint_every_groups=2)
+    with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
+        root = Path(cluster.settings.checkpoint_root)
+        got: list = []
+        stream = start_sum_stream(ctx, got)
+
+        def snapshots() -> dict[str, int]:
+            return {str(d.relative_to(root)): len([f for f in d.iterdir() if not f.name.startswith(".")])
+                    for d in root.glob("state/*/*") if d.is_dir()}
+
+        def map_batches() -> list[int]:
+            return sorted(int(d.name) for d in root.glob("maps/*/*") if d.is_dir())
+
+        wait_until(lambda: len(got) >= 40 and len(snapshots()) == 4, timeout=30, what="checkpoints of the four partitions")
+        # The two newest per partition (a third lives only between its write and the clean-up after it).
+        wait_until(lambda: all(n <= 2 for n in snapshots().values()), timeout=5, what=f"two snapshots each: {snapshots()}")
+        wait_until(lambda: map_batches() and map_batches()[0] > 10, timeout=10, what="old map-output checkpoints pruned")
+        stream.stop(timeout=20)
+        wait_until(lambda: not snapshots() and not map_batches(), timeout=10, what="a stopped stream's checkpoints removed")
