@@ -5,7 +5,16 @@ rebuilds its partitions on the survivors from their checkpoints (keyed_state.Sta
 from __future__ import annotations
 
 from common.plan import Aggregator, GeneratorSource, LogicalPlan, NarrowNode, ShuffleNode, SourceNode, StateNode
-from common.protocol import JobDone, JobFailed, JobSpec, PruneCheckpoints, RegisterExecutor, StateCheckpointed, SubmitJobs
+from common.protocol import (
+    JobDone,
+    JobFailed,
+    JobSpec,
+    PruneCheckpoints,
+    RegisterExecutor,
+    RunDone,
+    StateCheckpointed,
+    SubmitJobs,
+)
 from common.settings import Settings
 from services.scheduler.state import SchedulerState
 from tests.unit.scheduler_runs import DRIVER, finish_group, groups, jobs_of, sends
@@ -117,3 +126,28 @@ def test_a_rebuild_whose_plans_are_gone_fails_the_stream_with_the_reason():
     jobs = [JobSpec(job_id="g3.3", plan=stateful_plan(3))]
     fails = sends(s.submit(DRIVER, SubmitJobs(run_id="g3", jobs=jobs, code=CODE, group_size=1, first_batch=3), 0.0), JobFailed)
     assert [(f.job_id, f.kind) for f in fails] == [("g3.3", "executor_lost")] and "batch 1" in fails[0].message
+
+
+def test_a_stream_resuming_on_a_restarted_scheduler_rebuilds_every_partition_from_its_checkpoint():
+    s = state("e0", "e1")  # a fresh scheduler: it has never seen the state
+    replays = [JobSpec(job_id=f"g9.r{b}", plan=stateful_plan(b), replay_only=True, batch=b) for b in (5, 6)]
+    jobs = [JobSpec(job_id="g9.7", plan=stateful_plan(7))]
+    msg = SubmitJobs(run_id="g9", jobs=[*replays, *jobs], code=CODE, group_size=1, first_batch=7, resume_states={"sum": 4})
+    rebuild, nxt = groups(s.submit(DRIVER, msg, 0.0))
+    restores = sorted((r.partition, r.up_to) for m in rebuild.values() for r in m.restores)
+    assert restores == [(p, 6) for p in range(4)]  # every partition, from its newest checkpoint up to batch 6
+    assert {(t.batch, t.replay_only) for m in rebuild.values() for t in m.tasks if t.stage_id == 1} == {(5, True), (6, True)}
+    assert {t.batch for m in nxt.values() for t in m.tasks} == {7}
+    done = finish_group(s, rebuild) + finish_group(s, nxt)
+    assert [m.job_id for m in sends(done, JobDone, peer=DRIVER)] == ["g9.7"]  # replays deliver nothing
+    (run_done,) = [m for m in sends(done, RunDone, peer=DRIVER)]
+    assert run_done.checkpoints == {"sum": 4}  # what a driver resumes from next time
+
+
+def test_resume_information_is_ignored_for_a_state_the_scheduler_is_running():
+    s = state("e0", "e1")
+    run_batches(s, 0, 1, "g0")
+    jobs = [JobSpec(job_id="g1.1", plan=stateful_plan(1))]
+    launched = groups(s.submit(DRIVER, SubmitJobs(run_id="g1", jobs=jobs, code=CODE, group_size=1, first_batch=1,
+                                                  resume_states={"sum": -1}), 0.0))
+    assert len(launched) == 1 and not any(m.restores for m in launched[0].values())
