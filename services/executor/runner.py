@@ -91,7 +91,7 @@ class Runner:
             if blocks is not None:
                 return TaskOutput(blocks=blocks, is_result=False)
         try:
-            return run_task(spec, task.partition, views, self.code, self.states, task.batch)  # type: ignore[arg-type]
+            return run_task(spec, task.partition, views, self.code, self.states, task.batch, task.replay_only)  # type: ignore[arg-type]
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure

@@ -70,10 +70,12 @@ def run_task(
     code: CodeCache,
     states: StateTables | None = None,
     batch: int = 0,
+    discard_output: bool = False,
 ) -> TaskOutput:
     """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
     `states` holds the keyed state of this executor's stateful partitions; `batch` is the task's
-    micro-batch (windows close at its end)."""
+    micro-batch (windows close at its end). `discard_output`: a rebuild of keyed state, whose
+    records go nowhere, so they are run through but never serialized."""
     skips.reset()
     records: Iterable[Any] = read_input(spec, partition, inputs, code)
     if spec.state is not None:
@@ -84,6 +86,10 @@ def run_task(
             records = update_state(records, table, code.load(spec.state.fn))
     for blob in spec.ops:
         records = code.load(blob)(iter(records))
+    if discard_output:
+        for _ in records:
+            pass
+        return TaskOutput(blocks=[], is_result=isinstance(spec.output, ResultWrite), skipped=skips.count())
     if isinstance(spec.output, ResultWrite):
         block = dumps_block(list(records))
         return TaskOutput(blocks=[block], is_result=True, skipped=skips.count())

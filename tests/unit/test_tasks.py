@@ -16,6 +16,7 @@ from common.plan import (
     ShuffleRead,
     ShuffleWrite,
     StageSpec,
+    StateUpdate,
     code_key,
 )
 from common.serialization import SerializationError, dumps_block, dumps_function, loads_block
@@ -216,3 +217,17 @@ def test_code_key_is_a_content_hash():
     blob = dumps_function(abs)
     assert code_key(blob) == code_key(bytes(blob)) and len(code_key(blob)) == 32
     assert code_key(blob) != code_key(blob + b"x")
+
+
+def test_a_rebuild_applies_keyed_state_and_serializes_no_output():
+    spec = StageSpec(
+        partitions=1,
+        input=ShuffleRead(shuffle_id=0, map_partitions=1, aggregator=GROUP),
+        ops=[],
+        output=ResultWrite(),
+        state=StateUpdate(fn=key(lambda values, old: (old or 0) + sum(values)), state_id="s", kind="keyed"),
+    )
+    states: dict = {}
+    out = run_task(spec, 0, [dumps_block([("k", [1, 2])])], cache(), states, batch=3, discard_output=True)
+    assert out.blocks == [] and out.is_result
+    assert states[("s", 0)] == {"k": 3}
