@@ -41,6 +41,7 @@ from common.protocol import (
 )
 from common.settings import Settings
 from services.executor.inbox import InboxKey, ShuffleInbox
+from services.executor.keyed_partitions import KeyedPartitions, StateKey
 from services.executor.local_scheduler import LocalScheduler, LocalTask
 from services.executor.tasks import StateTables, TaskOutput
 
@@ -108,7 +109,6 @@ class CheckpointState:
 
 Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run | CheckpointMapOutput | CheckpointState
 
-StateKey = tuple[str, int]  # (state id, partition)
 Restored = dict[StateKey, tuple[int, dict] | str]  # loaded checkpoints: (batch, table), or why not
 RELEASED_MEMORY = 4096  # released job ids remembered, so late blocks for them are dropped
 
@@ -169,16 +169,10 @@ class ExecutorState:
         # Source tasks waiting for their batch's time: (monotonic release time, seq, task).
         self._held: list[tuple[float, int, LocalTask]] = []
         self.wall_offset = 0.0  # time.time() - time.monotonic(), set by the loop
-        # Keyed state of the stateful partitions run here (the runner updates it), and the gate
-        # that applies a state's batches in order: (state id, partition) -> next batch, and
-        # tasks whose inputs are in but whose predecessor batch has not run yet.
+        # Keyed state of the stateful partitions run here (the runner updates the tables), the
+        # order their batches apply in, and outputs kept for replays (keyed_partitions.py).
         self.states: StateTables = {}
-        self._state_next: dict[StateKey, int] = {}
-        self._state_parked: dict[StateKey, dict[int, LocalTask]] = {}
-        # Outputs of the batches each stateful partition applied whose jobs are not over: a replay
-        # of such a batch (after another executor died) takes its output here, never applying the
-        # state twice. batch -> (id of the attempt that last used it, output).
-        self._outputs: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}
+        self.keyed = KeyedPartitions(self.states)
         self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
         self._released_set: set[str] = set()
         self._ids = itertools.count(1)
@@ -191,6 +185,7 @@ class ExecutorState:
         states.clear()
         self.__init__(self.executor_id, self.data_address, self.settings)  # type: ignore[misc]
         self.code, self.states, self.wall_offset = code, states, wall_offset
+        self.keyed = KeyedPartitions(states)
 
     # --- launching ------------------------------------------------------------------------------
 
@@ -231,15 +226,11 @@ class ExecutorState:
         running = self.running
         if running is not None and running.local.spec.state is not None and (running.local.spec.state.state_id, running.local.task.partition) == key:
             running.orphaned = True  # it works on the table being replaced: its batch does not count
-        self._outputs.pop(key, None)
-        self._state_parked.pop(key, None)
         if isinstance(loaded, str):
-            self.states.pop(key, None)
-            self._state_next.pop(key, None)
+            self.keyed.drop(key)
             return {key: loaded}
         batch, table = loaded if loaded is not None else (restore.first_batch - 1, {})
-        self.states[key] = table
-        self._state_next[key] = batch + 1
+        self.keyed.restore(key, batch, table)
         return {}
 
     def _accept(self, task: TaskDescriptor, group_id: int | None, now: float) -> list[Action]:
@@ -251,7 +242,9 @@ class ExecutorState:
         self.tasks[task.key] = local
         self.local.launched(local)
         if spec.state is not None and group_id is not None:  # launches come in batch order
-            if task.batch < self._state_next.setdefault((spec.state.state_id, task.partition), task.batch):
+            key = (spec.state.state_id, task.partition)
+            self.keyed.launched(key, task.batch)
+            if self.keyed.applied(key, task.batch):
                 return self._already_applied(local, now)
         if not isinstance(spec.input, ShuffleRead):
             release_at = task.not_before - self.wall_offset
@@ -385,10 +378,9 @@ class ExecutorState:
         state = local.spec.state
         if state is not None and local.group_id is not None:
             key = (state.state_id, local.task.partition)
-            if local.task.batch < self._state_next.get(key, local.task.batch):  # applied meanwhile
+            if self.keyed.applied(key, local.task.batch):  # applied meanwhile
                 return self._already_applied(local, 0.0)
-            if self._state_next.get(key, local.task.batch) != local.task.batch:
-                self._state_parked.setdefault(key, {})[local.task.batch] = local
+            if self.keyed.park_unless_due(key, local):
                 return []  # batch b of a state waits for batch b-1
         self.local.push(local)
         return []
@@ -398,11 +390,7 @@ class ExecutorState:
         state = local.spec.state if local.spec is not None else None
         if state is None or local.group_id is None:
             return
-        key = (state.state_id, local.task.partition)
-        if self._state_next.get(key) != local.task.batch:
-            return
-        self._state_next[key] = local.task.batch + 1
-        parked = self._state_parked.get(key, {}).pop(local.task.batch + 1, None)
+        parked = self.keyed.advance((state.state_id, local.task.partition), local.task.batch)
         if parked is not None and self.tasks.get(parked.key) is parked:
             self.local.push(parked)
 
@@ -464,7 +452,7 @@ class ExecutorState:
             if local is None:
                 return actions
             state = local.spec.state
-            if state is None or local.group_id is None or local.task.batch >= self._state_next.get((state.state_id, local.task.partition), 0):
+            if state is None or local.group_id is None or not self.keyed.applied((state.state_id, local.task.partition), local.task.batch):
                 break
             actions += self._already_applied(local, now)  # its first attempt applied it meanwhile
         self.running = _Running(local, now)
@@ -491,7 +479,7 @@ class ExecutorState:
             # The state has applied this batch, whatever becomes of the job: keep what it made.
             key = (state.state_id, task.partition)
             if not task.replay_only:
-                self._outputs.setdefault(key, {})[task.batch] = (task.job_id, outcome)
+                self.keyed.keep(key, task.batch, task.job_id, outcome)
             if task.checkpoint_state:
                 actions.append(CheckpointState(state.state_id, task.partition, task.batch))
         if running.released:
@@ -534,12 +522,11 @@ class ExecutorState:
         if task.replay_only:
             return self._task_over(local)
         key = (local.spec.state.state_id, task.partition)  # type: ignore[union-attr]
-        kept = self._outputs.get(key, {}).get(task.batch)
+        kept = self.keyed.take(key, task.batch, task.job_id)
         if kept is None:
             message = f"partition {task.partition} of keyed state {key[0]} is past batch {task.batch} and no longer holds its output"
             return self._report_failure(task, local.group_id, Failure("task", "StateAhead", message))
-        self._outputs[key][task.batch] = (task.job_id, kept[1])
-        return self._complete(local, kept[1], now, now)
+        return self._complete(local, kept, now, now)
 
     def _result(self, task: TaskDescriptor, local: LocalTask, outcome: TaskOutput, started: float, now: float) -> Action:
         if local.group_id is None:
@@ -606,9 +593,7 @@ class ExecutorState:
             self._released.append(job_id)
             self._released_set.add(job_id)
         if not superseded:
-            for kept in self._outputs.values():
-                for batch in [b for b, (job_id, _) in kept.items() if job_id in jobs]:
-                    del kept[batch]
+            self.keyed.release(jobs)
         self.store = {k: v for k, v in self.store.items() if k[0] not in jobs}
         self.inbox.release(jobs)
         self._readers = {k: v for k, v in self._readers.items() if k[0] not in jobs}
@@ -651,10 +636,7 @@ class ExecutorState:
 
     def forget_states(self, state_ids: list[str]) -> None:
         """A stream ended: its keyed state here goes."""
-        ids = set(state_ids)
-        for table in (self.states, self._state_next, self._state_parked, self._outputs):
-            for key in [k for k in table if k[0] in ids]:
-                del table[key]
+        self.keyed.forget(set(state_ids))
 
     def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure) -> list[Action]:
         failed = TaskFailed(

@@ -1,0 +1,80 @@
+"""The stateful partitions an executor owns: their state, the order batches apply in, and the
+outputs kept so that no batch is ever applied twice. Pure bookkeeping for ExecutorState.
+
+A partition applies batch b only after b - 1 (`next_batch`); a task whose turn has not come is
+parked until its predecessor is over. A task for a batch the partition already applied (a replay
+after another executor died) takes the output kept from the first run instead of running: outputs
+are kept until their job is released as over (not when it is superseded by a replay). A partition
+taken over from a dead owner starts at its checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.executor.local_scheduler import LocalTask
+from services.executor.tasks import StateTables, TaskOutput
+
+StateKey = tuple[str, int]  # (state id, partition)
+
+
+class KeyedPartitions:
+    def __init__(self, tables: StateTables) -> None:
+        self.tables = tables  # shared with the runner, which applies batches to them
+        self.next_batch: dict[StateKey, int] = {}
+        self._parked: dict[StateKey, dict[int, LocalTask]] = {}
+        self._kept: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}  # batch -> (attempt id, output)
+
+    def launched(self, key: StateKey, batch: int) -> None:
+        """A task arrived: a partition new here starts at its first task's batch (launches come in order)."""
+        self.next_batch.setdefault(key, batch)
+
+    def applied(self, key: StateKey, batch: int) -> bool:
+        return batch < self.next_batch.get(key, batch)
+
+    def park_unless_due(self, key: StateKey, local: LocalTask) -> bool:
+        """Park the task if an earlier batch has yet to apply; True if parked."""
+        if self.next_batch.get(key, local.task.batch) == local.task.batch:
+            return False
+        self._parked.setdefault(key, {})[local.task.batch] = local
+        return True
+
+    def advance(self, key: StateKey, batch: int) -> LocalTask | None:
+        """Batch `batch` is over: the next may apply. Returns the next batch's parked task, if any."""
+        if self.next_batch.get(key) != batch:
+            return None
+        self.next_batch[key] = batch + 1
+        return self._parked.get(key, {}).pop(batch + 1, None)
+
+    def keep(self, key: StateKey, batch: int, job_id: str, output: TaskOutput) -> None:
+        self._kept.setdefault(key, {})[batch] = (job_id, output)
+
+    def take(self, key: StateKey, batch: int, job_id: str) -> TaskOutput | None:
+        """The output kept for a batch already applied, now owned by the replay `job_id`."""
+        kept = self._kept.get(key, {}).get(batch)
+        if kept is None:
+            return None
+        self._kept[key][batch] = (job_id, kept[1])
+        return kept[1]
+
+    def release(self, job_ids: set[str]) -> None:
+        """These jobs are over: the outputs they hold are no longer needed."""
+        for kept in self._kept.values():
+            for batch in [b for b, (job_id, _) in kept.items() if job_id in job_ids]:
+                del kept[batch]
+
+    def restore(self, key: StateKey, batch: int, table: dict[Any, Any]) -> None:
+        """Take the partition over as it was after `batch` (its checkpoint, or empty)."""
+        self._kept.pop(key, None)
+        self._parked.pop(key, None)
+        self.tables[key] = table
+        self.next_batch[key] = batch + 1
+
+    def drop(self, key: StateKey) -> None:
+        for table in (self.tables, self.next_batch, self._parked, self._kept):
+            table.pop(key, None)  # type: ignore[attr-defined]
+
+    def forget(self, state_ids: set[str]) -> None:
+        for table in (self.tables, self.next_batch, self._parked, self._kept):
+            for key in [k for k in table if k[0] in state_ids]:
+                del table[key]  # type: ignore[attr-defined]

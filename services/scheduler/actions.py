@@ -1,0 +1,37 @@
+"""What the scheduler's pure core asks its loop to do (actions), and the messages it builds for
+drivers from job results. Shared by state.py and bsp_mode.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.protocol import JobDone, Message
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send a message to the peer (driver or executor) with this routing identity. `frames`, when
+    set, is the message already encoded (it was measured), and goes out as it is."""
+
+    peer: bytes
+    msg: Message
+    payloads: tuple[object, ...] = ()
+    frames: list[object] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ToShuffleMeta:
+    msg: Message
+
+
+Action = Send | ToShuffleMeta
+
+
+def job_done(job_id: str, results: dict[int, object], started: float, now: float) -> JobDone:
+    return JobDone(job_id=job_id, elapsed=max(0.0, now - started), partitions=sorted(results), finished_at=now)
+
+
+def result_blocks(results: dict[int, object]) -> tuple[object, ...]:
+    return tuple(results[p] for p in sorted(results))
+
+
