@@ -89,6 +89,7 @@ class DirectoryStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self._dirs = threading.Lock()  # a put's makedirs + open against a delete's pruning, in this process
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
@@ -109,10 +110,11 @@ class DirectoryStore:
         parent, name = os.path.split(path)
         tmp = os.path.join(parent, f".{name}.{os.getpid()}.{uuid.uuid4().hex}{_TMP_SUFFIX}")  # the pid: who is writing
         try:
-            for attempt in range(100):  # a concurrent delete() may prune `parent` before the open; rare, so retry
+            for attempt in range(100):  # another process's delete() may prune `parent` before the open: retry
                 try:
-                    os.makedirs(parent, exist_ok=True)
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                    with self._dirs:  # in this process, pruning waits until the temp file holds the directory
+                        os.makedirs(parent, exist_ok=True)
+                        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
                     break
                 except (FileNotFoundError, FileExistsError):  # makedirs raises the latter if rmdir wins its race
                     if attempt == 99:
@@ -157,12 +159,13 @@ class DirectoryStore:
                 raise self._error("delete", key, exc) from exc
         # Prune emptied directories bottom-up, then the prefix's ancestors; a failing rmdir means a
         # concurrent writer (or a temp file) lives there, which is exactly when it must stay.
-        for base, _dirs, _files in self._walk(prefix, topdown=False):
-            if base.startswith(prefix) and base:
-                _rmdir_quietly(self._path(base[:-1]))
-        head = prefix.rpartition("/")[0]
-        while head and _rmdir_quietly(self._path(head)):
-            head = head.rpartition("/")[0]
+        with self._dirs:
+            for base, _dirs, _files in self._walk(prefix, topdown=False):
+                if base.startswith(prefix) and base:
+                    _rmdir_quietly(self._path(base[:-1]))
+            head = prefix.rpartition("/")[0]
+            while head and _rmdir_quietly(self._path(head)):
+                head = head.rpartition("/")[0]
         return removed
 
     def sweep_temp(self, older_than: float = 60.0) -> int:
