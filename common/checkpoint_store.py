@@ -66,7 +66,7 @@ def _check_prefix(prefix: str) -> str:
 class CheckpointStore(Protocol):
     """What the engine needs from a checkpoint store (a directory now, an object store later)."""
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, durable: bool = True) -> None:
         """Store `data` under `key`; readers see no object or the whole one, even if the writer dies."""
 
     def get(self, key: str) -> bytes | None:
@@ -105,7 +105,7 @@ class DirectoryStore:
         what = f"checkpoint {key!r} under {self.root}" if key is not None else f"checkpoint root {self.root}"
         return CheckpointError(f"cannot {doing} {what}: {exc}", key, self.root, exc.errno)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, durable: bool = True) -> None:
         path = self._path(check_key(key))
         parent, name = os.path.split(path)
         tmp = os.path.join(parent, f".{name}.{os.getpid()}.{uuid.uuid4().hex}{_TMP_SUFFIX}")  # the pid: who is writing
@@ -123,14 +123,16 @@ class DirectoryStore:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if durable:  # not durable: still atomic, and survives the writer's death, not the machine's
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 _unlink_quietly(tmp)
                 raise
         except OSError as exc:
             raise self._error("write", key, exc) from exc
-        _fsync_dir(parent)  # makes the rename itself durable; best effort (some filesystems refuse)
+        if durable:
+            _fsync_dir(parent)  # makes the rename itself durable; best effort (some filesystems refuse)
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -244,7 +246,7 @@ class AsyncWriter:
     ) -> None:
         self._store, self._max = store, max_pending_bytes
         self._on_error = on_error or _log_error
-        self._queue: collections.deque[tuple[str, bytes, Callable[[str], None] | None]] = collections.deque()
+        self._queue: collections.deque[tuple[str, bytes, Callable[[str], None] | None, bool]] = collections.deque()
         self._cond = threading.Condition()
         self._pending = self._written = self._dropped = self._errors = 0
         self._submitted = self._finished = 0
@@ -252,7 +254,7 @@ class AsyncWriter:
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, key: str, data: bytes, on_done: Callable[[str], None] | None = None) -> bool:
+    def submit(self, key: str, data: bytes, on_done: Callable[[str], None] | None = None, durable: bool = True) -> bool:
         """Enqueue a put and return at once: True if accepted, False if dropped (over budget or closed).
 
         A malformed key raises ValueError here, at the caller's bug, not later on the thread.
@@ -262,7 +264,7 @@ class AsyncWriter:
             if self._closed or self._pending + len(data) > self._max:
                 self._dropped += 1
                 return False
-            self._queue.append((key, data, on_done))
+            self._queue.append((key, data, on_done, durable))
             self._pending += len(data)
             self._submitted += 1
             self._cond.notify_all()
@@ -316,9 +318,9 @@ class AsyncWriter:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return  # closed and drained
-                key, data, on_done = self._queue.popleft()
+                key, data, on_done, durable = self._queue.popleft()
             try:
-                self._store.put(key, data)
+                self._store.put(key, data, durable)
                 with self._cond:
                     self._written += 1
                 if on_done is not None:

@@ -87,6 +87,10 @@ class Settings:
     # lost work is replayed by all survivors ("parallel"), or by one ("single", for comparison).
     checkpoint_dir: str = ""
     checkpoint_every_groups: int = 10
+    # Write the map outputs that feed keyed state to the checkpoint store (in the background), so
+    # a rebuild reads them instead of recomputing them from the source. It costs the executors
+    # a file per map task; off, rebuilds recompute (same output, more CPU during recovery).
+    checkpoint_map_outputs: bool = True
     replay: str = "parallel"
     # Clients: how long connect() waits for the scheduler, and how long a silent scheduler is
     # tolerated while a job runs before the driver gives up.

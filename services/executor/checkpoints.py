@@ -43,7 +43,9 @@ class Checkpointer:
     # --- writing (never blocks on the disk) -------------------------------------------------------
 
     def write_map_output(self, key: str, blocks: list[bytes]) -> None:
-        self.writer.submit(key, msgspec.msgpack.encode(blocks))
+        """Not fsynced: a replay needs it after its writer dies, which the page cache survives;
+        after a machine dies the map task is recomputed from its source instead."""
+        self.writer.submit(key, msgspec.msgpack.encode(blocks), durable=False)
 
     def write_state(self, state_id: str, partition: int, batch: int, table: dict[Any, Any]) -> None:
         try:

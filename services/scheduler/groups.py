@@ -101,6 +101,8 @@ ReducePlacement = Literal["auto", "spread", "per_batch"]
 class Placement(Protocol):
     """What placement asks the scheduler's keyed-state book (services.scheduler.keyed_state)."""
 
+    map_outputs: bool  # checkpoint the map outputs that feed keyed state
+
     def owner(self, state_id: str, partition: int, default: str) -> str: ...
 
 
@@ -143,7 +145,7 @@ def place_group(
             if readers and readers[0].stage_id in job.restrict:
                 wanted = job.restrict[readers[0].stage_id]
                 push_to = [address if p in wanted else "" for p, address in enumerate(push_to)]
-            feeds_state = bool(readers) and readers[0].spec.state is not None
+            feeds_state = bool(readers) and readers[0].spec.state is not None and book is not None and book.map_outputs
             partitions = range(stage.spec.partitions)
             if stage.stage_id in job.restrict:
                 partitions = sorted(job.restrict[stage.stage_id])  # type: ignore[assignment]

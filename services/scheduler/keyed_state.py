@@ -50,9 +50,10 @@ class Restore:
 
 
 class StateBook:
-    def __init__(self, checkpoint_every: int, replay: str = "parallel") -> None:
+    def __init__(self, checkpoint_every: int, replay: str = "parallel", map_outputs: bool = True) -> None:
         self.checkpoint_every = checkpoint_every
         self.replay = replay
+        self.map_outputs = map_outputs  # checkpoint the map outputs that feed keyed state
         self.states: dict[str, KeyedState] = {}
 
     # --- placement --------------------------------------------------------------------------

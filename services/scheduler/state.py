@@ -83,7 +83,7 @@ class SchedulerState(BspMode):
         self.pending: deque[TaskKey] = deque()  # BSP tasks waiting for a slot
         self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs
         self.recoveries: deque[dict[str, object]] = deque(maxlen=1000)  # what each loss replayed, for logs
-        self.book = StateBook(settings.checkpoint_every_groups, settings.replay)
+        self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
 

@@ -224,12 +224,12 @@ class GatedStore(DirectoryStore):
         self.fail: set[str] = set()
         self.order: list[str] = []
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, durable: bool = True) -> None:
         self.entered.set()
         assert self.gate.wait(10), "test never opened the gate"
         if key in self.fail:
             raise CheckpointError(f"injected failure for {key}", key, self.root)
-        super().put(key, data)
+        super().put(key, data, durable)
         self.order.append(key)
 
 
@@ -352,3 +352,8 @@ def test_concurrent_submitters(gated: GatedStore) -> None:
         mine = [k for k in gated.order if k.startswith(f"t{t}/")]
         assert mine == sorted(mine)
     assert writer.close(5)
+
+
+def test_a_put_that_need_not_be_durable_is_still_whole_and_atomic(store: DirectoryStore) -> None:
+    store.put("m/1", b"x" * 1000, durable=False)
+    assert store.get("m/1") == b"x" * 1000 and temp_files(store.root) == []

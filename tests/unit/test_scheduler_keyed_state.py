@@ -151,3 +151,10 @@ def test_resume_information_is_ignored_for_a_state_the_scheduler_is_running():
     launched = groups(s.submit(DRIVER, SubmitJobs(run_id="g1", jobs=jobs, code=CODE, group_size=1, first_batch=1,
                                                   resume_states={"sum": -1}), 0.0))
     assert len(launched) == 1 and not any(m.restores for m in launched[0].values())
+
+
+def test_map_output_checkpoints_can_be_turned_off():
+    s = SchedulerState(Settings(shuffle_meta_address="tcp://meta:1", checkpoint_map_outputs=False))
+    s.register(b"e0", RegisterExecutor(executor_id="e0", incarnation="e0-1", data_address="tcp://e0:1", slots=1), 0.0)
+    (launch,) = run_batches(s, 0, 1, "g0")
+    assert all(t.map_checkpoint == "" for m in launch.values() for t in m.tasks)
