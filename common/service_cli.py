@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from common.settings import Settings
@@ -25,3 +26,17 @@ def settings_from_args(args: argparse.Namespace, **mapping: str) -> Settings:
     for setting, dest in mapping.items():
         overrides[setting] = getattr(args, dest)
     return Settings.from_env(**overrides)
+
+
+def serve(make_server: Callable[[], Any], log: Any) -> int:
+    """Build a service and run it; one that may not start (no keys, plaintext off loopback)
+    says why and exits with status 2 instead of a traceback."""
+    from common.security import SecurityError
+
+    try:
+        server = make_server()
+    except SecurityError as exc:
+        log.error("refused_to_start", reason=str(exc))
+        return 2
+    server.run()
+    return 0

@@ -99,6 +99,12 @@ class Settings:
     # Shuffle: how long a reducer waits for map output locations and for block fetches.
     shuffle_lookup_timeout: float = 10.0
     shuffle_fetch_timeout: float = 10.0
+    # Security: every socket speaks CurveZMQ with the cluster's key pair (z85 text, from
+    # `squall keys`), and services admit only peers that prove they hold it. Plaintext is allowed
+    # only when set explicitly, and only on loopback addresses. A local cluster makes its own keys.
+    curve_public_key: str = ""
+    curve_secret_key: str = ""
+    plaintext: bool = False
     # Wire: the largest message (all frames together) a service accepts.
     max_message_bytes: int = 256 * 1024 * 1024
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.

@@ -19,15 +19,18 @@ from typing import Any
 
 import zmq
 
-from common import protocol
+from common import protocol, security
 from common.protocol import ErrorReply, Message, ProtocolError
 from common.settings import Settings
 
 
 def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
+    """A cluster socket: no linger, the message size limit (larger messages are refused by
+    ZeroMQ itself), and CurveZMQ with the cluster's keys (a ROUTER serves, a DEALER connects)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+    security.configure(sock, settings, server=kind == zmq.ROUTER)
     return sock
 
 

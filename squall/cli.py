@@ -53,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--group-size", type=int, default=20, help="--groups: micro-batches per group (default 20)")
     demo.set_defaults(handler=run_demo)
 
+    health = sub.add_parser("health", help="ping a service over its own protocol; exit 0 if it answers, 1 if not",
+                            description="Send a Ping to a Squall service (with the cluster's keys from SQUALL_CURVE_*) and "
+                            "exit 0 if it answers as that service within the timeout, 1 otherwise. For container health "
+                            "checks and Kubernetes probes.")
+    health.add_argument("--service", required=True, choices=["scheduler", "shuffle-meta", "executor"])
+    health.add_argument("--address", required=True, help="the service's endpoint, e.g. tcp://127.0.0.1:7077")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
+    health.set_defaults(handler=run_health)
+
+    keys = sub.add_parser("keys", help="print a new cluster key pair (CurveZMQ) for every member of a cluster",
+                          description="Print a new CurveZMQ key pair. Every service and driver of a cluster needs the "
+                          "same pair (SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY); keep the secret secret.")
+    keys.add_argument("--format", choices=["env", "shell", "k8s-secret", "compose"], default="env",
+                      help="env: KEY=value lines (an env file for docker or Kubernetes); shell: export lines to source; "
+                      "k8s-secret: a Secret manifest; compose: YAML environment entries")
+    keys.add_argument("--namespace", default="squall", help="k8s-secret: the Secret's namespace (default squall)")
+    keys.add_argument("--name", default="squall-keys", help="k8s-secret: the Secret's name (default squall-keys)")
+    keys.set_defaults(handler=run_keys)
+
     chaos = sub.add_parser("chaos", help="failure-injection trials: kill and stop real processes, check the output",
                            description="Run a stateful stream (a running sum per key and a windowed count) on a local "
                            "cluster per trial, inject faults from a seeded plan into real processes, and compare the "
@@ -74,6 +93,13 @@ def run_local(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with squall.LocalCluster(executors=args.executors) as cluster:
         print(f"Squall local cluster: scheduler at {cluster.address}, {args.executors} executors", flush=True)
+        keys = cluster.workdir / "keys.sh"
+        if cluster.settings.curve_secret_key:
+            from squall.health import format_keys
+
+            keys.touch(mode=0o600)
+            keys.write_text(format_keys("shell", keys=(cluster.settings.curve_public_key, cluster.settings.curve_secret_key)))
+            print(f"  its keys: source {keys}  (drivers need SQUALL_CURVE_PUBLIC_KEY and SQUALL_CURVE_SECRET_KEY)", flush=True)
         print(f"  connect with: squall.connect({cluster.address!r})", flush=True)
         print(f"  service logs in {cluster.workdir}; Ctrl-C to stop", flush=True)
         try:
@@ -94,6 +120,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
     ok = demo.run(executors=args.executors, rate=args.rate, window=args.window, seconds=args.seconds or None)
     return 0 if ok else 1
+
+
+def run_health(args: argparse.Namespace) -> int:
+    from squall.health import check_service
+
+    ok, detail = check_service(args.service.replace("-", "_"), args.address, args.timeout)
+    print(detail, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from squall.health import format_keys
+
+    print(format_keys(args.format, args.namespace, args.name), end="")
+    return 0
 
 
 def run_chaos(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from common import protocol, transport
+from common import protocol, security, transport
 from common.protocol import (
     CancelRun,
     ClusterStatus,
@@ -51,6 +51,10 @@ class Client:
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
+        try:
+            security.check(settings, [address])
+        except security.SecurityError as exc:
+            raise ConnectionError(f"cannot connect to {address}: {exc}") from None
         self._ctx = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
         self._sock.connect(address)

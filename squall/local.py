@@ -20,6 +20,7 @@ import time
 import weakref
 from pathlib import Path
 
+from common import security
 from common.settings import Settings
 from squall.context import Context, connect
 from squall.errors import SquallError
@@ -45,6 +46,9 @@ class LocalCluster:
             raise ValueError("a local cluster needs at least one executor")
         base = settings or Settings.from_env()
         self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
+        if not base.plaintext and not base.curve_secret_key:  # ephemeral keys, for this cluster only
+            public, secret = security.new_keypair()
+            base = base.replace(curve_public_key=public, curve_secret_key=secret)
         self.settings = base.replace(
             checkpoint_dir=base.checkpoint_dir or str(self.workdir / "checkpoints"),
             scheduler_bind="tcp://127.0.0.1:*",

@@ -9,14 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from common.security import new_keypair
 from squall import LocalCluster, Settings
 
 SERVICE_MODULES = ("services.scheduler", "services.executor", "services.shuffle_meta")
 
 
+TEST_PUBLIC_KEY, TEST_SECRET_KEY = new_keypair()  # the test session's cluster keys
+
+
 def fast_settings(**overrides: object) -> Settings:
-    """Short heartbeats and timeouts so that failures are detected in a fraction of a second."""
+    """Short heartbeats and timeouts so that failures are detected in a fraction of a second,
+    and this session's cluster keys (so clusters and drivers made from it talk to each other)."""
     base = Settings(
+        curve_public_key=TEST_PUBLIC_KEY,
+        curve_secret_key=TEST_SECRET_KEY,
         heartbeat_interval=0.05,
         heartbeat_misses=6,
         connect_timeout=5.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.logging import configure
-from common.service_cli import add_common_arguments, settings_from_args
+from common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
         executor_slots="slots",
     )
     log = configure(settings, "executor")
-    ExecutorServer(settings, log, executor_id=args.executor_id, ready_file=args.ready_file).run()
-    return 0
+    return serve(lambda: ExecutorServer(settings, log, executor_id=args.executor_id, ready_file=args.ready_file), log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from common import broadcast_store, transport
+from common import broadcast_store, security, transport
 from common.protocol import (
     Blocks,
     BlocksReady,
@@ -62,7 +62,9 @@ class ExecutorServer:
         self.settings = settings
         self.executor_id = executor_id or default_executor_id()
         self.log = log.bind(executor=self.executor_id)
+        security.check(settings, [settings.executor_bind, settings.scheduler_address])
         self.ctx = zmq.Context()
+        self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.data = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         bound = transport.bind(self.data, settings.executor_bind)
         self.data_address = transport.advertised(bound, settings.executor_advertise_host)
@@ -129,6 +131,8 @@ class ExecutorServer:
             for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
                 if sock is not None:
                     sock.close(0)
+            if self.auth is not None:
+                self.auth.stop()
             self.ctx.term()
 
     # --- scheduler ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.logging import configure
-from common.service_cli import add_common_arguments, settings_from_args
+from common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, scheduler_bind="bind", shuffle_meta_address="shuffle_meta")
     log = configure(settings, "scheduler")
-    SchedulerServer(settings, log, ready_file=args.ready_file).run()
-    return 0
+    return serve(lambda: SchedulerServer(settings, log, ready_file=args.ready_file), log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from common import transport
+from common import security, transport
 from common.protocol import (
     CancelRun,
     ErrorReply,
@@ -43,7 +43,9 @@ class SchedulerServer:
         self.log = log
         self.state = SchedulerState(settings)
         self.incarnation = uuid.uuid4().hex  # new at each start: drivers notice a restart by it
+        security.check(settings, [settings.scheduler_bind, settings.shuffle_meta_address])
         self.ctx = zmq.Context()
+        self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         self.endpoint = transport.bind(self.sock, settings.scheduler_bind)
         self.meta = transport.new_socket(self.ctx, zmq.DEALER, settings)
@@ -51,7 +53,7 @@ class SchedulerServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
-        self.watch = ConnectionWatch(self.ctx)
+        self.watch = ConnectionWatch(self.ctx, settings)
         self.loop.add_reader(self.watch.monitor, self._on_disconnect)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
         now = time.monotonic
@@ -87,6 +89,8 @@ class SchedulerServer:
         finally:
             self.watch.close()
             self.sock.close(0)
+            if self.auth is not None:
+                self.auth.stop()
             self.meta.close(0)
             self.ctx.term()
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from common import transport
+from common.settings import Settings
+
 
 class ConnectionWatch:
-    def __init__(self, ctx: zmq.Context) -> None:
-        self._sock = ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
+    def __init__(self, ctx: zmq.Context, settings: Settings) -> None:
+        self._sock = transport.new_socket(ctx, zmq.DEALER, settings)  # CurveZMQ, like every cluster socket
         self.monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._watched: dict[str, str] = {}  # executor id -> endpoint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.logging import configure
-from common.service_cli import add_common_arguments, settings_from_args
+from common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, shuffle_meta_bind="bind")
     log = configure(settings, "shuffle_meta")
-    ShuffleMetaServer(settings, log, ready_file=args.ready_file).run()
-    return 0
+    return serve(lambda: ShuffleMetaServer(settings, log, ready_file=args.ready_file), log)
 
 
 def main(argv: list[str] | None = None) -> int:

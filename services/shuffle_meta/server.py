@@ -7,7 +7,7 @@ from typing import Any
 
 import zmq
 
-from common import transport
+from common import security, transport
 from common.protocol import (
     ForgetExecutor,
     ForgetJob,
@@ -25,7 +25,9 @@ class ShuffleMetaServer:
         self.settings = settings
         self.log = log
         self.state = ShuffleMetaState()
+        security.check(settings, [settings.shuffle_meta_bind])
         self.ctx = zmq.Context()
+        self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         self.endpoint = transport.bind(self.sock, settings.shuffle_meta_bind)
         self.loop = transport.ServiceLoop(settings, log)
@@ -47,6 +49,8 @@ class ShuffleMetaServer:
             self.loop.run()
         finally:
             self.sock.close(0)
+            if self.auth is not None:
+                self.auth.stop()
             self.ctx.term()
 
     def _on_readable(self, sock: zmq.Socket) -> None:

@@ -11,16 +11,20 @@ from typing import Any
 
 import zmq
 
-from common import protocol
+from common import protocol, security
 from common.protocol import Message, Ping, Pong
+from common.settings import Settings
 
 BIG = 1 << 30  # decode limit for replies we read in tests
 
 
-def raw_dealer(address: str) -> zmq.Socket:
-    """A plain DEALER with no size limit, as a misbehaving peer would use."""
+def raw_dealer(address: str, settings: Settings | None = None) -> zmq.Socket:
+    """A DEALER with no size limit, as a misbehaving peer would use: with the cluster's keys
+    (`settings`) it is a member gone wrong; without, an outsider."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if settings is not None:
+        security.configure(sock, settings, server=False)
     sock.connect(address)
     return sock
 

@@ -95,7 +95,7 @@ KINDS = [
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("service", SERVICES)
 def test_bad_message_gets_error_reply_and_service_keeps_serving(cluster, ctx, service, kind):  # type: ignore[no-untyped-def]
-    sock = raw_dealer(address_of(cluster, ctx, service))
+    sock = raw_dealer(address_of(cluster, ctx, service), cluster.settings)
     try:
         reply = request(sock, garbage(kind, service))
         assert isinstance(reply, ErrorReply), reply
@@ -112,7 +112,7 @@ def test_bad_message_gets_error_reply_and_service_keeps_serving(cluster, ctx, se
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_burst_of_garbage_is_answered_one_by_one(cluster, ctx, service):  # type: ignore[no-untyped-def]
-    sock = raw_dealer(address_of(cluster, ctx, service))
+    sock = raw_dealer(address_of(cluster, ctx, service), cluster.settings)
     try:
         n = 600  # more than one drain batch (256)
         for i in range(n):
@@ -126,7 +126,7 @@ def test_burst_of_garbage_is_answered_one_by_one(cluster, ctx, service):  # type
 
 
 def test_executor_answers_fetch_of_unknown_blocks_with_error(cluster, ctx):  # type: ignore[no-untyped-def]
-    sock = raw_dealer(address_of(cluster, ctx, "executor"))
+    sock = raw_dealer(address_of(cluster, ctx, "executor"), cluster.settings)
     try:
         fetch = FetchBlocks(request_id=4242, job_id="no-such-job", shuffle_id=1, reduce_partition=0, map_partitions=[0, 3])
         reply = request(sock, [header(fetch)])
@@ -139,7 +139,7 @@ def test_executor_answers_fetch_of_unknown_blocks_with_error(cluster, ctx):  # t
 
 def submit_raw(cluster: LocalCluster, plan: LogicalPlan, job_id: str, code: dict[str, bytes] | None = None) -> JobFailed:
     """Submit a hand-made plan (with the code it names) on a raw socket; return the job's JobFailed."""
-    sock = raw_dealer(cluster.address)
+    sock = raw_dealer(cluster.address, cluster.settings)
     try:
         sock.send_multipart([header(SubmitJobs(run_id=job_id, jobs=[JobSpec(job_id=job_id, plan=plan)], code=code or {}))])
         failed = None
@@ -201,10 +201,10 @@ def small_cluster():  # type: ignore[no-untyped-def]
 def test_oversized_frame_disconnects_the_peer_not_the_service(small_cluster, service):  # type: ignore[no-untyped-def]
     with small_cluster.connect() as ctx:
         address = address_of(small_cluster, ctx, service)
-        rude = raw_dealer(address)
+        rude = raw_dealer(address, small_cluster.settings)
         try:
             rude.send_multipart([header(Ping(nonce=1)) + b"\x00" * (200 * 1024)])
-            fresh = raw_dealer(address)
+            fresh = raw_dealer(address, small_cluster.settings)
             try:
                 assert ping(fresh, nonce=99).service == SERVICE_NAME[service]
             finally:
@@ -217,7 +217,7 @@ def test_oversized_frame_disconnects_the_peer_not_the_service(small_cluster, ser
 @pytest.mark.parametrize("service", SERVICES)
 def test_message_over_the_limit_in_small_frames_gets_error_reply(small_cluster, service):  # type: ignore[no-untyped-def]
     with small_cluster.connect() as ctx:
-        sock = raw_dealer(address_of(small_cluster, ctx, service))
+        sock = raw_dealer(address_of(small_cluster, ctx, service), small_cluster.settings)
         try:
             frames = [header(Ping(nonce=5))] + [b"\x00" * (30 * 1024)] * 3  # each frame under the limit
             reply = request(sock, frames)

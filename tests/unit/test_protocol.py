@@ -16,6 +16,7 @@ from common.protocol import (
     ErrorReply,
     FetchBlocks,
     ForgetJob,
+    ForgetStates,
     GetMetrics,
     GroupDone,
     GroupStats,
@@ -31,13 +32,18 @@ from common.protocol import (
     MapOutputs,
     Metrics,
     Ping,
+    Pong,
     ProtocolError,
+    PruneCheckpoints,
     PushBlocks,
     RegisterExecutor,
     RegisterMapOutputs,
     ReleaseJob,
+    Reregister,
     ResultPartition,
     RunDone,
+    StateCheckpointed,
+    StateRestore,
     SubmitJobs,
     TaskDescriptor,
     TaskFinished,
@@ -105,6 +111,17 @@ ROUND_TRIPS = [
     (LookupMapOutputs(request_id=1, job_id="j1", shuffle_id=2, expected=4, timeout=1.5), []),
     (MapOutputs(request_id=1, locations=[MapLocation(map_partition=0, executor_id="e", address="a", sizes=[])]), []),
     (FetchBlocks(request_id=1, job_id="j1", shuffle_id=2, reduce_partition=0, map_partitions=[1, 3]), []),
+    (LaunchGroup(group_id=3, tasks=[TaskDescriptor(job_id="j1~2", stage_id=1, partition=0, stage_key="k", attempt=2,
+                                                   checkpoint_state=True, map_checkpoint="maps/s/1/0-0", replay_only=True)],
+                 restores=[StateRestore(state_id="s1", partition=0, up_to=4, first_batch=0)]), []),
+    (StateCheckpointed(executor_id="e1", checkpoints=[("s1", 0, 9)]), []),
+    (PruneCheckpoints(state_id="s1", before=10), []),
+    (ForgetStates(state_ids=["s1"]), []),
+    (ReleaseJob(job_ids=["j1"], superseded=True), []),
+    (Reregister(executor_id="e1", registration=3), []),
+    (Pong(nonce=1, service="scheduler", incarnation="abc"), []),
+    (SubmitJobs(run_id="r2", jobs=[JobSpec(job_id="r2.r0", plan=plan(), replay_only=True, batch=7)], resume_states={"s1": 6}), []),
+    (RunDone(run_id="r1", checkpoints={"s1": 5}), []),
 ]
 
 
@@ -256,7 +273,8 @@ def _decode_or_protocol_error(frames: list[bytes]) -> None:
         pass
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A deadline per example: a frame that made the decoder loop or crawl would fail here, not hang.
+@settings(max_examples=500, deadline=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=200), max_size=5))
 def test_random_frames_only_raise_protocol_error(frames):
     _decode_or_protocol_error(frames)
@@ -265,7 +283,7 @@ def test_random_frames_only_raise_protocol_error(frames):
 VALID_HEADERS = [encode(m, p)[0] for m, p in ROUND_TRIPS]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=200, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(VALID_HEADERS),
     st.data(),

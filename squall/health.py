@@ -1,0 +1,68 @@
+"""`squall health` and `squall keys`: probing a service over its own protocol, and making the
+cluster's key pair in the shapes deployments consume (env file, Kubernetes Secret, compose)."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import zmq
+
+from common import protocol, security, transport
+from common.protocol import Ping, Pong, ProtocolError
+from common.settings import Settings
+
+
+def check_service(service: str, address: str, timeout: float, settings: Settings | None = None) -> tuple[bool, str]:
+    """Ping `address`; (True, detail) if a `service` answers within `timeout` seconds."""
+    settings = settings or Settings.from_env()
+    try:
+        security.check(settings, [address])
+    except security.SecurityError as exc:
+        return False, f"unhealthy: {exc}"
+    ctx = zmq.Context()
+    sock = transport.new_socket(ctx, zmq.DEALER, settings)
+    try:
+        sock.connect(address)
+        transport.send(sock, Ping(nonce=4242))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000) + 1):
+                break
+            try:
+                msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
+            except ProtocolError:
+                continue
+            if isinstance(msg, Pong) and msg.nonce == 4242:
+                if msg.service != service:
+                    return False, f"unhealthy: {address} is a {msg.service}, not a {service}"
+                return True, f"healthy: {service} at {address}"
+        return False, f"unhealthy: no {service} answered at {address} within {timeout:g}s (down, or other keys)"
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def format_keys(fmt: str, namespace: str = "squall", name: str = "squall-keys", keys: tuple[str, str] | None = None) -> str:
+    """A new key pair (or `keys`) as: "env" (an env file: KEY=value, for docker-compose's env_file
+    and Kubernetes; new keys never contain "$", which compose would expand), "shell" (export lines
+    to source; z85 has no quote, so single quotes are safe), "compose" (YAML environment entries)
+    or "k8s-secret" (a Secret manifest)."""
+    public, secret = keys or security.new_keypair()
+    if fmt == "env":
+        return f"SQUALL_CURVE_PUBLIC_KEY={public}\nSQUALL_CURVE_SECRET_KEY={secret}\n"
+    if fmt == "shell":
+        return f"export SQUALL_CURVE_PUBLIC_KEY='{public}'\nexport SQUALL_CURVE_SECRET_KEY='{secret}'\n"
+    if fmt == "compose":
+        public, secret = public.replace("$", "$$"), secret.replace("$", "$$")
+        return f"      SQUALL_CURVE_PUBLIC_KEY: '{public}'\n      SQUALL_CURVE_SECRET_KEY: '{secret}'\n"
+    if fmt == "k8s-secret":
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode("ascii")).decode("ascii")
+
+        return (
+            "apiVersion: v1\nkind: Secret\nmetadata:\n"
+            f"  name: {name}\n  namespace: {namespace}\ntype: Opaque\ndata:\n"
+            f"  SQUALL_CURVE_PUBLIC_KEY: {b64(public)}\n  SQUALL_CURVE_SECRET_KEY: {b64(secret)}\n"
+        )
+    raise ValueError(f"unknown key format {fmt!r}")
