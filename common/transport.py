@@ -30,6 +30,14 @@ def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+    # ZeroMQ's own heartbeats (answered by its I/O thread, whatever Python is doing): a connection
+    # that stays silent for a few seconds is dropped and, on the connecting side, made again.
+    # After a network partition heals, TCP's backed-off retransmissions of the old connection
+    # could otherwise hold messages back for up to two minutes. (Deaths are detected sooner, by
+    # the heartbeat budget; this timeout is kept well above it so a busy machine never trips it.)
+    interval_ms = max(100, int(settings.heartbeat_interval * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(2000, int(settings.death_timeout * 4000)))
     security.configure(sock, settings, server=kind == zmq.ROUTER)
     return sock
 

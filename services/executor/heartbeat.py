@@ -36,10 +36,15 @@ class Heartbeater:
         self._thread.join(timeout=1.0)
 
     def _work(self) -> None:
-        sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)
-        sock.connect(self.settings.scheduler_address)
+        sock = self._connect()
+        connected_for = self.registration
         try:
             while not self._stop.wait(self.settings.heartbeat_interval):
+                if self.active.is_set() and connected_for != self.registration:
+                    # Registered again: beat on a fresh connection, not one that may be stuck
+                    # behind a healed partition's backed-off retransmissions.
+                    sock.close(0)
+                    sock, connected_for = self._connect(), self.registration
                 if self.active.is_set():
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
                                                        registration=self.registration))
@@ -47,6 +52,11 @@ class Heartbeater:
                     self._answer(sock.recv_multipart())
         finally:
             sock.close(0)
+
+    def _connect(self) -> zmq.Socket:
+        sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)
+        sock.connect(self.settings.scheduler_address)
+        return sock
 
     def _answer(self, frames: list[bytes]) -> None:
         try:

@@ -177,6 +177,13 @@ class ExecutorServer:
         self.log.warning("scheduler_forgot_us")
         self.heartbeat.active.clear()
         self.heartbeat.registration += 1
+        # A fresh connection: what was queued on the old one (launches and reports of the written-
+        # off work, possibly stuck behind a healed partition's retransmissions) is dropped.
+        self.loop.remove_reader(self.sched)
+        self.sched.close(0)
+        self.sched = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+        self.sched.connect(self.settings.scheduler_address)
+        self.loop.add_reader(self.sched, self._on_scheduler)
         self.state.reset()
         self.generation += 1
         self.registered = False

@@ -53,8 +53,7 @@ class SchedulerServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
-        self.watch = ConnectionWatch(self.ctx, settings)
-        self.loop.add_reader(self.watch.monitor, self._on_disconnect)
+        self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_disconnect), self.loop.remove_reader)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
         now = time.monotonic
         self.handlers: transport.RouterHandlers = {
@@ -103,8 +102,8 @@ class SchedulerServer:
     def _on_meta_readable(self, sock: zmq.Socket) -> None:
         transport.drain_dealer(sock, self.settings, self.log, self.from_meta, "shuffle_meta")
 
-    def _on_disconnect(self, _monitor: zmq.Socket) -> None:
-        for executor_id in self.watch.disconnected():
+    def _on_disconnect(self, monitor: zmq.Socket) -> None:
+        for executor_id in self.watch.disconnected(monitor):
             if self.state.members.get(executor_id) is not None:
                 self._perform(self.state.executor_lost(executor_id, "its connection dropped", time.monotonic()))
 
