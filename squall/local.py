@@ -107,17 +107,7 @@ class LocalCluster:
         if self._closed:
             return
         self._closed = True
-        procs = list(self.processes.values())
-        for p in procs:
-            if p.poll() is None:
-                _signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.01, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        stop_processes(list(self.processes.values()))
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
@@ -192,6 +182,21 @@ class LocalCluster:
         for name, p in self.processes.items():
             if p.poll() is not None and not self._closed:
                 raise ClusterStartError(f"{name} exited with code {p.returncode}:\n{self.log_text(name)[-2000:]}")
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 3.0) -> None:
+    """SIGTERM each process, then SIGKILL whatever is still alive after `grace` seconds; returns
+    once all are reaped (no zombies left behind)."""
+    for p in procs:
+        if p.poll() is None:
+            _signal(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal(p, signal.SIGKILL)
+            p.wait(timeout=5)
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -118,18 +118,26 @@ def test_unpicklable_function_fails_when_the_dataset_is_built(ctx, op):  # type:
 # --- executors dying -----------------------------------------------------------------------------
 
 
+def kill_executor_1_mid_map(cluster: LocalCluster, ctx: squall.Context, tmp_path: Path) -> tuple[Background, float]:
+    """Start a two-stage job of slow map tasks and SIGKILL executor-1 while it runs one; returns
+    the job (running in the background) and when the kill happened."""
+
+    def slow(x):  # type: ignore[no-untyped-def]
+        (tmp_path / f"map-{os.getpid()}").touch()
+        time.sleep(0.3)
+        return (x % 3, x)
+
+    victim = cluster.pids["executor-1"]
+    job = Background(ctx.range(16, partitions=4).map(slow).reduce_by_key(add).collect)
+    wait_until(lambda: victim in pids_marked(tmp_path, "map-"), timeout=10, what="executor-1 running a map task")
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    return job, killed_at
+
+
 def test_executor_sigkilled_mid_job_is_replayed_by_the_survivors(tmp_path: Path) -> None:
     with LocalCluster(executors=4, settings=fast_settings()) as cluster, cluster.connect() as ctx:
-
-        def slow(x):  # type: ignore[no-untyped-def]
-            (tmp_path / f"map-{os.getpid()}").touch()
-            time.sleep(0.3)
-            return (x % 3, x)
-
-        victim = cluster.pids["executor-1"]
-        job = Background(ctx.range(16, partitions=4).map(slow).reduce_by_key(add).collect)
-        wait_until(lambda: victim in pids_marked(tmp_path, "map-"), timeout=10, what="executor-1 running a map task")
-        os.kill(victim, signal.SIGKILL)
+        job, _ = kill_executor_1_mid_map(cluster, ctx, tmp_path)
         assert job.join(timeout=20), "the job hung after its executor died"
         assert dict(job.outcome) == {k: sum(x for x in range(16) if x % 3 == k) for k in range(3)}  # type: ignore[arg-type]
         assert "its connection dropped" in cluster.log_text("scheduler") and "replaying" in cluster.log_text("scheduler")
@@ -139,17 +147,7 @@ def test_executor_sigkilled_mid_job_is_replayed_by_the_survivors(tmp_path: Path)
 def test_executor_sigkilled_mid_bsp_job_fails_the_job_quickly(tmp_path: Path) -> None:
     settings = fast_settings(preschedule=False)
     with LocalCluster(executors=4, settings=settings) as cluster, cluster.connect() as ctx:
-
-        def slow(x):  # type: ignore[no-untyped-def]
-            (tmp_path / f"map-{os.getpid()}").touch()
-            time.sleep(0.3)
-            return (x % 3, x)
-
-        victim = cluster.pids["executor-1"]
-        job = Background(ctx.range(16, partitions=4).map(slow).reduce_by_key(add).collect)
-        wait_until(lambda: victim in pids_marked(tmp_path, "map-"), timeout=10, what="executor-1 running a map task")
-        killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
+        job, killed_at = kill_executor_1_mid_map(cluster, ctx, tmp_path)
 
         assert job.join(timeout=settings.death_timeout + 10), "the job hung after its executor died"
         err = job.outcome

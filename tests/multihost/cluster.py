@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import zmq
 
 from common.settings import Settings
 from squall import Context, connect
+from squall.local import stop_processes
 from tests.multihost.netns import Host, Network
 from tests.polling import wait_until
 
@@ -75,16 +75,7 @@ class SpreadCluster:
 
     def close(self) -> None:
         """Stop every service: SIGTERM, then SIGKILL whatever is alive after a grace period."""
-        procs = list(self.processes.values())
-        for p in procs:
-            _signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.01, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        stop_processes(list(self.processes.values()))
 
     def log_text(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -124,11 +115,3 @@ class SpreadCluster:
 
 def _die_with_parent() -> None:  # in the child, between fork and exec (`ip netns exec` execs again)
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
