@@ -38,6 +38,9 @@ def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
     interval_ms = max(100, int(settings.heartbeat_interval * 1000))
     sock.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(2000, int(settings.death_timeout * 4000)))
+    # A connection attempt made during a partition waits out TCP's SYN backoff (1, 2, 4, 8 s...)
+    # after the partition heals; give up on an attempt after a second and start a fresh one.
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, 1000)
     security.configure(sock, settings, server=kind == zmq.ROUTER)
     return sock
 
