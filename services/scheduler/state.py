@@ -278,7 +278,7 @@ class SchedulerState(BspMode):
             for job in [*jobs, *run.queue]:
                 actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="executor_lost", message=error, batch=job.batch)))
             run.queue.clear()
-            return actions
+            return actions + self._advance(run, now)  # ends the run (RunDone) once nothing is in flight
         actions = []
         if replayed:
             self.epoch += 1

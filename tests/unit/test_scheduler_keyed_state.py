@@ -126,6 +126,7 @@ def test_a_rebuild_whose_plans_are_gone_fails_the_stream_with_the_reason():
     jobs = [JobSpec(job_id="g3.3", plan=stateful_plan(3))]
     fails = sends(s.submit(DRIVER, SubmitJobs(run_id="g3", jobs=jobs, code=CODE, group_size=1, first_batch=3), 0.0), JobFailed)
     assert [(f.job_id, f.kind) for f in fails] == [("g3.3", "executor_lost")] and "batch 1" in fails[0].message
+    assert "g3" not in s.runs  # the run ended (RunDone), nothing left behind
 
 
 def test_a_stream_resuming_on_a_restarted_scheduler_rebuilds_every_partition_from_its_checkpoint():
