@@ -27,7 +27,9 @@ from typing import Any
 import msgspec
 import zmq
 
+from common import security
 from common.serialization import dumps_block, loads_block
+from common.settings import Settings
 from common.transport import bind
 from squall.errors import SquallError
 
@@ -212,16 +214,24 @@ class PubSink:
     subscribed, and publishing never waits. When a subscriber falls `high_water_mark` messages
     behind, the batch is not sent (to anyone) and counted in `dropped`. Use a DirectorySink where
     every batch must arrive. Not thread-safe: use it from one thread at a time.
+
+    Secured like the cluster: with `settings` holding a key pair (`ctx.settings` shares the
+    cluster's), it speaks CurveZMQ and serves only subscribers holding the same pair (they unpickle
+    what it sends, so they must know who sent it); plaintext only with plaintext set, on loopback.
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", high_water_mark: int = 1000,
-                 linger: float = 1.0, context: zmq.Context | None = None) -> None:
+                 linger: float = 1.0, context: zmq.Context | None = None, settings: Settings | None = None) -> None:
         self.topic = topic
         self.dropped = 0
         self._subscribed: set[bytes] = set()  # prefixes subscribers asked for
+        ctx = context or zmq.Context.instance()
+        settings = _secured(settings, address)
         # XPUB with NODROP behaves as PUB but refuses a message (zmq.Again) instead of silently
         # losing it, so that drops can be counted; it also tells us about subscriptions.
-        self._sock = (context or zmq.Context.instance()).socket(zmq.XPUB)
+        self._sock = ctx.socket(zmq.XPUB)
+        security.configure(self._sock, settings, server=True)
+        _authenticate(ctx, settings)
         self._sock.setsockopt(zmq.LINGER, int(linger * 1000))
         self._sock.setsockopt(zmq.SNDHWM, high_water_mark)
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)
@@ -278,10 +288,12 @@ class Subscription:
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", timeout: float = 5.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, settings: Settings | None = None) -> None:
         self.topic = topic
         self.timeout = timeout
+        settings = _secured(settings, address)
         self._sock = (context or zmq.Context.instance()).socket(zmq.SUB)
+        security.configure(self._sock, settings, server=False)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, topic)
         try:
@@ -315,11 +327,31 @@ class Subscription:
         self.close()
 
 
-def subscribe(address: str, topic: bytes = b"squall", timeout: float = 5.0) -> Subscription:
+def subscribe(address: str, topic: bytes = b"squall", timeout: float = 5.0, settings: Settings | None = None) -> Subscription:
     """Subscribe to a PubSink's batches: `for batch, records in subscribe(sink.endpoint): ...`.
 
-    Iteration stops after `timeout` seconds without a batch. Close it (or use `with`) when done."""
-    return Subscription(address, topic, timeout)
+    Iteration stops after `timeout` seconds without a batch. Close it (or use `with`) when done.
+    `settings` carries the key pair the sink uses (default: SQUALL_* from the environment)."""
+    return Subscription(address, topic, timeout, settings=settings)
+
+
+_authenticators: dict[int, Any] = {}  # one ZAP handler per ZeroMQ context that serves a PubSink
+
+
+def _secured(settings: Settings | None, address: str) -> Settings:
+    """The settings to secure a sink's socket with; keys are required unless plaintext is set
+    (and then only on loopback), as for the cluster's own sockets."""
+    settings = settings if settings is not None else Settings.from_env()
+    try:
+        security.check(settings, [address])
+    except security.SecurityError as exc:
+        raise SinkError(f"{address}: {exc}") from None
+    return settings
+
+
+def _authenticate(ctx: zmq.Context, settings: Settings) -> None:
+    if not settings.plaintext and id(ctx) not in _authenticators:
+        _authenticators[id(ctx)] = security.start_authenticator(ctx, settings)
 
 
 def _decode_published(frames: list[bytes]) -> tuple[int, list[Any]]:

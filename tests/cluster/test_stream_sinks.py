@@ -69,7 +69,8 @@ def test_a_record_the_sink_cannot_write_stops_the_stream_naming_the_batch(ctx, t
 
 
 def test_a_stream_published_on_a_pub_sink_reaches_a_subscriber(ctx) -> None:  # type: ignore[no-untyped-def]
-    with PubSink("tcp://127.0.0.1:*", topic=b"numbers") as sink, subscribe(sink.endpoint, b"numbers", timeout=10) as sub:
+    with PubSink("tcp://127.0.0.1:*", topic=b"numbers", settings=ctx.settings) as sink, \
+            subscribe(sink.endpoint, b"numbers", timeout=10, settings=ctx.settings) as sub:
         wait_until(sink.has_subscribers, timeout=5, what="the subscriber")  # no batch is lost to a slow joiner
         stream = ctx.stream(sources.generator(numbers, partitions=2), batch_interval=0.02, group_size=3)
         stream = stream.map(lambda x: x * 2).foreach_batch(sink).start()

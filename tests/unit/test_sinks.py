@@ -11,8 +11,11 @@ import msgspec
 import pytest
 import zmq
 
+from common.security import new_keypair
 from common.serialization import loads_block
+from common.settings import Settings
 from squall.sinks import DirectorySink, PubSink, ReplayMismatchError, SinkError, subscribe
+from tests.conftest import fast_settings
 from tests.polling import wait_until
 
 RECORDS = [("a", 1), ("b", [2, 3]), {"k": None}, 4.5, "text"]
@@ -164,8 +167,37 @@ def first_batch_through(sink: PubSink, sub, records: list) -> tuple[int, list]: 
     return wait_until(publish_and_receive, timeout=5, what="the subscriber to join")
 
 
+PLAIN = Settings(plaintext=True)  # loopback only, said explicitly
+KEYED = fast_settings()  # the test session's cluster keys
+
+
+def test_a_keyed_sink_serves_only_subscribers_holding_its_key_pair() -> None:
+    with PubSink("tcp://127.0.0.1:*", settings=KEYED) as sink, subscribe(sink.endpoint, settings=KEYED, timeout=5) as sub:
+        assert first_batch_through(sink, sub, [("x", 0)]) == (0, [("x", 0)])
+        public, secret = new_keypair()  # a stranger: its own pair, and the sink's public key (no secret)
+        stranger = zmq.Context.instance().socket(zmq.SUB)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.curve_publickey, stranger.curve_secretkey = public.encode(), secret.encode()
+        stranger.curve_serverkey = KEYED.curve_public_key.encode()
+        stranger.setsockopt(zmq.SUBSCRIBE, b"")
+        stranger.connect(sink.endpoint)
+        try:
+            for b in range(1, 20):  # over a second of publishing: a handshake would have finished
+                sink(b, [("y", b)])
+                assert not stranger.poll(60), "a stranger received a batch"
+        finally:
+            stranger.close()
+
+
+def test_a_sink_without_keys_is_refused_unless_plaintext_on_loopback() -> None:
+    with pytest.raises(SinkError, match="squall keys"):
+        PubSink("tcp://127.0.0.1:*", settings=Settings())
+    with pytest.raises(SinkError, match="loopback"):
+        PubSink("tcp://0.0.0.0:*", settings=PLAIN)
+
+
 def test_a_subscriber_receives_published_batches_in_order() -> None:
-    with PubSink("tcp://127.0.0.1:*") as sink, subscribe(sink.endpoint, timeout=5) as sub:
+    with PubSink("tcp://127.0.0.1:*", settings=PLAIN) as sink, subscribe(sink.endpoint, settings=PLAIN, timeout=5) as sub:
         assert sink.endpoint.startswith("tcp://127.0.0.1:") and not sink.endpoint.endswith("*")
         assert first_batch_through(sink, sub, [("x", 0)]) == (0, [("x", 0)])
         big = list(range(5000))  # large enough to be lz4-compressed
@@ -183,7 +215,7 @@ def test_a_subscriber_receives_published_batches_in_order() -> None:
 
 
 def test_the_header_frame_is_msgpack_batch_and_count() -> None:
-    with PubSink("tcp://127.0.0.1:*", topic=b"t") as sink:
+    with PubSink("tcp://127.0.0.1:*", settings=PLAIN, topic=b"t") as sink:
         raw = zmq.Context.instance().socket(zmq.SUB)
         raw.setsockopt(zmq.LINGER, 0)
         raw.setsockopt(zmq.SUBSCRIBE, b"t")
@@ -201,18 +233,18 @@ def test_the_header_frame_is_msgpack_batch_and_count() -> None:
 
 
 def test_has_subscribers_follows_subscribers_joining_and_leaving() -> None:
-    with PubSink("tcp://127.0.0.1:*", topic=b"prices") as sink:
+    with PubSink("tcp://127.0.0.1:*", settings=PLAIN, topic=b"prices") as sink:
         assert not sink.has_subscribers()
-        with subscribe(sink.endpoint, topic=b"other"):
-            sub = subscribe(sink.endpoint, topic=b"pri")  # a prefix of our topic: it gets our batches
+        with subscribe(sink.endpoint, settings=PLAIN, topic=b"other"):
+            sub = subscribe(sink.endpoint, settings=PLAIN, topic=b"pri")  # a prefix of our topic: it gets our batches
             wait_until(sink.has_subscribers, timeout=5, what="the subscription")
             sub.close()
             wait_until(lambda: not sink.has_subscribers(), timeout=5, what="the unsubscription")
 
 
 def test_a_subscription_skips_topics_that_only_share_its_prefix_and_times_out() -> None:
-    with PubSink("tcp://127.0.0.1:*", topic=b"squall-other") as other, PubSink("tcp://127.0.0.1:*") as ours:
-        with subscribe(other.endpoint, timeout=0.05) as sub:
+    with PubSink("tcp://127.0.0.1:*", settings=PLAIN, topic=b"squall-other") as other, PubSink("tcp://127.0.0.1:*", settings=PLAIN) as ours:
+        with subscribe(other.endpoint, settings=PLAIN, timeout=0.05) as sub:
             sub._sock.connect(ours.endpoint)  # one subscription, two publishers
             wait_until(lambda: other.has_subscribers() and ours.has_subscribers(), timeout=5, what="both publishers")
             other(1, ["not for us"])
@@ -224,7 +256,7 @@ def test_a_subscription_skips_topics_that_only_share_its_prefix_and_times_out() 
 
 def test_a_slow_subscriber_makes_batches_drop_without_blocking_the_sink() -> None:
     payload = [os.urandom(1 << 20)]  # 1 MiB that lz4 cannot shrink
-    with PubSink("tcp://127.0.0.1:*", high_water_mark=1, linger=0) as sink:
+    with PubSink("tcp://127.0.0.1:*", settings=PLAIN, high_water_mark=1, linger=0) as sink:
         slow = zmq.Context.instance().socket(zmq.SUB)
         slow.setsockopt(zmq.LINGER, 0)
         slow.setsockopt(zmq.RCVHWM, 1)
@@ -240,7 +272,7 @@ def test_a_slow_subscriber_makes_batches_drop_without_blocking_the_sink() -> Non
 
 
 def test_a_closed_pub_sink_refuses_batches() -> None:
-    sink = PubSink("tcp://127.0.0.1:*")
+    sink = PubSink("tcp://127.0.0.1:*", settings=PLAIN)
     sink.close()
     with pytest.raises(SinkError, match="closed"):
         sink(0, [])
@@ -248,4 +280,4 @@ def test_a_closed_pub_sink_refuses_batches() -> None:
 
 def test_a_bad_address_is_refused_without_leaking_a_socket() -> None:
     with pytest.raises(zmq.ZMQError):
-        PubSink("nonsense://here")
+        PubSink("nonsense://here", settings=KEYED)
