@@ -31,6 +31,7 @@ class Membership:
     def __init__(self, death_timeout: float) -> None:
         self.death_timeout = death_timeout
         self.executors: dict[str, ExecutorRecord] = {}
+        self.version = 0  # moves on at every add and remove: who watches membership compares it
 
     def get(self, executor_id: str) -> ExecutorRecord | None:
         return self.executors.get(executor_id)
@@ -55,6 +56,7 @@ class Membership:
             last_seen=now,
         )
         self.executors[msg.executor_id] = record
+        self.version += 1
         return record
 
     def beat(self, executor_id: str, incarnation: str, now: float) -> bool:
@@ -74,6 +76,7 @@ class Membership:
         ]
 
     def remove(self, executor_id: str) -> ExecutorRecord | None:
+        self.version += 1
         return self.executors.pop(executor_id, None)
 
     def status(self, running_jobs: int) -> ClusterStatus:

@@ -53,6 +53,7 @@ class SchedulerServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
+        self._watched_version = -1
         self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_disconnect), self.loop.remove_reader)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
         now = time.monotonic
@@ -116,7 +117,10 @@ class SchedulerServer:
             self.log.warning("executor_lost", executor=executor_id, reason=reason)
         while self.state.recoveries:
             self.log.warning("replaying", **self.state.recoveries.popleft())  # type: ignore[arg-type]
-        self.watch.sync({k: r.data_address for k, r in self.state.members.executors.items()})
+        members = self.state.members
+        if members.version != self._watched_version:  # not on every message: only when membership changed
+            self._watched_version = members.version
+            self.watch.sync({k: r.data_address for k, r in members.executors.items()})
         for action in actions or ():
             self.sent[type(action.msg).__name__] += 1
             if isinstance(action, Send):
