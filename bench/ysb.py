@@ -1,6 +1,6 @@
 """The Yahoo Streaming Benchmark on Squall (and, with --peers, on PySpark Structured Streaming).
 
-Sources emit JSON ad events (bench.ysb_workload.make_event) at a fixed offered rate; the job
+Sources emit JSON ad events (squall.ysb.make_event) at a fixed offered rate; the job
 parses them, keeps views, joins ad to campaign through a broadcast table and counts views per
 campaign per tumbling event-time window. For each offered rate it prints the achieved rate and
 the p50/p99 window latency (emit time minus window end), and the highest rate sustained with a
@@ -20,27 +20,10 @@ import statistics
 import time
 from typing import Any
 
-from bench import ysb_workload as ysb
-from squall import LocalCluster, Settings, sources
+from bench.ysb_workload import LatencyStats, highest_sustained_rate
+from squall import LocalCluster, Settings
 from squall.windows import WindowResult
-
-PARTITIONS = 4
-
-
-def ysb_stream(ctx: Any, rate: int, window: float, batch_interval: float, results: list[WindowResult]) -> Any:
-    """The YSB job as a started stream: JSON ad events -> views -> campaign (broadcast join) ->
-    views per campaign per event-time window, appended to `results` as windows close."""
-    table = ctx.broadcast(ysb.campaign_table())
-    return (
-        ctx.stream(sources.rate(rate / PARTITIONS, partitions=PARTITIONS, record=ysb.make_event), batch_interval=batch_interval)
-        .map(ysb.parse)
-        .filter(ysb.is_view)
-        .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
-        .window(window, event_time=float)
-        .count(partitions=PARTITIONS)
-        .foreach_batch(lambda batch, records: results.extend(records))
-        .start()
-    )
+from squall.ysb import DEFAULT_WINDOW_SECONDS, PARTITIONS, verify, ysb_stream
 
 
 def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_interval: float, check: bool = False) -> dict[str, Any]:
@@ -57,7 +40,7 @@ def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_int
     events = sum(math.floor(per_partition * (b + 1) * batch_interval) - math.floor(per_partition * b * batch_interval)
                  for b in range(delivered)) * PARTITIONS
     achieved = events / max(1e-9, min(stopped_at, time.time()) - state.started)
-    stats = ysb.LatencyStats(tuple(state.window_latencies))
+    stats = LatencyStats(tuple(state.window_latencies))
     outcome = {
         "offered": rate,
         "achieved": achieved,
@@ -71,19 +54,6 @@ def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_int
     if check:
         outcome["correct"] = verify(results, state.started, per_partition, batch_interval, delivered, window)
     return outcome
-
-
-def verify(results: list[WindowResult], start: float, per_partition: float, interval: float, batches: int, window: float) -> bool:
-    """Every emitted window count equals a plain-Python count over the same events."""
-    events = [
-        ysb.make_event(p, i, start + i / per_partition)
-        for p in range(PARTITIONS)
-        for i in range(math.floor(per_partition * batches * interval))
-    ]
-    expected = ysb.expected_counts(events, window)
-    got = {(r.key, round(r.start / window)): r.value for r in results}
-    want = {(c, round(s / window)): n for (c, s), n in expected.items()}
-    return all(want.get(k) == v for k, v in got.items()) and bool(got)
 
 
 def group_size_trace(sizes: list[int], batch_interval: float, points: int = 8) -> str:
@@ -108,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ysb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[20_000, 50_000, 100_000], help="offered events per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="run time per rate (default 30)")
-    parser.add_argument("--window", type=float, default=ysb.DEFAULT_WINDOW_SECONDS, help="window length in seconds (default 10)")
+    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW_SECONDS, help="window length in seconds (default 10)")
     parser.add_argument("--batch-interval", type=float, default=0.1, help="micro-batch interval (default 0.1 s)")
     parser.add_argument("--executors", type=int, default=4)
     parser.add_argument("--latency-bound", type=float, default=None, help="p99 bound for 'sustained' (default 2x the batch interval)")
@@ -129,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(result)
             return result
 
-        best, _ = ysb.highest_sustained_rate(args.rates, run, bound, stop_at_first_failure=False)
+        best, _ = highest_sustained_rate(args.rates, run, bound, stop_at_first_failure=False)
     if args.peers:
         try:
             from bench.ysb_spark import run_spark_ysb

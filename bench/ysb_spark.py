@@ -1,11 +1,11 @@
-"""The Yahoo Streaming Benchmark (bench.ysb_workload) on PySpark Structured Streaming, on this machine.
+"""The Yahoo Streaming Benchmark (squall.ysb) on PySpark Structured Streaming, on this machine.
 
 The query, one micro-batch per trigger (processingTime = the batch interval):
 
 - source: Spark's "rate" source, rowsPerSecond = the offered rate, numPartitions = PARTITIONS;
   row `value` is event (partition value % PARTITIONS, index value // PARTITIONS) and its
   `timestamp` the event time;
-- events: each row made into bench.ysb_workload's JSON ad event, either by make_event itself in
+- events: each row made into squall.ysb's JSON ad event, either by make_event itself in
   a Python UDF (generator "udf", the default) or by Spark SQL expressions that mirror it field
   by field (generator "sql": the same field values; only the number format of event_time in the
   JSON differs);
@@ -50,7 +50,8 @@ from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
-from bench.ysb_workload import (
+from bench.ysb_workload import LatencyStats, highest_sustained_rate
+from squall.ysb import (
     AD_TYPES,
     ADS,
     DEFAULT_WINDOW_SECONDS,
@@ -62,10 +63,8 @@ from bench.ysb_workload import (
     PAGES,
     PARTITION_SALT,
     USERS,
-    LatencyStats,
     campaign_table,
     expected_counts,
-    highest_sustained_rate,
     make_event,
     parse,
 )
@@ -246,7 +245,7 @@ def _mix32_stages(df: Any, names: Sequence[str]) -> Any:
 
 def sql_events(rows: Any) -> Any:
     """Rate-source rows (value, timestamp) -> column `event`, with Spark SQL expressions mirroring
-    bench.ysb_workload.event_fields (the same values; to_json writes event_time in Java's format)."""
+    squall.ysb.event_fields (the same values; to_json writes event_time in Java's format)."""
     df = rows.selectExpr(
         "unix_micros(timestamp) / 1e6 AS event_time",
         f"value div {PARTITIONS} AS i",

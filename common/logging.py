@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 import structlog
-
-from common.settings import Settings
+from squall.common.settings import Settings
 
 
 def configure(settings: Settings, service: str, **context: Any) -> structlog.typing.FilteringBoundLogger:

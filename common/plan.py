@@ -52,7 +52,7 @@ class RangeSource(Struct, tag="range", frozen=True):
 
 
 class CollectionSource(Struct, tag="collection", frozen=True):
-    """A driver-side collection; each slice is a serialized block (see common.serialization)."""
+    """A driver-side collection; each slice is a serialized block (see squall.common.serialization)."""
 
     slices: list[bytes]
 

@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
-
-from common.plan import LogicalPlan, StageSpec
+from squall.common.plan import LogicalPlan, StageSpec
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Index = Annotated[int, Meta(ge=0)]

@@ -17,9 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
+from squall.common.settings import Settings
 from zmq.auth.thread import ThreadAuthenticator
-
-from common.settings import Settings
 
 Z85_KEY_LENGTH = 40
 

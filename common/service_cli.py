@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the three services (`squall scheduler`, `python -m services.x`)."""
+"""Command-line plumbing shared by the three services (`squall scheduler`, `python -m squall.services.x`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from common.settings import Settings
+from squall.common.settings import Settings
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def settings_from_args(args: argparse.Namespace, **mapping: str) -> Settings:
 def serve(make_server: Callable[[], Any], log: Any) -> int:
     """Build a service and run it; one that may not start (no keys, plaintext off loopback)
     says why and exits with status 2 instead of a traceback."""
-    from common.security import SecurityError
+    from squall.common.security import SecurityError
 
     try:
         server = make_server()

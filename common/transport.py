@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-
-from common import protocol, security
-from common.protocol import ErrorReply, Message, ProtocolError
-from common.settings import Settings
+from squall.common import protocol, security
+from squall.common.protocol import ErrorReply, Message, ProtocolError
+from squall.common.settings import Settings
 
 
 def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:

@@ -1,7 +1,7 @@
 """Squall: a low-latency micro-batch execution engine for Python."""
 
-from common.settings import Settings
 from squall import sinks, sources
+from squall.common.settings import Settings
 from squall.context import Context, connect
 from squall.dataset import Dataset
 from squall.errors import ConnectionError, ExecutorLostError, JobError, SchedulerRestartedError, SquallError, TaskError

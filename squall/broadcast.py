@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import broadcast_store
+from squall.common import broadcast_store
 
 
 class Broadcast:

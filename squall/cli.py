@@ -8,9 +8,9 @@ import sys
 import threading
 
 import squall
-from services.executor import __main__ as executor_main
-from services.scheduler import __main__ as scheduler_main
-from services.shuffle_meta import __main__ as shuffle_meta_main
+from squall.services.executor import __main__ as executor_main
+from squall.services.scheduler import __main__ as scheduler_main
+from squall.services.shuffle_meta import __main__ as shuffle_meta_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,8 @@ from typing import Any
 
 import zmq
 
-from common import protocol, security, transport
-from common.protocol import (
+from squall.common import protocol, security, transport
+from squall.common.protocol import (
     CancelRun,
     ClusterStatus,
     ErrorReply,
@@ -34,7 +34,7 @@ from common.protocol import (
     ProtocolError,
     SubmitJobs,
 )
-from common.settings import Settings
+from squall.common.settings import Settings
 from squall.errors import ConnectionError, JobError
 
 Event = tuple[Message, list[object]]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from common.plan import CollectionSource, RangeSource, SourceNode, code_key
-from common.protocol import ClusterStatus, Metrics
-from common.serialization import SerializationError, dumps_block, dumps_function
-from common.settings import Settings
 from squall.broadcast import Broadcast
 from squall.client import Client
+from squall.common.plan import CollectionSource, RangeSource, SourceNode, code_key
+from squall.common.protocol import ClusterStatus, Metrics
+from squall.common.serialization import SerializationError, dumps_block, dumps_function
+from squall.common.settings import Settings
 from squall.dataset import Dataset
 from squall.errors import JobError
 from squall.runs import Errors, Run, RunStats

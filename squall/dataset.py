@@ -11,9 +11,9 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode, StateNode
-from common.serialization import SerializationError, dumps_function
 from squall import ops
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode, StateNode
+from squall.common.serialization import SerializationError, dumps_function
 
 if TYPE_CHECKING:
     from squall.context import Context

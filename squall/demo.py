@@ -13,8 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from bench import ysb
-from squall import LocalCluster, Settings
+from squall import LocalCluster, Settings, ysb
 from squall.windows import WindowResult
 
 PARTITIONS = ysb.PARTITIONS

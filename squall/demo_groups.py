@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from common.settings import Settings
+from squall.common.settings import Settings
 from squall.local import LocalCluster
 
 VOCABULARY = [

@@ -8,9 +8,9 @@ import time
 
 import zmq
 
-from common import protocol, security, transport
-from common.protocol import Ping, Pong, ProtocolError
-from common.settings import Settings
+from squall.common import protocol, security, transport
+from squall.common.protocol import Ping, Pong, ProtocolError
+from squall.common.settings import Settings
 
 
 def check_service(service: str, address: str, timeout: float, settings: Settings | None = None) -> tuple[bool, str]:

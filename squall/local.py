@@ -20,8 +20,8 @@ import time
 import weakref
 from pathlib import Path
 
-from common import security
-from common.settings import Settings
+from squall.common import security
+from squall.common.settings import Settings
 from squall.context import Context, connect
 from squall.errors import SquallError
 
@@ -73,9 +73,9 @@ class LocalCluster:
 
     def _start(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        self.shuffle_meta_address = self._spawn("shuffle_meta", "services.shuffle_meta", [], deadline)
+        self.shuffle_meta_address = self._spawn("shuffle_meta", "squall.services.shuffle_meta", [], deadline)
         self.settings = self.settings.replace(shuffle_meta_address=self.shuffle_meta_address)
-        self.address = self._spawn("scheduler", "services.scheduler", ["--shuffle-meta", self.shuffle_meta_address], deadline)
+        self.address = self._spawn("scheduler", "squall.services.scheduler", ["--shuffle-meta", self.shuffle_meta_address], deadline)
         self.settings = self.settings.replace(scheduler_address=self.address)
         for i in range(self.executor_count):
             self.start_executor(f"executor-{i}", wait=False)
@@ -84,15 +84,15 @@ class LocalCluster:
     def start_executor(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
         """Start one more executor process (named `name`, also its executor id)."""
         args = ["--scheduler", self.address, "--executor-id", name]
-        self._spawn(name, "services.executor", args, time.monotonic() + self.start_timeout, wait=wait)
+        self._spawn(name, "squall.services.executor", args, time.monotonic() + self.start_timeout, wait=wait)
         return self.processes[name]
 
     def restart_service(self, name: str) -> None:
         """Start shuffle_meta or the scheduler again, on the address it had (after a crash)."""
         if name == "shuffle_meta":
-            module, args, bind = "services.shuffle_meta", [], {"SQUALL_SHUFFLE_META_BIND": self.shuffle_meta_address}
+            module, args, bind = "squall.services.shuffle_meta", [], {"SQUALL_SHUFFLE_META_BIND": self.shuffle_meta_address}
         elif name == "scheduler":
-            module, args = "services.scheduler", ["--shuffle-meta", self.shuffle_meta_address]
+            module, args = "squall.services.scheduler", ["--shuffle-meta", self.shuffle_meta_address]
             bind = {"SQUALL_SCHEDULER_BIND": self.address}
         else:
             raise ValueError(f"only shuffle_meta and the scheduler restart in place, not {name!r}")
@@ -160,7 +160,9 @@ class LocalCluster:
             stdout=log,
             stderr=log,
             env=env,
-            cwd=_project_root(),
+            # The driver's directory: functions from the user's own modules beside the script
+            # are pickled by reference, and the executors import them from there.
+            cwd=os.getcwd(),
             # Own session: a Ctrl-C typed at the driver's terminal interrupts the driver only,
             # which then tears the cluster down itself (a REPL user keeps the cluster).
             start_new_session=True,
@@ -204,11 +206,6 @@ def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
         proc.send_signal(sig)
     except ProcessLookupError:
         pass
-
-
-def _project_root() -> str:
-    """The directory holding the `services` package, so `python -m services.x` works anywhere."""
-    return str(Path(__file__).resolve().parent.parent)
 
 
 @atexit.register

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from common import skips
+from squall.common import skips
 
 
 def map_op(fn: Callable[[Any], Any], records: Iterator[Any]) -> Iterator[Any]:

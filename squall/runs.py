@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import structlog
 
-from common import protocol
-from common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
-from common.serialization import loads_block
 from squall.client import Client, SchedulerRestarted
+from squall.common import protocol
+from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
+from squall.common.serialization import loads_block
 from squall.errors import ExecutorLostError, JobError, SchedulerRestartedError, TaskError
 
 Errors = Literal["raise", "return"]

@@ -27,10 +27,10 @@ from typing import Any
 import msgspec
 import zmq
 
-from common import security
-from common.serialization import dumps_block, loads_block
-from common.settings import Settings
-from common.transport import bind
+from squall.common import security
+from squall.common.serialization import dumps_block, loads_block
+from squall.common.settings import Settings
+from squall.common.transport import bind
 from squall.errors import SquallError
 
 BATCH_DIGITS = 12  # batch-000000000042.jsonl: lexical order is batch order up to 10**12 batches

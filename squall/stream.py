@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from common.plan import GeneratorSource, SourceNode, StateNode
-from common.serialization import dumps_function
+from squall.common.plan import GeneratorSource, SourceNode, StateNode
+from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SchedulerRestartedError, SquallError
 from squall.sources import StreamSource

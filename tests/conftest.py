@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from squall.common.security import new_keypair
 
-from common.security import new_keypair
 from squall import LocalCluster, Settings
 
-SERVICE_MODULES = ("services.scheduler", "services.executor", "services.shuffle_meta")
+SERVICE_MODULES = ("squall.services.scheduler", "squall.services.executor", "squall.services.shuffle_meta")
 
 
 TEST_PUBLIC_KEY, TEST_SECRET_KEY = new_keypair()  # the test session's cluster keys

@@ -1,11 +1,11 @@
-"""`python -m services.executor` (also `squall executor`)."""
+"""`python -m squall.services.executor` (also `squall executor`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from common.logging import configure
-from common.service_cli import add_common_arguments, serve, settings_from_args
+from squall.common.logging import configure
+from squall.common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.executor.server import ExecutorServer
+    from squall.services.executor.server import ExecutorServer
 
     settings = settings_from_args(
         args,

@@ -1,6 +1,6 @@
 """An executor's checkpoints: keyed state snapshots and the map outputs that feed keyed state.
 
-Writes go through common.checkpoint_store.AsyncWriter, so no task waits for the disk. A state
+Writes go through squall.common.checkpoint_store.AsyncWriter, so no task waits for the disk. A state
 snapshot is pickled on the loop thread right after its batch (the table cannot change under it:
 the partition's next batch has not been handed out yet), then written in the background; when the
 write is durable, the loop is woken to tell the scheduler (`written()`). Each partition keeps its
@@ -8,7 +8,7 @@ two newest snapshots, so a snapshot the scheduler has not heard of yet never rep
 one it knows. Keys:
 
     state/<state id>/<partition>/<batch>         a partition's table after that batch
-    maps/<state id>/<batch>/<stage>-<partition>  a map task's blocks (services.scheduler.groups)
+    maps/<state id>/<batch>/<stage>-<partition>  a map task's blocks (squall.services.scheduler.groups)
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from typing import Any
 
 import cloudpickle
 import msgspec
-
-from common import transport
-from common.checkpoint_store import AsyncWriter, CheckpointStore, DirectoryStore
+from squall.common import transport
+from squall.common.checkpoint_store import AsyncWriter, CheckpointStore, DirectoryStore
 
 KEEP_STATE_SNAPSHOTS = 2
 _blocks_decoder = msgspec.msgpack.Decoder(list[bytes])

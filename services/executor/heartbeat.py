@@ -11,10 +11,9 @@ import threading
 from typing import Any
 
 import zmq
-
-from common import protocol, transport
-from common.protocol import Heartbeat, ProtocolError, Reregister
-from common.settings import Settings
+from squall.common import protocol, transport
+from squall.common.protocol import Heartbeat, ProtocolError, Reregister
+from squall.common.settings import Settings
 
 
 class Heartbeater:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.executor.local_scheduler import LocalTask
-from services.executor.tasks import StateTables, TaskOutput
+from squall.services.executor.local_scheduler import LocalTask
+from squall.services.executor.tasks import StateTables, TaskOutput
 
 StateKey = tuple[str, int]  # (state id, partition)
 

@@ -12,8 +12,8 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from common.plan import StageSpec
-from common.protocol import TaskDescriptor
+from squall.common.plan import StageSpec
+from squall.common.protocol import TaskDescriptor
 
 TaskKey = tuple[str, int, int]
 

@@ -15,13 +15,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from common import transport
-from common.plan import StageSpec
-from common.protocol import TaskDescriptor
-from common.serialization import SerializationError
-from services.executor.checkpoints import Checkpointer
-from services.executor.state import Failure
-from services.executor.tasks import CodeCache, StateTables, TaskOutput, run_task
+from squall.common import transport
+from squall.common.plan import StageSpec
+from squall.common.protocol import TaskDescriptor
+from squall.common.serialization import SerializationError
+from squall.services.executor.checkpoints import Checkpointer
+from squall.services.executor.state import Failure
+from squall.services.executor.tasks import CodeCache, StateTables, TaskOutput, run_task
 
 
 class Runner:

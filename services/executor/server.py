@@ -11,10 +11,8 @@ import uuid
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
-
-from common import broadcast_store, security, transport
-from common.protocol import (
+from squall.common import broadcast_store, security, transport
+from squall.common.protocol import (
     Blocks,
     BlocksReady,
     ErrorReply,
@@ -33,11 +31,11 @@ from common.protocol import (
     Reregister,
     StateCheckpointed,
 )
-from common.settings import Settings
-from services.executor.checkpoints import Checkpointer
-from services.executor.heartbeat import Heartbeater
-from services.executor.runner import Runner
-from services.executor.state import (
+from squall.common.settings import Settings
+from squall.services.executor.checkpoints import Checkpointer
+from squall.services.executor.heartbeat import Heartbeater
+from squall.services.executor.runner import Runner
+from squall.services.executor.state import (
     Action,
     CheckpointMapOutput,
     CheckpointState,
@@ -49,6 +47,7 @@ from services.executor.state import (
     ToScheduler,
     ToShuffleMeta,
 )
+from zmq.utils.monitor import recv_monitor_message
 
 REGISTER_RETRY = 1.0
 

@@ -16,8 +16,8 @@ import itertools
 from collections import deque
 from dataclasses import dataclass
 
-from common.plan import ShuffleRead, ShuffleWrite, StageSpec
-from common.protocol import (
+from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
+from squall.common.protocol import (
     Blocks,
     BlocksReady,
     ErrorReply,
@@ -39,11 +39,11 @@ from common.protocol import (
     TaskFinished,
     fits,
 )
-from common.settings import Settings
-from services.executor.inbox import InboxKey, ShuffleInbox
-from services.executor.keyed_partitions import KeyedPartitions, StateKey
-from services.executor.local_scheduler import LocalScheduler, LocalTask
-from services.executor.tasks import StateTables, TaskOutput
+from squall.common.settings import Settings
+from squall.services.executor.inbox import InboxKey, ShuffleInbox
+from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
+from squall.services.executor.local_scheduler import LocalScheduler, LocalTask
+from squall.services.executor.tasks import StateTables, TaskOutput
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 BlockKey = tuple[str, int, int]  # (job_id, shuffle_id, map_partition)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common import skips
-from common.partitioning import partition_of
-from common.plan import (
+from squall.common import skips
+from squall.common.partitioning import partition_of
+from squall.common.plan import (
     Aggregator,
     CollectionSource,
     GeneratorSource,
@@ -22,7 +22,7 @@ from common.plan import (
     ShuffleWrite,
     StageSpec,
 )
-from common.serialization import SerializationError, dumps_block, loads_block, loads_function
+from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
 
 
 class CodeCache:

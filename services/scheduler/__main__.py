@@ -1,11 +1,11 @@
-"""`python -m services.scheduler` (also `squall scheduler`)."""
+"""`python -m squall.services.scheduler` (also `squall scheduler`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from common.logging import configure
-from common.service_cli import add_common_arguments, serve, settings_from_args
+from squall.common.logging import configure
+from squall.common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.scheduler.server import SchedulerServer
+    from squall.services.scheduler.server import SchedulerServer
 
     settings = settings_from_args(args, scheduler_bind="bind", shuffle_meta_address="shuffle_meta")
     log = configure(settings, "scheduler")

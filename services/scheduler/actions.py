@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.protocol import JobDone, Message
+from squall.common.protocol import JobDone, Message
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from common.protocol import FailureKind, JobFailed, LaunchTasks, TaskDescriptor, TaskFinished
-from services.scheduler.actions import Action, Send, job_done, result_blocks
-from services.scheduler.jobs import JobRun, TaskKey
+from squall.common.protocol import FailureKind, JobFailed, LaunchTasks, TaskDescriptor, TaskFinished
+from squall.services.scheduler.actions import Action, Send, job_done, result_blocks
+from squall.services.scheduler.jobs import JobRun, TaskKey
 
 if TYPE_CHECKING:
-    from services.scheduler.state import Run
+    from squall.services.scheduler.state import Run
 
 
 class BspMode:

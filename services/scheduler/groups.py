@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from common.plan import JobPlan, Stage
-from common.protocol import GroupStats, TaskDescriptor
-from services.scheduler.membership import ExecutorRecord
+from squall.common.plan import JobPlan, Stage
+from squall.common.protocol import GroupStats, TaskDescriptor
+from squall.services.scheduler.membership import ExecutorRecord
 
 
 @dataclass
@@ -99,7 +99,7 @@ ReducePlacement = Literal["auto", "spread", "per_batch"]
 
 
 class Placement(Protocol):
-    """What placement asks the scheduler's keyed-state book (services.scheduler.keyed_state)."""
+    """What placement asks the scheduler's keyed-state book (squall.services.scheduler.keyed_state)."""
 
     map_outputs: bool  # checkpoint the map outputs that feed keyed state
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.plan import JobPlan
+from squall.common.plan import JobPlan
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.scheduler.groups import PlannedJob
+from squall.services.scheduler.groups import PlannedJob
 
 
 @dataclass

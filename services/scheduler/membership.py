@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
+from squall.common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.plan import (
+from squall.common.plan import (
     JobPlan,
     LogicalPlan,
     NarrowNode,

@@ -8,9 +8,8 @@ from collections import Counter
 from typing import Any
 
 import zmq
-
-from common import security, transport
-from common.protocol import (
+from squall.common import security, transport
+from squall.common.protocol import (
     CancelRun,
     ErrorReply,
     ForgetStates,
@@ -32,9 +31,9 @@ from common.protocol import (
     TaskFailed,
     TaskFinished,
 )
-from common.settings import Settings
-from services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
-from services.scheduler.watch import ConnectionWatch
+from squall.common.settings import Settings
+from squall.services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
+from squall.services.scheduler.watch import ConnectionWatch
 
 
 class SchedulerServer:

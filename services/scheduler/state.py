@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from common.plan import PlanError, StageSpec
-from common.protocol import (
+from squall.common.plan import PlanError, StageSpec
+from squall.common.protocol import (
     CancelRun,
     FailureKind,
     ForgetExecutor,
@@ -45,14 +45,14 @@ from common.protocol import (
     encode,
     frames_size,
 )
-from common.settings import Settings
-from services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks
-from services.scheduler.bsp_mode import BspMode
-from services.scheduler.groups import GroupRun, PlannedJob, place_group
-from services.scheduler.jobs import JobRun, TaskKey
-from services.scheduler.keyed_state import Restore, StateBook
-from services.scheduler.membership import ExecutorRecord, Membership
-from services.scheduler.planner import plan_job
+from squall.common.settings import Settings
+from squall.services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks
+from squall.services.scheduler.bsp_mode import BspMode
+from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
+from squall.services.scheduler.jobs import JobRun, TaskKey
+from squall.services.scheduler.keyed_state import Restore, StateBook
+from squall.services.scheduler.membership import ExecutorRecord, Membership
+from squall.services.scheduler.planner import plan_job
 
 GROUPS_IN_FLIGHT = 2
 

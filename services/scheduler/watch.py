@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zmq
+from squall.common import transport
+from squall.common.settings import Settings
 from zmq.utils.monitor import recv_monitor_message
-
-from common import transport
-from common.settings import Settings
 
 
 class ConnectionWatch:

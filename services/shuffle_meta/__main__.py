@@ -1,11 +1,11 @@
-"""`python -m services.shuffle_meta` (also `squall shuffle-meta`)."""
+"""`python -m squall.services.shuffle_meta` (also `squall shuffle-meta`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from common.logging import configure
-from common.service_cli import add_common_arguments, serve, settings_from_args
+from squall.common.logging import configure
+from squall.common.service_cli import add_common_arguments, serve, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.shuffle_meta.server import ShuffleMetaServer
+    from squall.services.shuffle_meta.server import ShuffleMetaServer
 
     settings = settings_from_args(args, shuffle_meta_bind="bind")
     log = configure(settings, "shuffle_meta")

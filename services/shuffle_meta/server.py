@@ -6,9 +6,8 @@ import time
 from typing import Any
 
 import zmq
-
-from common import security, transport
-from common.protocol import (
+from squall.common import security, transport
+from squall.common.protocol import (
     ForgetExecutor,
     ForgetJob,
     LookupMapOutputs,
@@ -16,8 +15,8 @@ from common.protocol import (
     Pong,
     RegisterMapOutputs,
 )
-from common.settings import Settings
-from services.shuffle_meta.state import Reply, ShuffleMetaState
+from squall.common.settings import Settings
+from squall.services.shuffle_meta.state import Reply, ShuffleMetaState
 
 
 class ShuffleMetaServer:

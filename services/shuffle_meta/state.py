@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs, Message
+from squall.common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs, Message
 
 ShuffleKey = tuple[str, int]
 FORGOTTEN_JOBS = 10_000

@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.settings import Settings
 from squall.chaos import workload
 from squall.chaos.plan import FAULT_KINDS, Fault, plan_faults
+from squall.common.settings import Settings
 from squall.local import LocalCluster
 from squall.recovery_stats import recovery_time, steady_latency
 

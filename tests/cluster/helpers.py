@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-
-from common import protocol, security
-from common.protocol import Message, Ping, Pong
-from common.settings import Settings
+from squall.common import protocol, security
+from squall.common.protocol import Message, Ping, Pong
+from squall.common.settings import Settings
 
 BIG = 1 << 30  # decode limit for replies we read in tests
 

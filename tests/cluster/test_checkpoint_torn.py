@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from squall.common.checkpoint_store import DirectoryStore
 
-from common.checkpoint_store import DirectoryStore
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -32,7 +32,7 @@ MAGIC = b"SQCK"
 
 CHILD = r"""
 import hashlib, os, random, struct, sys
-from common.checkpoint_store import DirectoryStore
+from squall.common.checkpoint_store import DirectoryStore
 
 store = DirectoryStore(sys.argv[1])
 rng = random.Random(os.getpid())

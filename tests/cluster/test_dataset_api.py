@@ -6,9 +6,9 @@ import operator
 from collections import Counter, defaultdict
 
 import pytest
+from squall.common.partitioning import partition_of
 
 import squall
-from common.partitioning import partition_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 

@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from squall.common.partitioning import partition_of
+from squall.common.serialization import SerializationError
 
 import squall
-from common.partitioning import partition_of
-from common.serialization import SerializationError
 from squall import LocalCluster
 from tests.cluster.helpers import Background, free_tcp_port, run_with_deadline
 from tests.conftest import fast_settings

@@ -8,11 +8,9 @@ import random
 
 import msgspec
 import pytest
-
-import squall
-from common import protocol
-from common.plan import CollectionSource, LogicalPlan, NarrowNode, RangeSource, SourceNode, code_key
-from common.protocol import (
+from squall.common import protocol
+from squall.common.plan import CollectionSource, LogicalPlan, NarrowNode, RangeSource, SourceNode, code_key
+from squall.common.protocol import (
     Blocks,
     ErrorReply,
     FetchBlocks,
@@ -23,7 +21,9 @@ from common.protocol import (
     RunDone,
     SubmitJobs,
 )
-from common.serialization import dumps_function
+from squall.common.serialization import dumps_function
+
+import squall
 from squall import LocalCluster
 from tests.cluster.helpers import ping, raw_dealer, recv_message, request, run_with_deadline
 from tests.conftest import fast_settings

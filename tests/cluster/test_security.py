@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import zmq
+from squall.common import protocol, security
+from squall.common.protocol import GetMetrics, Metrics, Ping, Pong
+from squall.common.settings import Settings
 
-from common import protocol, security
-from common.protocol import GetMetrics, Metrics, Ping, Pong
-from common.settings import Settings
 from squall import LocalCluster
 from squall.health import check_service
 from tests.cluster.helpers import raw_dealer
@@ -101,8 +101,8 @@ def test_health_answers_for_each_service_only_with_the_keys(cluster) -> None:  #
 
 def test_services_refuse_to_start_without_keys_or_with_plaintext_off_loopback() -> None:
     env = fast_settings(curve_public_key="", curve_secret_key="").to_env()
-    for module, extra in [("services.scheduler", {}), ("services.shuffle_meta", {}), ("services.executor", {}),
-                          ("services.scheduler", {"SQUALL_PLAINTEXT": "true", "SQUALL_SCHEDULER_BIND": "tcp://0.0.0.0:0"})]:
+    for module, extra in [("squall.services.scheduler", {}), ("squall.services.shuffle_meta", {}), ("squall.services.executor", {}),
+                          ("squall.services.scheduler", {"SQUALL_PLAINTEXT": "true", "SQUALL_SCHEDULER_BIND": "tcp://0.0.0.0:0"})]:
         done = subprocess.run([sys.executable, "-m", module], env={**env, **extra, "PATH": "/usr/bin:/bin"},
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 2, (module, done.stdout, done.stderr)

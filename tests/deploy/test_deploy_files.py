@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from squall.common.settings import Settings, env_names
 
-from common.settings import Settings, env_names
 from squall.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import zmq
+from squall.common.settings import Settings
 
-from common.settings import Settings
 from squall import Context, connect
 from squall.local import stop_processes
 from tests.multihost.netns import Host, Network
@@ -56,14 +56,14 @@ class SpreadCluster:
         )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            self._spawn("shuffle_meta", meta, "services.shuffle_meta", ["--bind", self.settings.shuffle_meta_address])
-            self._spawn("scheduler", sched, "services.scheduler",
+            self._spawn("shuffle_meta", meta, "squall.services.shuffle_meta", ["--bind", self.settings.shuffle_meta_address])
+            self._spawn("scheduler", sched, "squall.services.scheduler",
                         ["--bind", self.address, "--shuffle-meta", self.settings.shuffle_meta_address])
             for name in self.executors:
                 host = network.hosts[name]
                 args = ["--scheduler", self.address, "--executor-id", name,
                         "--bind", f"tcp://{host.address}:*", "--advertise-host", host.address]
-                self._spawn(name, host, "services.executor", args)
+                self._spawn(name, host, "squall.services.executor", args)
             for name in self.processes:
                 self._wait_ready(name)
         except BaseException:

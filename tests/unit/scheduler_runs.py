@@ -6,8 +6,8 @@ never idle at a group boundary); tests written with these helpers hold for any d
 
 from __future__ import annotations
 
-from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
-from common.protocol import (
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from squall.common.protocol import (
     GroupDone,
     JobSpec,
     LaunchGroup,
@@ -16,9 +16,9 @@ from common.protocol import (
     SubmitJobs,
     TaskFailed,
 )
-from common.settings import Settings
-from services.scheduler import state as scheduler_state
-from services.scheduler.state import SchedulerState, Send
+from squall.common.settings import Settings
+from squall.services.scheduler import state as scheduler_state
+from squall.services.scheduler.state import SchedulerState, Send
 
 DRIVER = b"driver"
 CODE = {"fn": b"pickled fn" * 10, "add": b"pickled add" * 10}

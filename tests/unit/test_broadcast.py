@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import cloudpickle
 import pytest
+from squall.common import broadcast_store
+from squall.common.plan import code_key
+from squall.common.serialization import dumps_function
 
-from common import broadcast_store
-from common.plan import code_key
-from common.serialization import dumps_function
 from squall.broadcast import Broadcast
 
 

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from squall.common.checkpoint_store import AsyncWriter, CheckpointError, DirectoryStore, check_key, open_store
 
-from common.checkpoint_store import AsyncWriter, CheckpointError, DirectoryStore, check_key, open_store
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,12 +1,11 @@
-"""services.executor.state in Drizzle mode (LaunchGroup): local order, pushes to pre-scheduled
+"""squall.services.executor.state in Drizzle mode (LaunchGroup): local order, pushes to pre-scheduled
 reducers (inline, or a ready-notice answered with a fetch), results, and one GroupDone per group."""
 
 from __future__ import annotations
 
 import pytest
-
-from common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
-from common.protocol import (
+from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from squall.common.protocol import (
     Blocks,
     BlocksReady,
     ErrorReply,
@@ -21,9 +20,9 @@ from common.protocol import (
     TaskFinished,
     encode,
 )
-from common.settings import Settings
-from services.executor.state import ExecutorState, Failure, Run, ToPeer, ToScheduler, ToShuffleMeta
-from services.executor.tasks import TaskOutput
+from squall.common.settings import Settings
+from squall.services.executor.state import ExecutorState, Failure, Run, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.tasks import TaskOutput
 
 GROUP = Aggregator(kind="group")
 MAP_SPEC = StageSpec(

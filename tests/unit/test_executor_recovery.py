@@ -1,13 +1,13 @@
-"""services.executor.state when another executor died: stateful partitions apply each batch once
+"""squall.services.executor.state when another executor died: stateful partitions apply each batch once
 (a replayed batch takes the output kept from its first run), partitions taken over start at their
 checkpoint, rebuild tasks send nothing, and checkpoints are asked for where the scheduler said."""
 
 from __future__ import annotations
 
-from common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec, StateUpdate
-from common.protocol import GroupDone, LaunchGroup, PushBlocks, ResultPartition, StateRestore, TaskDescriptor, TaskFailed
-from common.settings import Settings
-from services.executor.state import (
+from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec, StateUpdate
+from squall.common.protocol import GroupDone, LaunchGroup, PushBlocks, ResultPartition, StateRestore, TaskDescriptor, TaskFailed
+from squall.common.settings import Settings
+from squall.services.executor.state import (
     CheckpointMapOutput,
     CheckpointState,
     ExecutorState,
@@ -15,7 +15,7 @@ from services.executor.state import (
     ToPeer,
     ToScheduler,
 )
-from services.executor.tasks import TaskOutput
+from squall.services.executor.tasks import TaskOutput
 
 GROUP = Aggregator(kind="group")
 MAP_SPEC = StageSpec(

@@ -1,12 +1,11 @@
-"""services.executor.state in BSP mode (LaunchTasks): launch, shuffle input gathering (look-up and
+"""squall.services.executor.state in BSP mode (LaunchTasks): launch, shuffle input gathering (look-up and
 fetch), block serving, completion, release, reset. Drizzle mode is in test_executor_groups.py."""
 
 from __future__ import annotations
 
 import pytest
-
-from common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
-from common.protocol import (
+from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from squall.common.protocol import (
     Blocks,
     ErrorReply,
     FetchBlocks,
@@ -20,9 +19,9 @@ from common.protocol import (
     TaskFailed,
     TaskFinished,
 )
-from common.settings import Settings
-from services.executor.state import ExecutorState, Failure, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
-from services.executor.tasks import TaskOutput
+from squall.common.settings import Settings
+from squall.services.executor.state import ExecutorState, Failure, Reply, Run, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.tasks import TaskOutput
 
 GROUP = Aggregator(kind="group")
 MAP_SPEC = StageSpec(

@@ -1,13 +1,12 @@
-"""services.scheduler.groups: placing every task of a group of micro-batches at once (Drizzle)."""
+"""squall.services.scheduler.groups: placing every task of a group of micro-batches at once (Drizzle)."""
 
 from __future__ import annotations
 
 import pytest
-
-from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
-from services.scheduler.groups import GroupRun, PlannedJob, place_group
-from services.scheduler.membership import ExecutorRecord
-from services.scheduler.planner import plan_job
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
+from squall.services.scheduler.membership import ExecutorRecord
+from squall.services.scheduler.planner import plan_job
 
 ADD = Aggregator(kind="reduce", fn="add")
 

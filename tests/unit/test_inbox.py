@@ -1,9 +1,9 @@
-"""services.executor.inbox: shuffle blocks kept for reducers until claimed, refused once released."""
+"""squall.services.executor.inbox: shuffle blocks kept for reducers until claimed, refused once released."""
 
 from __future__ import annotations
 
-from services.executor import inbox as inbox_module
-from services.executor.inbox import RELEASED_MEMORY, ShuffleInbox
+from squall.services.executor import inbox as inbox_module
+from squall.services.executor.inbox import RELEASED_MEMORY, ShuffleInbox
 
 
 def test_blocks_added_before_the_claim_are_in_the_claimed_dict():

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from common.plan import Aggregator, LogicalPlan, NarrowNode, PlanError, RangeSource, ShuffleNode, SourceNode, StateNode
-from common.protocol import LaunchGroup, PushBlocks, TaskDescriptor
-from common.settings import Settings
-from services.executor.state import ExecutorState, Run
-from services.executor.tasks import TaskOutput, update_state
-from services.scheduler.groups import PlannedJob, place_group
-from services.scheduler.membership import ExecutorRecord
-from services.scheduler.planner import plan_job
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanError, RangeSource, ShuffleNode, SourceNode, StateNode
+from squall.common.protocol import LaunchGroup, PushBlocks, TaskDescriptor
+from squall.common.settings import Settings
+from squall.services.executor.state import ExecutorState, Run
+from squall.services.executor.tasks import TaskOutput, update_state
+from squall.services.scheduler.groups import PlannedJob, place_group
+from squall.services.scheduler.membership import ExecutorRecord
+from squall.services.scheduler.planner import plan_job
 
 GROUP = Aggregator(kind="group")
 

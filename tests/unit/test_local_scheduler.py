@@ -1,10 +1,10 @@
-"""services.executor.local_scheduler: which runnable task an executor runs next, and the barrier."""
+"""squall.services.executor.local_scheduler: which runnable task an executor runs next, and the barrier."""
 
 from __future__ import annotations
 
-from common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
-from common.protocol import TaskDescriptor
-from services.executor.local_scheduler import LocalScheduler, LocalTask
+from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
+from squall.common.protocol import TaskDescriptor
+from squall.services.executor.local_scheduler import LocalScheduler, LocalTask
 
 GROUP = Aggregator(kind="group")
 MAP = StageSpec(partitions=4, input=RangeSource(start=0, stop=8, step=1, partitions=4), ops=[],

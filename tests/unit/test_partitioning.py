@@ -1,4 +1,4 @@
-"""common.partitioning: a key hash that does not depend on the process (PYTHONHASHSEED)."""
+"""squall.common.partitioning: a key hash that does not depend on the process (PYTHONHASHSEED)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import subprocess
 import sys
 
 import pytest
-
-from common.partitioning import partition_of, portable_hash
+from squall.common.partitioning import partition_of, portable_hash
 
 KEYS_EXPR = (
     "['', 'a', 'hello', 'héllo ☃', b'', b'bytes', 0, 1, -7, 2**40, True, None, 1.5,"
     " ('a', 1), ('nested', ('t', b'x')), (), frozenset({'x', 'y'})]"
 )
 SCRIPT = (
-    "import json; from common.partitioning import portable_hash; "
+    "import json; from squall.common.partitioning import portable_hash; "
     f"print(json.dumps([portable_hash(k) for k in {KEYS_EXPR}]))"
 )
 

@@ -1,10 +1,9 @@
-"""services.scheduler.planner: splitting a logical plan into stages at shuffle boundaries."""
+"""squall.services.scheduler.planner: splitting a logical plan into stages at shuffle boundaries."""
 
 from __future__ import annotations
 
 import pytest
-
-from common.plan import (
+from squall.common.plan import (
     Aggregator,
     CollectionSource,
     LogicalPlan,
@@ -18,7 +17,7 @@ from common.plan import (
     SourceNode,
     StageSpec,
 )
-from services.scheduler.planner import plan_job
+from squall.services.scheduler.planner import plan_job
 
 ADD = Aggregator(kind="reduce", fn="add")
 GROUP = Aggregator(kind="group")

@@ -1,4 +1,4 @@
-"""common.protocol: the codec round-trips every message and turns any bad input into ProtocolError."""
+"""squall.common.protocol: the codec round-trips every message and turns any bad input into ProtocolError."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
-from common.protocol import (
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from squall.common.protocol import (
     Blocks,
     BlocksReady,
     CancelRun,
@@ -52,7 +51,7 @@ from common.protocol import (
     fits,
     payload_bytes,
 )
-from services.scheduler.planner import plan_job
+from squall.services.scheduler.planner import plan_job
 
 LIMIT = 1 << 20
 

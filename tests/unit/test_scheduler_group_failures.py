@@ -1,9 +1,9 @@
-"""services.scheduler.state in Drizzle mode, when things go wrong: a task fails, executors are
+"""squall.services.scheduler.state in Drizzle mode, when things go wrong: a task fails, executors are
 lost (one, all, or several at once), results go missing, the run cannot start."""
 
 from __future__ import annotations
 
-from common.protocol import (
+from squall.common.protocol import (
     ForgetExecutor,
     ForgetJob,
     Heartbeat,
@@ -13,7 +13,8 @@ from common.protocol import (
     ResultPartition,
     RunDone,
 )
-from services.scheduler.state import Send, ToShuffleMeta
+from squall.services.scheduler.state import Send, ToShuffleMeta
+
 from tests.unit.scheduler_runs import (
     CODE,
     DRIVER,

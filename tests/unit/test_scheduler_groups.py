@@ -1,4 +1,4 @@
-"""services.scheduler.state in Drizzle mode: runs dispatched a group at a time, results relayed,
+"""squall.services.scheduler.state in Drizzle mode: runs dispatched a group at a time, results relayed,
 one report per executor per group, plan caching, stats, cancel; and BSP runs for contrast.
 (Failures: test_scheduler_group_failures.py.)
 
@@ -8,7 +8,7 @@ when a group in flight completes, that is when every executor of it sent GroupDo
 
 from __future__ import annotations
 
-from common.protocol import (
+from squall.common.protocol import (
     CancelRun,
     ForgetJob,
     GroupDone,
@@ -21,7 +21,8 @@ from common.protocol import (
     TaskFinished,
     encode,
 )
-from services.scheduler.state import Send, ToShuffleMeta
+from squall.services.scheduler.state import Send, ToShuffleMeta
+
 from tests.unit.scheduler_runs import (
     CODE,
     DRIVER,

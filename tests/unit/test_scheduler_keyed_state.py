@@ -1,11 +1,11 @@
-"""services.scheduler.state with keyed state (streams): partitions stay with their owner, state
+"""squall.services.scheduler.state with keyed state (streams): partitions stay with their owner, state
 is checkpointed every K groups, map outputs that feed state are checkpointed, and an owner's death
 rebuilds its partitions on the survivors from their checkpoints (keyed_state.StateBook)."""
 
 from __future__ import annotations
 
-from common.plan import Aggregator, GeneratorSource, LogicalPlan, NarrowNode, ShuffleNode, SourceNode, StateNode
-from common.protocol import (
+from squall.common.plan import Aggregator, GeneratorSource, LogicalPlan, NarrowNode, ShuffleNode, SourceNode, StateNode
+from squall.common.protocol import (
     JobDone,
     JobFailed,
     JobSpec,
@@ -15,8 +15,9 @@ from common.protocol import (
     StateCheckpointed,
     SubmitJobs,
 )
-from common.settings import Settings
-from services.scheduler.state import SchedulerState
+from squall.common.settings import Settings
+from squall.services.scheduler.state import SchedulerState
+
 from tests.unit.scheduler_runs import DRIVER, finish_group, groups, jobs_of, sends
 
 CODE = {"gen": b"g" * 10, "fn": b"f" * 10, "update": b"u" * 10}

@@ -1,10 +1,10 @@
-"""services.scheduler.state: membership, BSP job progress (runs submitted with preschedule off),
+"""squall.services.scheduler.state: membership, BSP job progress (runs submitted with preschedule off),
 failures, placement and code caching. Drizzle mode is in test_scheduler_groups.py."""
 
 from __future__ import annotations
 
-from common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
-from common.protocol import (
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from squall.common.protocol import (
     ForgetExecutor,
     ForgetJob,
     Heartbeat,
@@ -23,8 +23,8 @@ from common.protocol import (
     TaskFinished,
     encode,
 )
-from common.settings import Settings
-from services.scheduler.state import SchedulerState, Send, ToShuffleMeta
+from squall.common.settings import Settings
+from squall.services.scheduler.state import SchedulerState, Send, ToShuffleMeta
 
 DRIVER = b"driver"
 CODE = {"fn": b"pickled fn", "add": b"pickled add"}

@@ -1,4 +1,4 @@
-"""common.serialization: blocks (raw or lz4) and cloudpickled functions."""
+"""squall.common.serialization: blocks (raw or lz4) and cloudpickled functions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import functools
 import threading
 
 import pytest
-
-from common.serialization import (
+from squall.common.serialization import (
     COMPRESS_ABOVE,
     SerializationError,
     dumps_block,

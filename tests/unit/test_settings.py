@@ -1,12 +1,11 @@
-"""common.settings: defaults, SQUALL_* environment overrides, explicit overrides, validation."""
+"""squall.common.settings: defaults, SQUALL_* environment overrides, explicit overrides, validation."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-
-from common.settings import Settings, SettingsError, env_names
+from squall.common.settings import Settings, SettingsError, env_names
 
 
 def test_defaults_without_environment():

@@ -1,9 +1,9 @@
-"""services.shuffle_meta.state: map output registry with waiting look-ups and deadlines."""
+"""squall.services.shuffle_meta.state: map output registry with waiting look-ups and deadlines."""
 
 from __future__ import annotations
 
-from common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs
-from services.shuffle_meta.state import Reply, ShuffleMetaState
+from squall.common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs
+from squall.services.shuffle_meta.state import Reply, ShuffleMetaState
 
 
 def loc(part: int, executor_id: str = "e1") -> MapLocation:

@@ -10,10 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 import zmq
+from squall.common.security import new_keypair
+from squall.common.serialization import loads_block
+from squall.common.settings import Settings
 
-from common.security import new_keypair
-from common.serialization import loads_block
-from common.settings import Settings
 from squall.sinks import DirectorySink, PubSink, ReplayMismatchError, SinkError, subscribe
 from tests.conftest import fast_settings
 from tests.polling import wait_until

@@ -1,4 +1,4 @@
-"""services.executor.tasks: running one task with real pickled user code."""
+"""squall.services.executor.tasks: running one task with real pickled user code."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import functools
 import operator
 
 import pytest
-
-from common.partitioning import partition_of
-from common.plan import (
+from squall.common.partitioning import partition_of
+from squall.common.plan import (
     Aggregator,
     CollectionSource,
     RangeSource,
@@ -19,8 +18,9 @@ from common.plan import (
     StateUpdate,
     code_key,
 )
-from common.serialization import SerializationError, dumps_block, dumps_function, loads_block
-from services.executor.tasks import CodeCache, RecordError, run_task
+from squall.common.serialization import SerializationError, dumps_block, dumps_function, loads_block
+from squall.services.executor.tasks import CodeCache, RecordError, run_task
+
 from squall import ops
 
 # The executor's code store: pickled code by code key (specs only name code by its key).

@@ -1,4 +1,4 @@
-"""bench.ysb_workload: deterministic ad events, the plain-Python YSB reference, latency percentiles and the sustained-rate search."""
+"""squall.ysb and bench.ysb_workload: deterministic ad events, the plain-Python YSB reference, latency percentiles and the sustained-rate search."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import math
 
 import pytest
 
-from bench.ysb_workload import (
+from bench.ysb_workload import LatencyStats, highest_sustained_rate, is_sustained
+from squall.ysb import (
     ADS_PER_CAMPAIGN,
     CAMPAIGNS,
     EVENT_FIELDS,
-    LatencyStats,
     campaign_of,
     campaign_table,
     event_fields,
     expected_counts,
-    highest_sustained_rate,
-    is_sustained,
     is_view,
     make_event,
     mix32,
