@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import operator
-import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import machine
 from bench.workloads import (
     DEFAULT_BATCHES,
     DEFAULT_NUMBERS,
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
     shape = (args.tasks, args.reducers, args.numbers)
 
-    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, {platform.machine()}")
+    print(machine.header("bench.microbench", argv))
     print(f"{args.batches} micro-batches per mode; {args.executors} executors; {args.tasks} tasks per stage; "
           f"{args.reducers} reducers; {args.numbers:,} numbers per task\n")
     rows: list[Row] = []

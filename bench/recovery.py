@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import time
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bench import machine
 from squall import LocalCluster, Settings, StreamError, sources
 from squall.recovery_stats import batch_points, latencies_before, peak_latency_after, recovery_time, steady_latency
 
@@ -195,7 +195,7 @@ def ms(x: float | None) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, work: Workload) -> None:
-    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")
+    print(machine.header("bench.recovery"))
     print(f"workload: {args.executors} executors, {work.keys:,} keys in {args.partitions} state partitions (loaded in "
           f"{work.fill} batches), then {work.per_batch:,} keys per {INTERVAL * 1000:.0f} ms batch; checkpoint every "
           f"{args.checkpoint_every} batches; kill at {args.seconds_before:g}+ s, {args.seconds_after:g} s after\n")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import statistics
 import time
 from typing import Any
 
+from bench import machine
 from bench.ysb_workload import LatencyStats, highest_sustained_rate
 from squall import LocalCluster, Settings
 from squall.windows import WindowResult
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bound = args.latency_bound or 2 * args.batch_interval
 
-    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")
+    print(machine.header("bench.ysb", argv))
     print(f"YSB: {PARTITIONS} source partitions, {args.executors} executors, {args.batch_interval * 1000:.0f} ms batches, "
           f"{args.window:g} s windows, {args.seconds:g} s per rate; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
     rows = []
