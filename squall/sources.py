@@ -7,9 +7,12 @@ which is what lets a lost batch be recomputed.
   the data (created exclusively: the first writer wins), so a replay reads exactly those bytes.
 
 - `generator(fn, partitions)`: records are fn(partition, batch), any deterministic function.
-- `rate(events_per_second, partitions, record=None)`: each partition emits events at a fixed rate;
-  event i of a partition happens at start + i / rate, and record(partition, i, event_time) makes
-  it (default: the tuple (partition, i, event_time)). Batch b holds the events of its interval.
+- `rate(events_per_second, partitions, record=None)`: events at a fixed total rate, dealt round
+  robin over the partitions (as Spark's rate source does). Event g of the stream happens at
+  start + g / events_per_second and goes to partition g % partitions as that partition's event
+  i = g // partitions; record(partition, i, event_time) makes it (default: the tuple
+  (partition, i, event_time)). Batch b holds the events of its interval, so the partitions together
+  emit exactly events_per_second events a second, split evenly (they differ by at most one event).
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ Record = Callable[[int, int, float], Any]
 
 @dataclass(frozen=True)
 class StreamSource:
+    """A replayable stream source of `partitions` partitions (made by rate(), generator() or directory())."""
+
     partitions: int
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
         """fn(partition, batch) for a stream that started at wall-clock `start`."""
         raise NotImplementedError
+
+    def batch_records(self, batch: int, batch_interval: float) -> int | None:
+        """How many records batch `batch` holds over all partitions, when the driver can tell
+        without running the source; None when only running it tells (generator, directory)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -51,15 +61,32 @@ class RateStreamSource(StreamSource):
     record: Record | None = None
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
-        return functools.partial(rate_batch, self.events_per_second, batch_interval, start, self.record)
+        return functools.partial(rate_batch, self.events_per_second, self.partitions, batch_interval, start, self.record)
+
+    def batch_records(self, batch: int, batch_interval: float) -> int:
+        return rate_batch_size(self.events_per_second, batch_interval, batch)
 
 
-def rate_batch(rate: float, interval: float, start: float, record: Record | None, partition: int, batch: int) -> list[Any]:
-    """The events of one partition in one batch interval (executed on executors)."""
-    first = math.floor(rate * batch * interval)
-    last = math.floor(rate * (batch + 1) * interval)
+def rate_batch_size(rate: float, interval: float, batch: int) -> int:
+    """How many events batch `batch` holds over all partitions: those of [b * interval, (b+1) * interval)."""
+    return _rate_first_event(rate, interval, batch + 1) - _rate_first_event(rate, interval, batch)
+
+
+def _rate_first_event(rate: float, interval: float, batch: int) -> int:
+    # The one expression both neighbouring batches use for their shared boundary, so rounding
+    # can neither drop an event between them nor hand it to both.
+    return math.floor(rate * batch * interval)
+
+
+def rate_batch(rate: float, partitions: int, interval: float, start: float, record: Record | None, partition: int,
+               batch: int) -> list[Any]:
+    """The events of one partition in one batch interval (executed on executors): the stream's
+    events g of the interval with g % partitions == partition, as that partition's event g // partitions."""
+    first = _rate_first_event(rate, interval, batch)
+    last = _rate_first_event(rate, interval, batch + 1)
+    own = first + (partition - first) % partitions  # the interval's first event dealt to this partition
     make = record or (lambda p, i, t: (p, i, t))
-    return [make(partition, i, start + i / rate) for i in range(first, last)]
+    return [make(partition, g // partitions, start + g / rate) for g in range(own, last, partitions)]
 
 
 @dataclass(frozen=True)

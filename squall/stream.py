@@ -55,8 +55,13 @@ class StreamError(SquallError):
 
 @dataclass
 class StreamMetrics:
+    """What a stream has done so far, updated as each batch is delivered (Stream.metrics_state)."""
+
     batches: int = 0
-    records: int = 0
+    output_records: int = 0  # records delivered to the sink (what the last transformation emitted)
+    # Records the source produced in the delivered batches, when the driver can count them without
+    # running the source (rate sources); None when it cannot (generator and directory sources).
+    input_records: int | None = None
     started: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
     window_latencies: list[float] = field(default_factory=list)  # seconds from window end to sink
@@ -66,16 +71,20 @@ class StreamMetrics:
     overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
 
     def summary(self) -> dict[str, float]:
+        """The figures Stream.metrics() returns (see there)."""
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
         lat = sorted(self.latencies)
         windows = sorted(self.window_latencies)
         extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
+        if self.input_records is not None:
+            extra["input_records"] = self.input_records
+            extra["input_records_per_second"] = self.input_records / elapsed if elapsed else 0.0
         return {
             **extra,
             "batches": self.batches,
-            "records": self.records,
+            "output_records": self.output_records,
             "skipped_records": self.skipped,
-            "records_per_second": self.records / elapsed if elapsed else 0.0,
+            "output_records_per_second": self.output_records / elapsed if elapsed else 0.0,
             "latency_p50": _quantile(lat, 0.5),
             "latency_p99": _quantile(lat, 0.99),
             "group_size": self.group_sizes[-1] if self.group_sizes else 0,
@@ -165,6 +174,8 @@ class Stream:
         start = math.ceil(time.time() / self.batch_interval) * self.batch_interval
         template = self._template(start)  # fails here, before any thread, if code cannot ship
         self.metrics_state.started = start
+        if self.source.batch_records(0, self.batch_interval) is not None:
+            self.metrics_state.input_records = 0
         self._thread = threading.Thread(target=self._run, args=(start, template), name="squall-stream", daemon=True)
         self._thread.start()
         return self
@@ -188,6 +199,19 @@ class Stream:
         return True
 
     def metrics(self) -> dict[str, float]:
+        """The stream's figures so far, over the batches delivered to the sink:
+
+        - batches: batches delivered; skipped_records: bad records skipped (bad_records="skip");
+        - output_records, output_records_per_second: records the stream delivered to its sink
+          (after every transformation: e.g. one per key and window for a windowed count);
+        - input_records, input_records_per_second: records its source produced in those
+          batches; only for sources the driver can count (rate), absent for generator and
+          directory sources;
+        - latency_p50, latency_p99: seconds from a batch's interval end to its delivery;
+          window_latency_p50/p99 (windowed streams): from a window's end to its delivery;
+        - group_size: the size of the latest Drizzle group.
+
+        Rates are per second of wall clock since the stream started."""
         return self.metrics_state.summary()
 
     def _template(self, start: float) -> Dataset:
@@ -291,7 +315,9 @@ class Stream:
         self.metrics_state.latencies.append(now - end)
         self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
         self.metrics_state.batches += 1
-        self.metrics_state.records += len(outcome)
+        self.metrics_state.output_records += len(outcome)
+        if self.metrics_state.input_records is not None:
+            self.metrics_state.input_records += self.source.batch_records(b, self.batch_interval) or 0
 
     def _await_executors(self) -> None:
         """After a scheduler restart: until executors have registered with the new one (their
