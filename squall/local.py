@@ -2,7 +2,8 @@
 
 Each service binds a free port and reports it through a ready file. The cluster is always torn
 down: on close(), on leaving a `with` block, at interpreter exit, on Ctrl-C, and when the driver
-process dies (the children watch their parent and, on Linux, get SIGKILL with it).
+process dies (the children watch their parent and, on Linux, get SIGKILL with it). The work
+directory of a driver killed outright is removed by the next local cluster (squall.workdirs).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
-from pathlib import Path
 
 from squall.common import security
 from squall.common.settings import Settings
 from squall.context import Context, connect
 from squall.errors import SquallError
+from squall.workdirs import create_workdir, remove_orphaned_workdirs
 
 _PR_SET_PDEATHSIG = 1
 _live_clusters: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
@@ -45,7 +45,8 @@ class LocalCluster:
         if executors < 1:
             raise ValueError("a local cluster needs at least one executor")
         base = settings or Settings.from_env()
-        self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
+        remove_orphaned_workdirs()  # those of local clusters whose driver was killed (SIGKILL)
+        self.workdir = create_workdir()
         if not base.plaintext and not base.curve_secret_key:  # ephemeral keys, for this cluster only
             public, secret = security.new_keypair()
             base = base.replace(curve_public_key=public, curve_secret_key=secret)
