@@ -49,6 +49,8 @@ class StreamSource:
 
 @dataclass(frozen=True)
 class GeneratorStreamSource(StreamSource):
+    """Made by generator(): batch b of partition p is fn(p, b)."""
+
     fn: Callable[[int, int], Iterable[Any]]
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
@@ -57,6 +59,8 @@ class GeneratorStreamSource(StreamSource):
 
 @dataclass(frozen=True)
 class RateStreamSource(StreamSource):
+    """Made by rate(): events_per_second over all partitions, dealt round robin."""
+
     events_per_second: float
     record: Record | None = None
 
@@ -91,6 +95,8 @@ def rate_batch(rate: float, partitions: int, interval: float, start: float, reco
 
 @dataclass(frozen=True)
 class DirectoryStreamSource(StreamSource):
+    """Made by directory(): lines appended to the files of `path`, read once per batch."""
+
     path: str
     name: str  # names the offsets log, so a stream can be resumed under the same name
 
@@ -163,7 +169,12 @@ def _last_line_end(file: Path, begin: int) -> int:
 
 
 def directory(path: str | os.PathLike[str], partitions: int = 4, name: str | None = None) -> StreamSource:
-    """Lines appended to the files in `path`, by batch (see the module docstring)."""
+    """Lines appended to the files in `path` (an existing directory), by batch, in `partitions`
+    partitions (default 4): a file belongs to one partition, and batch b of a partition holds the
+    whole lines added to its files since batch b - 1 (a partial last line waits). `name` names
+    the offsets log under path/_squall_offsets (default: a new random name); give the same name
+    to resume where a stream left off. Files whose names start with "." or "_" are ignored.
+    Raises ValueError for a missing directory or a partition count that is not positive."""
     _check_partitions(partitions)
     root = Path(path)
     if not root.is_dir():
@@ -172,6 +183,9 @@ def directory(path: str | os.PathLike[str], partitions: int = 4, name: str | Non
 
 
 def generator(fn: Callable[[int, int], Iterable[Any]], partitions: int = 4) -> StreamSource:
+    """Records made by fn(partition, batch), in `partitions` partitions (default 4). fn runs on
+    the executors and must be deterministic: a lost batch is made again by calling it again.
+    Raises TypeError if fn is not callable, ValueError for a partition count that is not positive."""
     _check_partitions(partitions)
     if not callable(fn):
         raise TypeError(f"generator() needs fn(partition, batch), got {type(fn).__name__}")
@@ -179,6 +193,13 @@ def generator(fn: Callable[[int, int], Iterable[Any]], partitions: int = 4) -> S
 
 
 def rate(events_per_second: float, partitions: int = 4, record: Record | None = None) -> StreamSource:
+    """`events_per_second` events a second in total, dealt round robin over `partitions`
+    partitions (default 4): rate(10_000, partitions=4) emits 10,000 events a second, 2,500 from
+    each partition. Event g of the stream happens at start + g / events_per_second and is event
+    g // partitions of partition g % partitions; `record(partition, index, event_time)` makes it
+    (default: the tuple (partition, index, event_time)). Batch b holds the events of its
+    interval, exactly floor(rate * (b + 1) * interval) - floor(rate * b * interval) of them.
+    Raises ValueError for a rate or a partition count that is not positive."""
     _check_partitions(partitions)
     if not events_per_second > 0:
         raise ValueError(f"rate() needs a positive events_per_second, got {events_per_second!r}")

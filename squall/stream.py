@@ -92,6 +92,16 @@ class StreamMetrics:
 
 
 class Stream:
+    """A stream of micro-batches from a replayable source (make it with Context.stream).
+
+    Transformations (map, filter, key_by, reduce_by_key, update_state_by_key, window, ...) apply
+    to every batch and return a new Stream; foreach_batch sets the sink; start() runs it in the
+    background until stop(). Batch b holds what the source made in [start + b * batch_interval,
+    start + (b + 1) * batch_interval), and its result reaches the sink in order, exactly once.
+    Raises ValueError for a batch_interval that is not positive or a group_size that is neither
+    a positive integer nor "auto".
+    """
+
     def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int | str,
                  transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
         if not batch_interval > 0:
@@ -112,15 +122,19 @@ class Stream:
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Stream:
+        """fn(record) for every record of every batch."""
         return self._then(lambda ds, clock: ds.map(fn))
 
     def filter(self, fn: Callable[[Any], bool]) -> Stream:
+        """The records for which fn(record) is true."""
         return self._then(lambda ds, clock: ds.filter(fn))
 
     def flat_map(self, fn: Callable[[Any], Any]) -> Stream:
+        """Every element of fn(record), for every record."""
         return self._then(lambda ds, clock: ds.flat_map(fn))
 
     def map_partitions(self, fn: Callable[[Any], Any]) -> Stream:
+        """fn(iterator over a batch partition's records) -> its new records."""
         return self._then(lambda ds, clock: ds.map_partitions(fn))
 
     def key_by(self, fn: Callable[[Any], Any]) -> Stream:
@@ -128,6 +142,9 @@ class Stream:
         return self._then(lambda ds, clock: ds.map(_KeyBy(fn)))
 
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        """Per batch, (key, value) records -> one (key, combined value) per key, values combined
+        with fn(a, b) into `partitions` partitions (default: the source's). Nothing carries over
+        from batch to batch: see update_state_by_key and window for that."""
         return self._then(lambda ds, clock: ds.reduce_by_key(fn, partitions))
 
     def update_state_by_key(self, fn: Callable[[list[Any], Any], Any], partitions: int | None = None) -> Stream:
@@ -167,6 +184,9 @@ class Stream:
     # --- running --------------------------------------------------------------------------------
 
     def start(self) -> Stream:
+        """Start running in a background thread and return this stream. The first batch starts at
+        the next multiple of batch_interval on the wall clock. Raises SquallError if it was
+        already started, SerializationError if the stream's code cannot be pickled."""
         if self._thread is not None:
             raise SquallError("this stream was already started")
         # Batches start on multiples of the interval, like windows on multiples of their slide,
@@ -181,7 +201,9 @@ class Stream:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the group in flight: every batch it started is finished and delivered."""
+        """Stop after the group in flight: every batch it started is finished and delivered.
+        Waits up to `timeout` seconds (default: until done); raises StreamError as
+        await_termination does."""
         self._stopping.set()
         self.await_termination(timeout)
 
