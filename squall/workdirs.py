@@ -4,7 +4,9 @@ A cluster removes its directory when it closes, but a driver killed with SIGKILL
 directory records its owner (the driver's pid and, on Linux, that process's start time, so that a
 reused pid is not mistaken for the owner), and a new local cluster removes the directories whose
 owner is gone. It removes only directories named like ours, owned by the same user, with an owner
-record, whose owner process is dead: never a live cluster's, and never one still being created.
+record from this host, whose owner process is dead: never a live cluster's, never one still being
+created, and never one made on another host (or container) sharing the temp directory, whose
+process ids mean nothing here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +30,7 @@ log = structlog.get_logger(component="workdirs")
 def create_workdir() -> Path:
     """A new work directory under the temp directory, recording this process as its owner."""
     workdir = Path(tempfile.mkdtemp(prefix=PREFIX))
-    owner = {"pid": os.getpid(), "started": process_start_time(os.getpid())}
+    owner = {"pid": os.getpid(), "started": process_start_time(os.getpid()), "host": socket.gethostname()}
     tmp = workdir / f".{OWNER_FILE}.tmp"
     tmp.write_text(json.dumps(owner))
     tmp.replace(workdir / OWNER_FILE)  # whole or absent: a half-written record is never read
@@ -48,9 +51,11 @@ def remove_orphaned_workdirs(root: str | os.PathLike[str] | None = None) -> list
             if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
                 continue
             owner = json.loads((Path(entry.path) / OWNER_FILE).read_text())
-            pid, started = int(owner["pid"]), owner.get("started")
-        except (OSError, ValueError, KeyError, TypeError):
+            pid, started, host = int(owner["pid"]), owner.get("started"), owner.get("host")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # no owner record (yet, or from an older version): not ours to judge
+        if host != socket.gethostname():
+            continue  # its pid is another host's
         if process_alive(pid, started):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)

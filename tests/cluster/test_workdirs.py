@@ -27,22 +27,34 @@ def workdir_of(pid: int) -> Path:
     raise AssertionError(f"no service of {pid} names a ready file")
 
 
-def test_the_workdir_of_a_killed_squall_local_is_removed_by_the_next_local_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
+def start_local(started: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], Path]:
+    """A running `squall local` (added to `started`, for the test to stop) and its work directory."""
     proc = subprocess.Popen([sys.executable, "-m", "squall", "local", "--executors", "1"], stdout=subprocess.PIPE, text=True)
+    started.append(proc)
+    banner = proc.stdout.readline()  # type: ignore[union-attr]
+    assert "scheduler at" in banner, banner
+    return proc, workdir_of(proc.pid)
+
+
+def test_the_workdir_of_a_killed_squall_local_is_removed_by_the_next_local_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
+    started: list[subprocess.Popen[str]] = []
     try:
-        banner = proc.stdout.readline()  # type: ignore[union-attr]
-        assert "scheduler at" in banner, banner
-        leftover = workdir_of(proc.pid)
+        killed, leftover = start_local(started)
+        live, live_workdir = start_local(started)
         assert leftover.name.startswith("squall-local-") and leftover.is_dir()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        wait_until(lambda: not service_processes(proc.pid), timeout=10, what="the killed cluster's services to die with it")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+        wait_until(lambda: not service_processes(killed.pid), timeout=10, what="the killed cluster's services to die with it")
         assert leftover.is_dir()  # nothing could remove it at the kill
+        with LocalCluster(executors=1, settings=fast_settings()) as fresh:
+            assert not leftover.exists()
+            assert fresh.workdir.is_dir()
+            assert live_workdir.is_dir() and cluster.workdir.is_dir()  # live clusters' directories are never touched
+        assert not fresh.workdir.exists()
+        live.send_signal(signal.SIGTERM)
+        assert live.wait(timeout=30) == 0
+        assert not live_workdir.exists()  # a cluster that stops removes its own
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
-    with LocalCluster(executors=1, settings=fast_settings()) as fresh:
-        assert not leftover.exists()
-        assert fresh.workdir.is_dir()
-        assert cluster.workdir.is_dir()  # a live cluster's directory is never touched
-    assert not fresh.workdir.exists()
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,30 +44,31 @@ def test_a_new_workdir_records_this_process_as_its_owner() -> None:
 
 
 def test_only_workdirs_whose_owner_is_dead_are_removed(tmp_path: Path) -> None:
-    me = {"pid": os.getpid(), "started": workdirs.process_start_time(os.getpid())}
-    live = workdir(tmp_path, "live", me)
-    dead = workdir(tmp_path, "dead", {"pid": dead_pid(), "started": None})
+    here = socket.gethostname()
+    live = workdir(tmp_path, "live", {"pid": os.getpid(), "started": workdirs.process_start_time(os.getpid()), "host": here})
+    dead = workdir(tmp_path, "dead", {"pid": dead_pid(), "started": None, "host": here})
+    elsewhere = workdir(tmp_path, "elsewhere", {"pid": dead_pid(), "started": None, "host": f"not-{here}"})
     creating = workdir(tmp_path, "creating", None)  # its owner record is not written yet
     broken = workdir(tmp_path, "broken", None)
     (broken / workdirs.OWNER_FILE).write_text("{not json")
     other = tmp_path / "squall-checkpoints"
     other.mkdir()
     assert workdirs.remove_orphaned_workdirs(tmp_path) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, creating.name, broken.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, creating.name, broken.name, other.name])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process start times come from /proc")
 def test_a_workdir_whose_owner_pid_was_reused_by_another_process_is_removed(tmp_path: Path) -> None:
     started = workdirs.process_start_time(os.getpid())
     assert started is not None
-    reused = workdir(tmp_path, "reused", {"pid": os.getpid(), "started": started - 1})
+    reused = workdir(tmp_path, "reused", {"pid": os.getpid(), "started": started - 1, "host": socket.gethostname()})
     assert workdirs.remove_orphaned_workdirs(tmp_path) == [reused]
 
 
 def test_a_workdir_that_is_a_symlink_is_left_alone(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.mkdir()
-    (target / workdirs.OWNER_FILE).write_text(json.dumps({"pid": dead_pid(), "started": None}))
+    (target / workdirs.OWNER_FILE).write_text(json.dumps({"pid": dead_pid(), "started": None, "host": socket.gethostname()}))
     (tmp_path / f"{workdirs.PREFIX}link").symlink_to(target)
     assert workdirs.remove_orphaned_workdirs(tmp_path) == []
     assert (target / workdirs.OWNER_FILE).exists()
