@@ -35,6 +35,13 @@ _POSITIVE_DURATIONS = (
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of Squall, typed and immutable; the comments below say what each one does.
+
+    Settings() holds the defaults; Settings.from_env() reads SQUALL_<NAME> environment
+    variables (e.g. SQUALL_HEARTBEAT_INTERVAL=0.5) over them; replace(**changes) makes a changed
+    copy. A value of the wrong type or out of range raises SettingsError.
+    """
+
     # Where the scheduler listens (bind) and where clients find it (connect).
     scheduler_bind: str = "tcp://127.0.0.1:7077"
     scheduler_address: str = "tcp://127.0.0.1:7077"
@@ -170,6 +177,7 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
+        """A copy with `changes` (setting name -> value) applied, checked like the original."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:

@@ -13,6 +13,9 @@ from squall.common import broadcast_store
 
 
 class Broadcast:
+    """A handle to a broadcast value (made by Context.broadcast): use `handle.value` inside task
+    functions. Pickling the handle ships only the value's key, never the value."""
+
     def __init__(self, key: str, value: Any = None, local: bool = False) -> None:
         self.key = key
         self._value = value
@@ -20,6 +23,7 @@ class Broadcast:
 
     @property
     def value(self) -> Any:
+        """The value: the driver's own object on the driver, loaded once per process on executors."""
         if self._local:
             return self._value
         return broadcast_store.value(self.key)

@@ -19,6 +19,13 @@ from squall.stream import Stream
 
 
 class Context:
+    """A driver's connection to one cluster (make it with squall.connect or LocalCluster.connect).
+
+    Makes datasets (range, parallelize) and streams (stream), runs them as jobs, and holds the
+    code and broadcast values they use. Use it as a context manager, or call close() when done.
+    Calls that reach the scheduler raise squall.ConnectionError when it cannot be reached.
+    """
+
     def __init__(self, address: str, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.address = address
@@ -34,9 +41,12 @@ class Context:
         self.close()
 
     def close(self) -> None:
+        """Close the connection to the scheduler (leaving a `with` block does this)."""
         self.client.close()
 
     def status(self) -> ClusterStatus:
+        """The cluster as the scheduler sees it now: `executors` (id, address, task slots, ...)
+        and `running_jobs`."""
         return self.client.status()
 
     def metrics(self) -> Metrics:
@@ -56,6 +66,8 @@ class Context:
         return Broadcast(key, value, local=True)
 
     def register_code(self, blob: bytes) -> str:
+        """Keep a serialized function (or broadcast value) for the jobs that use it; returns its
+        content key. Datasets call this themselves: users do not need to."""
         key = code_key(blob)
         self.code.setdefault(key, blob)
         return key
@@ -68,6 +80,9 @@ class Context:
     # --- sources --------------------------------------------------------------------------------
 
     def range(self, start: int, stop: int | None = None, step: int = 1, partitions: int | None = None) -> Dataset:
+        """A dataset of the integers of range(start, stop, step) (range(n) with one argument), made
+        on the executors, in `partitions` partitions (default: default_parallelism). Raises
+        ValueError for a zero step or a partition count that is not a positive integer."""
         if stop is None:
             start, stop = 0, start
         if step == 0:
@@ -76,6 +91,8 @@ class Context:
         return Dataset(self, (SourceNode(source=RangeSource(start=start, stop=stop, step=step, partitions=n)),), n)
 
     def parallelize(self, data: Iterable[Any], partitions: int | None = None) -> Dataset:
+        """A dataset of the driver's own records, split into `partitions` contiguous slices
+        (default: default_parallelism). The records are pickled now and shipped with the job."""
         items = list(data)
         n = self._partitions(partitions)
         slices = [dumps_block(items[len(items) * i // n : len(items) * (i + 1) // n]) for i in range(n)]
@@ -147,7 +164,7 @@ class Context:
 
     def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto") -> Stream:
         """A stream of micro-batches of `batch_interval` seconds from a replayable source
-        (squall.sources.rate / generator), run in Drizzle groups of `group_size` batches, or
+        (squall.sources.rate / generator / directory), run in Drizzle groups of `group_size` batches, or
         with "auto" a size tuned as it runs (settings group_overhead_lower/upper, group_max_seconds)."""
         return Stream(self, source, batch_interval, group_size)
 
@@ -159,5 +176,9 @@ class Context:
 
 
 def connect(address: str, settings: Settings | None = None) -> Context:
-    """Connect to the scheduler at `address`; raises squall.ConnectionError if none answers."""
+    """Connect to the scheduler at `address` (e.g. "tcp://host:7077") and return a Context.
+
+    `settings` default to Settings.from_env() (SQUALL_* environment variables), which must hold
+    the cluster's CurveZMQ keys unless it runs plaintext. Raises squall.ConnectionError if no
+    scheduler answers within settings.connect_timeout."""
     return Context(address, settings)

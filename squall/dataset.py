@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 
 class Dataset:
+    """An immutable, lazy plan over records in `partitions` partitions (made by Context.range,
+    Context.parallelize, or a transformation of another Dataset).
+
+    Transformations return a new Dataset and run nothing; actions (collect, count, reduce) run
+    the plan as one job. A function that cannot be pickled raises SerializationError where the
+    transformation is written; a failing job raises squall.JobError (TaskError for a user error).
+    """
+
     def __init__(self, ctx: Context, nodes: tuple[PlanNode, ...], partitions: int) -> None:
         self.ctx = ctx
         self.nodes = nodes
@@ -31,26 +39,32 @@ class Dataset:
     # --- narrow transformations -----------------------------------------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Dataset:
+        """fn(record) for every record."""
         return self._narrow(ops.map_op, fn)
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Dataset:
+        """Every element of fn(record), for every record."""
         return self._narrow(ops.flat_map_op, fn)
 
     def filter(self, fn: Callable[[Any], bool]) -> Dataset:
+        """The records for which fn(record) is true."""
         return self._narrow(ops.filter_op, fn)
 
     def map_partitions(self, fn: Callable[[Iterator[Any]], Iterable[Any]]) -> Dataset:
+        """fn(iterator over a partition's records) -> that partition's new records, once per partition."""
         return self._narrow(ops.partition_op, fn)
 
     # --- shuffles -------------------------------------------------------------------------------
 
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Dataset:
-        """Combine the values of each key with fn(a, b), map-side first, into `partitions` partitions."""
+        """(key, value) records -> one (key, combined value) per key: values combined with fn(a, b)
+        (associative), map-side first, into `partitions` partitions (default: as many as now)."""
         _check_callable(fn)
         return self._shuffle(Aggregator(kind="reduce", fn=self.ctx.register_code(_dumps(fn))), partitions)
 
     def group_by_key(self, partitions: int | None = None) -> Dataset:
-        """(key, [values]) for each key. Value order within a key is not defined."""
+        """(key, value) records -> (key, [values]) for each key, in `partitions` partitions (default:
+        as many as now). Value order within a key is not defined."""
         return self._shuffle(Aggregator(kind="group"), partitions)
 
     def _update_state(self, fn: Any, state_id: str, kind: str = "keyed") -> Dataset:
@@ -63,15 +77,20 @@ class Dataset:
     # --- actions --------------------------------------------------------------------------------
 
     def plan(self) -> LogicalPlan:
+        """The logical plan the scheduler is sent for this dataset (its nodes and broadcasts)."""
         return LogicalPlan(nodes=list(self.nodes), broadcasts=list(self.ctx.broadcasts))
 
     def collect(self) -> list[Any]:
+        """Run the plan and return every record, partition after partition; raises JobError if it fails."""
         return self.ctx.run_jobs([self], group_size=1)[0]  # type: ignore[no-any-return]
 
     def count(self) -> int:
+        """Run the plan and return how many records it makes (counted on the executors)."""
         return sum(self._narrow_raw(ops.count_op).collect())
 
     def reduce(self, fn: Callable[[Any, Any], Any]) -> Any:
+        """Run the plan and combine all records with fn(a, b) (associative), each partition on its
+        executor first; raises ValueError for an empty dataset."""
         partials = self._narrow(ops.reduce_op, fn).collect()
         if not partials:
             raise ValueError("reduce() of an empty dataset")

@@ -2,7 +2,8 @@
 
 Each service binds a free port and reports it through a ready file. The cluster is always torn
 down: on close(), on leaving a `with` block, at interpreter exit, on Ctrl-C, and when the driver
-process dies (the children watch their parent and, on Linux, get SIGKILL with it).
+process dies (the children watch their parent and, on Linux, get SIGKILL with it). The work
+directory of a driver killed outright is removed by the next local cluster (squall.workdirs).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
-from pathlib import Path
 
 from squall.common import security
 from squall.common.settings import Settings
 from squall.context import Context, connect
 from squall.errors import SquallError
+from squall.workdirs import create_workdir, remove_orphaned_workdirs
 
 _PR_SET_PDEATHSIG = 1
 _live_clusters: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
@@ -41,11 +41,22 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class LocalCluster:
+    """A real cluster on this machine: a scheduler, shuffle_meta and `executors` executor
+    processes (default 4) on loopback, started at once; connect() gives a Context to it.
+
+    `settings` default to Settings.from_env(); without keys (and not plaintext) the cluster makes
+    a key pair of its own. Logs, ready files and (unless settings.checkpoint_dir is set)
+    checkpoints go to `workdir`, a fresh <tmp>/squall-local-* directory removed on close().
+    Raises ValueError for fewer than one executor, ClusterStartError when a service does not
+    come up within `start_timeout` seconds (default 30). Use it as a context manager.
+    """
+
     def __init__(self, executors: int = 4, settings: Settings | None = None, start_timeout: float = 30.0) -> None:
         if executors < 1:
             raise ValueError("a local cluster needs at least one executor")
         base = settings or Settings.from_env()
-        self.workdir = Path(tempfile.mkdtemp(prefix="squall-local-"))
+        remove_orphaned_workdirs()  # those of local clusters whose driver was killed (SIGKILL)
+        self.workdir = create_workdir()
         if not base.plaintext and not base.curve_secret_key:  # ephemeral keys, for this cluster only
             public, secret = security.new_keypair()
             base = base.replace(curve_public_key=public, curve_secret_key=secret)
@@ -82,7 +93,8 @@ class LocalCluster:
         self.wait_for_executors(self.executor_count, timeout=max(0.1, deadline - time.monotonic()))
 
     def start_executor(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
-        """Start one more executor process (named `name`, also its executor id)."""
+        """Start one more executor process (named `name`, also its executor id) and return it;
+        with `wait` (default), once it reports ready (ClusterStartError if it does not in time)."""
         args = ["--scheduler", self.address, "--executor-id", name]
         self._spawn(name, "squall.services.executor", args, time.monotonic() + self.start_timeout, wait=wait)
         return self.processes[name]
@@ -103,7 +115,8 @@ class LocalCluster:
         self._spawn(name, module, args, time.monotonic() + self.start_timeout, env=bind)
 
     def close(self) -> None:
-        """Stop every service: SIGTERM, then SIGKILL whatever is still alive after a grace period."""
+        """Stop every service (SIGTERM, then SIGKILL whatever is still alive after a grace period)
+        and remove the work directory. Calling it again does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -119,13 +132,16 @@ class LocalCluster:
     # --- use ------------------------------------------------------------------------------------
 
     def connect(self) -> Context:
+        """A new Context connected to this cluster's scheduler, with the cluster's settings."""
         return connect(self.address, self.settings)
 
     @property
     def pids(self) -> dict[str, int]:
+        """Process id of every service started, by name (scheduler, shuffle_meta, executor-0, ...)."""
         return {name: p.pid for name, p in self.processes.items()}
 
     def executor_names(self) -> list[str]:
+        """The names of the executors started (executor-0, executor-1, ... and any added)."""
         return [n for n in self.processes if n.startswith("executor")]
 
     def wait_for_executors(self, count: int, timeout: float = 10.0) -> None:
@@ -142,6 +158,7 @@ class LocalCluster:
                 time.sleep(0.02)
 
     def log_text(self, name: str) -> str:
+        """The log of service `name` so far ("" if it has none)."""
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 

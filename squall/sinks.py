@@ -96,6 +96,8 @@ class DirectorySink:
     dict order). Records must come in a deterministic order for a replay to match.
 
     One writer per directory: temporary files left by a crashed writer are removed on opening.
+    `path` is created if missing; `format` is "jsonl" (default; records must be JSON: tuples come
+    back as lists) or "pickle" (any picklable record). Raises ValueError for another format.
     """
 
     def __init__(self, path: str | os.PathLike[str], format: str = "jsonl") -> None:
@@ -125,6 +127,7 @@ class DirectorySink:
             )
 
     def file_for(self, batch: int) -> Path:
+        """The path of batch `batch`'s file (whether committed or not); ValueError for a bad index."""
         if not isinstance(batch, int) or not 0 <= batch < 10**BATCH_DIGITS:
             raise ValueError(f"a batch index must be an integer in [0, 10**{BATCH_DIGITS}), got {batch!r}")
         return self.path / f"batch-{batch:0{BATCH_DIGITS}d}.{self._format.suffix}"
@@ -138,6 +141,7 @@ class DirectorySink:
         return self._format.decode(self.file_for(batch).read_bytes())
 
     def close(self) -> None:
+        """Release the directory; writing a batch afterwards raises SinkError."""
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
@@ -218,6 +222,9 @@ class PubSink:
     Secured like the cluster: with `settings` holding a key pair (`ctx.settings` shares the
     cluster's), it speaks CurveZMQ and serves only subscribers holding the same pair (they unpickle
     what it sends, so they must know who sent it); plaintext only with plaintext set, on loopback.
+    Defaults: topic b"squall", high_water_mark 1000 messages, linger 1 s (see close), the process's
+    shared ZeroMQ context, settings from SQUALL_* in the environment. Raises zmq.ZMQError if
+    `address` cannot be bound.
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", high_water_mark: int = 1000,
@@ -285,6 +292,7 @@ class Subscription:
 
     Subscribes at once, when created. Iteration ends after `timeout` seconds without a batch, so
     it never hangs. Messages on other topics that merely share the prefix are skipped.
+    Made by subscribe() (see there for the parameters).
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", timeout: float = 5.0,
@@ -318,6 +326,7 @@ class Subscription:
             yield item
 
     def close(self) -> None:
+        """Close the socket: batches not yet received are dropped."""
         self._sock.close()
 
     def __enter__(self) -> Subscription:
@@ -330,7 +339,8 @@ class Subscription:
 def subscribe(address: str, topic: bytes = b"squall", timeout: float = 5.0, settings: Settings | None = None) -> Subscription:
     """Subscribe to a PubSink's batches: `for batch, records in subscribe(sink.endpoint): ...`.
 
-    Iteration stops after `timeout` seconds without a batch. Close it (or use `with`) when done.
+    `topic` (default b"squall") must be the sink's. Iteration stops after `timeout` seconds
+    (default 5) without a batch. Close it (or use `with`) when done.
     `settings` carries the key pair the sink uses (default: SQUALL_* from the environment)."""
     return Subscription(address, topic, timeout, settings=settings)
 

@@ -7,9 +7,12 @@ which is what lets a lost batch be recomputed.
   the data (created exclusively: the first writer wins), so a replay reads exactly those bytes.
 
 - `generator(fn, partitions)`: records are fn(partition, batch), any deterministic function.
-- `rate(events_per_second, partitions, record=None)`: each partition emits events at a fixed rate;
-  event i of a partition happens at start + i / rate, and record(partition, i, event_time) makes
-  it (default: the tuple (partition, i, event_time)). Batch b holds the events of its interval.
+- `rate(events_per_second, partitions, record=None)`: events at a fixed total rate, dealt round
+  robin over the partitions (as Spark's rate source does). Event g of the stream happens at
+  start + g / events_per_second and goes to partition g % partitions as that partition's event
+  i = g // partitions; record(partition, i, event_time) makes it (default: the tuple
+  (partition, i, event_time)). Batch b holds the events of its interval, so the partitions together
+  emit exactly events_per_second events a second, split evenly (they differ by at most one event).
 """
 
 from __future__ import annotations
@@ -30,15 +33,24 @@ Record = Callable[[int, int, float], Any]
 
 @dataclass(frozen=True)
 class StreamSource:
+    """A replayable stream source of `partitions` partitions (made by rate(), generator() or directory())."""
+
     partitions: int
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
         """fn(partition, batch) for a stream that started at wall-clock `start`."""
         raise NotImplementedError
 
+    def batch_records(self, batch: int, batch_interval: float) -> int | None:
+        """How many records batch `batch` holds over all partitions, when the driver can tell
+        without running the source; None when only running it tells (generator, directory)."""
+        return None
+
 
 @dataclass(frozen=True)
 class GeneratorStreamSource(StreamSource):
+    """Made by generator(): batch b of partition p is fn(p, b)."""
+
     fn: Callable[[int, int], Iterable[Any]]
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
@@ -47,23 +59,44 @@ class GeneratorStreamSource(StreamSource):
 
 @dataclass(frozen=True)
 class RateStreamSource(StreamSource):
+    """Made by rate(): events_per_second over all partitions, dealt round robin."""
+
     events_per_second: float
     record: Record | None = None
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
-        return functools.partial(rate_batch, self.events_per_second, batch_interval, start, self.record)
+        return functools.partial(rate_batch, self.events_per_second, self.partitions, batch_interval, start, self.record)
+
+    def batch_records(self, batch: int, batch_interval: float) -> int:
+        return rate_batch_size(self.events_per_second, batch_interval, batch)
 
 
-def rate_batch(rate: float, interval: float, start: float, record: Record | None, partition: int, batch: int) -> list[Any]:
-    """The events of one partition in one batch interval (executed on executors)."""
-    first = math.floor(rate * batch * interval)
-    last = math.floor(rate * (batch + 1) * interval)
+def rate_batch_size(rate: float, interval: float, batch: int) -> int:
+    """How many events batch `batch` holds over all partitions: those of [b * interval, (b+1) * interval)."""
+    return _rate_first_event(rate, interval, batch + 1) - _rate_first_event(rate, interval, batch)
+
+
+def _rate_first_event(rate: float, interval: float, batch: int) -> int:
+    # The one expression both neighbouring batches use for their shared boundary, so rounding
+    # can neither drop an event between them nor hand it to both.
+    return math.floor(rate * batch * interval)
+
+
+def rate_batch(rate: float, partitions: int, interval: float, start: float, record: Record | None, partition: int,
+               batch: int) -> list[Any]:
+    """The events of one partition in one batch interval (executed on executors): the stream's
+    events g of the interval with g % partitions == partition, as that partition's event g // partitions."""
+    first = _rate_first_event(rate, interval, batch)
+    last = _rate_first_event(rate, interval, batch + 1)
+    own = first + (partition - first) % partitions  # the interval's first event dealt to this partition
     make = record or (lambda p, i, t: (p, i, t))
-    return [make(partition, i, start + i / rate) for i in range(first, last)]
+    return [make(partition, g // partitions, start + g / rate) for g in range(own, last, partitions)]
 
 
 @dataclass(frozen=True)
 class DirectoryStreamSource(StreamSource):
+    """Made by directory(): lines appended to the files of `path`, read once per batch."""
+
     path: str
     name: str  # names the offsets log, so a stream can be resumed under the same name
 
@@ -136,7 +169,12 @@ def _last_line_end(file: Path, begin: int) -> int:
 
 
 def directory(path: str | os.PathLike[str], partitions: int = 4, name: str | None = None) -> StreamSource:
-    """Lines appended to the files in `path`, by batch (see the module docstring)."""
+    """Lines appended to the files in `path` (an existing directory), by batch, in `partitions`
+    partitions (default 4): a file belongs to one partition, and batch b of a partition holds the
+    whole lines added to its files since batch b - 1 (a partial last line waits). `name` names
+    the offsets log under path/_squall_offsets (default: a new random name); give the same name
+    to resume where a stream left off. Files whose names start with "." or "_" are ignored.
+    Raises ValueError for a missing directory or a partition count that is not positive."""
     _check_partitions(partitions)
     root = Path(path)
     if not root.is_dir():
@@ -145,6 +183,9 @@ def directory(path: str | os.PathLike[str], partitions: int = 4, name: str | Non
 
 
 def generator(fn: Callable[[int, int], Iterable[Any]], partitions: int = 4) -> StreamSource:
+    """Records made by fn(partition, batch), in `partitions` partitions (default 4). fn runs on
+    the executors and must be deterministic: a lost batch is made again by calling it again.
+    Raises TypeError if fn is not callable, ValueError for a partition count that is not positive."""
     _check_partitions(partitions)
     if not callable(fn):
         raise TypeError(f"generator() needs fn(partition, batch), got {type(fn).__name__}")
@@ -152,6 +193,13 @@ def generator(fn: Callable[[int, int], Iterable[Any]], partitions: int = 4) -> S
 
 
 def rate(events_per_second: float, partitions: int = 4, record: Record | None = None) -> StreamSource:
+    """`events_per_second` events a second in total, dealt round robin over `partitions`
+    partitions (default 4): rate(10_000, partitions=4) emits 10,000 events a second, 2,500 from
+    each partition. Event g of the stream happens at start + g / events_per_second and is event
+    g // partitions of partition g % partitions; `record(partition, index, event_time)` makes it
+    (default: the tuple (partition, index, event_time)). Batch b holds the events of its
+    interval, exactly floor(rate * (b + 1) * interval) - floor(rate * b * interval) of them.
+    Raises ValueError for a rate or a partition count that is not positive."""
     _check_partitions(partitions)
     if not events_per_second > 0:
         raise ValueError(f"rate() needs a positive events_per_second, got {events_per_second!r}")

@@ -55,8 +55,13 @@ class StreamError(SquallError):
 
 @dataclass
 class StreamMetrics:
+    """What a stream has done so far, updated as each batch is delivered (Stream.metrics_state)."""
+
     batches: int = 0
-    records: int = 0
+    output_records: int = 0  # records delivered to the sink (what the last transformation emitted)
+    # Records the source produced in the delivered batches, when the driver can count them without
+    # running the source (rate sources); None when it cannot (generator and directory sources).
+    input_records: int | None = None
     started: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
     window_latencies: list[float] = field(default_factory=list)  # seconds from window end to sink
@@ -66,16 +71,20 @@ class StreamMetrics:
     overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
 
     def summary(self) -> dict[str, float]:
+        """The figures Stream.metrics() returns (see there)."""
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
         lat = sorted(self.latencies)
         windows = sorted(self.window_latencies)
         extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
+        if self.input_records is not None:
+            extra["input_records"] = self.input_records
+            extra["input_records_per_second"] = self.input_records / elapsed if elapsed else 0.0
         return {
             **extra,
             "batches": self.batches,
-            "records": self.records,
+            "output_records": self.output_records,
             "skipped_records": self.skipped,
-            "records_per_second": self.records / elapsed if elapsed else 0.0,
+            "output_records_per_second": self.output_records / elapsed if elapsed else 0.0,
             "latency_p50": _quantile(lat, 0.5),
             "latency_p99": _quantile(lat, 0.99),
             "group_size": self.group_sizes[-1] if self.group_sizes else 0,
@@ -83,6 +92,16 @@ class StreamMetrics:
 
 
 class Stream:
+    """A stream of micro-batches from a replayable source (make it with Context.stream).
+
+    Transformations (map, filter, key_by, reduce_by_key, update_state_by_key, window, ...) apply
+    to every batch and return a new Stream; foreach_batch sets the sink; start() runs it in the
+    background until stop(). Batch b holds what the source made in [start + b * batch_interval,
+    start + (b + 1) * batch_interval), and its result reaches the sink in order, exactly once.
+    Raises ValueError for a batch_interval that is not positive or a group_size that is neither
+    a positive integer nor "auto".
+    """
+
     def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int | str,
                  transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
         if not batch_interval > 0:
@@ -103,15 +122,19 @@ class Stream:
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 
     def map(self, fn: Callable[[Any], Any]) -> Stream:
+        """fn(record) for every record of every batch."""
         return self._then(lambda ds, clock: ds.map(fn))
 
     def filter(self, fn: Callable[[Any], bool]) -> Stream:
+        """The records for which fn(record) is true."""
         return self._then(lambda ds, clock: ds.filter(fn))
 
     def flat_map(self, fn: Callable[[Any], Any]) -> Stream:
+        """Every element of fn(record), for every record."""
         return self._then(lambda ds, clock: ds.flat_map(fn))
 
     def map_partitions(self, fn: Callable[[Any], Any]) -> Stream:
+        """fn(iterator over a batch partition's records) -> its new records."""
         return self._then(lambda ds, clock: ds.map_partitions(fn))
 
     def key_by(self, fn: Callable[[Any], Any]) -> Stream:
@@ -119,6 +142,9 @@ class Stream:
         return self._then(lambda ds, clock: ds.map(_KeyBy(fn)))
 
     def reduce_by_key(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        """Per batch, (key, value) records -> one (key, combined value) per key, values combined
+        with fn(a, b) into `partitions` partitions (default: the source's). Nothing carries over
+        from batch to batch: see update_state_by_key and window for that."""
         return self._then(lambda ds, clock: ds.reduce_by_key(fn, partitions))
 
     def update_state_by_key(self, fn: Callable[[list[Any], Any], Any], partitions: int | None = None) -> Stream:
@@ -158,6 +184,9 @@ class Stream:
     # --- running --------------------------------------------------------------------------------
 
     def start(self) -> Stream:
+        """Start running in a background thread and return this stream. The first batch starts at
+        the next multiple of batch_interval on the wall clock. Raises SquallError if it was
+        already started, SerializationError if the stream's code cannot be pickled."""
         if self._thread is not None:
             raise SquallError("this stream was already started")
         # Batches start on multiples of the interval, like windows on multiples of their slide,
@@ -165,12 +194,16 @@ class Stream:
         start = math.ceil(time.time() / self.batch_interval) * self.batch_interval
         template = self._template(start)  # fails here, before any thread, if code cannot ship
         self.metrics_state.started = start
+        if self.source.batch_records(0, self.batch_interval) is not None:
+            self.metrics_state.input_records = 0
         self._thread = threading.Thread(target=self._run, args=(start, template), name="squall-stream", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the group in flight: every batch it started is finished and delivered."""
+        """Stop after the group in flight: every batch it started is finished and delivered.
+        Waits up to `timeout` seconds (default: until done); raises StreamError as
+        await_termination does."""
         self._stopping.set()
         self.await_termination(timeout)
 
@@ -188,6 +221,19 @@ class Stream:
         return True
 
     def metrics(self) -> dict[str, float]:
+        """The stream's figures so far, over the batches delivered to the sink:
+
+        - batches: batches delivered; skipped_records: bad records skipped (bad_records="skip");
+        - output_records, output_records_per_second: records the stream delivered to its sink
+          (after every transformation: e.g. one per key and window for a windowed count);
+        - input_records, input_records_per_second: records its source produced in those
+          batches; only for sources the driver can count (rate), absent for generator and
+          directory sources;
+        - latency_p50, latency_p99: seconds from a batch's interval end to its delivery;
+          window_latency_p50/p99 (windowed streams): from a window's end to its delivery;
+        - group_size: the size of the latest Drizzle group.
+
+        Rates are per second of wall clock since the stream started."""
         return self.metrics_state.summary()
 
     def _template(self, start: float) -> Dataset:
@@ -291,7 +337,9 @@ class Stream:
         self.metrics_state.latencies.append(now - end)
         self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
         self.metrics_state.batches += 1
-        self.metrics_state.records += len(outcome)
+        self.metrics_state.output_records += len(outcome)
+        if self.metrics_state.input_records is not None:
+            self.metrics_state.input_records += self.source.batch_records(b, self.batch_interval) or 0
 
     def _await_executors(self) -> None:
         """After a scheduler restart: until executors have registered with the new one (their

@@ -26,6 +26,8 @@ _EPSILON = 1e-9
 
 
 class WindowResult(NamedTuple):
+    """One closed window: the aggregate `value` of `key`'s events with event time in [start, end)."""
+
     key: Any
     start: float
     end: float
@@ -34,6 +36,9 @@ class WindowResult(NamedTuple):
 
 @dataclass(frozen=True)
 class Aggregation:
+    """How a window aggregates: zero() starts an accumulator, add(acc, value) takes a value,
+    merge(a, b) joins two partial accumulators."""
+
     zero: Callable[[], Any]
     add: Callable[[Any, Any], Any]
     merge: Callable[[Any, Any], Any]
@@ -41,6 +46,8 @@ class Aggregation:
 
 @dataclass(frozen=True)
 class WindowSpec:
+    """Windows of `size` seconds every `slide` seconds, over event_time(value)."""
+
     size: float
     slide: float
     event_time: Callable[[Any], float]
@@ -79,6 +86,8 @@ class WindowOperator:
     batch_interval: float
 
     def apply(self, groups: Iterable[Any], table: dict[Any, Any], batch: int) -> list[WindowResult]:
+        """Merge a batch's partial accumulators into `table`, then emit (and forget) every window
+        that ends by the end of batch `batch`, ordered by end and key."""
         merged: dict[Any, dict[float, Any]] = {}  # new accumulators, committed only if all succeed
         for key, partials in groups:
             windows = dict(table.get(key, {}))
@@ -110,6 +119,14 @@ def default_event_time(value: Any) -> float:
 
 
 class WindowedStream:
+    """Event-time windows over a stream of (key, value) records (made by Stream.window); finish
+    it with count(), reduce(fn) or aggregate(zero, add, merge) to get a Stream of WindowResult.
+
+    Events go to windows by event_time(value); a window is emitted in the batch whose end
+    reaches the window's end. Raises ValueError for a size or slide that is not positive, or a
+    slide longer than the size.
+    """
+
     def __init__(self, stream: Stream, size: float, slide: float | None, event_time: Callable[[Any], float] | None) -> None:
         slide = size if slide is None else slide
         if not (size > 0 and slide > 0):
@@ -120,9 +137,12 @@ class WindowedStream:
         self.spec = WindowSpec(float(size), float(slide), event_time or default_event_time)
 
     def count(self, partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, number of events) for every (key, window) as it closes;
+        the window state is kept in `partitions` partitions (default: the stream's)."""
         return self.aggregate(int, _count_add, _plus, partitions)
 
     def reduce(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, values combined with fn(a, b)) for every (key, window)."""
         return self.aggregate(_Empty, _ReduceAdd(fn), _ReduceMerge(fn), partitions)
 
     def aggregate(self, zero: Callable[[], Any], add: Callable[[Any, Any], Any], merge: Callable[[Any, Any], Any],

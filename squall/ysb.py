@@ -168,11 +168,12 @@ def expected_counts(events: Iterable[str | Mapping[str, Any]], window_seconds: f
 
 
 def ysb_stream(ctx: Any, rate: int, window: float, batch_interval: float, results: list[WindowResult]) -> Any:
-    """The YSB job as a started stream: JSON ad events -> views -> campaign (broadcast join) ->
-    views per campaign per event-time window, appended to `results` as windows close."""
+    """The YSB job as a started stream: JSON ad events (`rate` a second over all PARTITIONS) ->
+    views -> campaign (broadcast join) -> views per campaign per event-time window, appended to
+    `results` as windows close."""
     table = ctx.broadcast(campaign_table())
     return (
-        ctx.stream(sources.rate(rate / PARTITIONS, partitions=PARTITIONS, record=make_event), batch_interval=batch_interval)
+        ctx.stream(sources.rate(rate, partitions=PARTITIONS, record=make_event), batch_interval=batch_interval)
         .map(parse)
         .filter(is_view)
         .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
@@ -182,12 +183,15 @@ def ysb_stream(ctx: Any, rate: int, window: float, batch_interval: float, result
         .start()
     )
 
-def verify(results: list[WindowResult], start: float, per_partition: float, interval: float, batches: int, window: float) -> bool:
-    """Every emitted window count equals a plain-Python count over the same events."""
+
+def verify(results: list[WindowResult], start: float, rate: float, interval: float, batches: int, window: float) -> bool:
+    """Every emitted window count equals a plain-Python count over the same events: those of the
+    first `batches` batches of a stream of `rate` events a second (all partitions) from `start`."""
     events = [
-        make_event(p, i, start + i / per_partition)
+        event
+        for b in range(batches)
         for p in range(PARTITIONS)
-        for i in range(math.floor(per_partition * batches * interval))
+        for event in sources.rate_batch(rate, PARTITIONS, interval, start, make_event, p, b)
     ]
     expected = expected_counts(events, window)
     got = {(r.key, round(r.start / window)): r.value for r in results}

@@ -1,8 +1,10 @@
-"""Shared fixtures: a real local cluster with short heartbeats, and a check for orphans."""
+"""Shared fixtures: a real local cluster with short heartbeats, and checks for orphans (service
+processes, the default checkpoint directory)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,11 @@ SERVICE_MODULES = ("squall.services.scheduler", "squall.services.executor", "squ
 
 
 TEST_PUBLIC_KEY, TEST_SECRET_KEY = new_keypair()  # the test session's cluster keys
+
+# The default checkpoint_dir. Tests give every store and executor a directory of their own, so
+# the suite must not create this one (it cannot tell whether it wrote into one that was there).
+DEFAULT_CHECKPOINT_DIR = Path(tempfile.gettempdir()) / "squall-checkpoints"
+DEFAULT_CHECKPOINT_DIR_EXISTED = DEFAULT_CHECKPOINT_DIR.exists()
 
 
 def fast_settings(**overrides: object) -> Settings:
@@ -77,4 +84,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         left = service_processes(os.getpid())
     if left:
         print("\nORPHANED SERVICE PROCESSES:\n" + "\n".join(f"  {pid}: {cmd}" for pid, cmd in left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not DEFAULT_CHECKPOINT_DIR_EXISTED and DEFAULT_CHECKPOINT_DIR.exists():
+        print(f"\nTHE SUITE CREATED {DEFAULT_CHECKPOINT_DIR} (the default checkpoint_dir): a test left a store or an executor "
+              "on the default; give it a temporary directory")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

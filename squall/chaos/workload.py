@@ -23,7 +23,7 @@ SUM_PARTITIONS = 3
 STATE_PARTITIONS = 4
 RECORDS_PER_PARTITION = 8
 WINDOW_SECONDS = 0.5
-WINDOW_RATE = 200.0  # events per second per partition
+WINDOW_RATE = 400.0  # events per second, over all WINDOW_PARTITIONS
 WINDOW_PARTITIONS = 2
 
 
@@ -109,7 +109,7 @@ def window_differences(got: Collected, started: float, interval: float) -> list[
     expected: Counter[tuple[str, int]] = Counter()
     for b in range(len(batches)):
         for p in range(WINDOW_PARTITIONS):
-            for key, t in rate_batch(WINDOW_RATE, interval, started, _window_record, p, b):
+            for key, t in rate_batch(WINDOW_RATE, WINDOW_PARTITIONS, interval, started, _window_record, p, b):
                 expected[(key, math.floor(t / WINDOW_SECONDS + 1e-9))] += 1
     watermark = started + len(batches) * interval
     closed = {k: n for k, n in expected.items() if (k[1] + 1) * WINDOW_SECONDS <= watermark + 1e-9}

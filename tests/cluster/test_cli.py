@@ -39,7 +39,9 @@ def test_the_stream_demo_prints_live_metrics_and_correct_windows() -> None:
     proc = subprocess.run([*SQUALL, "demo", "--seconds", "3", "--rate", "2000", "--window", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every window matches plain Python: yes" in proc.stdout
-    assert len(re.findall(r"^ +\d+\.\d +\d+ +[\d,]+ +\d+ ", proc.stdout, re.M)) >= 2  # a live line per second
+    live = re.findall(r"^ +\d+\.\d +\d+ +([\d,]+) +[\d,.]+ ", proc.stdout, re.M)
+    assert len(live) >= 2  # a live line per second
+    assert 1000 <= int(live[-1].replace(",", "")) <= 2100  # input events a second: the rate is the total of the partitions
 
 
 def test_demo_prints_a_correct_word_count() -> None:

@@ -40,7 +40,7 @@ def test_a_stream_commits_one_file_per_batch_with_exactly_its_records(ctx, tmp_p
 
 
 def test_a_keyed_rate_stream_writes_what_the_source_emitted(ctx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    rate, interval, partitions = 400.0, 0.05, 2
+    rate, interval, partitions = 800.0, 0.05, 2
     with DirectorySink(tmp_path, format="pickle") as sink:
         stream = (
             ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=2)
@@ -53,7 +53,7 @@ def test_a_keyed_rate_stream_writes_what_the_source_emitted(ctx, tmp_path: Path)
         stream.stop(timeout=20)
         assert sink.committed_batches() == list(range(stream.metrics()["batches"]))
         for batch in sink.committed_batches():
-            expected = Counter(i % 3 for p in range(partitions) for _, i, _ in rate_batch(rate, interval, 0.0, None, p, batch))
+            expected = Counter(i % 3 for p in range(partitions) for _, i, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch))
             assert dict(sink.read_batch(batch)) == dict(expected), batch
 
 

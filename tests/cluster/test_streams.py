@@ -31,7 +31,7 @@ def collector():  # type: ignore[no-untyped-def]
 
 def test_a_rate_stream_counts_exactly_what_the_source_emitted(ctx) -> None:  # type: ignore[no-untyped-def]
     got, sink = collector()
-    rate, interval, partitions = 500.0, 0.05, 3
+    rate, interval, partitions = 1500.0, 0.05, 3
     stream = (
         ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=4)
         .map(lambda event: (event[1] % 4, 1))
@@ -45,10 +45,41 @@ def test_a_rate_stream_counts_exactly_what_the_source_emitted(ctx) -> None:  # t
     for batch, records in got:
         expected: Counter[int] = Counter()
         for p in range(partitions):  # the same events, made again in plain Python
-            for _, index, _ in rate_batch(rate, interval, 0.0, None, p, batch):
+            for _, index, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch):
                 expected[index % 4] += 1
         assert dict(records) == dict(expected), batch
     assert stream.metrics()["batches"] == len(got)
+
+
+def test_metrics_count_the_records_the_source_produced_and_those_delivered_apart(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    rate, interval, partitions = 1000.0, 0.05, 2
+    stream = (
+        ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=2)
+        .map(lambda event: (event[1] % 3, 1))
+        .reduce_by_key(operator.add, 2)
+        .foreach_batch(sink)
+        .start()
+    )
+    wait_until(lambda: len(got) >= 6, timeout=20, what="6 batches")
+    stream.stop(timeout=20)
+    m = stream.metrics()
+    produced = sum(len(rate_batch(rate, partitions, interval, 0.0, None, p, b)) for b in range(len(got)) for p in range(partitions))
+    assert m["input_records"] == produced == round(rate * interval) * len(got)
+    assert m["output_records"] == sum(len(records) for _, records in got) <= 3 * len(got)  # one per key and batch
+    assert m["input_records_per_second"] > 10 * m["output_records_per_second"] > 0
+    assert "records_per_second" not in m  # the old name did not say which records it counted
+
+
+def test_a_generator_stream_reports_output_records_only(ctx) -> None:  # type: ignore[no-untyped-def]
+    got, sink = collector()
+    stream = ctx.stream(sources.generator(lambda p, b: [b] * 3, partitions=2), batch_interval=0.02, group_size=2)
+    stream = stream.foreach_batch(sink).start()
+    wait_until(lambda: len(got) >= 2, timeout=20, what="2 batches")
+    stream.stop(timeout=20)
+    m = stream.metrics()
+    assert m["output_records"] == 6 * len(got)
+    assert "input_records" not in m and "input_records_per_second" not in m  # only running the source could tell
 
 
 def test_source_tasks_start_only_once_their_batch_interval_is_over(ctx) -> None:  # type: ignore[no-untyped-def]
@@ -169,9 +200,13 @@ def _reference_windows(events: list[tuple[str, float]], size: float, slide: floa
 @pytest.mark.parametrize("size,slide", [(0.1, 0.1), (0.1, 0.05)])
 def test_a_windowed_count_equals_plain_python_over_the_same_events(ctx, size: float, slide: float) -> None:  # type: ignore[no-untyped-def]
     got, sink = collector()
-    rate, interval, partitions = 400.0, 0.02, 2
+    rate, interval, partitions = 800.0, 0.02, 2
+
+    def record(p: int, i: int, t: float) -> tuple[str, float]:
+        return (f"k{i % 3}", t)
+
     stream = (
-        ctx.stream(sources.rate(rate, partitions=partitions, record=lambda p, i, t: (f"k{i % 3}", t)), batch_interval=interval, group_size=5)
+        ctx.stream(sources.rate(rate, partitions=partitions, record=record), batch_interval=interval, group_size=5)
         .key_by(lambda e: e[0])
         .window(size, slide)
         .count(partitions=2)
@@ -182,8 +217,7 @@ def test_a_windowed_count_equals_plain_python_over_the_same_events(ctx, size: fl
     stream.stop(timeout=20)
     start = stream.metrics_state.started
     watermark = start + len(got) * interval
-    events = [(f"k{i % 3}", start + i / rate) for b in range(len(got)) for p in range(partitions)
-              for (_, i, _) in rate_batch(rate, interval, 0.0, None, p, b)]
+    events = [event for b in range(len(got)) for p in range(partitions) for event in rate_batch(rate, partitions, interval, start, record, p, b)]
     expected = {k: v for k, v in _reference_windows(events, size, slide).items() if k[1] * slide + size <= watermark + 1e-9}
     emitted = {(r.key, round(r.start / slide)): r.value for _, records in got for r in records}
     assert emitted == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -195,12 +196,14 @@ def test_disk_full_during_write_leaves_no_temp(store: DirectoryStore, monkeypatc
     assert store.get("k") == b"old"
 
 
-def test_open_store(tmp_path: Path) -> None:
+def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the default store is made here, not in the real <tmp>
     plain = open_store(str(tmp_path / "plain"))
     assert isinstance(plain, DirectoryStore) and plain.root == str(tmp_path / "plain")
     url = open_store(f"file://{tmp_path}/url%20dir")
     assert isinstance(url, DirectoryStore) and url.root == str(tmp_path / "url dir")
-    assert isinstance(open_store(""), DirectoryStore)
+    default = open_store("")
+    assert isinstance(default, DirectoryStore) and default.root == str(tmp_path / "squall-checkpoints")
     for bad in ["s3://bucket/path", "http://x/y"]:
         with pytest.raises(ValueError, match="supported"):
             open_store(bad)
