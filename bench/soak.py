@@ -1,0 +1,223 @@
+"""Soak: run stateful streams for a long time and watch every process for growth.
+
+Runs the YSB job (squall.ysb) and, with `--job both`, a keyed running count over many keys, on a
+local cluster at a fixed offered rate, and samples each process (driver, scheduler, shuffle_meta,
+every executor) every `--sample` seconds: resident memory, open file descriptors, sockets,
+eventfds (each ZeroMQ socket and context holds one), threads; the cluster's checkpoint directory
+(bytes and files); and the YSB windows' p99 latency per minute. It prints a row per minute, then
+per process the growth after the warm-up, extrapolated per hour from a least-squares line, and
+(with the plot extra) a PNG.
+
+    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--plot soak.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import machine
+from squall import LocalCluster, Settings, sources
+from squall.windows import WindowResult
+from squall.ysb import ysb_stream
+
+STATE_KEYS = 100_000  # keys of the running count (--job both)
+
+
+@dataclass
+class Sample:
+    at: float  # seconds since the streams started
+    process: dict[str, dict[str, float]]  # name -> rss_mib, fds, sockets, eventfds, threads
+    checkpoint_files: int
+    checkpoint_mib: float
+
+
+@dataclass
+class WindowLatencies:
+    """Takes the place of the YSB job's result list: keeps only each window's latency, by minute."""
+
+    started: float
+    by_minute: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    windows: int = 0
+
+    def extend(self, records: list[WindowResult]) -> None:
+        now = time.time()
+        minute = int((now - self.started) // 60)
+        for r in records:
+            self.by_minute[minute].append(now - r.end)
+        self.windows += len(records)
+
+
+def process_sample(pid: int) -> dict[str, float]:
+    """What /proc says of one process; empty if it is gone."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+        links = []
+        for fd in (proc / "fd").iterdir():
+            try:
+                links.append(os.readlink(fd))
+            except OSError:
+                continue
+    except OSError:
+        return {}
+    return {
+        "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
+        "fds": len(links),
+        "sockets": sum(link.startswith("socket:") for link in links),
+        "eventfds": sum(link == "anon_inode:[eventfd]" for link in links),
+        "threads": int(status["Threads"]),
+    }
+
+
+def directory_usage(root: Path) -> tuple[int, float]:
+    files, size = 0, 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                size += os.stat(os.path.join(dirpath, name)).st_size
+                files += 1
+            except OSError:
+                continue  # collected while we walked
+    return files, size / 2**20
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per hour."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def running_count(ctx: Any, rate: int, batch_interval: float) -> Any:
+    """A keyed running count over STATE_KEYS keys: the state every executor keeps and checkpoints."""
+    events = sources.rate(rate, partitions=4, record=lambda p, i, t: (p * 7919 + i) % STATE_KEYS)
+    return (ctx.stream(events, batch_interval=batch_interval)
+            .map(lambda key: (key, 1))
+            .update_state_by_key(lambda values, old: (old or 0) + sum(values), partitions=4)
+            .foreach_batch(lambda batch, records: None)
+            .start())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="how long to measure after the warm-up (default 30)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="minutes run before growth is measured (default 2)")
+    parser.add_argument("--rate", type=int, default=100_000, help="YSB events per second in all (default 100000)")
+    parser.add_argument("--state-rate", type=int, default=20_000, help="running-count events per second (--job both)")
+    parser.add_argument("--job", choices=("ysb", "both"), default="ysb", help="the YSB job alone, or with a keyed running count")
+    parser.add_argument("--window", type=float, default=2.0, help="YSB window seconds (default 2)")
+    parser.add_argument("--batch-interval", type=float, default=0.1)
+    parser.add_argument("--executors", type=int, default=4)
+    parser.add_argument("--sample", type=float, default=15.0, help="seconds between samples (default 15)")
+    parser.add_argument("--plot", help="write a PNG of RSS over time here (needs the plot extra)")
+    args = parser.parse_args(argv)
+
+    print(machine.header("bench.soak", argv))
+    print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
+          f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s\n")
+    samples: list[Sample] = []
+    with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
+        pids = {"driver": os.getpid(), **cluster.pids}
+        checkpoints = Path(cluster.settings.checkpoint_root)
+        latencies = WindowLatencies(started=time.time())
+        streams = [ysb_stream(ctx, args.rate, args.window, args.batch_interval, latencies)]  # type: ignore[arg-type]
+        if args.job == "both":
+            streams.append(running_count(ctx, args.state_rate, args.batch_interval))
+        started = time.time()
+        end = started + (args.warmup + args.minutes) * 60
+        next_sample, printed = started, -1
+        names = list(pids)
+        print(f"{'minute':>6} {'p99 ms':>7} {'ckpt files':>10} {'ckpt MiB':>8} " + " ".join(f"{n[:10]:>10}" for n in names) + "   (RSS MiB)")
+        try:
+            while time.time() < end:
+                time.sleep(max(0.0, next_sample - time.time()))
+                next_sample += args.sample
+                files, mib = directory_usage(checkpoints)
+                sample = Sample(time.time() - started, {n: process_sample(pid) for n, pid in pids.items()}, files, mib)
+                samples.append(sample)
+                minute = int(sample.at // 60)
+                if minute > printed:
+                    printed = minute
+                    lat = p99(latencies.by_minute.get(minute - 1, [])) * 1000 if minute else math.nan
+                    print(f"{minute:>6} {lat:>7.0f} {files:>10} {mib:>8.1f} "
+                          + " ".join(f"{sample.process[n].get('rss_mib', math.nan):>10.1f}" for n in names), flush=True)
+        finally:
+            for stream in streams:
+                stream.stop()
+    report(samples, names, args.warmup * 60, latencies)
+    if args.plot:
+        plot(samples, names, args.plot)
+    return 0
+
+
+def report(samples: list[Sample], names: list[str], warmup_seconds: float, latencies: WindowLatencies) -> None:
+    measured = [s for s in samples if s.at >= warmup_seconds]
+    if len(measured) < 2:
+        print("\nnot enough samples after the warm-up to measure growth")
+        return
+    first, last = measured[0], measured[-1]
+    print(f"\nafter the warm-up ({(last.at - first.at) / 60:.1f} min measured); growth = last sample - first, "
+          "per hour = least-squares slope")
+    print(f"{'process':<12} {'RSS MiB':>15} {'growth':>8} {'MiB/hour':>9} {'%/hour':>7} {'fds':>9} {'sockets':>9} {'eventfds':>9} {'threads':>9}")
+    for name in names:
+        a, b = first.process[name], last.process[name]
+        if not a or not b:
+            print(f"{name:<12} (exited during the run)")
+            continue
+        per_hour = slope_per_hour([(s.at, s.process[name]["rss_mib"]) for s in measured if s.process[name]])
+        print(f"{name:<12} {a['rss_mib']:>6.1f} -> {b['rss_mib']:>6.1f} {b['rss_mib'] - a['rss_mib']:>+8.1f} {per_hour:>+9.2f} "
+              f"{per_hour / a['rss_mib'] * 100:>+6.2f}% "
+              + " ".join(f"{int(a[k]):>4}->{int(b[k]):<4}" for k in ("fds", "sockets", "eventfds", "threads")))
+    files_per_hour = slope_per_hour([(s.at, s.checkpoint_files) for s in measured])
+    print(f"checkpoints: {first.checkpoint_files} -> {last.checkpoint_files} files ({files_per_hour:+.0f}/hour), "
+          f"{first.checkpoint_mib:.1f} -> {last.checkpoint_mib:.1f} MiB")
+    minutes = sorted(m for m in latencies.by_minute if m * 60 >= warmup_seconds)
+    if minutes:
+        values = [p99(latencies.by_minute[m]) * 1000 for m in minutes]
+        print(f"window p99 per minute after the warm-up: min {min(values):.0f} ms, max {max(values):.0f} ms, "
+              f"first {values[0]:.0f} ms, last {values[-1]:.0f} ms ({latencies.windows:,} windows in all)")
+
+
+def plot(samples: list[Sample], names: list[str], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install -e '.[plot]'")
+        return
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name in names:
+        points = [(s.at / 60, s.process[name]["rss_mib"]) for s in samples if s.process[name]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS MiB")
+    ax.set_title("Squall soak: resident memory per process")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.savefig(path, dpi=100)
+    print(f"plot written to {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
