@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
+from squall.common import transport
 
 from squall import LocalCluster
 from tests.cluster.helpers import Background
@@ -148,6 +150,15 @@ def tiny_job(cluster: LocalCluster) -> Background:
     return Background(run)
 
 
+def heartbeat_timeout(cluster: LocalCluster) -> float:
+    """How long the scheduler's socket waits for a silent peer's ZeroMQ heartbeats (seconds)."""
+    sock = transport.new_socket(zmq.Context.instance(), zmq.ROUTER, cluster.settings)
+    try:
+        return float(sock.getsockopt(zmq.HEARTBEAT_TIMEOUT)) / 1000
+    finally:
+        sock.close(0)
+
+
 def executors_idle(cluster: LocalCluster) -> None:
     """No test leaves work behind for the next: a tiny job goes through at once."""
     call = tiny_job(cluster)
@@ -155,9 +166,12 @@ def executors_idle(cluster: LocalCluster) -> None:
     assert call.outcome == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("mode", ["interrupt", "close", "kill"])
+@pytest.mark.parametrize("mode", ["interrupt", "close", "kill", "freeze"])
 def test_a_cancelled_or_dead_drivers_tasks_stop_and_the_next_drivers_job_runs_at_once(shared, tmp_path, mode) -> None:
-    driver = Driver(shared, tmp_path, mode)
+    # A frozen driver (SIGSTOP: its heartbeats stop, its connection stays open) is given up on
+    # after the heartbeat timeout; the others are noticed at once.
+    bound = BOUND + (heartbeat_timeout(shared) if mode == "freeze" else 0.0)
+    driver = Driver(shared, tmp_path, "kill" if mode == "freeze" else mode)
     try:
         driver.wait_running()
         waiting = tiny_job(shared)  # queued on both executors behind the long tasks
@@ -169,14 +183,16 @@ def test_a_cancelled_or_dead_drivers_tasks_stop_and_the_next_drivers_job_runs_at
         elif mode == "close":
             driver.tell()
             assert driver.line(10) == "closed"
+        elif mode == "freeze":
+            driver.proc.send_signal(signal.SIGSTOP)
         else:
             driver.proc.kill()
-        assert waiting.join(BOUND + 1), f"the tiny job still waits {time.monotonic() - began:.1f}s after the {mode}"
+        assert waiting.join(bound + 1), f"the tiny job still waits {time.monotonic() - began:.1f}s after the {mode}"
         took = waiting.finished_at - began  # type: ignore[operator]
         print(f"\n{mode}: the next driver's job was done {took:.3f}s after it")
         assert waiting.outcome == [1, 2, 3, 4]
-        assert took < BOUND
-        if mode != "kill":
+        assert took < bound
+        if mode in ("interrupt", "close"):
             assert driver.proc.poll() is None  # the driver lives on: the cancel did it, not its death
     finally:
         driver.cleanup()
