@@ -221,7 +221,8 @@ def test_other_drivers_runs_are_untouched_and_correct_when_a_driver_is_killed(sh
     executors_idle(shared)
 
 
-def test_leaving_one_run_early_stops_it_and_the_same_drivers_other_run_goes_on(shared, tmp_path) -> None:
+@pytest.mark.parametrize("preschedule", [True, False], ids=["drizzle", "bsp"])
+def test_leaving_one_run_early_stops_it_and_the_same_drivers_other_run_goes_on(shared, tmp_path, preschedule) -> None:
     markers = tmp_path
 
     def busy(records):  # type: ignore[no-untyped-def]
@@ -236,16 +237,17 @@ def test_leaving_one_run_early_stops_it_and_the_same_drivers_other_run_goes_on(s
     with shared.connect() as ctx:
         quick = ctx.range(4, partitions=EXECUTORS)
         long_job = ctx.range(0, RECORDS_PER_TASK * 2, partitions=EXECUTORS).map_partitions(busy)
-        first = ctx.iter_jobs([quick, long_job], group_size=2)
+        first = ctx.iter_jobs([quick, long_job], group_size=2, preschedule=preschedule)
         assert sorted(next(first)) == [0, 1, 2, 3]
         wait_until(lambda: len(list(markers.glob("started-*"))) == EXECUTORS, timeout=30, what="the long tasks to start")
-        second = Background(lambda: ctx.range(10, partitions=EXECUTORS).map(lambda x: x * x).collect())
+        square = ctx.range(10, partitions=EXECUTORS).map(lambda x: x * x)
+        second = Background(lambda: ctx.run_jobs([square], preschedule=preschedule)[0])
         assert not second.join(0.5)
         began = time.monotonic()
         first.close()  # leaves the loop: the run is cancelled, its running tasks stopped
         assert second.join(BOUND), "the same driver's other run still waits"
         assert second.outcome == [x * x for x in range(10)]
-        print(f"\nleaving the loop: the other run was done {second.finished_at - began:.3f}s after it")  # type: ignore[operator]
+        print(f"\nleaving the loop ({'drizzle' if preschedule else 'bsp'}): the other run was done {second.finished_at - began:.3f}s after it")  # type: ignore[operator]
     executors_idle(shared)
 
 
