@@ -97,7 +97,8 @@ class SubmitJobs(Message, frozen=True):
 
 
 class CancelRun(Message, frozen=True):
-    """Run no more groups of this run; the group in flight finishes."""
+    """The driver gave up on this run (Ctrl-C, an abandoned iterator, its context closed): its
+    queued groups are dropped and its tasks in flight stopped (CancelJobs); RunDone follows."""
 
     run_id: Id
 
@@ -337,6 +338,14 @@ class ReleaseJob(Message, frozen=True):
     superseded: bool = False
 
 
+class CancelJobs(Message, frozen=True):
+    """The run these jobs (attempt ids) belong to was cancelled: drop their queued tasks and blocks,
+    and stop the running one at its next safe point (between two records). Nothing is reported
+    for them but what frees a BSP slot; late messages about them find nothing and are dropped."""
+
+    job_ids: list[str]
+
+
 class StateCheckpointed(Message, frozen=True):
     """An executor wrote these state checkpoints: (state id, partition, batch) each."""
 
@@ -471,6 +480,7 @@ AnyMessage = (
     | TaskFinished
     | TaskFailed
     | ReleaseJob
+    | CancelJobs
     | StateCheckpointed
     | PruneCheckpoints
     | ForgetStates

@@ -39,6 +39,7 @@ from squall.errors import ConnectionError, JobError
 
 Event = tuple[Message, list[object]]
 CONTROL = "__control__"
+CANCEL_LINGER_MS = 200  # on close, how long the cancels of runs in flight may take to leave
 
 
 class SchedulerRestarted(Message, frozen=True):
@@ -77,7 +78,15 @@ class Client:
             raise
 
     def close(self) -> None:
-        self._sock.close(0)
+        """Close the connection; runs still in flight are cancelled (the scheduler would notice the
+        dropped connection anyway; this says so first, and lingers a moment for it to go out)."""
+        if self._sock.closed:
+            return
+        in_flight = [run_id for run_id in self._boxes if run_id != CONTROL]
+        with self._lock:
+            for run_id in in_flight:
+                transport.try_send(self._sock, CancelRun(run_id=run_id))  # never block a close
+        self._sock.close(linger=CANCEL_LINGER_MS if in_flight else 0)
 
     # --- control requests -----------------------------------------------------------------------
 

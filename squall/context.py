@@ -136,7 +136,8 @@ class Context:
         resume_states: dict[str, int] | None = None,
     ) -> Iterator[Any]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
-        Leaving the loop early cancels the groups not yet dispatched. `not_before` (wall-clock
+        Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
+        tasks stop at their next record. `not_before` (wall-clock
         times, one per dataset) holds each job's source tasks until then; `first_batch` numbers
         the batches in errors and placement (a stream's batch index). Streams resuming on a
         restarted scheduler send `replays` (batches replay_from, replay_from + 1, ... that only

@@ -87,8 +87,8 @@ class Run:
 
     def results(self, errors: Errors = "raise") -> Iterator[Any]:
         """Each job's collected records, in order, as soon as available."""
-        self._submit()
         try:
+            self._submit()  # waits for the run's first message: a Ctrl-C there must cancel it too
             for i in range(len(self.jobs)):
                 while not self._complete[i]:
                     self._handle(*self.client.next_event(self.run_id))

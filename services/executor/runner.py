@@ -21,7 +21,7 @@ from squall.common.protocol import TaskDescriptor
 from squall.common.serialization import SerializationError
 from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.state import Failure
-from squall.services.executor.tasks import CodeCache, StateTables, TaskOutput, run_task
+from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, run_task
 
 
 class Runner:
@@ -31,7 +31,8 @@ class Runner:
         self.code = CodeCache(code)
         self.states = states
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
-        self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object], StopSignal] | None] = queue.SimpleQueue()
+        self._current: tuple[tuple[str, int, int], StopSignal] | None = None  # the task last submitted, and its stop signal
         self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
         self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
@@ -39,7 +40,19 @@ class Runner:
         self._thread.start()
 
     def submit(self, generation: int, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> None:
-        self._queue.put((generation, task, spec, inputs))
+        stop = StopSignal()
+        self._current = (task.key, stop)
+        self._queue.put((generation, task, spec, inputs, stop))
+
+    def stop(self, key: tuple[str, int, int], now: float) -> bool:
+        """Ask the task submitted under `key` to stop at its next safe point (between records);
+        False if it is not the runner's task. (Inline tasks are short: they are not stopped.)"""
+        current = self._current
+        if current is None or current[0] != key:
+            return False
+        current[1].requested_at = now
+        current[1].stopped = True
+        return True
 
     def run_inline(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
         """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
@@ -78,12 +91,15 @@ class Runner:
             item = self._queue.get()
             if item is None:
                 return
-            generation, task, spec, inputs = item
-            outcome = self._execute(task, spec, inputs)
+            generation, task, spec, inputs, stop = item
+            outcome = self._execute(task, spec, inputs, stop)
+            if stop.stopped and isinstance(outcome, Failure) and outcome.error_type == "Cancelled":
+                self.log.info("task_stopped", job=task.job_id, stage=task.stage_id, partition=task.partition,
+                              after=round(time.monotonic() - stop.requested_at, 4))
             self.done.append((generation, task, outcome))
             self.wakeup.signal()
 
-    def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
+    def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object], stop: StopSignal | None = None) -> TaskOutput | Failure:
         views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
         started = time.perf_counter()
         if task.attempt and task.map_checkpoint and self.checkpoints is not None:
@@ -91,7 +107,9 @@ class Runner:
             if blocks is not None:
                 return TaskOutput(blocks=blocks, is_result=False)
         try:
-            return run_task(spec, task.partition, views, self.code, self.states, task.batch, task.replay_only)  # type: ignore[arg-type]
+            return run_task(spec, task.partition, views, self.code, self.states, task.batch, task.replay_only, stop)  # type: ignore[arg-type]
+        except TaskCancelled as exc:
+            return Failure("task", "Cancelled", str(exc))
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure

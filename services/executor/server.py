@@ -15,6 +15,7 @@ from squall.common import broadcast_store, security, transport
 from squall.common.protocol import (
     Blocks,
     BlocksReady,
+    CancelJobs,
     ErrorReply,
     FetchBlocks,
     ForgetStates,
@@ -43,6 +44,7 @@ from squall.services.executor.state import (
     Reply,
     Restored,
     Run,
+    StopTask,
     ToPeer,
     ToScheduler,
     ToShuffleMeta,
@@ -95,6 +97,7 @@ class ExecutorServer:
             LaunchTasks: lambda m, p: self.state.launch(m, now()),
             LaunchGroup: lambda m, p: self.state.launch_group(m, now(), self._load_restores(m)),
             ReleaseJob: lambda m, p: self.state.release_jobs(m.job_ids, now(), m.superseded),
+            CancelJobs: lambda m, p: self.state.cancel_jobs(m.job_ids, now()),
             PruneCheckpoints: lambda m, p: self.checkpoints.prune_maps(m.state_id, m.before),
             ForgetStates: self._forget_states,
             ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
@@ -271,6 +274,9 @@ class ExecutorServer:
                 transport.send(self.data, action.msg, action.payloads, to=action.peer)
             elif isinstance(action, CheckpointMapOutput):
                 self.checkpoints.write_map_output(action.key, action.blocks)
+            elif isinstance(action, StopTask):
+                stopping = self.runner.stop(action.key, time.monotonic())
+                self.log.info("stopping_task", job=action.key[0], stage=action.key[1], partition=action.key[2], on_runner=stopping)
             elif isinstance(action, CheckpointState):
                 table = self.state.states.get((action.state_id, action.partition))
                 if table is not None:

@@ -107,7 +107,14 @@ class CheckpointState:
     batch: int
 
 
-Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run | CheckpointMapOutput | CheckpointState
+@dataclass(frozen=True)
+class StopTask:
+    """Ask the runner to stop this task at its next safe point (its run was cancelled)."""
+
+    key: TaskKey
+
+
+Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run | CheckpointMapOutput | CheckpointState | StopTask
 
 Restored = dict[StateKey, tuple[int, dict] | str]  # loaded checkpoints: (batch, table), or why not
 RELEASED_MEMORY = 4096  # released job ids remembered, so late blocks for them are dropped
@@ -612,6 +619,20 @@ class ExecutorState:
             else:
                 actions += self._task_over(local, advance=False)  # never ran: its batch is not applied
         return actions + self._next(now)
+
+    def cancel_jobs(self, job_ids: list[str], now: float) -> list[Action]:
+        """Their run was cancelled: everything of theirs goes as on a release (queued tasks, blocks
+        here and in the inbox, look-ups and fetches), and so do source tasks held for their batch's
+        time and map outputs not yet registered. The running task is asked to stop at its next safe
+        point; when it returns, its output is dropped and the runner takes the next task."""
+        jobs = set(job_ids)
+        if any(local.key[0] in jobs for _, _, local in self._held):
+            self._held = [held for held in self._held if held[2].key[0] not in jobs]
+            heapq.heapify(self._held)
+        self._unregistered = [o for o in self._unregistered if o.job_id not in jobs]
+        running = self.running
+        stop: list[Action] = [StopTask(running.local.key)] if running is not None and running.local.key[0] in jobs else []
+        return stop + self.release_jobs(job_ids, now)
 
     # --- reporting ------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from squall.common.protocol import (
     TaskFinished,
 )
 from squall.common.settings import Settings
+from squall.services.scheduler.driver_watch import DriverWatch
 from squall.services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
 from squall.services.scheduler.watch import ConnectionWatch
 
@@ -55,6 +56,8 @@ class SchedulerServer:
         self._watched_version = -1
         self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_disconnect), self.loop.remove_reader)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
+        keep_alive = Pong(nonce=0, service="scheduler", incarnation=self.incarnation)
+        self.drivers = DriverWatch(self.sock, keep_alive, lambda m: self.loop.add_reader(m, self._on_driver_disconnect))
         now = time.monotonic
         self.handlers: transport.RouterHandlers = {
             RegisterExecutor: lambda peer, m, p: self.state.register(peer, m, now()),
@@ -87,6 +90,7 @@ class SchedulerServer:
             self.loop.run()
         finally:
             self.watch.close()
+            self.drivers.close()
             self.sock.close(0)
             if self.auth is not None:
                 self.auth.stop()
@@ -109,6 +113,17 @@ class SchedulerServer:
 
     def _tick(self) -> None:
         self._perform(self.state.tick(time.monotonic()))
+        self._check_drivers()
+
+    def _on_driver_disconnect(self, monitor: zmq.Socket) -> None:
+        self.drivers.disconnected()
+        self._check_drivers()
+
+    def _check_drivers(self) -> None:
+        now = time.monotonic()
+        for driver in self.drivers.gone(self.state.drivers(), now):
+            self.log.warning("driver_gone", driver=driver.hex())
+            self._perform(self.state.driver_lost(driver, now))
 
     def _perform(self, actions: list[Action] | None) -> None:
         while self.state.lost:
@@ -116,6 +131,8 @@ class SchedulerServer:
             self.log.warning("executor_lost", executor=executor_id, reason=reason)
         while self.state.recoveries:
             self.log.warning("replaying", **self.state.recoveries.popleft())  # type: ignore[arg-type]
+        while self.state.cancellations:
+            self.log.info("run_cancelled", **self.state.cancellations.popleft())  # type: ignore[arg-type]
         members = self.state.members
         if members.version != self._watched_version:  # not on every message: only when membership changed
             self._watched_version = members.version

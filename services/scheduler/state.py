@@ -48,6 +48,7 @@ from squall.common.protocol import (
 from squall.common.settings import Settings
 from squall.services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks
 from squall.services.scheduler.bsp_mode import BspMode
+from squall.services.scheduler.cancellation import Cancellation
 from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
 from squall.services.scheduler.jobs import JobRun, TaskKey
 from squall.services.scheduler.keyed_state import Restore, StateBook
@@ -72,7 +73,7 @@ class Run:
     state_ids: set[str] = field(default_factory=set)  # the keyed states its jobs use
 
 
-class SchedulerState(BspMode):
+class SchedulerState(BspMode, Cancellation):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.members = Membership(settings.death_timeout)
@@ -83,6 +84,8 @@ class SchedulerState(BspMode):
         self.pending: deque[TaskKey] = deque()  # BSP tasks waiting for a slot
         self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs
         self.recoveries: deque[dict[str, object]] = deque(maxlen=1000)  # what each loss replayed, for logs
+        self.cancellations: deque[dict[str, object]] = deque(maxlen=1000)  # runs cancelled and why, for logs
+        self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
@@ -228,14 +231,16 @@ class SchedulerState(BspMode):
             if state_id in self.book.states and state_id not in known_states:  # we restarted: rebuild it all
                 self.book.resume(state_id, checkpoint, [e.executor_id for e in self.members.live()], replays)
         self.runs[run.run_id] = run
+        if run.state_ids:
+            self.driver_states.setdefault(peer, set()).update(run.state_ids)
         return actions + self._advance(run, now)
 
     def cancel(self, msg: CancelRun, now: float) -> list[Action]:
+        """The driver gave up on a run: nothing of it runs any more (an unknown run: nothing to do)."""
         run = self.runs.get(msg.run_id)
         if run is None:
             return []
-        run.queue.clear()
-        return self._advance(run, now) if not run.groups and run.bsp is None else []
+        return self._cancel_run(run, "the driver cancelled it", now)
 
     def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Action]:
         fails: list[Action] = [
@@ -430,4 +435,8 @@ class SchedulerState(BspMode):
     def forget_states(self, msg: ForgetStates) -> list[Action]:
         """A stream ended: forget its states here and on every executor."""
         self.book.forget(msg.state_ids)
+        for driver, states in list(self.driver_states.items()):
+            states.difference_update(msg.state_ids)
+            if not states:
+                del self.driver_states[driver]
         return [Send(record.peer, msg) for record in self.members.live()]
