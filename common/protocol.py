@@ -174,6 +174,10 @@ class ExecutorInfo(Struct, frozen=True):
     slots: int
     running: int
     pid: int
+    # Seconds since its last heartbeat. Its process is known alive (ZeroMQ answers for it), but
+    # past hung_timeout it is reported hung: `hung` names what it was running ("" when not hung).
+    silent_for: float = 0.0
+    hung: str = ""
 
 
 class ClusterStatus(Message, frozen=True):

@@ -1,8 +1,10 @@
 """The executor's heartbeat thread: beats on its own socket, whatever the loop is doing.
 
-The loop may be busy running a short stage's task inline; membership must not mistake that for
-death. If the scheduler answers a beat with Reregister (it restarted, or gave up on us), the
-thread stops beating and wakes the loop through a pipe, and the loop registers again.
+Beats say that the executor's Python threads run. They do not decide death: the scheduler's
+watch connection does (ZeroMQ heartbeats, answered without the GIL), so a task holding the GIL
+for long is no death; beats silent past hung_timeout get the executor reported as hung. If the
+scheduler answers a beat with Reregister (it restarted, or gave up on us), the thread stops
+beating and wakes the loop through a pipe, and the loop registers again.
 """
 
 from __future__ import annotations
