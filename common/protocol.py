@@ -220,6 +220,8 @@ class Heartbeat(Message, frozen=True):
     executor_id: Id
     incarnation: Id
     registration: Index = 0
+    # Seconds since the executor's loop last went round: it can be stuck while this thread beats.
+    loop_silent: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class TaskDescriptor(Struct, frozen=True):

@@ -7,12 +7,15 @@ executor (watch.py): ZeroMQ's own heartbeats on it are answered by libzmq's I/O 
 the GIL, and it drops when the process dies, stops (SIGSTOP) or is cut off. Until that
 connection is up (just after registration), missing application heartbeats still mean death.
 
-Once it is up, heartbeat silence only makes the executor *hung* after `hung_timeout`: reported
-(what it was running, for how long) while its work goes on, and cleared by its next beat.
+Once it is up, silence only makes the executor *hung* after `hung_timeout`: its heartbeats have
+stopped, or they say that its loop has not gone round since (stuck while the heartbeat thread
+runs). It is reported (what it was running, for how long) while its work goes on, and the report
+is cleared once its beats say that it is going again.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from squall.common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
@@ -29,6 +32,7 @@ class ExecutorRecord:
     slots: int
     pid: int
     last_seen: float  # its last heartbeat (or registration)
+    loop_seen: float = math.nan  # when its loop last went round, as its heartbeats tell (nan: last_seen)
     joined: int = 0  # membership's count of admissions when it joined: tells its watch connection from a predecessor's
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
     hung: str = ""  # what it was running when it was reported hung ("" while it is not)
@@ -36,9 +40,17 @@ class ExecutorRecord:
     stages: set[str] = field(default_factory=set)  # stage specs it has been sent
     code: set[str] = field(default_factory=set)  # code keys it has been sent
 
+    def __post_init__(self) -> None:
+        if math.isnan(self.loop_seen):
+            self.loop_seen = self.last_seen
+
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.running)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since its heartbeat thread or its loop (whichever is quieter) was last heard of."""
+        return max(0.0, now - min(self.last_seen, self.loop_seen))
 
 
 class Membership:
@@ -85,14 +97,18 @@ class Membership:
         if record is not None and record.joined == joined:
             record.connected = True
 
-    def beat(self, executor_id: str, incarnation: str, now: float) -> ExecutorRecord | None:
-        """Record a heartbeat; the executor's record, or None if the sender is not a live
-        executor we know."""
+    def beat(self, executor_id: str, incarnation: str, now: float, loop_silent: float = 0.0) -> ExecutorRecord | None:
+        """Record a heartbeat (which says for how long the executor's loop has been silent); the
+        executor's record, or None if the sender is not a live executor we know."""
         record = self.executors.get(executor_id)
         if record is None or record.incarnation != incarnation:
             return None
         record.last_seen = now
+        record.loop_seen = now - loop_silent
         return record
+
+    def is_hung(self, record: ExecutorRecord, now: float) -> bool:
+        return record.silent_for(now) > self.hung_timeout
 
     def expired(self, now: float) -> list[tuple[str, float]]:
         """(executor_id, seconds silent) of executors without a watch connection yet, silent
@@ -104,13 +120,9 @@ class Membership:
         ]
 
     def newly_hung(self, now: float) -> list[tuple[ExecutorRecord, float]]:
-        """(record, seconds silent) of executors whose process answers but whose heartbeats have
-        been silent past the hung timeout, not reported yet (the caller sets `hung`)."""
-        return [
-            (r, now - r.last_seen)
-            for r in self.live()
-            if r.connected and not r.hung and now - r.last_seen > self.hung_timeout
-        ]
+        """(record, seconds silent) of executors whose process answers but whose heartbeats or
+        loop have been silent past the hung timeout, not reported yet (the caller sets `hung`)."""
+        return [(r, r.silent_for(now)) for r in self.live() if r.connected and not r.hung and self.is_hung(r, now)]
 
     def remove(self, executor_id: str) -> ExecutorRecord | None:
         self.version += 1
@@ -125,7 +137,7 @@ class Membership:
                     slots=r.slots,
                     running=len(r.running),
                     pid=r.pid,
-                    silent_for=round(max(0.0, now - r.last_seen), 3),
+                    silent_for=round(r.silent_for(now), 3),
                     hung=r.hung,
                 )
                 for r in self.live()

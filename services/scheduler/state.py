@@ -108,10 +108,10 @@ class SchedulerState(BspMode):
         return [*actions, registered, *self.assign()]
 
     def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
-        record = self.members.beat(msg.executor_id, msg.incarnation, now)
+        record = self.members.beat(msg.executor_id, msg.incarnation, now, msg.loop_silent)
         if record is None:
             return [Send(peer, Reregister(executor_id=msg.executor_id, registration=msg.registration))]
-        if record.hung:
+        if record.hung and not self.members.is_hung(record, now):
             self.hung.append((False, {"executor": record.executor_id, "was_running": record.hung}))
             record.hung = ""
         return []

@@ -140,3 +140,26 @@ def test_an_executor_silent_past_the_hung_timeout_is_reported_hung_and_its_work_
         assert [e["executor"] for e in scheduler_events(cluster, "executor_beating_again")] == [stuck[0].executor_id]
         assert scheduler_events(cluster, "executor_lost") == []
         assert len(ctx.status().executors) == 2
+
+
+def test_an_executor_whose_loop_is_stuck_while_its_heartbeat_thread_beats_is_reported_hung(tmp_path: Path) -> None:
+    stuck = tmp_path / "stuck"
+
+    def quick_then_stuck(x: int) -> int:
+        if x == 0 and stuck.exists():
+            time.sleep(3)  # releases the GIL: the heartbeat thread beats on while the loop waits here
+        return x
+
+    settings = fast_settings(hung_timeout=0.5, log_format="json")
+    with LocalCluster(executors=1, settings=settings) as cluster, cluster.connect() as ctx:
+        for _ in range(2):  # quick tasks: the executor learns to run this stage inline, on its loop thread
+            assert ctx.range(2, partitions=2).map(quick_then_stuck).collect() == [0, 1]
+        stuck.touch()
+        job = Background(ctx.range(2, partitions=2).map(quick_then_stuck).collect)
+        (info,) = wait_until(lambda: [e for e in ctx.status().executors if e.hung], timeout=10, interval=0.05,
+                             what="the executor reported hung in the status")
+        assert "batch 0 of run" in info.hung and info.silent_for > settings.hung_timeout, info
+        assert job.join(timeout=20) and job.outcome == [0, 1], job.outcome
+        wait_until(lambda: not ctx.status().executors[0].hung, timeout=5, what="the hung report cleared")
+        assert [e["executor"] for e in scheduler_events(cluster, "executor_hung")] == ["executor-0"]
+        assert scheduler_events(cluster, "executor_lost") == []

@@ -1,6 +1,6 @@
 """squall.services.scheduler.membership and the scheduler's hung reports, without sockets: once an
 executor's watch connection is up, heartbeat silence is never a death, only, past hung_timeout,
-a report naming its work, cleared by its next beat."""
+a report naming its work, cleared once its beats say that it (and its loop) goes again."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ def test_once_its_watch_connection_is_up_silence_is_never_death_only_hung_once()
     record.hung = "batch 3 of run r"
     assert m.newly_hung(3.0) == []  # reported once, not at every tick
     assert m.beat("e1", "e1-1", 3.0) is record and record.last_seen == 3.0
+
+
+def test_an_executor_whose_beats_say_its_loop_is_stuck_is_hung_until_they_say_it_goes_again() -> None:
+    m = members()
+    record = m.add(b"e1", registration("e1"), now=0.0)
+    m.connected("e1", record.joined)
+    m.beat("e1", "e1-1", now=2.0, loop_silent=1.0)  # the heartbeat thread beats; the loop is stuck
+    assert m.newly_hung(2.5) == []
+    m.beat("e1", "e1-1", now=3.5, loop_silent=2.5)
+    assert m.newly_hung(3.5) == [(record, 2.5)]
+    assert m.is_hung(record, 3.5)
+    m.beat("e1", "e1-1", now=3.6, loop_silent=0.01)
+    assert not m.is_hung(record, 3.6) and round(record.silent_for(3.6), 3) == 0.01
 
 
 def test_a_connection_event_of_an_earlier_admission_changes_nothing() -> None:
@@ -84,6 +97,8 @@ def test_the_scheduler_reports_a_hung_executor_with_its_work_and_fails_nothing()
     assert s.status(2.5).executors[1].hung == running
     s.hung.clear()
     assert s.tick(3.0) == [] and not s.hung  # once
-    assert s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 3.0) == []
+    stuck_loop = Heartbeat(executor_id="e1", incarnation="e1-1", loop_silent=3.0)
+    assert s.heartbeat(b"e1", stuck_loop, 3.0) == [] and not s.hung  # beating, but its loop is still stuck
+    assert s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 3.1) == []
     assert [(hung, d["executor"]) for hung, d in s.hung] == [(False, "e1")]
     assert s.executors["e1"].hung == ""
