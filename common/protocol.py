@@ -174,8 +174,9 @@ class ExecutorInfo(Struct, frozen=True):
     slots: int
     running: int
     pid: int
-    # Seconds since its last heartbeat. Its process is known alive (ZeroMQ answers for it), but
-    # past hung_timeout it is reported hung: `hung` names what it was running ("" when not hung).
+    # Seconds since its heartbeats, or its loop, were last heard of. Its process is known alive
+    # (ZeroMQ answers for it); past hung_timeout it is reported hung: `hung` names what it was
+    # running ("" when it is not hung).
     silent_for: float = 0.0
     hung: str = ""
 

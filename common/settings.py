@@ -81,9 +81,9 @@ class Settings:
     # of its own (ZeroMQ heartbeats, answered without the GIL: a task holding it for minutes is no
     # death); a process silent for interval x misses (0.4 s by default; stopped, hung in the
     # kernel, or cut off) is dead, and a killed one is noticed at once, by its dropped connection.
-    # Executors also beat every interval from a thread that needs the GIL: silent past
-    # hung_timeout while its process answers, an executor is reported hung (logged, and in the
-    # cluster status), its work left running.
+    # Executors also beat every interval from a thread that needs the GIL: when its beats (or,
+    # as they tell, its loop) stay silent past hung_timeout while its process answers, an executor
+    # is reported hung (a warning log, and `hung` in the cluster status), its work left running.
     heartbeat_interval: float = 0.1
     heartbeat_misses: int = 4
     hung_timeout: float = 10.0

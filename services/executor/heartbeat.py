@@ -2,10 +2,10 @@
 
 Beats say that the executor's Python threads run, and for how long its loop has not gone round.
 They do not decide death: the scheduler's watch connection does (ZeroMQ heartbeats, answered
-without the GIL), so a task holding the GIL for long is no death; beats silent, or a loop silent,
-past hung_timeout get the executor reported as hung. If the
-scheduler answers a beat with Reregister (it restarted, or gave up on us), the thread stops
-beating and wakes the loop through a pipe, and the loop registers again.
+without the GIL), so a task holding the GIL for long is no death. Beats silent, or a loop silent,
+past hung_timeout get the executor reported as hung. If the scheduler answers a beat with
+Reregister (it restarted, or gave up on us), the thread stops beating and wakes the loop through
+a pipe, and the loop registers again.
 """
 
 from __future__ import annotations

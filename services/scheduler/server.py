@@ -35,8 +35,8 @@ from squall.common.settings import Settings
 from squall.services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
 from squall.services.scheduler.watch import ConnectionWatch
 
-HUNG_NOTE = ("its process answers, but its Python threads have not run since: a call holding the GIL, or a "
-             "deadlock; its work is left running")
+HUNG_NOTE = ("its process answers, but its heartbeats or its loop have stopped: a call holding the GIL, a task "
+             "blocking the loop, or a deadlock; its work is left running")
 
 
 class SchedulerServer:

@@ -121,7 +121,7 @@ class SchedulerState(BspMode):
             record.hung = self._work_on(record.executor_id) or "no task"
             self.hung.append((True, {"executor": record.executor_id, "silent_for": round(silent, 2), "running": record.hung}))
         expired = self.members.expired(now)
-        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s") for executor_id, silent in expired], now)
+        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
 
     def executor_lost(self, executor_id: str, reason: str, now: float) -> list[Action]:
         return self._lose([(executor_id, reason)], now)
