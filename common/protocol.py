@@ -175,6 +175,11 @@ class ExecutorInfo(Struct, frozen=True):
     slots: int
     running: int
     pid: int
+    # Seconds since its heartbeats, or its loop, were last heard of. Its process is known alive
+    # (ZeroMQ answers for it); past hung_timeout it is reported hung: `hung` names what it was
+    # running ("" when it is not hung).
+    silent_for: float = 0.0
+    hung: str = ""
 
 
 class ClusterStatus(Message, frozen=True):
@@ -217,6 +222,8 @@ class Heartbeat(Message, frozen=True):
     executor_id: Id
     incarnation: Id
     registration: Index = 0
+    # Seconds since the executor's loop last went round: it can be stuck while this thread beats.
+    loop_silent: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class TaskDescriptor(Struct, frozen=True):

@@ -26,6 +26,7 @@ _POSITIVE_DURATIONS = (
     "group_max_seconds",
     "executor_switch_interval",
     "heartbeat_interval",
+    "hung_timeout",
     "connect_timeout",
     "scheduler_silence_timeout",
     "shuffle_lookup_timeout",
@@ -83,10 +84,16 @@ class Settings:
     # How often (seconds) a busy runner thread hands the GIL to the executor's I/O loop, so pushes
     # and heartbeats are not held up behind user code (Python's default is 0.005).
     executor_switch_interval: float = 0.0005
-    # Membership: an executor beats every interval; after this many missed beats it is dead
-    # (0.4 s by default; a killed executor is noticed sooner, by its dropped connection).
+    # Membership: the scheduler pings each executor's process every interval over a connection
+    # of its own (ZeroMQ heartbeats, answered without the GIL: a task holding it for minutes is no
+    # death); a process silent for interval x misses (0.4 s by default; stopped, hung in the
+    # kernel, or cut off) is dead, and a killed one is noticed at once, by its dropped connection.
+    # Executors also beat every interval from a thread that needs the GIL: when its beats (or,
+    # as they tell, its loop) stay silent past hung_timeout while its process answers, an executor
+    # is reported hung (a warning log, and `hung` in the cluster status), its work left running.
     heartbeat_interval: float = 0.1
     heartbeat_misses: int = 4
+    hung_timeout: float = 10.0
     # Fault tolerance. Checkpoints (keyed state, and the map outputs that feed it) go to this
     # directory, shared by every executor (a shared volume on Kubernetes); empty: a "squall-
     # checkpoints" directory in the system's temporary directory. Keyed state is checkpointed at

@@ -33,7 +33,8 @@ def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
     # that stays silent for a few seconds is dropped and, on the connecting side, made again.
     # After a network partition heals, TCP's backed-off retransmissions of the old connection
     # could otherwise hold messages back for up to two minutes. (Deaths are detected sooner, by
-    # the heartbeat budget; this timeout is kept well above it so a busy machine never trips it.)
+    # the scheduler's watch connections, whose timeout is the death budget: scheduler/watch.py;
+    # this one is kept well above it so a busy machine never trips it.)
     interval_ms = max(100, int(settings.heartbeat_interval * 1000))
     sock.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(2000, int(settings.death_timeout * 4000)))

@@ -1,13 +1,17 @@
 """The executor's heartbeat thread: beats on its own socket, whatever the loop is doing.
 
-The loop may be busy running a short stage's task inline; membership must not mistake that for
-death. If the scheduler answers a beat with Reregister (it restarted, or gave up on us), the
-thread stops beating and wakes the loop through a pipe, and the loop registers again.
+Beats say that the executor's Python threads run, and for how long its loop has not gone round.
+They do not decide death: the scheduler's watch connection does (ZeroMQ heartbeats, answered
+without the GIL), so a task holding the GIL for long is no death. Beats silent, or a loop silent,
+past hung_timeout get the executor reported as hung. If the scheduler answers a beat with
+Reregister (it restarted, or gave up on us), the thread stops beating and wakes the loop through
+a pipe, and the loop registers again.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -25,6 +29,7 @@ class Heartbeater:
         self.active = threading.Event()  # set while we are registered
         self.reregister = threading.Event()  # the scheduler asked us to register again
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
+        self.loop_seen = time.monotonic()  # when the loop last went round (it calls loop_alive)
         self._ctx = ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="squall-heartbeat", daemon=True)
@@ -45,12 +50,17 @@ class Heartbeater:
                     sock.close(0)
                     sock, connected_for = self._connect(), self.registration
                 if self.active.is_set():
+                    loop_silent = round(max(0.0, time.monotonic() - self.loop_seen), 3)
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
-                                                       registration=self.registration))
+                                                       registration=self.registration, loop_silent=loop_silent))
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())
         finally:
             sock.close(0)
+
+    def loop_alive(self) -> None:
+        """Called by the loop at each round of a timer: beats then tell how long it has been stuck."""
+        self.loop_seen = time.monotonic()
 
     def _connect(self) -> zmq.Socket:
         sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)

@@ -90,6 +90,7 @@ class ExecutorServer:
         self.loop.add_reader(self.heartbeat.wakeup.fd, self._on_heartbeat_signal)
         self.loop.add_reader(self.checkpoints.wakeup.fd, self._on_checkpointed)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
+        self.loop.every(min(0.05, settings.heartbeat_interval), self.heartbeat.loop_alive)
         now = time.monotonic
         self.from_scheduler: transport.DealerHandlers = {
             Registered: self._on_registered,

@@ -1,7 +1,21 @@
-"""Which executors are alive: registration, heartbeats, and death after a budget of missed beats."""
+"""Which executors are alive, and which look hung.
+
+Liveness must not depend on the executor's GIL: a task may hold it for seconds (a big sort, a
+numpy call), which stops the executor's Python threads, heartbeat thread included, yet its
+process is alive and working. So death is decided by the scheduler's watch connection to the
+executor (watch.py): ZeroMQ's own heartbeats on it are answered by libzmq's I/O thread, without
+the GIL, and it drops when the process dies, stops (SIGSTOP) or is cut off. Until that
+connection is up (just after registration), missing application heartbeats still mean death.
+
+Once it is up, silence only makes the executor *hung* after `hung_timeout`: its heartbeats have
+stopped, or they say that its loop has not gone round since (stuck while the heartbeat thread
+runs). It is reported (what it was running, for how long) while its work goes on, and the report
+is cleared once its beats say that it is going again.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from squall.common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
@@ -17,19 +31,32 @@ class ExecutorRecord:
     data_address: str
     slots: int
     pid: int
-    last_seen: float
+    last_seen: float  # its last heartbeat (or registration)
+    loop_seen: float = math.nan  # when its loop last went round, as its heartbeats tell (nan: last_seen)
+    joined: int = 0  # membership's count of admissions when it joined: tells its watch connection from a predecessor's
+    connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
+    hung: str = ""  # what it was running when it was reported hung ("" while it is not)
     running: set[TaskKey] = field(default_factory=set)  # BSP tasks in flight
     stages: set[str] = field(default_factory=set)  # stage specs it has been sent
     code: set[str] = field(default_factory=set)  # code keys it has been sent
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.loop_seen):
+            self.loop_seen = self.last_seen
 
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.running)
 
+    def silent_for(self, now: float) -> float:
+        """Seconds since its heartbeat thread or its loop (whichever is quieter) was last heard of."""
+        return max(0.0, now - min(self.last_seen, self.loop_seen))
+
 
 class Membership:
-    def __init__(self, death_timeout: float) -> None:
+    def __init__(self, death_timeout: float, hung_timeout: float = float("inf")) -> None:
         self.death_timeout = death_timeout
+        self.hung_timeout = hung_timeout
         self.executors: dict[str, ExecutorRecord] = {}
         self.version = 0  # moves on at every add and remove: who watches membership compares it
 
@@ -46,6 +73,7 @@ class Membership:
         return known is not None and known.incarnation == msg.incarnation and known.data_address == msg.data_address
 
     def add(self, peer: bytes, msg: RegisterExecutor, now: float) -> ExecutorRecord:
+        self.version += 1
         record = ExecutorRecord(
             executor_id=msg.executor_id,
             incarnation=msg.incarnation,
@@ -54,32 +82,53 @@ class Membership:
             slots=msg.slots,
             pid=msg.pid,
             last_seen=now,
+            joined=self.version,
         )
         self.executors[msg.executor_id] = record
-        self.version += 1
         return record
 
-    def beat(self, executor_id: str, incarnation: str, now: float) -> bool:
-        """Record a heartbeat; False if the sender is not a live executor we know."""
+    def watched(self) -> dict[str, tuple[str, int]]:
+        """What the watch must be connected to: executor id -> (block address, joined)."""
+        return {k: (r.data_address, r.joined) for k, r in self.executors.items()}
+
+    def connected(self, executor_id: str, joined: int) -> None:
+        """The watch connection of this admission of the executor is up."""
+        record = self.executors.get(executor_id)
+        if record is not None and record.joined == joined:
+            record.connected = True
+
+    def beat(self, executor_id: str, incarnation: str, now: float, loop_silent: float = 0.0) -> ExecutorRecord | None:
+        """Record a heartbeat (which says for how long the executor's loop has been silent); the
+        executor's record, or None if the sender is not a live executor we know."""
         record = self.executors.get(executor_id)
         if record is None or record.incarnation != incarnation:
-            return False
+            return None
         record.last_seen = now
-        return True
+        record.loop_seen = now - loop_silent
+        return record
+
+    def is_hung(self, record: ExecutorRecord, now: float) -> bool:
+        return record.silent_for(now) > self.hung_timeout
 
     def expired(self, now: float) -> list[tuple[str, float]]:
-        """(executor_id, seconds silent) of executors past the death timeout."""
+        """(executor_id, seconds silent) of executors without a watch connection yet, silent
+        past the death timeout."""
         return [
             (r.executor_id, now - r.last_seen)
             for r in self.executors.values()
-            if now - r.last_seen > self.death_timeout
+            if not r.connected and now - r.last_seen > self.death_timeout
         ]
+
+    def newly_hung(self, now: float) -> list[tuple[ExecutorRecord, float]]:
+        """(record, seconds silent) of executors whose process answers but whose heartbeats or
+        loop have been silent past the hung timeout, not reported yet (the caller sets `hung`)."""
+        return [(r, r.silent_for(now)) for r in self.live() if r.connected and not r.hung and self.is_hung(r, now)]
 
     def remove(self, executor_id: str) -> ExecutorRecord | None:
         self.version += 1
         return self.executors.pop(executor_id, None)
 
-    def status(self, running_jobs: int) -> ClusterStatus:
+    def status(self, running_jobs: int, now: float) -> ClusterStatus:
         return ClusterStatus(
             executors=[
                 ExecutorInfo(
@@ -88,6 +137,8 @@ class Membership:
                     slots=r.slots,
                     running=len(r.running),
                     pid=r.pid,
+                    silent_for=round(r.silent_for(now), 3),
+                    hung=r.hung,
                 )
                 for r in self.live()
             ],

@@ -36,6 +36,9 @@ from squall.services.scheduler.driver_watch import DriverWatch
 from squall.services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
 from squall.services.scheduler.watch import ConnectionWatch
 
+HUNG_NOTE = ("its process answers, but its heartbeats or its loop have stopped: a call holding the GIL, a task "
+             "blocking the loop, or a deadlock; its work is left running")
+
 
 class SchedulerServer:
     def __init__(self, settings: Settings, log: Any, ready_file: str | None = None) -> None:
@@ -54,7 +57,7 @@ class SchedulerServer:
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
         self._watched_version = -1
-        self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_disconnect), self.loop.remove_reader)
+        self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_watch), self.loop.remove_reader)
         self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
         keep_alive = Pong(nonce=0, service="scheduler", incarnation=self.incarnation)
         self.drivers = DriverWatch(self.sock, keep_alive, lambda m: self.loop.add_reader(m, self._on_driver_disconnect))
@@ -70,7 +73,7 @@ class SchedulerServer:
             GroupDone: lambda peer, m, p: self.state.group_done(m, now()),
             StateCheckpointed: lambda peer, m, p: self.state.state_checkpointed(m),
             ForgetStates: lambda peer, m, p: self.state.forget_states(m),
-            GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status())],
+            GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status(now()))],
             GetMetrics: lambda peer, m, p: [Send(peer, Metrics(received=dict(self.received), sent=dict(self.sent)))],
             Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler", incarnation=self.incarnation))],
         }
@@ -106,10 +109,14 @@ class SchedulerServer:
     def _on_meta_readable(self, sock: zmq.Socket) -> None:
         transport.drain_dealer(sock, self.settings, self.log, self.from_meta, "shuffle_meta")
 
-    def _on_disconnect(self, monitor: zmq.Socket) -> None:
-        for executor_id in self.watch.disconnected(monitor):
+    def _on_watch(self, monitor: zmq.Socket) -> None:
+        up, gone = self.watch.changes(monitor)
+        for executor_id, joined in up:
+            self.state.members.connected(executor_id, joined)
+        for executor_id in gone:
             if self.state.members.get(executor_id) is not None:
-                self._perform(self.state.executor_lost(executor_id, "its connection dropped", time.monotonic()))
+                reason = f"its connection dropped: closed, or silent for {self.settings.death_timeout:.2f}s"
+                self._perform(self.state.executor_lost(executor_id, reason, time.monotonic()))
 
     def _tick(self) -> None:
         self._perform(self.state.tick(time.monotonic()))
@@ -133,10 +140,16 @@ class SchedulerServer:
             self.log.warning("replaying", **self.state.recoveries.popleft())  # type: ignore[arg-type]
         while self.state.cancellations:
             self.log.info("run_cancelled", **self.state.cancellations.popleft())  # type: ignore[arg-type]
+        while self.state.hung:
+            hung, details = self.state.hung.popleft()
+            if hung:
+                self.log.warning("executor_hung", **details, note=HUNG_NOTE)  # type: ignore[arg-type]
+            else:
+                self.log.info("executor_beating_again", **details)  # type: ignore[arg-type]
         members = self.state.members
         if members.version != self._watched_version:  # not on every message: only when membership changed
             self._watched_version = members.version
-            self.watch.sync({k: r.data_address for k, r in members.executors.items()})
+            self.watch.sync(members.watched())
         for action in actions or ():
             self.sent[type(action.msg).__name__] += 1
             if isinstance(action, Send):

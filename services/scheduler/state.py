@@ -76,7 +76,7 @@ class Run:
 class SchedulerState(BspMode, Cancellation):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.members = Membership(settings.death_timeout)
+        self.members = Membership(settings.death_timeout, settings.hung_timeout)
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
         self.runs: dict[str, Run] = {}
         self.prescheduled: dict[str, tuple[Run, PlannedJob]] = {}  # job_id -> its run, while in flight
@@ -86,6 +86,7 @@ class SchedulerState(BspMode, Cancellation):
         self.recoveries: deque[dict[str, object]] = deque(maxlen=1000)  # what each loss replayed, for logs
         self.cancellations: deque[dict[str, object]] = deque(maxlen=1000)  # runs cancelled and why, for logs
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
+        self.hung: deque[tuple[bool, dict[str, object]]] = deque(maxlen=1000)  # (hung, or beating again; details), for logs
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
@@ -110,13 +111,20 @@ class SchedulerState(BspMode, Cancellation):
         return [*actions, registered, *self.assign()]
 
     def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
-        if self.members.beat(msg.executor_id, msg.incarnation, now):
-            return []
-        return [Send(peer, Reregister(executor_id=msg.executor_id, registration=msg.registration))]
+        record = self.members.beat(msg.executor_id, msg.incarnation, now, msg.loop_silent)
+        if record is None:
+            return [Send(peer, Reregister(executor_id=msg.executor_id, registration=msg.registration))]
+        if record.hung and not self.members.is_hung(record, now):
+            self.hung.append((False, {"executor": record.executor_id, "was_running": record.hung}))
+            record.hung = ""
+        return []
 
     def tick(self, now: float) -> list[Action]:
+        for record, silent in self.members.newly_hung(now):  # reported, never failed: its process answers
+            record.hung = self._work_on(record.executor_id) or "no task"
+            self.hung.append((True, {"executor": record.executor_id, "silent_for": round(silent, 2), "running": record.hung}))
         expired = self.members.expired(now)
-        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s") for executor_id, silent in expired], now)
+        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
 
     def executor_lost(self, executor_id: str, reason: str, now: float) -> list[Action]:
         return self._lose([(executor_id, reason)], now)
@@ -186,8 +194,19 @@ class SchedulerState(BspMode, Cancellation):
         })
         return actions
 
-    def status(self):  # type: ignore[no-untyped-def]
-        return self.members.status(running_jobs=len(self.prescheduled) + len(self.bsp_jobs))
+    def status(self, now: float):  # type: ignore[no-untyped-def]
+        return self.members.status(running_jobs=len(self.prescheduled) + len(self.bsp_jobs), now=now)
+
+    def _work_on(self, executor_id: str) -> str:
+        """What the scheduler has on an executor and has not heard the end of, for a person."""
+        work = [
+            f"batch {job.batch} of run {run.run_id} (job {job.wire_id}, stages {sorted(job.placed[executor_id])})"
+            for run in self.runs.values() for group in run.groups if executor_id in group.waiting
+            for job in group.jobs if executor_id in job.placed and not job.over
+        ]
+        record = self.members.get(executor_id)
+        work += [f"job {job_id} stage {stage_id} partition {partition}" for job_id, stage_id, partition in sorted(record.running if record else ())]
+        return "; ".join(work[:5]) + (f"; and {len(work) - 5} more" if len(work) > 5 else "")
 
     # --- runs -----------------------------------------------------------------------------------
 

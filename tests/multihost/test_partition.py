@@ -57,7 +57,8 @@ def test_a_partitioned_executor_is_declared_dead_rejoins_when_healed_and_nothing
             except Exception as exc:
                 raise AssertionError(f"{exc}\nlogs in {tmp_path}\n{cluster.logs()}") from exc
         lost = [e for e in log_events(cluster.log_text("scheduler"), "executor_lost", executor=VICTIM) if e["at"] < marks["done"]]
-        assert lost and "no heartbeat" in lost[0].get("reason", ""), "the scheduler never noticed the partition"
+        # Noticed by the watch connection going silent (ZeroMQ heartbeats), not by missed beats.
+        assert lost and "its connection dropped" in lost[0].get("reason", ""), "the scheduler never noticed the partition"
         assert log_events(cluster.log_text(VICTIM), "scheduler_forgot_us"), "the executor never heard it was dropped"
         print(f"\nnetwork {net.subnet} ({firewall}): declared dead {lost[0]['at'] - marks['cut']:.2f}s after the cut, "
               f"registered again {marks['rejoined'] - marks['healed']:.2f}s after the rule was lifted")

@@ -93,7 +93,7 @@ def test_register_replies_registered_with_shuffle_meta_address():
     actions = register(s, "e1", slots=3)
     assert actions == [Send(b"e1", Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1"))]
     assert s.executors["e1"].slots == 3
-    assert [i.executor_id for i in s.status().executors] == ["e1"]
+    assert [i.executor_id for i in s.status(0.0).executors] == ["e1"]
 
 
 def test_heartbeat_from_unknown_executor_asks_to_reregister():

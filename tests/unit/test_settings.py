@@ -87,6 +87,7 @@ def test_unparseable_env_value_names_the_variable(name, raw):
         ({"SQUALL_HEARTBEAT_INTERVAL": "0"}, "heartbeat_interval"),
         ({"SQUALL_HEARTBEAT_INTERVAL": "-1"}, "heartbeat_interval"),
         ({"SQUALL_HEARTBEAT_MISSES": "0"}, "heartbeat_misses"),
+        ({"SQUALL_HUNG_TIMEOUT": "0"}, "hung_timeout"),
         ({"SQUALL_EXECUTOR_SLOTS": "0"}, "executor_slots"),
         ({"SQUALL_MAX_MESSAGE_BYTES": "100"}, "max_message_bytes"),
         ({"SQUALL_LOG_FORMAT": "xml"}, "log_format"),
