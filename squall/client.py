@@ -10,6 +10,7 @@ is reported as a ConnectionError, never a hang.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import zmq
 
 from squall.common import protocol, security, transport
+from squall.common.handshake import LOCAL_CLUSTER_HINT, ConnectionProbe
 from squall.common.protocol import (
     CancelRun,
     ClusterStatus,
@@ -51,13 +53,21 @@ class Client:
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
+        check_address(address)
         try:
             security.check(settings, [address])
         except security.SecurityError as exc:
-            raise ConnectionError(f"cannot connect to {address}: {exc}") from None
+            keyless = not settings.plaintext and not settings.curve_secret_key
+            raise ConnectionError(f"cannot connect to {address}: {exc}" + (f"; {LOCAL_CLUSTER_HINT}" if keyless else "")) from None
         self._ctx = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
-        self._sock.connect(address)
+        probe = ConnectionProbe(self._sock, address, settings)  # before connecting: it sees every attempt
+        try:
+            self._sock.connect(address)
+        except zmq.ZMQError as exc:
+            probe.close()
+            self.close()
+            raise ConnectionError(f"cannot connect to {address}: {exc}") from None
         self._lock = threading.Lock()  # held while using the socket
         self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
         self._route: dict[str, str] = {}  # job id -> run id
@@ -71,13 +81,48 @@ class Client:
         self._last_ping = 0.0
         self.scheduler_incarnation = ""  # from its Pongs: when it changes, the scheduler restarted
         try:
-            self.ping(timeout=settings.connect_timeout)
+            try:
+                self._handshake(probe, settings.connect_timeout)
+            finally:
+                probe.close()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         self._sock.close(0)
+
+    def _check_open(self) -> None:
+        if self._sock.closed:
+            raise ConnectionError(
+                f"this context is closed (close() was called, or its with block ended): connect to {self.address} again"
+            )
+
+    def _handshake(self, probe: ConnectionProbe, timeout: float) -> None:
+        """The first Ping: a scheduler's Pong, or an error that says what is at the address instead
+        (nothing, a service holding other keys, or a Squall service that is not the scheduler)."""
+        nonce = next(self._nonce)
+        self._send(Ping(nonce=nonce))
+        deadline = time.monotonic() + timeout
+        control = self._boxes[CONTROL]
+        while True:
+            while control:
+                msg, _ = control.popleft()
+                if isinstance(msg, Pong) and msg.nonce == nonce:
+                    if msg.service != "scheduler":
+                        raise ConnectionError(
+                            f"{self.address} is a Squall {msg.service}, not a scheduler: connect to the scheduler's address "
+                            "(a LocalCluster's is cluster.address; or use cluster.connect())"
+                        )
+                    return
+                if isinstance(msg, ErrorReply):
+                    raise ConnectionError(f"{self.address} answered the connection with an error: {msg.reason}")
+            if probe.poll():
+                raise ConnectionError(f"cannot connect to {self.address}: {probe.refused}")
+            if time.monotonic() >= deadline:
+                raise ConnectionError(probe.silence("scheduler", timeout))
+            with self._lock:
+                self._pump(keep_alive=False)
 
     # --- control requests -----------------------------------------------------------------------
 
@@ -112,6 +157,7 @@ class Client:
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
             resume_states=resume_states or {},
         )
+        self._check_open()
         frames = protocol.encode(msg)
         size = protocol.frames_size(frames)
         if size > self.settings.max_message_bytes:
@@ -150,6 +196,7 @@ class Client:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
+        self._check_open()
         with self._lock:
             transport.send(self._sock, msg)
 
@@ -168,6 +215,7 @@ class Client:
             mailbox = self._boxes.get(box)
             if mailbox:
                 return mailbox.popleft()
+            self._check_open()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise ConnectionError(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")
@@ -223,3 +271,17 @@ class Client:
         box = self._boxes.get(key)
         if box is not None:  # messages of runs nobody waits for any more are dropped
             box.append((msg, payloads))
+
+
+_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|(ipc|inproc)://\S+")
+
+
+def check_address(address: str) -> None:
+    """A scheduler address ZeroMQ can connect to (tcp://host:port), or a ConnectionError that
+    says what is wrong with it (ZeroMQ's own error says only "Invalid argument")."""
+    if isinstance(address, str) and _ADDRESS.fullmatch(address):
+        return
+    hint = " (e.g. tcp://127.0.0.1:7077)"
+    if isinstance(address, str) and re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
+        hint = f": did you mean tcp://{address}?"
+    raise ConnectionError(f"{address!r} is not a scheduler address: expected tcp://host:port{hint}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squall.broadcast import Broadcast
 from squall.client import Client
@@ -17,9 +17,14 @@ from squall.runs import Errors, Run, RunStats
 from squall.sources import StreamSource
 from squall.stream import Stream
 
+if TYPE_CHECKING:
+    from squall.local import LocalCluster
+
 
 class Context:
-    def __init__(self, address: str, settings: Settings | None = None) -> None:
+    def __init__(self, address: str | LocalCluster, settings: Settings | None = None) -> None:
+        if not isinstance(address, str):  # a LocalCluster: its address, and its keys
+            address, settings = _cluster_address(address), settings or address.settings
         self.settings = settings or Settings.from_env()
         self.address = address
         self.client = Client(address, self.settings)
@@ -158,6 +163,13 @@ class Context:
         return n
 
 
-def connect(address: str, settings: Settings | None = None) -> Context:
+def connect(address: str | LocalCluster, settings: Settings | None = None) -> Context:
     """Connect to the scheduler at `address`; raises squall.ConnectionError if none answers."""
     return Context(address, settings)
+
+
+def _cluster_address(cluster: Any) -> str:
+    address = getattr(cluster, "address", None)
+    if not isinstance(address, str) or not hasattr(cluster, "settings"):
+        raise TypeError(f"connect() takes a scheduler address (tcp://host:port) or a LocalCluster, not {type(cluster).__name__}")
+    return address
