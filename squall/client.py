@@ -159,13 +159,15 @@ class Client:
         )
         self._check_open()
         frames = protocol.encode(msg)
-        size = protocol.frames_size(frames)
+        # The scheduler sends executors the run's stages with all the code they use, including
+        # code this driver sent before: a launch carries up to all of it in one message.
+        size = protocol.frames_size(frames) + sum(len(blob) for key, blob in code.items() if key not in new_code)
         if size > self.settings.max_message_bytes:
             self.forget(run_id)
             raise JobError(
                 jobs[0].job_id if jobs else run_id,
                 "plan",
-                f"the submission is {size} bytes, more than a message may carry (max_message_bytes="
+                f"the submission (with the code it uses) is {size} bytes, more than a message may carry (max_message_bytes="
                 f"{self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); parallelize less data "
                 "from the driver, or generate it on the executors",
             )

@@ -42,6 +42,8 @@ class TaskError(JobError):
         self.remote_traceback = remote_traceback
 
     def __str__(self) -> str:
+        if not self.remote_traceback:  # failures Squall detected itself (a result too large, ...)
+            return str(self.args[0])
         return f"{self.args[0]}\n\nRemote traceback:\n{self.remote_traceback}"
 
 
