@@ -9,6 +9,8 @@ which it was, and a refused handshake fails at once instead of after the connect
 
 from __future__ import annotations
 
+import re
+
 import zmq
 from squall.common.settings import Settings
 from zmq.utils.monitor import recv_monitor_message
@@ -18,6 +20,21 @@ _HANDSHAKE_FAILED = (
 )
 _MECHANISM_MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
 LOCAL_CLUSTER_HINT = "for a LocalCluster, connect with cluster.connect() or squall.connect(cluster): it holds the cluster's keys"
+
+
+_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|(ipc|inproc)://\S+")
+
+
+def address_problem(address: object, service: str) -> str:
+    """What is wrong with an address to connect to ("" if nothing): ZeroMQ's own error for a
+    malformed one says only "Invalid argument"."""
+    if isinstance(address, str) and _ADDRESS.fullmatch(address):
+        return ""
+    hint = " (e.g. tcp://127.0.0.1:7077)"
+    if isinstance(address, str) and re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
+        hint = f": did you mean tcp://{address}?"
+    article = "an" if service[:1] in "aeiou" else "a"
+    return f"{address!r} is not {article} {service} address: expected tcp://host:port{hint}"
 
 
 class ConnectionProbe:
@@ -66,14 +83,17 @@ class ConnectionProbe:
             self._monitor = None
 
     def _refusal(self, kind: int, value: int) -> str:
+        # Which side reports a mismatch of mechanisms first is a race: the other side may see only
+        # a connection closed during the handshake (no detail). A plaintext process is refused
+        # only by a CurveZMQ service, though.
+        if self.settings.plaintext:
+            return (
+                f"{self.address} speaks CurveZMQ and this process plaintext (SQUALL_PLAINTEXT is set): "
+                f"use the cluster's keys (SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY) instead; {LOCAL_CLUSTER_HINT}"
+            )
         if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
-            if self.settings.plaintext:
-                return (
-                    f"{self.address} speaks CurveZMQ and this process plaintext (SQUALL_PLAINTEXT is set): "
-                    f"use the cluster's keys (SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY) instead; {LOCAL_CLUSTER_HINT}"
-                )
             return f"{self.address} speaks plaintext and this process CurveZMQ: set SQUALL_PLAINTEXT=true to talk to it (loopback only)"
         return (
             f"{self.address} refused the handshake: the cluster's CurveZMQ keys differ from this process's "
-            f"(SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY); {LOCAL_CLUSTER_HINT}"
+            f"(SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY), or it speaks plaintext; {LOCAL_CLUSTER_HINT}"
         )

@@ -10,7 +10,6 @@ is reported as a ConnectionError, never a hang.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 import zmq
 
 from squall.common import protocol, security, transport
-from squall.common.handshake import LOCAL_CLUSTER_HINT, ConnectionProbe
+from squall.common.handshake import LOCAL_CLUSTER_HINT, ConnectionProbe, address_problem
 from squall.common.protocol import (
     CancelRun,
     ClusterStatus,
@@ -53,7 +52,8 @@ class Client:
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
-        check_address(address)
+        if problem := address_problem(address, "scheduler"):
+            raise ConnectionError(problem)
         try:
             security.check(settings, [address])
         except security.SecurityError as exc:
@@ -273,17 +273,3 @@ class Client:
         box = self._boxes.get(key)
         if box is not None:  # messages of runs nobody waits for any more are dropped
             box.append((msg, payloads))
-
-
-_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|(ipc|inproc)://\S+")
-
-
-def check_address(address: str) -> None:
-    """A scheduler address ZeroMQ can connect to (tcp://host:port), or a ConnectionError that
-    says what is wrong with it (ZeroMQ's own error says only "Invalid argument")."""
-    if isinstance(address, str) and _ADDRESS.fullmatch(address):
-        return
-    hint = " (e.g. tcp://127.0.0.1:7077)"
-    if isinstance(address, str) and re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
-        hint = f": did you mean tcp://{address}?"
-    raise ConnectionError(f"{address!r} is not a scheduler address: expected tcp://host:port{hint}")

@@ -9,7 +9,7 @@ import time
 import zmq
 
 from squall.common import protocol, security, transport
-from squall.common.handshake import ConnectionProbe
+from squall.common.handshake import ConnectionProbe, address_problem
 from squall.common.protocol import Ping, Pong, ProtocolError
 from squall.common.settings import Settings
 
@@ -17,6 +17,8 @@ from squall.common.settings import Settings
 def check_service(service: str, address: str, timeout: float, settings: Settings | None = None) -> tuple[bool, str]:
     """Ping `address`; (True, detail) if a `service` answers within `timeout` seconds."""
     settings = settings or Settings.from_env()
+    if problem := address_problem(address, service):
+        return False, f"unhealthy: {problem}"
     try:
         security.check(settings, [address])
     except security.SecurityError as exc:

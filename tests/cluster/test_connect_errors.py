@@ -86,3 +86,12 @@ def test_a_context_used_after_its_with_block_says_it_is_closed(cluster: LocalClu
     for use in (ctx.status, data.collect, lambda: ctx.range(5)):
         with pytest.raises(squall.ConnectionError, match="this context is closed"):
             use()
+
+
+def test_health_says_what_is_wrong(cluster: LocalCluster) -> None:
+    from squall.health import check_service
+
+    ok, detail = check_service("executor", "localhost:7077", 1.0, cluster.settings)
+    assert not ok and "is not an executor address" in detail and "did you mean tcp://localhost:7077?" in detail
+    ok, detail = check_service("scheduler", cluster.address, 5.0, Settings(plaintext=True))
+    assert not ok and "speaks CurveZMQ" in detail
