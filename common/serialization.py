@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import linecache
 import pickle
+import tokenize
 import types
 from collections.abc import Callable
 from typing import Any
@@ -128,10 +129,21 @@ _shipped_source: dict[str, dict[int, str]] = {}  # file name -> line number -> s
 
 
 def _remember_source(filename: str, first: int, lines: tuple[str, ...]) -> None:
-    """Make linecache serve these lines of `filename`. Lines of the file no code was shipped
-    from read as blank. (An entry without a modification time is never checked against the
-    file system, so a file of the same name on this host does not replace it.)"""
-    known = _shipped_source.setdefault(filename, {})
+    """Make linecache serve these lines of `filename`. Other lines come from a file of that name
+    on this host, if there is one (code imported from it by name runs as it is here), and read as
+    blank otherwise. (An entry without a modification time is never checked against the file
+    system, so the file does not replace the shipped lines.)"""
+    known = _shipped_source.get(filename)
+    if known is None:
+        known = _shipped_source[filename] = dict(enumerate(_read_lines(filename), 1))
     known.update(enumerate(lines, first))
     text = [known.get(number, "\n") for number in range(1, max(known) + 1)]
     linecache.cache[filename] = (sum(map(len, text)), None, text, filename)
+
+
+def _read_lines(filename: str) -> list[str]:
+    try:
+        with tokenize.open(filename) as file:
+            return file.readlines()
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []

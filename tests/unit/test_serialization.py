@@ -142,3 +142,19 @@ def test_shipped_code_keeps_its_file_and_source_lines_where_the_file_does_not_ex
 def test_lambdas_inside_records_keep_their_file_name():
     fn = loads_block(dumps_block([lambda x: x + 1]))[0]
     assert fn.__code__.co_filename == __file__
+
+
+def test_shipped_lines_win_over_a_file_of_the_same_name_whose_other_lines_still_show(tmp_path):
+    import linecache
+
+    script = tmp_path / "job.py"
+    source = "def fail(x):\n    raise ValueError(x)\n\nHERE = 'as shipped'\n"
+    script.write_text(source)
+    namespace: dict[str, object] = {"__name__": "job_not_importable"}
+    exec(compile(source, str(script), "exec"), namespace)
+    blob = dumps_function(namespace["fail"])
+    script.write_text("# edited since\n# edited since\n\nHERE = 'on this host'\n")  # the host's copy differs
+    linecache.clearcache()
+    loads_function(blob)
+    assert linecache.getline(str(script), 2) == "    raise ValueError(x)\n"  # the code that runs is the shipped code
+    assert linecache.getline(str(script), 4) == "HERE = 'on this host'\n"  # code imported from the host's file runs as it is there
