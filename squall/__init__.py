@@ -1,6 +1,7 @@
 """Squall: a low-latency micro-batch execution engine for Python."""
 
 from squall import sinks, sources
+from squall.common.serialization import SerializationError
 from squall.common.settings import Settings
 from squall.context import Context, connect
 from squall.dataset import Dataset
@@ -17,6 +18,7 @@ __all__ = [
     "JobError",
     "LocalCluster",
     "SchedulerRestartedError",
+    "SerializationError",
     "Settings",
     "SquallError",
     "Stream",

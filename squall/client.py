@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from squall.common import protocol, security, transport
+from squall.common.handshake import LOCAL_CLUSTER_HINT, ConnectionProbe, address_problem
 from squall.common.protocol import (
     CancelRun,
     ClusterStatus,
@@ -52,13 +53,22 @@ class Client:
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
+        if problem := address_problem(address, "scheduler"):
+            raise ConnectionError(problem)
         try:
             security.check(settings, [address])
         except security.SecurityError as exc:
-            raise ConnectionError(f"cannot connect to {address}: {exc}") from None
+            keyless = not settings.plaintext and not settings.curve_secret_key
+            raise ConnectionError(f"cannot connect to {address}: {exc}" + (f"; {LOCAL_CLUSTER_HINT}" if keyless else "")) from None
         self._ctx = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
-        self._sock.connect(address)
+        probe = ConnectionProbe(self._sock, address, settings)  # before connecting: it sees every attempt
+        try:
+            self._sock.connect(address)
+        except zmq.ZMQError as exc:
+            probe.close()
+            self.close()
+            raise ConnectionError(f"cannot connect to {address}: {exc}") from None
         self._lock = threading.Lock()  # held while using the socket
         self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
         self._route: dict[str, str] = {}  # job id -> run id
@@ -72,7 +82,10 @@ class Client:
         self._last_ping = 0.0
         self.scheduler_incarnation = ""  # from its Pongs: when it changes, the scheduler restarted
         try:
-            self.ping(timeout=settings.connect_timeout)
+            try:
+                self._handshake(probe, settings.connect_timeout)
+            finally:
+                probe.close()
         except BaseException:
             self.close()
             raise
@@ -87,6 +100,38 @@ class Client:
             for run_id in in_flight:
                 transport.try_send(self._sock, CancelRun(run_id=run_id))  # never block a close
         self._sock.close(linger=CANCEL_LINGER_MS if in_flight else 0)
+
+    def _check_open(self) -> None:
+        if self._sock.closed:
+            raise ConnectionError(
+                f"this context is closed (close() was called, or its with block ended): connect to {self.address} again"
+            )
+
+    def _handshake(self, probe: ConnectionProbe, timeout: float) -> None:
+        """The first Ping: a scheduler's Pong, or an error that says what is at the address instead
+        (nothing, a service holding other keys, or a Squall service that is not the scheduler)."""
+        nonce = next(self._nonce)
+        self._send(Ping(nonce=nonce))
+        deadline = time.monotonic() + timeout
+        control = self._boxes[CONTROL]
+        while True:
+            while control:
+                msg, _ = control.popleft()
+                if isinstance(msg, Pong) and msg.nonce == nonce:
+                    if msg.service != "scheduler":
+                        raise ConnectionError(
+                            f"{self.address} is a Squall {msg.service}, not a scheduler: connect to the scheduler's address "
+                            "(a LocalCluster's is cluster.address; or use cluster.connect())"
+                        )
+                    return
+                if isinstance(msg, ErrorReply):
+                    raise ConnectionError(f"{self.address} answered the connection with an error: {msg.reason}")
+            if probe.poll():
+                raise ConnectionError(f"cannot connect to {self.address}: {probe.refused}")
+            if time.monotonic() >= deadline:
+                raise ConnectionError(probe.silence("scheduler", timeout))
+            with self._lock:
+                self._pump(keep_alive=False)
 
     # --- control requests -----------------------------------------------------------------------
 
@@ -121,14 +166,17 @@ class Client:
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
             resume_states=resume_states or {},
         )
+        self._check_open()
         frames = protocol.encode(msg)
-        size = protocol.frames_size(frames)
+        # The scheduler sends executors the run's stages with all the code they use, including
+        # code this driver sent before: a launch carries up to all of it in one message.
+        size = protocol.frames_size(frames) + sum(len(blob) for key, blob in code.items() if key not in new_code)
         if size > self.settings.max_message_bytes:
             self.forget(run_id)
             raise JobError(
                 jobs[0].job_id if jobs else run_id,
                 "plan",
-                f"the submission is {size} bytes, more than a message may carry (max_message_bytes="
+                f"the submission (with the code it uses) is {size} bytes, more than a message may carry (max_message_bytes="
                 f"{self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); parallelize less data "
                 "from the driver, or generate it on the executors",
             )
@@ -159,6 +207,7 @@ class Client:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
+        self._check_open()
         with self._lock:
             transport.send(self._sock, msg)
 
@@ -177,6 +226,7 @@ class Client:
             mailbox = self._boxes.get(box)
             if mailbox:
                 return mailbox.popleft()
+            self._check_open()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise ConnectionError(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squall.broadcast import Broadcast
 from squall.client import Client
@@ -17,16 +17,22 @@ from squall.runs import Errors, Run, RunStats
 from squall.sources import StreamSource
 from squall.stream import Stream
 
+if TYPE_CHECKING:
+    from squall.local import LocalCluster
+
 
 class Context:
     """A driver's connection to one cluster (make it with squall.connect or LocalCluster.connect).
 
     Makes datasets (range, parallelize) and streams (stream), runs them as jobs, and holds the
     code and broadcast values they use. Use it as a context manager, or call close() when done.
-    Calls that reach the scheduler raise squall.ConnectionError when it cannot be reached.
+    Calls that reach the scheduler raise squall.ConnectionError when it cannot be reached, and
+    after close() (this context is closed).
     """
 
-    def __init__(self, address: str, settings: Settings | None = None) -> None:
+    def __init__(self, address: str | LocalCluster, settings: Settings | None = None) -> None:
+        if not isinstance(address, str):  # a LocalCluster: its address, and its keys
+            address, settings = _cluster_address(address), settings or address.settings
         self.settings = settings or Settings.from_env()
         self.address = address
         self.client = Client(address, self.settings)
@@ -176,10 +182,19 @@ class Context:
         return n
 
 
-def connect(address: str, settings: Settings | None = None) -> Context:
-    """Connect to the scheduler at `address` (e.g. "tcp://host:7077") and return a Context.
+def connect(address: str | LocalCluster, settings: Settings | None = None) -> Context:
+    """Connect to the scheduler at `address` (e.g. "tcp://host:7077"), or to a LocalCluster, and
+    return a Context.
 
     `settings` default to Settings.from_env() (SQUALL_* environment variables), which must hold
-    the cluster's CurveZMQ keys unless it runs plaintext. Raises squall.ConnectionError if no
-    scheduler answers within settings.connect_timeout."""
+    the cluster's CurveZMQ keys unless it runs plaintext; a LocalCluster brings its own keys.
+    Raises squall.ConnectionError at once when the address is malformed, the keys differ, or the
+    peer is not a scheduler, and after settings.connect_timeout when nothing answers."""
     return Context(address, settings)
+
+
+def _cluster_address(cluster: Any) -> str:
+    address = getattr(cluster, "address", None)
+    if not isinstance(address, str) or not hasattr(cluster, "settings"):
+        raise TypeError(f"connect() takes a scheduler address (tcp://host:port) or a LocalCluster, not {type(cluster).__name__}")
+    return address

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+
 
 class SquallError(Exception):
     """Base of every error Squall raises to users."""
 
 
-class ConnectionError(SquallError):  # noqa: A001 - deliberately ours, not the builtin
-    """The scheduler cannot be reached, or went silent."""
+class ConnectionError(SquallError, builtins.ConnectionError):  # noqa: A001 - ours, and a builtin ConnectionError too
+    """The scheduler cannot be reached, or went silent (or the context was closed). Also a
+    builtin ConnectionError, so `except ConnectionError` catches it whichever is meant."""
 
 
 class SchedulerRestartedError(ConnectionError):
@@ -39,6 +42,8 @@ class TaskError(JobError):
         self.remote_traceback = remote_traceback
 
     def __str__(self) -> str:
+        if not self.remote_traceback:  # failures Squall detected itself (a result too large, ...)
+            return str(self.args[0])
         return f"{self.args[0]}\n\nRemote traceback:\n{self.remote_traceback}"
 
 

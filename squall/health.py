@@ -9,6 +9,7 @@ import time
 import zmq
 
 from squall.common import protocol, security, transport
+from squall.common.handshake import ConnectionProbe, address_problem
 from squall.common.protocol import Ping, Pong, ProtocolError
 from squall.common.settings import Settings
 
@@ -16,31 +17,41 @@ from squall.common.settings import Settings
 def check_service(service: str, address: str, timeout: float, settings: Settings | None = None) -> tuple[bool, str]:
     """Ping `address`; (True, detail) if a `service` answers within `timeout` seconds."""
     settings = settings or Settings.from_env()
+    if problem := address_problem(address, service):
+        return False, f"unhealthy: {problem}"
     try:
         security.check(settings, [address])
     except security.SecurityError as exc:
         return False, f"unhealthy: {exc}"
     ctx = zmq.Context()
     sock = transport.new_socket(ctx, zmq.DEALER, settings)
+    probe = ConnectionProbe(sock, address, settings)
     try:
         sock.connect(address)
         transport.send(sock, Ping(nonce=4242))
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                break
+            if probe.poll():
+                return False, f"unhealthy: {probe.refused}"
+            if not sock.poll(min(50, int(left * 1000) + 1)):
+                continue
             try:
                 msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
             except ProtocolError:
                 continue
             if isinstance(msg, Pong) and msg.nonce == 4242:
                 if msg.service != service:
-                    return False, f"unhealthy: {address} is a {msg.service}, not a {service}"
+                    return False, f"unhealthy: {address} is {_a(msg.service)}, not {_a(service)}"
                 return True, f"healthy: {service} at {address}"
-        return False, f"unhealthy: no {service} answered at {address} within {timeout:g}s (down, or other keys)"
+        return False, f"unhealthy: {probe.silence(service, timeout)}"
     finally:
+        probe.close()
         sock.close(0)
         ctx.term()
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in ("a", "e", "i", "o", "u") else f"a {noun}"
 
 
 def format_keys(fmt: str, namespace: str = "squall", name: str = "squall-keys", keys: tuple[str, str] | None = None) -> str:

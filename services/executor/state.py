@@ -128,6 +128,19 @@ class Failure:
     traceback: str = ""
 
 
+def _bounded(text: str, max_message_bytes: int, keep: str) -> str:
+    """A failure's text cut to what a report may carry: user exceptions can quote whole records,
+    and a TaskFailed over the message limit would make ZeroMQ drop the connection it travels on.
+    `keep` is "head" (a message) or "ends" (a traceback: its start and its final lines)."""
+    limit = min(64 * 1024, max_message_bytes // 16)  # characters; at most 4 bytes each in UTF-8
+    if len(text) <= limit:
+        return text
+    note = f"\n[... {len(text) - limit} characters cut: a failure report is limited to {limit} ...]\n"
+    if keep == "head":
+        return text[:limit] + note
+    return text[: limit // 2] + note + text[-(limit // 2) :]
+
+
 @dataclass
 class _Request:
     """An outstanding look-up (BSP) or fetch, with the reducer input it serves."""
@@ -443,7 +456,8 @@ class ExecutorState:
         if not fits(size, self.settings.max_message_bytes):
             reason = (
                 f"shuffle blocks for reduce partition {msg.reduce_partition} are {size} bytes, more than a "
-                f"message may carry (max_message_bytes={self.settings.max_message_bytes}); use more partitions"
+                f"message may carry (max_message_bytes={self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); "
+                "use more partitions, or make records smaller"
             )
             return [Reply(peer, ErrorReply(reason=reason, request_id=msg.request_id))]
         return [Reply(peer, Blocks(request_id=msg.request_id, map_partitions=list(msg.map_partitions)), tuple(frames))]
@@ -668,8 +682,8 @@ class ExecutorState:
             attempt=task.attempt,
             kind=failure.kind,  # type: ignore[arg-type]
             error_type=failure.error_type,
-            message=failure.message,
-            traceback=failure.traceback,
+            message=_bounded(failure.message, self.settings.max_message_bytes, "head"),
+            traceback=_bounded(failure.traceback, self.settings.max_message_bytes, "ends"),
         )
         local = LocalTask(task, self.stages.get(task.stage_key), group_id)  # type: ignore[arg-type]
         return [ToScheduler(failed), *self._task_over(local)]

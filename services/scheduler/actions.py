@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from squall.common.protocol import JobDone, Message
+from squall.common.protocol import JobDone, Message, fits, frames_size
 
 
 @dataclass(frozen=True)
@@ -33,5 +33,18 @@ def job_done(job_id: str, results: dict[int, object], started: float, now: float
 
 def result_blocks(results: dict[int, object]) -> tuple[object, ...]:
     return tuple(results[p] for p in sorted(results))
+
+
+def result_too_large(job_id: str, results: dict[int, object], max_message_bytes: int) -> str:
+    """Why a job's result cannot go to the driver in one JobDone ("" when it can): each partition
+    fit in a message of its own, but the driver takes them all in one."""
+    size = frames_size(list(results.values()))
+    if fits(size, max_message_bytes):
+        return ""
+    return (
+        f"the result of job {job_id} is {size} bytes, more than a message to the driver may carry "
+        f"(max_message_bytes={max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); reduce it on the cluster before collecting "
+        "(aggregate, filter, take), or raise the limit"
+    )
 
 

@@ -8,7 +8,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from squall.common.protocol import FailureKind, JobFailed, LaunchTasks, TaskDescriptor, TaskFinished
-from squall.services.scheduler.actions import Action, Send, job_done, result_blocks
+from squall.services.scheduler.actions import Action, Send, job_done, result_blocks, result_too_large
 from squall.services.scheduler.jobs import JobRun, TaskKey
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ class BspMode:
     """Mixed into SchedulerState: uses its members, bsp_jobs, pending, _ship, _release, _advance."""
 
     members: Any
+    settings: Any
     bsp_jobs: dict[str, tuple[Run, JobRun]]
     pending: Any
 
@@ -52,6 +53,9 @@ class BspMode:
         if not job.finished:
             self._launch_runnable(job)
             return self.assign()
+        too_large = result_too_large(job.job_id, job.results, self.settings.max_message_bytes)
+        if too_large:
+            return self._fail_bsp(run, job, "task", too_large, now, error_type="ResultTooLarge")
         done = Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))
         return [done, *self._end_bsp(run, job, now)]
 

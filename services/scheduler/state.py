@@ -46,7 +46,7 @@ from squall.common.protocol import (
     frames_size,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks
+from squall.services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks, result_too_large
 from squall.services.scheduler.bsp_mode import BspMode
 from squall.services.scheduler.cancellation import Cancellation
 from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
@@ -351,6 +351,10 @@ class SchedulerState(BspMode, Cancellation):
         job.results[msg.partition] = payloads[0]
         if job.results_remaining:
             return []
+        too_large = result_too_large(job.job_id, job.results, self.settings.max_message_bytes)
+        if too_large:
+            job.results.clear()
+            return self._fail_prescheduled(run, job, "task", too_large, error_type="ResultTooLarge")
         job.done = True
         return [Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))]
 

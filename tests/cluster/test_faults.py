@@ -18,6 +18,7 @@ from squall.common.serialization import SerializationError
 
 import squall
 from squall import LocalCluster
+from tests.cluster import user_module
 from tests.cluster.helpers import Background, free_tcp_port, run_with_deadline
 from tests.conftest import fast_settings
 from tests.polling import wait_until
@@ -57,6 +58,37 @@ def test_user_exception_in_map_stage_is_a_task_error(ctx):  # type: ignore[no-un
         1: sum(range(1, 40, 3)),
         2: sum(range(2, 40, 3)),
     }
+
+
+def _nested_failing_function():  # type: ignore[no-untyped-def]
+    def inner(x):  # type: ignore[no-untyped-def]
+        if x == 13:
+            raise ValueError(f"nested function got {x}")
+        return x
+
+    return inner
+
+
+LAMBDA_THAT_FAILS = lambda x: x if x != 13 else 1 // 0  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected_source", "expected_file"),
+    [
+        ("lambda", "LAMBDA_THAT_FAILS = lambda x: x if x != 13 else 1 // 0", __file__),
+        ("nested", 'raise ValueError(f"nested function got {x}")', __file__),
+        ("module", 'raise ValueError(f"module function got {x}")', user_module.__file__),
+    ],
+)
+def test_task_error_shows_file_line_and_source_of_user_code(ctx, kind, expected_source, expected_file):  # type: ignore[no-untyped-def]
+    fn = {"lambda": LAMBDA_THAT_FAILS, "nested": _nested_failing_function(), "module": user_module.reject_thirteen}[kind]
+    with pytest.raises(squall.TaskError) as info:
+        ctx.range(20, partitions=2).map(fn).collect()
+    text = info.value.remote_traceback
+    line = next(i for i, source in enumerate(Path(expected_file).read_text().splitlines(), 1) if expected_source in source)
+    assert f'File "{expected_file}", line {line}, in ' in text
+    assert expected_source in text
+    assert "<dynamic-code>" not in text
 
 
 def test_user_exception_after_shuffle_names_reduce_partition(ctx):  # type: ignore[no-untyped-def]

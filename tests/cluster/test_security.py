@@ -13,6 +13,7 @@ from squall.common import protocol, security
 from squall.common.protocol import GetMetrics, Metrics, Ping, Pong
 from squall.common.settings import Settings
 
+import squall
 from squall import LocalCluster
 from squall.health import check_service
 from tests.cluster.helpers import raw_dealer
@@ -94,9 +95,9 @@ def test_health_answers_for_each_service_only_with_the_keys(cluster) -> None:  #
     public, secret = security.new_keypair()
     other = fast_settings(curve_public_key=public, curve_secret_key=secret)
     ok, detail = check_service("scheduler", cluster.address, 0.5, other)
-    assert not ok and "no scheduler answered" in detail
+    assert not ok and "keys differ" in detail
     ok, detail = check_service("executor", cluster.address, 5.0, cluster.settings)
-    assert not ok and "not a executor" in detail
+    assert not ok and "is a scheduler, not an executor" in detail
 
 
 def test_services_refuse_to_start_without_keys_or_with_plaintext_off_loopback() -> None:
@@ -114,6 +115,8 @@ def test_a_plaintext_cluster_runs_on_loopback_when_asked_for() -> None:
     settings = fast_settings(curve_public_key="", curve_secret_key="", plaintext=True)
     with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
         assert ctx.range(100, partitions=4).map(lambda x: (x % 3, x)).reduce_by_key(operator.add).count() == 3
+        with pytest.raises(squall.ConnectionError, match="speaks plaintext"):  # a driver with keys is told why
+            squall.connect(cluster.address, fast_settings(connect_timeout=5.0))
 
 
 def test_keys_must_be_a_matching_pair() -> None:
