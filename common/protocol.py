@@ -165,6 +165,20 @@ class Metrics(Message, frozen=True):
     sent: dict[str, int]
 
 
+class GetTracked(Message, frozen=True):
+    """Any service: how many entries each of its per-job, per-batch and per-run tables holds
+    (soak tests assert they stay bounded); with `heap`, also its live Python objects by type
+    (costly: for diagnosis only)."""
+
+    heap: bool = False
+
+
+class Tracked(Message, frozen=True):
+    service: str
+    sizes: dict[str, int]
+    heap: dict[str, int] = {}
+
+
 class GetClusterStatus(Message, frozen=True):
     pass
 
@@ -258,6 +272,9 @@ class LaunchTasks(Message, frozen=True):
     tasks: list[TaskDescriptor]
     stages: dict[str, StageSpec] = {}
     code: dict[str, bytes] = {}
+    # Stage specs and code to drop before taking this launch in (the scheduler's cache bound).
+    forget_stages: list[str] = []
+    forget_code: list[str] = []
 
 
 class StateRestore(Struct, frozen=True):
@@ -282,6 +299,9 @@ class LaunchGroup(Message, frozen=True):
     tasks: list[TaskDescriptor]
     stages: dict[str, StageSpec] = {}
     code: dict[str, bytes] = {}
+    # Stage specs and code to drop before taking this launch in (the scheduler's cache bound).
+    forget_stages: list[str] = []
+    forget_code: list[str] = []
     barrier: bool = False
     restores: list[StateRestore] = []
 
@@ -474,6 +494,8 @@ AnyMessage = (
     | RunDone
     | GetMetrics
     | Metrics
+    | GetTracked
+    | Tracked
     | GetClusterStatus
     | ClusterStatus
     | RegisterExecutor

@@ -10,7 +10,7 @@ import zmq
 
 from squall.common import protocol, security, transport
 from squall.common.handshake import ConnectionProbe, address_problem
-from squall.common.protocol import Ping, Pong, ProtocolError
+from squall.common.protocol import GetTracked, Ping, Pong, ProtocolError, Tracked
 from squall.common.settings import Settings
 
 
@@ -46,6 +46,30 @@ def check_service(service: str, address: str, timeout: float, settings: Settings
         return False, f"unhealthy: {probe.silence(service, timeout)}"
     finally:
         probe.close()
+        sock.close(0)
+        ctx.term()
+
+
+def tracked(address: str, settings: Settings, timeout: float = 5.0, heap: bool = False) -> Tracked:
+    """Ask the service at `address` what it holds (GetTracked): the sizes of its tables and, with
+    `heap`, its live Python objects by type. Raises TimeoutError if it does not answer in time."""
+    ctx = zmq.Context()
+    sock = transport.new_socket(ctx, zmq.DEALER, settings)
+    try:
+        sock.connect(address)
+        transport.send(sock, GetTracked(heap=heap))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000) + 1):
+                continue
+            try:
+                msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
+            except ProtocolError:
+                continue
+            if isinstance(msg, Tracked):
+                return msg
+        raise TimeoutError(f"{address} did not say what it holds within {timeout:g}s")
+    finally:
         sock.close(0)
         ctx.term()
 

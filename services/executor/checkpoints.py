@@ -41,6 +41,9 @@ class Checkpointer:
 
     # --- writing (never blocks on the disk) -------------------------------------------------------
 
+    def tracked(self) -> dict[str, int]:
+        return {"written": len(self._written)}
+
     def write_map_output(self, key: str, blocks: list[bytes]) -> None:
         """Not fsynced: a replay needs it after its writer dies, which the page cache survives;
         after a machine dies the map task is recomputed from its source instead."""

@@ -20,6 +20,9 @@ class ShuffleInbox:
         self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
         self._released_set: set[str] = set()
 
+    def tracked(self) -> dict[str, int]:
+        return {"blocks": len(self._blocks), "released": len(self._released_set)}
+
     def add(self, key: InboxKey, map_partition: int, block: object) -> bool:
         """Keep a block; False if its job was already released (the block is dropped)."""
         if key[0] in self._released_set:

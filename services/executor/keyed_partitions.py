@@ -25,6 +25,14 @@ class KeyedPartitions:
         self._parked: dict[StateKey, dict[int, LocalTask]] = {}
         self._kept: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}  # batch -> (attempt id, output)
 
+    def tracked(self) -> dict[str, int]:
+        return {
+            "partitions": len(self.tables),
+            "next_batch": len(self.next_batch),
+            "parked": sum(map(len, self._parked.values())),
+            "kept": sum(map(len, self._kept.values())),
+        }
+
     def launched(self, key: StateKey, batch: int) -> None:
         """A task arrived: a partition new here starts at its first task's batch (launches come in order)."""
         self.next_batch.setdefault(key, batch)

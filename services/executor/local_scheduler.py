@@ -42,6 +42,9 @@ class LocalScheduler:
         # batch -> unfinished reducers of that batch here (known as soon as they are launched)
         self._open_reducers: dict[int, set[TaskKey]] = {}
 
+    def tracked(self) -> dict[str, int]:
+        return {"heap": len(self._heap), "runnable": len(self._runnable), "open_reducers": len(self._open_reducers)}
+
     def __len__(self) -> int:
         return len(self._runnable)
 

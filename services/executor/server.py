@@ -19,6 +19,7 @@ from squall.common.protocol import (
     ErrorReply,
     FetchBlocks,
     ForgetStates,
+    GetTracked,
     LaunchGroup,
     LaunchTasks,
     MapOutputs,
@@ -33,6 +34,7 @@ from squall.common.protocol import (
     StateCheckpointed,
 )
 from squall.common.settings import Settings
+from squall.common.tracked import tracked_reply
 from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.heartbeat import Heartbeater
 from squall.services.executor.runner import Runner
@@ -114,11 +116,20 @@ class ExecutorServer:
             PushBlocks: lambda peer, m, p: self.state.pushed(m, p, now()),
             BlocksReady: lambda peer, m, p: self.state.blocks_ready(m, now()),
             Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="executor"))],
+            GetTracked: lambda peer, m, p: [Reply(peer, tracked_reply("executor", self.tracked(), m.heap))],
         }
         self._register()
         if ready_file:
             transport.write_ready_file(ready_file, self.data_address)
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
+
+    def tracked(self) -> dict[str, int]:
+        return {
+            **self.state.tracked(),
+            **{f"runner.{k}": v for k, v in self.runner.tracked().items()},
+            **{f"checkpoints.{k}": v for k, v in self.checkpoints.tracked().items()},
+            "peers": len(self.peers),
+        }
 
     def run(self) -> None:
         sys.setswitchinterval(self.settings.executor_switch_interval)

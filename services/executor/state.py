@@ -197,6 +197,25 @@ class ExecutorState:
         self._released_set: set[str] = set()
         self._ids = itertools.count(1)
 
+    def tracked(self) -> dict[str, int]:
+        """Entries in each table (GetTracked): all bounded while jobs come and go."""
+        return {
+            "stages": len(self.stages),
+            "code": len(self.code),
+            "store": len(self.store),
+            "tasks": len(self.tasks),
+            "groups": len(self.groups),
+            "readers": len(self._readers),
+            "requests": len(self._requests),
+            "failed_inputs": len(self._failed_inputs),
+            "unregistered": len(self._unregistered),
+            "held": len(self._held),
+            "released": len(self._released_set),
+            **{f"inbox.{k}": v for k, v in self.inbox.tracked().items()},
+            **{f"local.{k}": v for k, v in self.local.tracked().items()},
+            **{f"keyed.{k}": v for k, v in self.keyed.tracked().items()},
+        }
+
     def reset(self) -> None:
         """The scheduler forgot us: drop everything; our work was written off. (The code store is
         the same object afterwards, emptied: the runner holds on to it.)"""
@@ -211,6 +230,7 @@ class ExecutorState:
 
     def launch(self, msg: LaunchTasks, now: float) -> list[Action]:
         """BSP: tasks to run now; a reducer first looks its map outputs up."""
+        self._forget(msg.forget_stages, msg.forget_code)
         self.stages.update(msg.stages)
         self.code.update(msg.code)
         actions: list[Action] = []
@@ -221,6 +241,7 @@ class ExecutorState:
     def launch_group(self, msg: LaunchGroup, now: float, restored: Restored | None = None) -> list[Action]:
         """Drizzle: a whole group's share; reducers wait for what their mappers push. Partitions
         taken over (`msg.restores`) start from their checkpoint, loaded by the loop (`restored`)."""
+        self._forget(msg.forget_stages, msg.forget_code)
         self.stages.update(msg.stages)
         self.code.update(msg.code)
         self.barrier = msg.barrier
@@ -239,6 +260,14 @@ class ExecutorState:
         if not msg.tasks:
             actions += self._group_over(msg.group_id)
         return actions + self._next(now)
+
+    def _forget(self, stage_keys: list[str], code_keys: list[str]) -> None:
+        """Drop what the scheduler evicted from its record of our cache (no task in flight uses it:
+        queued tasks hold their spec, and their code stays)."""
+        for key in stage_keys:
+            self.stages.pop(key, None)
+        for key in code_keys:
+            self.code.pop(key, None)
 
     def _restore(self, restore: StateRestore, loaded: tuple[int, dict] | str | None) -> dict[StateKey, str]:
         """Take over a stateful partition at its checkpoint (or empty, before its first batch)."""

@@ -33,6 +33,9 @@ class CodeCache:
         self._fns: dict[str, Callable[..., Any]] = {}
         self._limit = limit
 
+    def __len__(self) -> int:
+        return len(self._fns)
+
     def load(self, key: str) -> Callable[..., Any]:
         fn = self._fns.get(key)
         if fn is None:

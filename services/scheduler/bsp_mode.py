@@ -98,8 +98,9 @@ class BspMode:
             for t in tasks:
                 job = self.bsp_jobs[t.job_id][1]
                 job_specs[t.stage_key] = job.plan.stages[t.stage_id].spec
-            stages, code = self._ship(record, set(job_specs), job_specs)
-            actions.append(Send(record.peer, LaunchTasks(tasks=tasks, stages=stages, code=code)))
+            shipment = self._ship(record, set(job_specs), job_specs)
+            actions.append(Send(record.peer, LaunchTasks(tasks=tasks, stages=shipment.stages, code=shipment.code,
+                                                         forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)))
         return actions
 
     def _launch_runnable(self, job: JobRun) -> None:

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from squall.common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
+from squall.services.scheduler.shipped import ShippedPlan
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 
@@ -37,8 +38,7 @@ class ExecutorRecord:
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
     hung: str = ""  # what it was running when it was reported hung ("" while it is not)
     running: set[TaskKey] = field(default_factory=set)  # BSP tasks in flight
-    stages: set[str] = field(default_factory=set)  # stage specs it has been sent
-    code: set[str] = field(default_factory=set)  # code keys it has been sent
+    shipped: ShippedPlan = field(default_factory=ShippedPlan)  # the stage specs and code it holds
 
     def __post_init__(self) -> None:
         if math.isnan(self.loop_seen):

@@ -15,6 +15,7 @@ from squall.common.protocol import (
     ForgetStates,
     GetClusterStatus,
     GetMetrics,
+    GetTracked,
     GroupDone,
     Heartbeat,
     JobDone,
@@ -32,6 +33,7 @@ from squall.common.protocol import (
     TaskFinished,
 )
 from squall.common.settings import Settings
+from squall.common.tracked import tracked_reply
 from squall.services.scheduler.driver_watch import DriverWatch
 from squall.services.scheduler.state import Action, SchedulerState, Send, ToShuffleMeta
 from squall.services.scheduler.watch import ConnectionWatch
@@ -75,6 +77,7 @@ class SchedulerServer:
             ForgetStates: lambda peer, m, p: self.state.forget_states(m),
             GetClusterStatus: lambda peer, m, p: [Send(peer, self.state.status(now()))],
             GetMetrics: lambda peer, m, p: [Send(peer, Metrics(received=dict(self.received), sent=dict(self.sent)))],
+            GetTracked: lambda peer, m, p: [Send(peer, tracked_reply("scheduler", self.tracked(), m.heap))],
             Ping: lambda peer, m, p: [Send(peer, Pong(nonce=m.nonce, service="scheduler", incarnation=self.incarnation))],
         }
         # Messages handled and sent, by type: shows what the scheduler is (not) involved in.
@@ -87,6 +90,9 @@ class SchedulerServer:
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint, shuffle_meta=settings.shuffle_meta_address)
+
+    def tracked(self) -> dict[str, int]:
+        return {**self.state.tracked(), "watched": self.watch.count(), "message_types": len(self.received) + len(self.sent)}
 
     def run(self) -> None:
         try:

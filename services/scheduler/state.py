@@ -58,6 +58,16 @@ from squall.services.scheduler.planner import plan_job
 GROUPS_IN_FLIGHT = 2
 
 
+@dataclass(frozen=True)
+class Shipment:
+    """What a launch carries of the plan: specs and code the executor lacks, and what to forget."""
+
+    stages: dict[str, StageSpec]
+    code: dict[str, bytes]
+    forget_stages: list[str]
+    forget_code: list[str]
+
+
 @dataclass
 class Run:
     run_id: str
@@ -90,6 +100,25 @@ class SchedulerState(BspMode, Cancellation):
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
+
+    def tracked(self) -> dict[str, int]:
+        """Entries in each table (GetTracked): all bounded while jobs come and go."""
+        records = self.members.executors.values()
+        states = self.book.states.values()
+        return {
+            "code": len(self.code),
+            "runs": len(self.runs),
+            "run_stats": sum(len(run.stats) for run in self.runs.values()),
+            "prescheduled": len(self.prescheduled),
+            "bsp_jobs": len(self.bsp_jobs),
+            "pending": len(self.pending),
+            "driver_states": len(self.driver_states),
+            "executors": len(records),
+            "executor_stages": sum(len(r.shipped) for r in records),
+            "executor_code": sum(len(r.shipped.code_uses) for r in records),
+            "states": len(self.book.states),
+            "states_retained": sum(len(s.retained) for s in states),
+        }
 
     @property
     def executors(self) -> dict[str, ExecutorRecord]:
@@ -332,12 +361,13 @@ class SchedulerState(BspMode, Cancellation):
         specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
         for executor_id, tasks in shares.items():
             record = self.members.executors[executor_id]
-            stages, code = self._ship(record, {t.stage_key for t in tasks}, specs)
+            shipment = self._ship(record, {t.stage_key for t in tasks}, specs)
             mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
-            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=stages, code=code, barrier=run.barrier, restores=mine)
+            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=shipment.stages, code=shipment.code, barrier=run.barrier,
+                                 restores=mine, forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)
             frames = encode(launch)  # encoded once: measured here, sent as is
             group.launch_bytes += frames_size(frames)
-            group.code_bytes += sum(len(b) for b in code.values())
+            group.code_bytes += sum(len(b) for b in shipment.code.values())
             actions.append(Send(record.peer, launch, frames=frames))
         return actions
 
@@ -418,19 +448,21 @@ class SchedulerState(BspMode, Cancellation):
         message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
         return self._fail_bsp(run, job, kind, message, now, **details)
 
-    def _ship(self, record: ExecutorRecord, stage_keys: set[str], specs: dict[str, StageSpec]) -> tuple[dict[str, StageSpec], dict[str, bytes]]:
-        """The stage specs and code an executor needs for these stages and does not have yet."""
-        stages: dict[str, StageSpec] = {}
-        code: dict[str, bytes] = {}
-        for key in sorted(stage_keys - record.stages):
-            stages[key] = specs[key]
-            record.stages.add(key)
-        for key in stage_keys:
-            for code_key in specs[key].code_keys():
-                if code_key not in record.code:
-                    code[code_key] = self.code[code_key]
-                    record.code.add(code_key)
-        return stages, code
+    def _ship(self, record: ExecutorRecord, stage_keys: set[str], specs: dict[str, StageSpec]) -> Shipment:
+        """The stage specs and code an executor needs for these stages and does not have yet, and
+        what it should forget: past executor_stage_cache specs, the least recently used that no
+        job in flight uses (shipped.py)."""
+        stages, code = record.shipped.ship(stage_keys, specs, self.code)
+        forget_stages: list[str] = []
+        forget_code: list[str] = []
+        if len(record.shipped) > self.settings.executor_stage_cache:
+            forget_stages, forget_code = record.shipped.evict(self.settings.executor_stage_cache, stage_keys | self._stages_in_flight())
+        return Shipment(stages, code, forget_stages, forget_code)
+
+    def _stages_in_flight(self) -> set[str]:
+        keys = {key for _, job in self.prescheduled.values() for key in job.stage_keys}
+        keys.update(key for _, job in self.bsp_jobs.values() for key in job.stage_keys)
+        return keys
 
     def _release(self, job_ids: list[str], executor_ids: list[str], superseded: bool = False) -> list[Action]:
         if not job_ids:

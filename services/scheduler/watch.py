@@ -48,6 +48,10 @@ class ConnectionWatch:
         self._remove_reader = remove_reader
         self._watched: dict[str, tuple[Watched, zmq.Socket, zmq.Socket]] = {}  # id -> (what, dealer, monitor)
 
+    def count(self) -> int:
+        """Watch connections open (one per registered executor)."""
+        return len(self._watched)
+
     def sync(self, executors: dict[str, Watched]) -> None:
         """Watch exactly these executors (id -> (block address, admission))."""
         for executor_id, (watched, _, _) in list(self._watched.items()):

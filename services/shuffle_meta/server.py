@@ -10,12 +10,14 @@ from squall.common import security, transport
 from squall.common.protocol import (
     ForgetExecutor,
     ForgetJob,
+    GetTracked,
     LookupMapOutputs,
     Ping,
     Pong,
     RegisterMapOutputs,
 )
 from squall.common.settings import Settings
+from squall.common.tracked import tracked_reply
 from squall.services.shuffle_meta.state import Reply, ShuffleMetaState
 
 
@@ -38,6 +40,7 @@ class ShuffleMetaServer:
             ForgetJob: lambda peer, m, p: [r for job_id in m.job_ids for r in self.state.forget_job(job_id)],
             ForgetExecutor: lambda peer, m, p: self.state.forget_executor(m.executor_id),
             Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="shuffle_meta"))],
+            GetTracked: lambda peer, m, p: [Reply(peer, tracked_reply("shuffle_meta", self.state.tracked(), m.heap))],
         }
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)

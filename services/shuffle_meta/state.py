@@ -40,6 +40,10 @@ class ShuffleMetaState:
     forgotten: deque[str] = field(default_factory=lambda: deque(maxlen=FORGOTTEN_JOBS))
     _forgotten_set: set[str] = field(default_factory=set)
 
+    def tracked(self) -> dict[str, int]:
+        """Entries in each table (GetTracked): all bounded while jobs come and go."""
+        return {"outputs": len(self.outputs), "waiters": len(self.waiters), "forgotten": len(self._forgotten_set)}
+
     def register(self, job_id: str, shuffle_id: int, location: MapLocation) -> list[Reply]:
         if job_id in self._forgotten_set:
             return []

@@ -142,7 +142,7 @@ def test_registration_from_a_new_process_counts_as_a_loss():
     failed = sends(actions, JobFailed)
     assert failed and failed[0].kind == "executor_lost"
     assert s.executors["e1"].peer == b"e1-restarted"
-    assert s.executors["e1"].stages == set() and s.executors["e1"].code == set()  # a new process has no cache
+    assert len(s.executors["e1"].shipped) == 0 and not s.executors["e1"].shipped.code_uses  # a new process has no cache
 
 
 def test_submit_without_executors_fails_with_no_executors():
