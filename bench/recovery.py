@@ -164,7 +164,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Workload) -> dict[str, A
 
 def summarize(run: dict[str, Any], args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     killed, logs = run["killed"], run["logs"]
-    points = batch_points(run["metrics"].started, INTERVAL, run["metrics"].latencies)
+    points = batch_points(run["metrics"].started, INTERVAL, run["metrics"].latencies, run["metrics"].first_latency_batch)
     steady = steady_latency(latencies_before(points, killed, window=args.steady_window))
     restored = {n: log_events(text, "state_restored", killed) for n, text in logs.items() if n != "scheduler"}
     ckpts = {e["batch"] if e["batch"] is not None else -1 for es in restored.values() for e in es}

@@ -46,8 +46,8 @@ def run_squall_ysb(ctx: Any, rate: int, seconds: float, window: float, batch_int
         "p99": stats.p99,
         "windows": len(results),
         "output_per_second": state.output_records / max(1e-9, min(stopped_at, time.time()) - state.started),
-        "group_sizes": state.group_sizes,
-        "overhead": settled_overhead(state.overheads),
+        "group_sizes": list(state.group_sizes),
+        "overhead": settled_overhead(list(state.overheads)),
         "batches": delivered,
     }
     if check:

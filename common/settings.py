@@ -121,6 +121,12 @@ class Settings:
     plaintext: bool = False
     # Wire: the largest message (all frames together) a service accepts.
     max_message_bytes: int = 256 * 1024 * 1024
+    # Stage specs an executor keeps (with the code they use): past this, the scheduler has it
+    # forget the least recently used ones that no job in flight uses; they are sent again if needed.
+    executor_stage_cache: int = 1024
+    # Streams keep the most recent this-many samples of each metric series (batch and window
+    # latencies, group sizes): their percentiles describe the recent past, in constant memory.
+    metrics_window: int = 10_000
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
     log_level: str = "info"
     log_format: str = "auto"
@@ -144,6 +150,10 @@ class Settings:
             raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
         if self.executor_slots < 1:
             raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
+        if self.executor_stage_cache < 1:
+            raise SettingsError("executor_stage_cache (SQUALL_EXECUTOR_STAGE_CACHE) must be at least 1")
+        if self.metrics_window < 1:
+            raise SettingsError("metrics_window (SQUALL_METRICS_WINDOW) must be at least 1")
         if self.max_message_bytes < 1024:
             raise SettingsError("max_message_bytes (SQUALL_MAX_MESSAGE_BYTES) must be at least 1024")
         if self.bad_records not in ("fail", "skip"):

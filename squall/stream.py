@@ -14,6 +14,7 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,11 @@ class StreamError(SquallError):
 
 @dataclass
 class StreamMetrics:
-    """What a stream has done so far, updated as each batch is delivered (Stream.metrics_state)."""
+    """What a stream has done so far, updated as each batch is delivered (Stream.metrics_state).
+
+    Counters cover the whole stream; the series (latencies, group sizes...) keep only their most
+    recent `window` samples (Settings.metrics_window), so a stream that runs for weeks holds a
+    constant amount of them and its percentiles describe the recent past."""
 
     batches: int = 0
     output_records: int = 0  # records delivered to the sink (what the last transformation emitted)
@@ -63,12 +68,22 @@ class StreamMetrics:
     # running the source (rate sources); None when it cannot (generator and directory sources).
     input_records: int | None = None
     started: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # seconds from batch end to sink
-    window_latencies: list[float] = field(default_factory=list)  # seconds from window end to sink
     skipped: int = 0  # bad records skipped (bad_records="skip")
-    group_sizes: list[int] = field(default_factory=list)
-    submit_seconds: list[float] = field(default_factory=list)  # driver time to build each group
-    overheads: list[float] = field(default_factory=list)  # auto group size: each group's share of coordination
+    window: int = 10_000
+    latencies: deque[float] = field(init=False)  # seconds from batch end to sink, one per batch
+    window_latencies: deque[float] = field(init=False)  # seconds from window end to sink
+    group_sizes: deque[int] = field(init=False)
+    submit_seconds: deque[float] = field(init=False)  # driver time to build each group
+    overheads: deque[float] = field(init=False)  # auto group size: each group's share of coordination
+
+    def __post_init__(self) -> None:
+        for name in ("latencies", "window_latencies", "group_sizes", "submit_seconds", "overheads"):
+            setattr(self, name, deque(maxlen=self.window))
+
+    @property
+    def first_latency_batch(self) -> int:
+        """The batch whose latency is latencies[0] (older ones have left the window)."""
+        return self.batches - len(self.latencies)
 
     def summary(self) -> dict[str, float]:
         """The figures Stream.metrics() returns (see there)."""
@@ -117,7 +132,7 @@ class Stream:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._error: BaseException | None = None
-        self.metrics_state = StreamMetrics()
+        self.metrics_state = StreamMetrics(window=ctx.settings.metrics_window)
 
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 

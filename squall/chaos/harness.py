@@ -24,7 +24,7 @@ from squall.chaos import workload
 from squall.chaos.plan import FAULT_KINDS, Fault, plan_faults
 from squall.common.settings import Settings
 from squall.local import LocalCluster
-from squall.recovery_stats import recovery_time, steady_latency
+from squall.recovery_stats import batch_points, recovery_time, steady_latency
 
 GROUP_SIZE = 2
 STOP_TIMEOUT = 20.0
@@ -149,9 +149,8 @@ def _catch_checkpoint_writer(cluster: LocalCluster, live: list[str]) -> str | No
 
 def _measure(result: TrialResult, cluster: LocalCluster, stream: Any, interval: float) -> None:
     events = [json.loads(line) for line in cluster.log_text("scheduler").splitlines() if line.startswith("{")]
-    latencies = list(stream.metrics_state.latencies)
-    started = stream.metrics_state.started
-    points = [(started + (b + 1) * interval, lat) for b, lat in enumerate(latencies)]
+    metrics = stream.metrics_state
+    points = batch_points(metrics.started, interval, list(metrics.latencies), metrics.first_latency_batch)
     first = min((f.at for f in result.faults), default=float("inf"))
     before = [lat for end, lat in points if end < first][5:] or [lat for _, lat in points[:5]]
     steady = steady_latency(before) if before else 0.0

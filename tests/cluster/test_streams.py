@@ -152,7 +152,7 @@ def test_auto_group_size_grows_when_boundaries_cost_too_much_and_settles_within_
     stream = stream.foreach_batch(sink).start()
     wait_until(lambda: len(stream.metrics_state.group_sizes) >= 12, timeout=30, what="a dozen groups")
     stream.stop(timeout=20)
-    sizes, overheads = stream.metrics_state.group_sizes, stream.metrics_state.overheads
+    sizes, overheads = list(stream.metrics_state.group_sizes), list(stream.metrics_state.overheads)
     assert sizes[0] == 1 and max(sizes) > 1  # at 2 ms batches one batch per group costs too much
     settings = ctx.settings
     cap = int(settings.group_max_seconds / 0.002)
