@@ -23,6 +23,10 @@ from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.state import Failure
 from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, run_task
 
+# Stage key -> pipeline key, remembered for this many stages: a stream's source stages change with
+# every batch, so the memo must not grow with them.
+PIPELINE_MEMO = 128
+
 
 class Runner:
     def __init__(self, code: Mapping[str, bytes], states: StateTables, log: Any, checkpoints: Checkpointer | None = None) -> None:
@@ -38,6 +42,10 @@ class Runner:
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self._thread = threading.Thread(target=self._work, name="squall-runner", daemon=True)
         self._thread.start()
+
+    def tracked(self) -> dict[str, int]:
+        return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),
+                "functions": len(self.code)}
 
     def submit(self, generation: int, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> None:
         stop = StopSignal()
@@ -65,7 +73,7 @@ class Runner:
     def _pipeline(self, stage_key: str, spec: StageSpec) -> str:
         key = self._pipelines.get(stage_key)
         if key is None:
-            if len(self._pipelines) > 10_000:
+            if len(self._pipelines) >= PIPELINE_MEMO:  # a memo of a pure function: clearing it is always right
                 self._pipelines.clear()
             key = self._pipelines[stage_key] = spec.pipeline_key()
         return key

@@ -1,0 +1,77 @@
+"""A stream that runs for thousands of micro-batches holds a constant amount: every per-job,
+per-batch, per-group and per-run table of the scheduler, shuffle_meta and the executors stays
+under a bound that does not depend on the number of batches (GetTracked), so do the driver's
+metric series, and the checkpoint directory's file count stays flat."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from squall.services.executor.inbox import RELEASED_MEMORY as INBOX_FENCE
+from squall.services.executor.state import RELEASED_MEMORY as EXECUTOR_FENCE
+from squall.services.shuffle_meta.state import FORGOTTEN_JOBS
+
+from squall import LocalCluster, sources
+from squall.health import tracked
+from tests.conftest import fast_settings
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+INTERVAL = 0.005  # short batches: thousands of them in seconds
+FIRST_LOOK, LAST_LOOK = 600, 2_400  # batches
+STAGE_CACHE = 32
+METRICS_WINDOW = 500
+BOUND = 200  # entries any per-job/per-batch table may hold, at any number of batches
+# Fence windows: ids of jobs already over, kept (a bounded number of them) so that late messages
+# are dropped; their bound is their window.
+FENCES = {"executor": {"released": EXECUTOR_FENCE, "inbox.released": INBOX_FENCE}, "shuffle_meta": {"forgotten": FORGOTTEN_JOBS}}
+
+
+def checkpoint_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def snapshot(cluster: LocalCluster, ctx) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    seen = {"scheduler": tracked(cluster.address, cluster.settings).sizes,
+            "shuffle_meta": tracked(cluster.shuffle_meta_address, cluster.settings).sizes}
+    for info in ctx.status().executors:
+        seen[info.executor_id] = tracked(info.data_address, cluster.settings).sizes
+    return seen
+
+
+def over_bound(seen: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    bad = {}
+    for service, sizes in seen.items():
+        fences = FENCES.get("executor" if service.startswith("executor") else service, {})
+        over = {k: v for k, v in sizes.items() if v > fences.get(k, BOUND)}
+        if over:
+            bad[service] = over
+    return bad
+
+
+def test_thousands_of_batches_leave_every_table_bounded_and_checkpoints_flat() -> None:
+    settings = fast_settings(executor_stage_cache=STAGE_CACHE, metrics_window=METRICS_WINDOW, checkpoint_every_groups=2)
+    with LocalCluster(executors=3, settings=settings) as cluster, cluster.connect() as ctx:
+        events = sources.rate(4_000, partitions=4, record=lambda p, i, t: i % 500)
+        stream = (ctx.stream(events, batch_interval=INTERVAL)
+                  .map(lambda key: (key, 1))
+                  .update_state_by_key(lambda values, old: (old or 0) + sum(values), partitions=4)
+                  .foreach_batch(lambda batch, records: None)
+                  .start())
+        try:
+            looks = []
+            for batches in (FIRST_LOOK, LAST_LOOK):
+                wait_until(lambda b=batches: stream.metrics_state.batches >= b, timeout=100, what=f"{batches} batches")
+                looks.append((snapshot(cluster, ctx), checkpoint_files(Path(cluster.settings.checkpoint_root))))
+            metrics = stream.metrics_state
+            assert len(metrics.latencies) <= METRICS_WINDOW and len(metrics.group_sizes) <= METRICS_WINDOW
+            assert len(ctx.client._route) <= BOUND and len(ctx.client._boxes) <= BOUND
+        finally:
+            stream.stop(timeout=30)
+    (first, first_files), (last, last_files) = looks
+    assert not over_bound(first) and not over_bound(last), f"tables past their bound: {over_bound(first)} then {over_bound(last)}"
+    assert last["executor-0"]["stages"] <= STAGE_CACHE + BOUND // 4
+    assert 0 < last_files <= first_files * 1.5 + 20, f"checkpoint files grew: {first_files} at batch {FIRST_LOOK}, {last_files} at {LAST_LOOK}"
