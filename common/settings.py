@@ -123,7 +123,7 @@ class Settings:
     max_message_bytes: int = 256 * 1024 * 1024
     # Stage specs an executor keeps (with the code they use): past this, the scheduler has it
     # forget the least recently used ones that no job in flight uses; they are sent again if needed.
-    executor_stage_cache: int = 1024
+    executor_stage_cache: int = 256
     # Streams keep the most recent this-many samples of each metric series (batch and window
     # latencies, group sizes): their percentiles describe the recent past, in constant memory.
     metrics_window: int = 10_000

@@ -7,25 +7,22 @@ Blocks of jobs already released are refused, so a late push cannot leak memory.
 
 from __future__ import annotations
 
-from collections import deque
+from squall.common.recent_ids import RecentIds
 
 InboxKey = tuple[str, int, int]  # (job_id, shuffle_id, reduce_partition)
-
-RELEASED_MEMORY = 10_000
 
 
 class ShuffleInbox:
     def __init__(self) -> None:
         self._blocks: dict[InboxKey, dict[int, object]] = {}
-        self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
-        self._released_set: set[str] = set()
+        self._released = RecentIds()  # jobs over: blocks arriving late for them are refused
 
     def tracked(self) -> dict[str, int]:
-        return {"blocks": len(self._blocks), "released": len(self._released_set)}
+        return {"blocks": len(self._blocks), "released": len(self._released)}
 
     def add(self, key: InboxKey, map_partition: int, block: object) -> bool:
         """Keep a block; False if its job was already released (the block is dropped)."""
-        if key[0] in self._released_set:
+        if key[0] in self._released:
             return False
         self._blocks.setdefault(key, {})[map_partition] = block
         return True
@@ -39,13 +36,9 @@ class ShuffleInbox:
 
     def release(self, job_ids: set[str]) -> None:
         self._blocks = {k: v for k, v in self._blocks.items() if k[0] not in job_ids}
-        for job_id in job_ids - self._released_set:
-            if len(self._released) == self._released.maxlen:
-                self._released_set.discard(self._released[0])
-            self._released.append(job_id)
-            self._released_set.add(job_id)
+        for job_id in sorted(job_ids):
+            self._released.add(job_id)
 
     def clear(self) -> None:
         self._blocks.clear()
         self._released.clear()
-        self._released_set.clear()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from dataclasses import dataclass
 
 from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
@@ -39,6 +38,7 @@ from squall.common.protocol import (
     TaskFinished,
     fits,
 )
+from squall.common.recent_ids import RecentIds
 from squall.common.settings import Settings
 from squall.services.executor.inbox import InboxKey, ShuffleInbox
 from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
@@ -117,7 +117,6 @@ class StopTask:
 Action = ToScheduler | ToShuffleMeta | ToPeer | Reply | Run | CheckpointMapOutput | CheckpointState | StopTask
 
 Restored = dict[StateKey, tuple[int, dict] | str]  # loaded checkpoints: (batch, table), or why not
-RELEASED_MEMORY = 4096  # released job ids remembered, so late blocks for them are dropped
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,7 @@ class ExecutorState:
         # order their batches apply in, and outputs kept for replays (keyed_partitions.py).
         self.states: StateTables = {}
         self.keyed = KeyedPartitions(self.states)
-        self._released: deque[str] = deque(maxlen=RELEASED_MEMORY)
-        self._released_set: set[str] = set()
+        self._released = RecentIds()  # jobs over: their late blocks are dropped
         self._ids = itertools.count(1)
 
     def tracked(self) -> dict[str, int]:
@@ -210,7 +208,7 @@ class ExecutorState:
             "failed_inputs": len(self._failed_inputs),
             "unregistered": len(self._unregistered),
             "held": len(self._held),
-            "released": len(self._released_set),
+            "released": len(self._released),
             **{f"inbox.{k}": v for k, v in self.inbox.tracked().items()},
             **{f"local.{k}": v for k, v in self.local.tracked().items()},
             **{f"keyed.{k}": v for k, v in self.keyed.tracked().items()},
@@ -356,7 +354,7 @@ class ExecutorState:
         return actions
 
     def pushed(self, msg: PushBlocks, payloads: list[object], now: float) -> list[Action]:
-        if msg.job_id in self._released_set:
+        if msg.job_id in self._released:
             return []  # a late push for a job that is over (or an attempt replaced by a replay)
         actions: list[Action] = []
         for reduce_partition, frame in zip(msg.reduce_partitions, payloads, strict=True):
@@ -365,7 +363,7 @@ class ExecutorState:
 
     def blocks_ready(self, msg: BlocksReady, now: float) -> list[Action]:
         """Drizzle: a mapper's blocks were too large to push; fetch each reduce partition's."""
-        if msg.job_id in self._released_set:
+        if msg.job_id in self._released:
             return []
         return [
             ToPeer(msg.address, self._fetch((msg.job_id, msg.shuffle_id, r), [msg.map_partition], now))
@@ -638,10 +636,7 @@ class ExecutorState:
         Outputs kept for stateful batches go too, unless the jobs are `superseded` by replays."""
         jobs = set(job_ids)
         for job_id in job_ids:
-            if len(self._released) == self._released.maxlen:
-                self._released_set.discard(self._released[0])
-            self._released.append(job_id)
-            self._released_set.add(job_id)
+            self._released.add(job_id)
         if not superseded:
             self.keyed.release(jobs)
         self.store = {k: v for k, v in self.store.items() if k[0] not in jobs}

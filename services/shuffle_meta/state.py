@@ -8,13 +8,12 @@ answered as soon as the set is complete, or with an error when its deadline pass
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from squall.common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs, Message
+from squall.common.recent_ids import RecentIds
 
 ShuffleKey = tuple[str, int]
-FORGOTTEN_JOBS = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,14 @@ class ShuffleMetaState:
     outputs: dict[ShuffleKey, dict[int, MapLocation]] = field(default_factory=dict)
     waiters: dict[ShuffleKey, list[_Waiter]] = field(default_factory=dict)
     # Jobs already over: a registration that overtook nothing but arrives late is ignored.
-    forgotten: deque[str] = field(default_factory=lambda: deque(maxlen=FORGOTTEN_JOBS))
-    _forgotten_set: set[str] = field(default_factory=set)
+    forgotten: RecentIds = field(default_factory=RecentIds)
 
     def tracked(self) -> dict[str, int]:
         """Entries in each table (GetTracked): all bounded while jobs come and go."""
-        return {"outputs": len(self.outputs), "waiters": len(self.waiters), "forgotten": len(self._forgotten_set)}
+        return {"outputs": len(self.outputs), "waiters": len(self.waiters), "forgotten": len(self.forgotten)}
 
     def register(self, job_id: str, shuffle_id: int, location: MapLocation) -> list[Reply]:
-        if job_id in self._forgotten_set:
+        if job_id in self.forgotten:
             return []
         key = (job_id, shuffle_id)
         self.outputs.setdefault(key, {})[location.map_partition] = location
@@ -82,11 +80,7 @@ class ShuffleMetaState:
         return replies
 
     def forget_job(self, job_id: str) -> list[Reply]:
-        if job_id not in self._forgotten_set:
-            if len(self.forgotten) == self.forgotten.maxlen:
-                self._forgotten_set.discard(self.forgotten[0])
-            self.forgotten.append(job_id)
-            self._forgotten_set.add(job_id)
+        self.forgotten.add(job_id)
         replies = []
         for key in [k for k in self.outputs if k[0] == job_id]:
             del self.outputs[key]

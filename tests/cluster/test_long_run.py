@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from squall.services.executor.inbox import RELEASED_MEMORY as INBOX_FENCE
-from squall.services.executor.state import RELEASED_MEMORY as EXECUTOR_FENCE
-from squall.services.shuffle_meta.state import FORGOTTEN_JOBS
+from squall.common.recent_ids import FENCE_MEMORY
 
 from squall import LocalCluster, sources
 from squall.health import tracked
@@ -27,7 +25,7 @@ METRICS_WINDOW = 500
 BOUND = 200  # entries any per-job/per-batch table may hold, at any number of batches
 # Fence windows: ids of jobs already over, kept (a bounded number of them) so that late messages
 # are dropped; their bound is their window.
-FENCES = {"executor": {"released": EXECUTOR_FENCE, "inbox.released": INBOX_FENCE}, "shuffle_meta": {"forgotten": FORGOTTEN_JOBS}}
+FENCES = {"executor": {"released": FENCE_MEMORY, "inbox.released": FENCE_MEMORY}, "shuffle_meta": {"forgotten": FENCE_MEMORY}}
 
 
 def checkpoint_files(root: Path) -> int:

@@ -8,6 +8,7 @@ directory that holds a `common.py` and a `services/` package of the user's.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,8 +29,15 @@ def run(cmd: list[str], cwd: Path | None = None, timeout: float = 400) -> subpro
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of what the wheel is made of: setuptools leaves a build/ directory beside
+    # the sources, and a stale one would put modules deleted since into the wheel.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("squall", "common", "services"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)])
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)])
     assert built.returncode == 0, built.stdout + built.stderr
     (path,) = out.glob("squall-*.whl")
     return path

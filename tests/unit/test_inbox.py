@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from squall.services.executor import inbox as inbox_module
-from squall.services.executor.inbox import RELEASED_MEMORY, ShuffleInbox
+from squall.common.recent_ids import FENCE_MEMORY
+from squall.services.executor.inbox import ShuffleInbox
 
 
 def test_blocks_added_before_the_claim_are_in_the_claimed_dict():
@@ -52,32 +52,11 @@ def test_release_drops_the_jobs_blocks_and_refuses_later_ones():
     assert box.add(("k", 1, 0), 1, b"more")  # other jobs are unaffected
 
 
-def test_memory_of_released_jobs_is_bounded(monkeypatch):
-    monkeypatch.setattr(inbox_module, "RELEASED_MEMORY", 3)
+def test_memory_of_released_jobs_is_bounded():
     box = ShuffleInbox()
-    for job_id in ("a", "b", "c"):
-        box.release({job_id})
-    box.release({"b"})  # releasing twice takes no extra room
-    box.release({"d"})  # the oldest ("a") is forgotten
-    assert box.add(("a", 0, 0), 0, b"x")
-    assert [box.add((j, 0, 0), 0, b"x") for j in ("b", "c", "d")] == [False, False, False]
-    assert len(box._released) == len(box._released_set) == 3
-
-
-def test_default_memory_holds_many_jobs_but_not_without_limit():
-    box = ShuffleInbox()
-    for i in range(RELEASED_MEMORY + 50):
+    for i in range(FENCE_MEMORY + 50):
         box.release({f"job-{i}"})
-    assert len(box._released_set) == RELEASED_MEMORY
+    assert box.tracked()["released"] == FENCE_MEMORY
     assert box.add(("job-0", 0, 0), 0, b"x")  # long forgotten
-    assert not box.add((f"job-{RELEASED_MEMORY + 49}", 0, 0), 0, b"x")
+    assert not box.add((f"job-{FENCE_MEMORY + 49}", 0, 0), 0, b"x")
     assert not box.add(("job-50", 0, 0), 0, b"x")  # the oldest one still remembered
-
-
-def test_clear_forgets_blocks_and_releases():
-    box = ShuffleInbox()
-    box.add(("j", 1, 0), 0, b"a")
-    box.release({"k"})
-    box.clear()
-    assert box.claim(("j", 1, 0)) == {}
-    assert box.add(("k", 1, 0), 0, b"b")
