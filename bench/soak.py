@@ -4,11 +4,12 @@ Runs the YSB job (squall.ysb) and, with `--job both`, a keyed running count over
 local cluster at a fixed offered rate, and samples each process (driver, scheduler, shuffle_meta,
 every executor) every `--sample` seconds: resident memory, open file descriptors, sockets,
 eventfds (each ZeroMQ socket and context holds one), threads; the cluster's checkpoint directory
-(bytes and files); and the YSB windows' p99 latency per minute. It prints a row per minute, then
-per process the growth after the warm-up, extrapolated per hour from a least-squares line, and
-(with the plot extra) a PNG.
+(bytes and files); each service's tracked tables (GetTracked: entries in every per-job and
+per-batch table) and, with --heap, its live Python objects by type; and the YSB windows' p99
+latency per minute. It prints a row per minute, then per process the growth after the warm-up,
+extrapolated per hour from a least-squares line, and (with the plot extra) a PNG.
 
-    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--plot soak.png]
+    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--plot soak.png]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from bench import machine
 from squall import LocalCluster, Settings, sources
+from squall.health import tracked
 from squall.windows import WindowResult
 from squall.ysb import ysb_stream
 
@@ -33,9 +35,10 @@ STATE_KEYS = 100_000  # keys of the running count (--job both)
 @dataclass
 class Sample:
     at: float  # seconds since the streams started
-    process: dict[str, dict[str, float]]  # name -> rss_mib, fds, sockets, eventfds, threads
+    process: dict[str, dict[str, float]]  # name -> rss_mib, fds, sockets, eventfds, threads, tracked
     checkpoint_files: int
     checkpoint_mib: float
+    heap: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> objects by type (--heap)
 
 
 @dataclass
@@ -74,6 +77,25 @@ def process_sample(pid: int) -> dict[str, float]:
         "eventfds": sum(link == "anon_inode:[eventfd]" for link in links),
         "threads": int(status["Threads"]),
     }
+
+
+def service_addresses(cluster: LocalCluster, ctx: Any) -> dict[str, str]:
+    addresses = {"scheduler": cluster.address, "shuffle_meta": cluster.shuffle_meta_address}
+    addresses.update({info.executor_id: info.data_address for info in ctx.status().executors})
+    return addresses
+
+
+def ask_services(cluster: LocalCluster, addresses: dict[str, str], sample: Sample, heap: bool) -> None:
+    """Each service's tracked entries (summed over its tables) into its process row; its heap by type."""
+    for name, address in addresses.items():
+        try:
+            answer = tracked(address, cluster.settings, timeout=5.0, heap=heap)
+        except TimeoutError:
+            continue
+        if sample.process.get(name):
+            sample.process[name]["tracked"] = sum(answer.sizes.values())
+        if heap:
+            sample.heap[name] = answer.heap
 
 
 def directory_usage(root: Path) -> tuple[int, float]:
@@ -129,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-interval", type=float, default=0.1)
     parser.add_argument("--executors", type=int, default=4)
     parser.add_argument("--sample", type=float, default=15.0, help="seconds between samples (default 15)")
+    parser.add_argument("--heap", action="store_true", help="also count each service's live Python objects by type (costs a pass over them)")
     parser.add_argument("--plot", help="write a PNG of RSS over time here (needs the plot extra)")
     args = parser.parse_args(argv)
 
@@ -138,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[Sample] = []
     with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         pids = {"driver": os.getpid(), **cluster.pids}
+        addresses = service_addresses(cluster, ctx)
         checkpoints = Path(cluster.settings.checkpoint_root)
         latencies = WindowLatencies(started=time.time())
         streams = [ysb_stream(ctx, args.rate, args.window, args.batch_interval, latencies)]  # type: ignore[arg-type]
@@ -154,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 next_sample += args.sample
                 files, mib = directory_usage(checkpoints)
                 sample = Sample(time.time() - started, {n: process_sample(pid) for n, pid in pids.items()}, files, mib)
+                ask_services(cluster, addresses, sample, args.heap)
                 samples.append(sample)
                 minute = int(sample.at // 60)
                 if minute > printed:
@@ -178,7 +203,7 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
     first, last = measured[0], measured[-1]
     print(f"\nafter the warm-up ({(last.at - first.at) / 60:.1f} min measured); growth = last sample - first, "
           "per hour = least-squares slope")
-    print(f"{'process':<12} {'RSS MiB':>15} {'growth':>8} {'MiB/hour':>9} {'%/hour':>7} {'fds':>9} {'sockets':>9} {'eventfds':>9} {'threads':>9}")
+    print(f"{'process':<12} {'RSS MiB':>15} {'growth':>8} {'MiB/hour':>9} {'%/hour':>7} {'fds':>9} {'sockets':>9} {'eventfds':>9} {'threads':>9} {'tracked':>11}")
     for name in names:
         a, b = first.process[name], last.process[name]
         if not a or not b:
@@ -187,7 +212,12 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
         per_hour = slope_per_hour([(s.at, s.process[name]["rss_mib"]) for s in measured if s.process[name]])
         print(f"{name:<12} {a['rss_mib']:>6.1f} -> {b['rss_mib']:>6.1f} {b['rss_mib'] - a['rss_mib']:>+8.1f} {per_hour:>+9.2f} "
               f"{per_hour / a['rss_mib'] * 100:>+6.2f}% "
-              + " ".join(f"{int(a[k]):>4}->{int(b[k]):<4}" for k in ("fds", "sockets", "eventfds", "threads")))
+              + " ".join(f"{int(a[k]):>4}->{int(b[k]):<4}" for k in ("fds", "sockets", "eventfds", "threads"))
+              + (f" {int(a['tracked']):>5}->{int(b['tracked']):<5}" if "tracked" in a and "tracked" in b else ""))
+    for name in names:
+        if first.heap.get(name) and last.heap.get(name):
+            grown = sorted(((last.heap[name].get(k, 0) - first.heap[name].get(k, 0), k) for k in last.heap[name]), reverse=True)[:5]
+            print(f"  {name} objects grown by type: " + ", ".join(f"{k} {n:+,}" for n, k in grown))
     files_per_hour = slope_per_hour([(s.at, s.checkpoint_files) for s in measured])
     print(f"checkpoints: {first.checkpoint_files} -> {last.checkpoint_files} files ({files_per_hour:+.0f}/hour), "
           f"{first.checkpoint_mib:.1f} -> {last.checkpoint_mib:.1f} MiB")
