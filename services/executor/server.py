@@ -75,6 +75,7 @@ class ExecutorServer:
         self.sched.connect(settings.scheduler_address)
         self.meta: zmq.Socket | None = None
         self.peers: dict[str, zmq.Socket] = {}
+        self._peer_used: dict[str, float] = {}  # address -> when we last sent to it (monotonic)
         self.state = ExecutorState(self.executor_id, self.data_address, settings)
         self.state.wall_offset = time.time() - time.monotonic()
         self._release_at: float | None = None  # when the loop will next release held source tasks
@@ -92,6 +93,7 @@ class ExecutorServer:
         self.loop.add_reader(self.heartbeat.wakeup.fd, self._on_heartbeat_signal)
         self.loop.add_reader(self.checkpoints.wakeup.fd, self._on_checkpointed)
         self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
+        self.loop.every(max(0.5, settings.shuffle_fetch_timeout / 2), self._close_idle_peers)
         self.loop.every(min(0.05, settings.heartbeat_interval), self.heartbeat.loop_alive)
         now = time.monotonic
         self.from_scheduler: transport.DealerHandlers = {
@@ -252,7 +254,20 @@ class ExecutorServer:
             sock.connect(address)
             self.loop.add_reader(sock, self._on_peer)
             self.peers[address] = sock
+        self._peer_used[address] = time.monotonic()
         return sock
+
+    def _close_idle_peers(self) -> None:
+        """Close connections to peers we have not sent to for twice the fetch timeout: a fetch
+        answered by then has been answered or given up on, and an executor that died, or left
+        with its address, would otherwise keep a socket here for as long as this one runs. A peer
+        needed again is connected again."""
+        idle_since = time.monotonic() - 2 * self.settings.shuffle_fetch_timeout
+        for address in [a for a, used in self._peer_used.items() if used < idle_since]:
+            sock = self.peers.pop(address)
+            del self._peer_used[address]
+            self.loop.remove_reader(sock)
+            sock.close(0)
 
     # --- runner ---------------------------------------------------------------------------------
 

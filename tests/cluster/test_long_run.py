@@ -73,3 +73,21 @@ def test_thousands_of_batches_leave_every_table_bounded_and_checkpoints_flat() -
     assert not over_bound(first) and not over_bound(last), f"tables past their bound: {over_bound(first)} then {over_bound(last)}"
     assert last["executor-0"]["stages"] <= STAGE_CACHE + BOUND // 4
     assert 0 < last_files <= first_files * 1.5 + 20, f"checkpoint files grew: {first_files} at batch {FIRST_LOOK}, {last_files} at {LAST_LOOK}"
+
+
+def test_connections_to_peers_are_closed_when_idle_and_made_again_when_needed() -> None:
+    """An executor that died (or left) must not keep a socket open on every survivor for weeks."""
+    settings = fast_settings(shuffle_fetch_timeout=0.5)
+    with LocalCluster(executors=3, settings=settings) as cluster, cluster.connect() as ctx:
+        def shuffle() -> list[tuple[int, int]]:
+            return sorted(ctx.range(300, partitions=6).map(lambda x: (x % 6, 1)).reduce_by_key(lambda a, b: a + b, 6).collect())
+
+        assert shuffle() == [(k, 50) for k in range(6)]
+        victim = ctx.status().executors[0]
+        survivors = [e for e in ctx.status().executors if e.executor_id != victim.executor_id]
+        assert any(tracked(e.data_address, cluster.settings).sizes["peers"] for e in survivors)
+        cluster.processes[victim.executor_id].kill()
+        wait_until(lambda: len(ctx.status().executors) == 2, timeout=10, what="the kill noticed")
+        wait_until(lambda: all(tracked(e.data_address, cluster.settings).sizes["peers"] == 0 for e in survivors),
+                   timeout=10, what="idle peer sockets closed")
+        assert shuffle() == [(k, 50) for k in range(6)]  # peers needed again are connected again
