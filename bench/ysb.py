@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"YSB: {PARTITIONS} source partitions, {args.executors} executors, {args.batch_interval * 1000:.0f} ms batches, "
           f"{args.window:g} s windows, {args.seconds:g} s per rate; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
     rows = []
-    settings = Settings.from_env(log_level="warning")
+    settings = Settings.from_env(log_level="warning", metrics_window=1_000_000)  # every sample of a run
     with LocalCluster(executors=args.executors, settings=settings) as cluster, cluster.connect() as ctx:
         def run(rate: int) -> dict[str, Any]:
             result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)

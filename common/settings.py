@@ -125,8 +125,9 @@ class Settings:
     # forget the least recently used ones that no job in flight uses; they are sent again if needed.
     executor_stage_cache: int = 256
     # Streams keep the most recent this-many samples of each metric series (batch and window
-    # latencies, group sizes): their percentiles describe the recent past, in constant memory.
-    metrics_window: int = 10_000
+    # latencies, group sizes): their percentiles describe the recent past (100 s of 100 ms
+    # batches), in constant memory that fills within a stream's first minutes.
+    metrics_window: int = 1_000
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
     log_level: str = "info"
     log_format: str = "auto"

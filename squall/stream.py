@@ -69,7 +69,7 @@ class StreamMetrics:
     input_records: int | None = None
     started: float = 0.0
     skipped: int = 0  # bad records skipped (bad_records="skip")
-    window: int = 10_000
+    window: int = 1_000
     latencies: deque[float] = field(init=False)  # seconds from batch end to sink, one per batch
     window_latencies: deque[float] = field(init=False)  # seconds from window end to sink
     group_sizes: deque[int] = field(init=False)
