@@ -18,7 +18,6 @@ import argparse
 import math
 import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,17 +42,23 @@ class Sample:
 
 @dataclass
 class WindowLatencies:
-    """Takes the place of the YSB job's result list: keeps only each window's latency, by minute."""
+    """Takes the place of the YSB job's result list: keeps each window's latency for the minute
+    it is in, then only that minute's p99 (the benchmark must not grow the driver it measures)."""
 
     started: float
-    by_minute: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    p99_by_minute: dict[int, float] = field(default_factory=dict)
     windows: int = 0
+    _minute: int = 0
+    _current: list[float] = field(default_factory=list)
 
     def extend(self, records: list[WindowResult]) -> None:
         now = time.time()
         minute = int((now - self.started) // 60)
-        for r in records:
-            self.by_minute[minute].append(now - r.end)
+        if minute != self._minute:
+            if self._current:
+                self.p99_by_minute[self._minute] = p99(self._current)
+            self._minute, self._current = minute, []
+        self._current.extend(now - r.end for r in records)
         self.windows += len(records)
 
 
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 minute = int(sample.at // 60)
                 if minute > printed:
                     printed = minute
-                    lat = p99(latencies.by_minute.get(minute - 1, [])) * 1000 if minute else math.nan
+                    lat = latencies.p99_by_minute.get(minute - 1, math.nan) * 1000
                     print(f"{minute:>6} {lat:>7.0f} {files:>10} {mib:>8.1f} "
                           + " ".join(f"{sample.process[n].get('rss_mib', math.nan):>10.1f}" for n in names), flush=True)
         finally:
@@ -221,9 +226,9 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
     files_per_hour = slope_per_hour([(s.at, s.checkpoint_files) for s in measured])
     print(f"checkpoints: {first.checkpoint_files} -> {last.checkpoint_files} files ({files_per_hour:+.0f}/hour), "
           f"{first.checkpoint_mib:.1f} -> {last.checkpoint_mib:.1f} MiB")
-    minutes = sorted(m for m in latencies.by_minute if m * 60 >= warmup_seconds)
+    minutes = sorted(m for m in latencies.p99_by_minute if m * 60 >= warmup_seconds)
     if minutes:
-        values = [p99(latencies.by_minute[m]) * 1000 for m in minutes]
+        values = [latencies.p99_by_minute[m] * 1000 for m in minutes]
         print(f"window p99 per minute after the warm-up: min {min(values):.0f} ms, max {max(values):.0f} ms, "
               f"first {values[0]:.0f} ms, last {values[-1]:.0f} ms ({latencies.windows:,} windows in all)")
 
