@@ -27,7 +27,10 @@ Everything here is pure: no clock reads, no logging, no I/O. The caller measures
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
+
+HISTORY = 1_000
 
 # Slack for the duration cap, so that 2.0 / 0.1 style divisions that land a hair under a whole
 # number (0.3 / 0.1 == 2.9999999999999996) still give that whole number.
@@ -139,7 +142,9 @@ class GroupSizeTuner:
     batch_interval: float
     initial_size: int = 1
     bounds: TunerBounds = field(default_factory=TunerBounds)
-    history: list[tuple[int, float, int]] = field(default_factory=list, init=False)
+    # (size, overhead measured, size chosen) per group: the most recent HISTORY groups only, since
+    # a stream tunes for weeks.
+    history: deque[tuple[int, float, int]] = field(default_factory=lambda: deque(maxlen=HISTORY), init=False)
     changes: int = field(default=0, init=False)
     _size: int = field(default=0, init=False, repr=False)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from squall.tuning import GroupSizeTuner, TunerBounds, coordination_overhead, next_group_size, size_cap
+from squall.tuning import HISTORY, GroupSizeTuner, TunerBounds, coordination_overhead, next_group_size, size_cap
 
 B = TunerBounds()  # lower 0.05, upper 0.10, x2, -1, sizes 1..1000, groups of at most 2 s
 FAST = 0.001  # a batch interval short enough that the duration cap (2000) is above max_size
@@ -178,7 +178,7 @@ def test_tuner_never_exceeds_the_duration_cap_even_under_huge_overhead():
         t.observe(10.0, 0.0)  # overhead 1.0, every time
         assert t.size * 0.1 <= 2.0 + 1e-9
     assert t.size == 20
-    assert [n for _, _, n in t.history[:6]] == [2, 4, 8, 16, 20, 20]
+    assert [n for _, _, n in list(t.history)[:6]] == [2, 4, 8, 16, 20, 20]
 
 
 def test_tuner_measurement_errors_do_not_grow_the_group():
@@ -308,3 +308,10 @@ def test_property_result_always_within_limits(current, overhead, interval):
     assert B.min_size <= new <= size_cap(interval, B) <= B.max_size
     if not (overhead > B.upper):  # NaN, negative, in or below the band: never grows
         assert new <= max(current, B.min_size)
+
+
+def test_history_keeps_only_the_most_recent_groups():
+    t = GroupSizeTuner(batch_interval=0.1)
+    for _ in range(HISTORY + 500):
+        t.observe_overhead(0.0)
+    assert len(t.history) == HISTORY
