@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 minute = int(sample.at // 60)
                 if minute > printed:
                     printed = minute
-                    lat = latencies.p99_by_minute.get(minute - 1, math.nan) * 1000
+                    # the newest minute whose windows are all in (its p99 is taken when the next begins)
+                    done = [m for m in latencies.p99_by_minute if m < minute]
+                    lat = latencies.p99_by_minute[max(done)] * 1000 if done else math.nan
                     print(f"{minute:>6} {lat:>7.0f} {files:>10} {mib:>8.1f} "
                           + " ".join(f"{sample.process[n].get('rss_mib', math.nan):>10.1f}" for n in names), flush=True)
         finally:
