@@ -18,9 +18,12 @@ import argparse
 import math
 import os
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from squall.common.tracked import heap_by_line
 
 from bench import machine
 from squall import LocalCluster, Settings, sources
@@ -38,6 +41,7 @@ class Sample:
     checkpoint_files: int
     checkpoint_mib: float
     heap: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> objects by type (--heap)
+    traced: dict[str, dict[str, int]] = field(default_factory=dict)  # process -> bytes by "file:line" (--trace)
 
 
 @dataclass
@@ -101,6 +105,9 @@ def ask_services(cluster: LocalCluster, addresses: dict[str, str], sample: Sampl
             sample.process[name]["tracked"] = sum(answer.sizes.values())
         if heap:
             sample.heap[name] = answer.heap
+            sample.traced[name] = answer.traced
+    if heap:
+        sample.traced["driver"] = heap_by_line()
 
 
 def directory_usage(root: Path) -> tuple[int, float]:
@@ -157,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executors", type=int, default=4)
     parser.add_argument("--sample", type=float, default=15.0, help="seconds between samples (default 15)")
     parser.add_argument("--heap", action="store_true", help="also count each service's live Python objects by type (costs a pass over them)")
+    parser.add_argument("--trace", action="store_true", help="run every process under tracemalloc and name the source lines "
+                        "whose memory grew (implies --heap; slows the services, so use a lower --rate)")
     parser.add_argument("--plot", help="write a PNG of RSS over time here (needs the plot extra)")
     args = parser.parse_args(argv)
+    if args.trace:
+        args.heap = True
+        os.environ["PYTHONTRACEMALLOC"] = "6"  # the services inherit it: 6 frames an allocation
+        tracemalloc.start(6)
 
     print(machine.header("bench.soak", argv))
     print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
@@ -225,6 +238,10 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
         if first.heap.get(name) and last.heap.get(name):
             grown = sorted(((last.heap[name].get(k, 0) - first.heap[name].get(k, 0), k) for k in last.heap[name]), reverse=True)[:5]
             print(f"  {name} objects grown by type: " + ", ".join(f"{k} {n:+,}" for n, k in grown))
+    for name in names:
+        if first.traced.get(name) and last.traced.get(name):
+            grown = sorted(((last.traced[name].get(k, 0) - first.traced[name].get(k, 0), k) for k in last.traced[name]), reverse=True)[:8]
+            print(f"  {name} traced bytes grown by line: " + ", ".join(f"{shorten(k)} {n / 1024:+,.0f} KiB" for n, k in grown if n > 0))
     files_per_hour = slope_per_hour([(s.at, s.checkpoint_files) for s in measured])
     print(f"checkpoints: {first.checkpoint_files} -> {last.checkpoint_files} files ({files_per_hour:+.0f}/hour), "
           f"{first.checkpoint_mib:.1f} -> {last.checkpoint_mib:.1f} MiB")
@@ -233,6 +250,11 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
         values = [latencies.p99_by_minute[m] * 1000 for m in minutes]
         print(f"window p99 per minute after the warm-up: min {min(values):.0f} ms, max {max(values):.0f} ms, "
               f"first {values[0]:.0f} ms, last {values[-1]:.0f} ms ({latencies.windows:,} windows in all)")
+
+
+def shorten(site: str) -> str:
+    """'/long/path/to/squall/common/x.py:12 < /path/y.py:3' -> 'common/x.py:12 < path/y.py:3'."""
+    return " < ".join("/".join(frame.split("/")[-2:]) for frame in site.split(" < "))
 
 
 def plot(samples: list[Sample], names: list[str], path: str) -> None:

@@ -176,7 +176,8 @@ class GetTracked(Message, frozen=True):
 class Tracked(Message, frozen=True):
     service: str
     sizes: dict[str, int]
-    heap: dict[str, int] = {}
+    heap: dict[str, int] = {}  # live objects by type name
+    traced: dict[str, int] = {}  # bytes by allocation site "file:line", when the service runs under tracemalloc
 
 
 class GetClusterStatus(Message, frozen=True):

@@ -3,17 +3,21 @@
 Every service answers GetTracked with Tracked. A stream that runs for weeks must hold a constant
 amount: anything kept per batch, job, group or run is released once nothing can need it. The
 soak benchmark and the long-run test read these counts; the heap view (gc's objects by type,
-which costs a pass over every object) is there for diagnosing what a count does not show.
+which costs a pass over every object) is there for diagnosing what a count does not show. When the
+process runs under tracemalloc (PYTHONTRACEMALLOC=1), the heap view also names the source lines
+holding the most traced memory, keyed "file:line" with bytes: that is where a slow growth shows.
 """
 
 from __future__ import annotations
 
 import gc
+import tracemalloc
 from collections import Counter
 
 from squall.common.protocol import Tracked
 
-HEAP_TYPES = 40  # the most numerous object types a heap view names
+HEAP_TYPES = 40  # the most numerous object types (and largest allocation sites) a heap view names
+SITE_FRAMES = 4  # frames that name an allocation site
 
 
 def heap_by_type(top: int = HEAP_TYPES) -> dict[str, int]:
@@ -22,5 +26,15 @@ def heap_by_type(top: int = HEAP_TYPES) -> dict[str, int]:
     return dict(counts.most_common(top))
 
 
+def heap_by_line(top: int = HEAP_TYPES) -> dict[str, int]:
+    """Bytes held by the `top` allocation sites, when tracemalloc traces this process; else nothing."""
+    if not tracemalloc.is_tracing():
+        return {}
+    stats = tracemalloc.take_snapshot().statistics("traceback")[:top]
+    # innermost first: "x.py:3 < caller.py:40 < ..." (as many frames as PYTHONTRACEMALLOC asked for)
+    return {" < ".join(f"{f.filename}:{f.lineno}" for f in reversed(list(s.traceback)[-SITE_FRAMES:])): s.size for s in stats}
+
+
 def tracked_reply(service: str, sizes: dict[str, int], heap: bool) -> Tracked:
-    return Tracked(service=service, sizes=sizes, heap=heap_by_type() if heap else {})
+    return Tracked(service=service, sizes=sizes, heap=heap_by_type() if heap else {},
+                   traced=heap_by_line() if heap else {})
