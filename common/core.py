@@ -69,3 +69,13 @@ class ToShuffleMeta:
     """Send `msg` to the shuffle-metadata service, on the connection this service keeps to it."""
 
     msg: Message
+
+
+@dataclass(frozen=True)
+class Log:
+    """Write a structured log line (a decision worth an operator's eye: an executor lost, a
+    replay, a run cancelled). `level` is a structlog method name: "debug", "info", "warning", "error"."""
+
+    level: str
+    event: str
+    fields: dict[str, object] = field(default_factory=dict)
