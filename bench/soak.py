@@ -9,7 +9,7 @@ per-batch table) and, with --heap, its live Python objects by type; and the YSB 
 latency per minute. It prints a row per minute, then per process the growth after the warm-up,
 extrapolated per hour from a least-squares line, and (with the plot extra) a PNG.
 
-    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--plot soak.png]
+    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--trace FRAMES] [--plot soak.png]
 """
 
 from __future__ import annotations
@@ -164,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executors", type=int, default=4)
     parser.add_argument("--sample", type=float, default=15.0, help="seconds between samples (default 15)")
     parser.add_argument("--heap", action="store_true", help="also count each service's live Python objects by type (costs a pass over them)")
-    parser.add_argument("--trace", action="store_true", help="run every process under tracemalloc and name the source lines "
-                        "whose memory grew (implies --heap; slows the services, so use a lower --rate)")
+    parser.add_argument("--trace", type=int, default=0, metavar="FRAMES",
+                        help="run every process under tracemalloc keeping FRAMES frames an allocation, and name the source "
+                        "lines whose memory grew (implies --heap; slows the services: use a lower --rate)")
     parser.add_argument("--plot", help="write a PNG of RSS over time here (needs the plot extra)")
     args = parser.parse_args(argv)
     if args.trace:
         args.heap = True
-        os.environ["PYTHONTRACEMALLOC"] = "6"  # the services inherit it: 6 frames an allocation
-        tracemalloc.start(6)
+        os.environ["PYTHONTRACEMALLOC"] = str(args.trace)  # the services inherit it
+        tracemalloc.start(args.trace)
 
     print(machine.header("bench.soak", argv))
     print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
