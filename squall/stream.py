@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from squall.common.plan import GeneratorSource, SourceNode, StateNode
+from squall.common.quantiles import quantile
 from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SchedulerRestartedError, SquallError
@@ -88,9 +89,8 @@ class StreamMetrics:
     def summary(self) -> dict[str, float]:
         """The figures Stream.metrics() returns (see there)."""
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
-        lat = sorted(self.latencies)
-        windows = sorted(self.window_latencies)
-        extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
+        lat, windows = self.latencies, self.window_latencies
+        extra = {"window_latency_p50": quantile(windows, 0.5), "window_latency_p99": quantile(windows, 0.99)} if windows else {}
         if self.input_records is not None:
             extra["input_records"] = self.input_records
             extra["input_records_per_second"] = self.input_records / elapsed if elapsed else 0.0
@@ -100,8 +100,8 @@ class StreamMetrics:
             "output_records": self.output_records,
             "skipped_records": self.skipped,
             "output_records_per_second": self.output_records / elapsed if elapsed else 0.0,
-            "latency_p50": _quantile(lat, 0.5),
-            "latency_p99": _quantile(lat, 0.99),
+            "latency_p50": quantile(lat, 0.5) if lat else 0.0,
+            "latency_p99": quantile(lat, 0.99) if lat else 0.0,
             "group_size": self.group_sizes[-1] if self.group_sizes else 0,
         }
 
@@ -369,12 +369,6 @@ class Stream:
             time.sleep(settings.heartbeat_interval)  # executors register again at their next beat
         if not counts or counts[-1] == 0:
             raise StreamError("the scheduler restarted and no executor registered with it", None)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
 def boundary_overhead(coordination_seconds: float, group_span: float) -> float:
