@@ -1,10 +1,10 @@
-"""squall.stream.StreamMetrics: counters for the whole stream, series bounded by their window."""
+"""squall.stream_metrics.StreamMetrics: counters for the whole stream, series bounded by their window."""
 
 from __future__ import annotations
 
 import pytest
 
-from squall.stream import StreamMetrics
+from squall.stream_metrics import StreamMetrics
 
 
 def test_series_keep_only_the_most_recent_window_of_samples() -> None:
