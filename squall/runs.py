@@ -1,6 +1,6 @@
 """Runs: a sequence of micro-batch jobs submitted at once, results handed back in order.
 
-`Context.run_jobs` and `Context.iter_jobs` build on this. Each job's result (its collected
+`Connection.run_jobs` and `Connection.iter_jobs` (squall.connection) build on this. Each job's result (its collected
 records) is yielded the moment that job and every job before it are complete, without waiting
 for the rest of its group. With errors="raise", a failed job raises its error when its turn
 comes; with errors="return", the error object takes the result's place and the run goes on.

@@ -32,7 +32,7 @@ from squall.windows import COUNT, Aggregation, WindowOperator, WindowResult, Win
 log = structlog.get_logger(component="stream")
 
 if TYPE_CHECKING:
-    from squall.context import Context
+    from squall.connection import Connection
 
 @dataclass(frozen=True)
 class StreamClock:
@@ -65,7 +65,7 @@ class Stream:
     a positive integer nor "auto".
     """
 
-    def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int | str,
+    def __init__(self, ctx: Connection, source: StreamSource, batch_interval: float, group_size: int | str,
                  transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
