@@ -144,7 +144,7 @@ class DirectoryStore:
             raise self._error("read", key, exc) from exc
 
     def keys(self, prefix: str = "") -> list[str]:
-        found = []
+        found: list[str] = []
         for base, _dirs, files in self._walk(_check_prefix(prefix)):
             found.extend(base + name for name in files if not name.startswith(".") and (base + name).startswith(prefix))
         return sorted(found)

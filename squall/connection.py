@@ -4,7 +4,7 @@ hold the Connection they run on, so they need nothing above this module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Protocol, Self
 
 from squall.broadcast import Broadcast
@@ -113,7 +113,7 @@ class Connection:
         replays: Sequence[Planned] = (),
         replay_from: int = 0,
         resume_states: dict[str, int] | None = None,
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
         tasks stop at their next record. `not_before` (wall-clock
@@ -139,5 +139,10 @@ class Connection:
         )
         self.last_run = run.stats
         if not plans:
-            return iter(())
+            return _no_outcomes()
         return run.results(errors)
+
+
+def _no_outcomes() -> Generator[Any, None, None]:
+    """The outcomes of a run of no jobs: a generator like any run's, so callers may close() it."""
+    yield from ()

@@ -41,7 +41,9 @@ class Context(Connection):
 
     def __init__(self, address: str | RunningCluster, settings: Settings | None = None) -> None:
         if not isinstance(address, str):  # a LocalCluster: its address, and its keys
-            address, settings = _cluster_address(address), settings or address.settings
+            cluster = address
+            address = _cluster_address(cluster)
+            settings = settings or cluster.settings
         super().__init__(address, settings)
 
     @property
