@@ -50,7 +50,11 @@ class RunStats:
         return [self.first_elapsed, *(b - a for a, b in itertools.pairwise(times))]
 
 
-class Run:
+class SubmittedRun:
+    """The driver's record of one run it submitted: its jobs (and any replays), what came back for
+    each, and its RunStats; results() hands the outcomes over in order and cancels the run if left
+    early."""
+
     def __init__(
         self,
         client: Client,
