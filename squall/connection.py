@@ -79,14 +79,8 @@ class Connection:
 
     # --- running --------------------------------------------------------------------------------
 
-    def run_jobs(
-        self,
-        datasets: Sequence[Planned],
-        group_size: int | None = None,
-        preschedule: bool | None = None,
-        barrier: bool | None = None,
-        errors: Errors = "raise",
-    ) -> list[Any]:
+    def run_jobs(self, datasets: Sequence[Planned], group_size: int | None = None, preschedule: bool | None = None,
+                 barrier: bool | None = None, errors: Errors = "raise") -> list[Any]:
         """Collect every dataset, as micro-batches of one run (Drizzle's runJobs).
 
         Pre-scheduled (the default), the jobs are dispatched `group_size` at a time, each group
