@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squall.common.quantiles import quantile
 from squall.common.tracked import heap_by_line
 
 from bench import machine
@@ -136,10 +137,7 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
 
 
 def p99(values: list[float]) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+    return quantile(values, 0.99) if values else math.nan
 
 
 def running_count(ctx: Any, rate: int, batch_interval: float) -> Any:

@@ -11,9 +11,10 @@ the partials for key r, and the batch result is the list of the R sums in key or
 Every micro-batch of a run has the same input, so every batch has the same result.
 """
 
-import statistics
 import time
 from collections.abc import Callable
+
+from squall.common.quantiles import quantile
 
 SINGLE_STAGE = "single-stage"
 TWO_STAGE = "two-stage"
@@ -103,8 +104,5 @@ def time_batches(run_batch: Callable[[], object], expected: object, batches: int
 
 
 def median_and_p90(seconds: list[float]) -> tuple[float, float]:
-    """Median and 90th percentile (inclusive method) of per-batch times, in the same unit as given."""
-    if len(seconds) == 1:
-        return seconds[0], seconds[0]
-    deciles = statistics.quantiles(seconds, n=10, method="inclusive")
-    return statistics.median(seconds), deciles[-1]
+    """Median and 90th percentile (squall.common.quantiles) of per-batch times, in the unit given."""
+    return quantile(seconds, 0.5), quantile(seconds, 0.9)

@@ -11,35 +11,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from squall.common.quantiles import quantile
+
 SUSTAINED_FRACTION = 0.95
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Percentiles of window latencies, in seconds. With no latency at all, every percentile is
-    infinite: a run that emitted no window has not shown any latency bound."""
+    """Percentiles of window latencies, in seconds (squall.common.quantiles). With no latency at
+    all, every percentile is infinite: a run that emitted no window has not shown any latency bound."""
 
     seconds: Sequence[float] = field(default_factory=tuple)
 
-    def percentile(self, q: float) -> float:
-        """The q-th percentile (0 <= q <= 100), interpolated between closest ranks."""
-        if not 0 <= q <= 100:
-            raise ValueError(f"a percentile is between 0 and 100, got {q!r}")
-        values = sorted(self.seconds)
-        if not values:
-            return math.inf
-        position = (len(values) - 1) * q / 100
-        low = math.floor(position)
-        high = min(low + 1, len(values) - 1)
-        return values[low] + (values[high] - values[low]) * (position - low)
+    def _quantile(self, q: float) -> float:
+        return quantile(self.seconds, q) if self.seconds else math.inf
 
     @property
     def p50(self) -> float:
-        return self.percentile(50)
+        return self._quantile(0.5)
 
     @property
     def p99(self) -> float:
-        return self.percentile(99)
+        return self._quantile(0.99)
 
     @property
     def mean(self) -> float:

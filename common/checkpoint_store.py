@@ -144,7 +144,7 @@ class DirectoryStore:
             raise self._error("read", key, exc) from exc
 
     def keys(self, prefix: str = "") -> list[str]:
-        found = []
+        found: list[str] = []
         for base, _dirs, files in self._walk(_check_prefix(prefix)):
             found.extend(base + name for name in files if not name.startswith(".") and (base + name).startswith(prefix))
         return sorted(found)
@@ -345,11 +345,17 @@ def _log_error(key: str, exc: BaseException) -> None:
     log.warning("checkpoint write of %s failed: %s", key, exc)
 
 
+def default_checkpoint_dir() -> str:
+    """Where checkpoints go when checkpoint_dir is empty: squall-checkpoints in the system's temporary
+    directory. Read at each call, since the temporary directory can change (TMPDIR, tests)."""
+    return os.path.join(tempfile.gettempdir(), "squall-checkpoints")
+
+
 def open_store(url: str) -> CheckpointStore:
-    """The store a settings URL names: "" (a per-machine default directory), a plain directory path,
-    or file:///absolute/path. Other schemes (s3://, ...) are not implemented yet and raise ValueError."""
+    """The store a settings URL names: "" (default_checkpoint_dir()), a plain directory path, or
+    file:///absolute/path. Other schemes (s3://, ...) are not implemented yet and raise ValueError."""
     if not url:
-        return DirectoryStore(os.path.join(tempfile.gettempdir(), "squall-checkpoints"))
+        return DirectoryStore(default_checkpoint_dir())
     if url.lower().startswith("file:"):
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):

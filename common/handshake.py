@@ -40,11 +40,11 @@ def address_problem(address: object, service: str) -> str:
 class ConnectionProbe:
     """Watches one DEALER's connection attempts. Make it before the socket connects."""
 
-    def __init__(self, sock: zmq.Socket, address: str, settings: Settings) -> None:
+    def __init__(self, sock: zmq.SyncSocket, address: str, settings: Settings) -> None:
         self.address = address
         self.settings = settings
         self._sock = sock
-        self._monitor: zmq.Socket | None = sock.get_monitor_socket()
+        self._monitor: zmq.SyncSocket | None = sock.get_monitor_socket()
         self.connected = False
         self.handshake_succeeded = False
         self.refused = ""  # why the peer refused the handshake, once it has

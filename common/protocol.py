@@ -547,7 +547,7 @@ def decode(frames: Sequence[object], max_bytes: int) -> tuple[Message, list[obje
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
     header = frames[0]
     try:
-        msg = _decoder.decode(header.buffer if hasattr(header, "buffer") else header)  # type: ignore[union-attr]
+        msg = _decoder.decode(payload_bytes(header))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"undecodable header: {exc}") from None
     except Exception as exc:  # a __post_init__ of a nested struct, for instance

@@ -77,7 +77,7 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def configure(sock: zmq.Socket, settings: Settings, server: bool) -> None:
+def configure(sock: zmq.SyncSocket, settings: Settings, server: bool) -> None:
     """Make a socket speak CURVE with the cluster's keys (nothing in plaintext mode)."""
     if settings.plaintext or not settings.curve_secret_key:
         return
@@ -98,7 +98,7 @@ class _ClusterKeyOnly:
         return key == self.public_key
 
 
-def start_authenticator(ctx: zmq.Context, settings: Settings, log: Any = None) -> ThreadAuthenticator | None:
+def start_authenticator(ctx: zmq.SyncContext, settings: Settings, log: Any = None) -> ThreadAuthenticator | None:
     """A ZAP handler for the context's server sockets admitting only the cluster's public key."""
     if settings.plaintext:
         return None

@@ -65,7 +65,8 @@ def dumps_block(records: list[Any]) -> bytes:
                 f"cannot serialize records: {type(exc).__name__}: {exc}"
             ) from exc
     if len(raw) > COMPRESS_ABOVE:
-        return _LZ4 + lz4.block.compress(raw, store_size=True)
+        compressed: bytes = lz4.block.compress(raw, store_size=True)  # lz4 ships no types
+        return _LZ4 + compressed
     return _RAW + raw
 
 
@@ -87,7 +88,7 @@ def loads_block(data: bytes | memoryview) -> list[Any]:
 # --- code that remembers where it came from ------------------------------------------------------
 
 
-class _SourcePickler(cloudpickle.Pickler):
+class _SourcePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types: its Pickler is Any
     """cloudpickle, except that code objects keep their file name and carry their source lines."""
 
     def reducer_override(self, obj: Any) -> Any:

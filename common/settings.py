@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+from squall.common.checkpoint_store import default_checkpoint_dir
 
 ENV_PREFIX = "SQUALL_"
 
@@ -171,7 +172,7 @@ class Settings:
     @property
     def checkpoint_root(self) -> str:
         """The checkpoint directory in use: checkpoint_dir, or the default under the temp directory."""
-        return self.checkpoint_dir or os.path.join(tempfile.gettempdir(), "squall-checkpoints")
+        return self.checkpoint_dir or default_checkpoint_dir()
 
     @property
     def death_timeout(self) -> float:

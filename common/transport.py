@@ -23,7 +23,7 @@ from squall.common.protocol import ErrorReply, Message, ProtocolError
 from squall.common.settings import Settings
 
 
-def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
+def new_socket(ctx: zmq.SyncContext, kind: int, settings: Settings) -> zmq.SyncSocket:
     """A cluster socket: no linger, the message size limit (larger messages are refused by
     ZeroMQ itself), and CurveZMQ with the cluster's keys (a ROUTER serves, a DEALER connects)."""
     sock = ctx.socket(kind)
@@ -45,7 +45,7 @@ def new_socket(ctx: zmq.Context, kind: int, settings: Settings) -> zmq.Socket:
     return sock
 
 
-def bind(sock: zmq.Socket, endpoint: str) -> str:
+def bind(sock: zmq.SyncSocket, endpoint: str) -> str:
     """Bind to an endpoint (``tcp://host:*`` picks a free port) and return the bound endpoint."""
     sock.bind(endpoint)
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -70,22 +70,24 @@ _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence[object], flags: int = 0) -> None:
+def send_frames(sock: zmq.SyncSocket, frames: Sequence[object], flags: int = 0) -> None:
     """Send a multipart message. With NOBLOCK a full queue raises zmq.Again before any frame of
     the message is queued (ZeroMQ queues multipart messages atomically)."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        _backend_send(sock, frame, flags | _SNDMORE if i < last else flags)
+        # Frames are typed object across the protocol (bytes, memoryviews or zmq.Frames, which
+        # ZeroMQ checks as it sends); pyzmq's overloads want one of those types by name.
+        _backend_send(sock, frame, flags | _SNDMORE if i < last else flags)  # type: ignore[call-overload]
 
 
-def send(sock: zmq.Socket, msg: Message, payloads: Sequence[object] = (), to: bytes | None = None) -> None:
+def send(sock: zmq.SyncSocket, msg: Message, payloads: Sequence[object] = (), to: bytes | None = None) -> None:
     frames = protocol.encode(msg, payloads)
     if to is not None:
         frames.insert(0, to)
     send_frames(sock, frames)
 
 
-def try_send(sock: zmq.Socket, msg: Message, payloads: Sequence[object] = ()) -> bool:
+def try_send(sock: zmq.SyncSocket, msg: Message, payloads: Sequence[object] = ()) -> bool:
     """Send without blocking; False if the socket cannot take it now (no peer, queue full).
 
     For DEALERs towards peers that may be dead: a blocking send there would stall the loop."""
@@ -135,12 +137,12 @@ class ServiceLoop:
 
     # --- registration ---------------------------------------------------------------------------
 
-    def add_reader(self, sock: zmq.Socket | int, on_readable: Callable[[Any], None]) -> None:
+    def add_reader(self, sock: zmq.SyncSocket | int, on_readable: Callable[[Any], None]) -> None:
         """Call `on_readable(sock)` when a socket (or a file descriptor) has input."""
         self._readers[sock] = on_readable
         self.poller.register(sock, zmq.POLLIN)
 
-    def remove_reader(self, sock: zmq.Socket) -> None:
+    def remove_reader(self, sock: zmq.SyncSocket) -> None:
         self._readers.pop(sock, None)
         self.poller.unregister(sock)
 
@@ -210,7 +212,7 @@ DealerHandlers = Mapping[type, Callable[[Any, list[object]], Any]]
 
 
 def drain_router(
-    sock: zmq.Socket,
+    sock: zmq.SyncSocket,
     settings: Settings,
     log: Any,
     handlers: RouterHandlers,
@@ -251,7 +253,7 @@ def drain_router(
 
 
 def drain_dealer(
-    sock: zmq.Socket,
+    sock: zmq.SyncSocket,
     settings: Settings,
     log: Any,
     handlers: DealerHandlers,

@@ -95,7 +95,7 @@ def run_local(args: argparse.Namespace) -> int:
         print(f"Squall local cluster: scheduler at {cluster.address}, {args.executors} executors", flush=True)
         keys = cluster.workdir / "keys.sh"
         if cluster.settings.curve_secret_key:
-            from squall.health import format_keys
+            from squall.keys import format_keys
 
             keys.touch(mode=0o600)
             keys.write_text(format_keys("shell", keys=(cluster.settings.curve_public_key, cluster.settings.curve_secret_key)))
@@ -131,7 +131,7 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from squall.health import format_keys
+    from squall.keys import format_keys
 
     print(format_keys(args.format, args.namespace, args.name), end="")
     return 0

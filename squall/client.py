@@ -60,7 +60,7 @@ class Client:
         except security.SecurityError as exc:
             keyless = not settings.plaintext and not settings.curve_secret_key
             raise ConnectionError(f"cannot connect to {address}: {exc}" + (f"; {LOCAL_CLUSTER_HINT}" if keyless else "")) from None
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.SyncContext = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
         probe = ConnectionProbe(self._sock, address, settings)  # before connecting: it sees every attempt
         try:
@@ -265,9 +265,9 @@ class Client:
         if isinstance(msg, Pong) and msg.incarnation and msg.incarnation != self.scheduler_incarnation:
             if self.scheduler_incarnation:  # a new scheduler process: what ran on the old one is gone
                 self.sent_code.clear()
-                for run_id, box in self._boxes.items():
+                for run_id, waiting in self._boxes.items():
                     if run_id != CONTROL:
-                        box.append((SchedulerRestarted(incarnation=msg.incarnation), []))
+                        waiting.append((SchedulerRestarted(incarnation=msg.incarnation), []))
             self.scheduler_incarnation = msg.incarnation
         if isinstance(msg, Pong) and msg.nonce == 0:
             return  # a keep-alive answer: hearing it was the point
@@ -275,8 +275,8 @@ class Client:
         if key is None:
             if isinstance(msg, ErrorReply) and len(self._boxes) > 1:
                 # An error about a submission: every run waiting should hear it.
-                for box in self._boxes.values():
-                    box.append((msg, payloads))
+                for waiting in self._boxes.values():
+                    waiting.append((msg, payloads))
                 return
             key = CONTROL
         box = self._boxes.get(key)

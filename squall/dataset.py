@@ -16,7 +16,7 @@ from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, Sh
 from squall.common.serialization import SerializationError, dumps_function
 
 if TYPE_CHECKING:
-    from squall.context import Context
+    from squall.connection import Connection
 
 
 class Dataset:
@@ -28,7 +28,7 @@ class Dataset:
     transformation is written; a failing job raises squall.JobError (TaskError for a user error).
     """
 
-    def __init__(self, ctx: Context, nodes: tuple[PlanNode, ...], partitions: int) -> None:
+    def __init__(self, ctx: Connection, nodes: tuple[PlanNode, ...], partitions: int) -> None:
         self.ctx = ctx
         self.nodes = nodes
         self.partitions = partitions

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import operator
 import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from squall.common.quantiles import quantile
 from squall.common.settings import Settings
 from squall.local import LocalCluster
 
@@ -70,8 +70,7 @@ def run(executors: int = 4, batches: int = 60, lines_per_batch: int = 500, group
             stats = ctx.last_run
             assert stats is not None
             intervals = stats.batch_intervals
-            p90 = statistics.quantiles(intervals, n=10)[-1] * 1000 if len(intervals) > 1 else intervals[0] * 1000
-            echo(f"{name:<38} {statistics.median(intervals) * 1000:>12.2f} {p90:>8.2f} "
+            echo(f"{name:<38} {quantile(intervals, 0.5) * 1000:>12.2f} {quantile(intervals, 0.9) * 1000:>8.2f} "
                  f"{scheduling / batches:>21.2f}  {len(stats.groups) or '-'}")
             totals = Counter()
             for records in results:

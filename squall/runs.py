@@ -1,6 +1,6 @@
 """Runs: a sequence of micro-batch jobs submitted at once, results handed back in order.
 
-`Context.run_jobs` and `Context.iter_jobs` build on this. Each job's result (its collected
+`Connection.run_jobs` and `Connection.iter_jobs` (squall.connection) build on this. Each job's result (its collected
 records) is yielded the moment that job and every job before it are complete, without waiting
 for the rest of its group. With errors="raise", a failed job raises its error when its turn
 comes; with errors="return", the error object takes the result's place and the run goes on.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,7 +50,11 @@ class RunStats:
         return [self.first_elapsed, *(b - a for a, b in itertools.pairwise(times))]
 
 
-class Run:
+class SubmittedRun:
+    """The driver's record of one run it submitted: its jobs (and any replays), what came back for
+    each, and its RunStats; results() hands the outcomes over in order and cancels the run if left
+    early."""
+
     def __init__(
         self,
         client: Client,
@@ -85,7 +89,7 @@ class Run:
         self._complete = [False] * len(self.jobs)
         self._finished = False
 
-    def results(self, errors: Errors = "raise") -> Iterator[Any]:
+    def results(self, errors: Errors = "raise") -> Generator[Any, None, None]:
         """Each job's collected records, in order, as soon as available."""
         try:
             self._submit()  # waits for the run's first message: a Ctrl-C there must cancel it too
@@ -130,10 +134,11 @@ class Run:
             if msg.skipped:
                 log.warning("bad_records_skipped", run=self.run_id, records=msg.skipped)
             self._finished = True
-            for i, done in enumerate(self._complete):
+            for position, done in enumerate(self._complete):
                 if not done:  # the scheduler never finished it: say so, do not drop it silently
-                    batch = self.first_batch + i
-                    self._settle(i, JobError(self.jobs[i].job_id, "cancelled", f"batch {batch} did not run (the run ended first)"))
+                    batch = self.first_batch + position
+                    job_id = self.jobs[position].job_id
+                    self._settle(position, JobError(job_id, "cancelled", f"batch {batch} did not run (the run ended first)"))
             return
         if isinstance(msg, ErrorReply):
             raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")

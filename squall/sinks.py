@@ -228,7 +228,7 @@ class PubSink:
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", high_water_mark: int = 1000,
-                 linger: float = 1.0, context: zmq.Context | None = None, settings: Settings | None = None) -> None:
+                 linger: float = 1.0, context: zmq.SyncContext | None = None, settings: Settings | None = None) -> None:
         self.topic = topic
         self.dropped = 0
         self._subscribed: set[bytes] = set()  # prefixes subscribers asked for
@@ -296,7 +296,7 @@ class Subscription:
     """
 
     def __init__(self, address: str, topic: bytes = b"squall", timeout: float = 5.0,
-                 context: zmq.Context | None = None, settings: Settings | None = None) -> None:
+                 context: zmq.SyncContext | None = None, settings: Settings | None = None) -> None:
         self.topic = topic
         self.timeout = timeout
         settings = _secured(settings, address)
@@ -313,7 +313,7 @@ class Subscription:
     def receive(self, timeout: float | None = None) -> tuple[int, list[Any]] | None:
         """The next (batch, records), or None after `timeout` seconds (default: self.timeout)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while self._sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        while self._sock.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
             frames = self._sock.recv_multipart()
             if frames[0] == self.topic:
                 return _decode_published(frames)
@@ -359,7 +359,7 @@ def _secured(settings: Settings | None, address: str) -> Settings:
     return settings
 
 
-def _authenticate(ctx: zmq.Context, settings: Settings) -> None:
+def _authenticate(ctx: zmq.SyncContext, settings: Settings) -> None:
     if not settings.plaintext and id(ctx) not in _authenticators:
         _authenticators[id(ctx)] = security.start_authenticator(ctx, settings)
 

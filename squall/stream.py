@@ -14,9 +14,8 @@ import math
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,13 +25,14 @@ from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SchedulerRestartedError, SquallError
 from squall.sources import StreamSource
+from squall.stream_metrics import StreamMetrics
 from squall.tuning import GroupSizeTuner, TunerBounds
-from squall.windows import Aggregation, WindowedStream, WindowOperator, WindowResult, WindowSpec, window_fold
+from squall.windows import COUNT, Aggregation, WindowOperator, WindowResult, WindowSpec, reducing, window_fold
 
 log = structlog.get_logger(component="stream")
 
 if TYPE_CHECKING:
-    from squall.context import Context
+    from squall.connection import Connection
 
 @dataclass(frozen=True)
 class StreamClock:
@@ -54,58 +54,6 @@ class StreamError(SquallError):
         self.cause = cause
 
 
-@dataclass
-class StreamMetrics:
-    """What a stream has done so far, updated as each batch is delivered (Stream.metrics_state).
-
-    Counters cover the whole stream; the series (latencies, group sizes...) keep only their most
-    recent `window` samples (Settings.metrics_window), so a stream that runs for weeks holds a
-    constant amount of them and its percentiles describe the recent past."""
-
-    batches: int = 0
-    output_records: int = 0  # records delivered to the sink (what the last transformation emitted)
-    # Records the source produced in the delivered batches, when the driver can count them without
-    # running the source (rate sources); None when it cannot (generator and directory sources).
-    input_records: int | None = None
-    started: float = 0.0
-    skipped: int = 0  # bad records skipped (bad_records="skip")
-    window: int = 1_000
-    latencies: deque[float] = field(init=False)  # seconds from batch end to sink, one per batch
-    window_latencies: deque[float] = field(init=False)  # seconds from window end to sink
-    group_sizes: deque[int] = field(init=False)
-    submit_seconds: deque[float] = field(init=False)  # driver time to build each group
-    overheads: deque[float] = field(init=False)  # auto group size: each group's share of coordination
-
-    def __post_init__(self) -> None:
-        for name in ("latencies", "window_latencies", "group_sizes", "submit_seconds", "overheads"):
-            setattr(self, name, deque(maxlen=self.window))
-
-    @property
-    def first_latency_batch(self) -> int:
-        """The batch whose latency is latencies[0] (older ones have left the window)."""
-        return self.batches - len(self.latencies)
-
-    def summary(self) -> dict[str, float]:
-        """The figures Stream.metrics() returns (see there)."""
-        elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
-        lat = sorted(self.latencies)
-        windows = sorted(self.window_latencies)
-        extra = {"window_latency_p50": _quantile(windows, 0.5), "window_latency_p99": _quantile(windows, 0.99)} if windows else {}
-        if self.input_records is not None:
-            extra["input_records"] = self.input_records
-            extra["input_records_per_second"] = self.input_records / elapsed if elapsed else 0.0
-        return {
-            **extra,
-            "batches": self.batches,
-            "output_records": self.output_records,
-            "skipped_records": self.skipped,
-            "output_records_per_second": self.output_records / elapsed if elapsed else 0.0,
-            "latency_p50": _quantile(lat, 0.5),
-            "latency_p99": _quantile(lat, 0.99),
-            "group_size": self.group_sizes[-1] if self.group_sizes else 0,
-        }
-
-
 class Stream:
     """A stream of micro-batches from a replayable source (make it with Context.stream).
 
@@ -117,7 +65,7 @@ class Stream:
     a positive integer nor "auto".
     """
 
-    def __init__(self, ctx: Context, source: StreamSource, batch_interval: float, group_size: int | str,
+    def __init__(self, ctx: Connection, source: StreamSource, batch_interval: float, group_size: int | str,
                  transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
@@ -174,18 +122,9 @@ class Stream:
     def window(self, size: float, slide: float | None = None, event_time: Callable[[Any], float] | None = None) -> WindowedStream:
         """Event-time windows over (key, value) records (key_by first): tumbling, or sliding with
         `slide`; then .count(), .reduce(fn) or .aggregate(zero, add, merge). `event_time(value)`
-        defaults to the value's event_time attribute or key, or its last element."""
-        return WindowedStream(self, size, slide, event_time)
-
-    def _windowed(self, spec: WindowSpec, agg: Aggregation, partitions: int | None) -> Stream:
-        state_id = uuid.uuid4().hex[:16]
-
-        def transform(ds: Dataset, clock: StreamClock) -> Dataset:
-            op = WindowOperator(spec, agg, clock.start, clock.interval)
-            folded = ds.map_partitions(functools.partial(window_fold, spec, agg))
-            return folded.group_by_key(partitions)._update_state(op, state_id, kind="window")
-
-        return self._then(transform)
+        defaults to the value's event_time attribute or key, or its last element. Raises
+        ValueError for a size or slide that is not positive, or a slide longer than the size."""
+        return WindowedStream(self, WindowSpec.of(size, slide, event_time))
 
     def foreach_batch(self, fn: Sink) -> Stream:
         """Call fn(batch_index, records) on the driver for every batch, in order."""
@@ -371,10 +310,42 @@ class Stream:
             raise StreamError("the scheduler restarted and no executor registered with it", None)
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+class WindowedStream:
+    """Event-time windows over a stream of (key, value) records (made by Stream.window); finish
+    it with count(), reduce(fn) or aggregate(zero, add, merge) to get a Stream of WindowResult.
+
+    Events go to windows by event_time(value); a window is emitted in the batch whose end
+    reaches the window's end. The window logic itself is squall.windows: here it becomes a stage
+    of the stream (a map-side fold, a shuffle by key, and a window step on the key's executor).
+    """
+
+    def __init__(self, stream: Stream, spec: WindowSpec) -> None:
+        self.stream = stream
+        self.spec = spec
+
+    def count(self, partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, number of events) for every (key, window) as it closes;
+        the window state is kept in `partitions` partitions (default: the stream's)."""
+        return self._closed_by(COUNT, partitions)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, values combined with fn(a, b)) for every (key, window)."""
+        return self._closed_by(reducing(fn), partitions)
+
+    def aggregate(self, zero: Callable[[], Any], add: Callable[[Any, Any], Any], merge: Callable[[Any, Any], Any],
+                  partitions: int | None = None) -> Stream:
+        """WindowResult(key, start, end, value) for every (key, window), when the window closes."""
+        return self._closed_by(Aggregation(zero, add, merge), partitions)
+
+    def _closed_by(self, agg: Aggregation, partitions: int | None) -> Stream:
+        spec, state_id = self.spec, uuid.uuid4().hex[:16]
+
+        def transform(ds: Dataset, clock: StreamClock) -> Dataset:
+            op = WindowOperator(spec, agg, clock.start, clock.interval)
+            folded = ds.map_partitions(functools.partial(window_fold, spec, agg))
+            return folded.group_by_key(partitions)._update_state(op, state_id, kind="window")
+
+        return self.stream._then(transform)
 
 
 def boundary_overhead(coordination_seconds: float, group_span: float) -> float:

@@ -9,6 +9,9 @@ window that ends at or before it is complete, is emitted as WindowResult(key, st
 and leaves the state. Sources here stamp events inside their batch's interval, so no event is
 ever late; an event for a window already emitted would start that window's accumulator again
 and be emitted on its own at the next batch (nothing is dropped).
+
+This module is the window logic alone, what map tasks and executors run; it knows nothing of
+streams. Stream.window (squall.stream.WindowedStream) builds a stream's windowed stage from it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from squall.stream import Stream
-
+from typing import Any, NamedTuple
 
 _EPSILON = 1e-9
 
@@ -51,6 +50,18 @@ class WindowSpec:
     size: float
     slide: float
     event_time: Callable[[Any], float]
+
+    @classmethod
+    def of(cls, size: float, slide: float | None = None, event_time: Callable[[Any], float] | None = None) -> WindowSpec:
+        """Tumbling windows of `size` (sliding every `slide`), over event_time (default:
+        default_event_time). Raises ValueError for a size or slide that is not positive, or a
+        slide longer than the size."""
+        slide = size if slide is None else slide
+        if not (size > 0 and slide > 0):
+            raise ValueError(f"window size and slide must be positive, got size={size!r} slide={slide!r}")
+        if slide > size:
+            raise ValueError(f"a slide ({slide}) longer than the window ({size}) would skip events")
+        return cls(float(size), float(slide), event_time or default_event_time)
 
     def starts(self, t: float) -> list[float]:
         """Starts of the windows that contain event time t, each computed as index * slide (one
@@ -118,39 +129,6 @@ def default_event_time(value: Any) -> float:
     raise TypeError(f"cannot tell the event time of {value!r:.100}; pass window(..., event_time=fn)")
 
 
-class WindowedStream:
-    """Event-time windows over a stream of (key, value) records (made by Stream.window); finish
-    it with count(), reduce(fn) or aggregate(zero, add, merge) to get a Stream of WindowResult.
-
-    Events go to windows by event_time(value); a window is emitted in the batch whose end
-    reaches the window's end. Raises ValueError for a size or slide that is not positive, or a
-    slide longer than the size.
-    """
-
-    def __init__(self, stream: Stream, size: float, slide: float | None, event_time: Callable[[Any], float] | None) -> None:
-        slide = size if slide is None else slide
-        if not (size > 0 and slide > 0):
-            raise ValueError(f"window size and slide must be positive, got size={size!r} slide={slide!r}")
-        if slide > size:
-            raise ValueError(f"a slide ({slide}) longer than the window ({size}) would skip events")
-        self.stream = stream
-        self.spec = WindowSpec(float(size), float(slide), event_time or default_event_time)
-
-    def count(self, partitions: int | None = None) -> Stream:
-        """WindowResult(key, start, end, number of events) for every (key, window) as it closes;
-        the window state is kept in `partitions` partitions (default: the stream's)."""
-        return self.aggregate(int, _count_add, _plus, partitions)
-
-    def reduce(self, fn: Callable[[Any, Any], Any], partitions: int | None = None) -> Stream:
-        """WindowResult(key, start, end, values combined with fn(a, b)) for every (key, window)."""
-        return self.aggregate(_Empty, _ReduceAdd(fn), _ReduceMerge(fn), partitions)
-
-    def aggregate(self, zero: Callable[[], Any], add: Callable[[Any, Any], Any], merge: Callable[[Any, Any], Any],
-                  partitions: int | None = None) -> Stream:
-        """WindowResult(key, start, end, value) for every (key, window), when the window closes."""
-        return self.stream._windowed(self.spec, Aggregation(zero, add, merge), partitions)
-
-
 def _count_add(acc: int, value: Any) -> int:
     return acc + 1
 
@@ -178,3 +156,11 @@ class _ReduceMerge(_ReduceAdd):
         if isinstance(b, _Empty):
             return a
         return self.fn(a, b)
+
+
+COUNT = Aggregation(int, _count_add, _plus)
+
+
+def reducing(fn: Callable[[Any, Any], Any]) -> Aggregation:
+    """The aggregation of values combined with fn(a, b); a window's first value is its start."""
+    return Aggregation(_Empty, _ReduceAdd(fn), _ReduceMerge(fn))

@@ -132,12 +132,14 @@ def make_event(partition: int, index: int, event_time: float) -> str:
 
 def parse(line: str) -> dict[str, Any]:
     """An event's fields from its JSON line."""
-    return json.loads(line)
+    event: dict[str, Any] = json.loads(line)
+    return event
 
 
 def is_view(event: Mapping[str, Any]) -> bool:
     """Whether the event is a view (the only events YSB counts)."""
-    return event["event_type"] == "view"
+    event_type: str = event["event_type"]
+    return event_type == "view"
 
 
 def campaign_of(event: Mapping[str, Any], table: Mapping[str, str]) -> str:

@@ -4,12 +4,12 @@ processes, the default checkpoint directory)."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from squall.common.checkpoint_store import default_checkpoint_dir
 from squall.common.security import new_keypair
 
 from squall import LocalCluster, Settings
@@ -21,7 +21,7 @@ TEST_PUBLIC_KEY, TEST_SECRET_KEY = new_keypair()  # the test session's cluster k
 
 # The default checkpoint_dir. Tests give every store and executor a directory of their own, so
 # the suite must not create this one (it cannot tell whether it wrote into one that was there).
-DEFAULT_CHECKPOINT_DIR = Path(tempfile.gettempdir()) / "squall-checkpoints"
+DEFAULT_CHECKPOINT_DIR = Path(default_checkpoint_dir())
 DEFAULT_CHECKPOINT_DIR_EXISTED = DEFAULT_CHECKPOINT_DIR.exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squall.common.logging import configure
+from squall.common.log_config import configure
 from squall.common.service_cli import add_common_arguments, serve, settings_from_args
 
 

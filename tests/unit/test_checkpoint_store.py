@@ -9,7 +9,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from squall.common.checkpoint_store import AsyncWriter, CheckpointError, DirectoryStore, check_key, open_store
+from squall.common.checkpoint_store import (
+    AsyncWriter,
+    CheckpointError,
+    DirectoryStore,
+    check_key,
+    default_checkpoint_dir,
+    open_store,
+)
+from squall.common.settings import Settings
 
 from tests.polling import wait_until
 
@@ -204,6 +212,7 @@ def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(url, DirectoryStore) and url.root == str(tmp_path / "url dir")
     default = open_store("")
     assert isinstance(default, DirectoryStore) and default.root == str(tmp_path / "squall-checkpoints")
+    assert default.root == default_checkpoint_dir() == Settings(checkpoint_dir="").checkpoint_root  # one default
     for bad in ["s3://bucket/path", "http://x/y"]:
         with pytest.raises(ValueError, match="supported"):
             open_store(bad)

@@ -8,9 +8,9 @@ from types import ModuleType
 import pytest
 
 import squall
-from squall import broadcast, context, dataset, local, sinks, sources, stream, windows
+from squall import broadcast, connection, context, dataset, local, sinks, sources, stream, windows
 
-USER_MODULES = [context, dataset, stream, local, sources, sinks, windows, broadcast]
+USER_MODULES = [connection, context, dataset, stream, local, sources, sinks, windows, broadcast]
 
 
 def public_members(module: ModuleType) -> list[tuple[str, str | None]]:

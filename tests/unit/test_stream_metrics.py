@@ -1,8 +1,10 @@
-"""squall.stream.StreamMetrics: counters for the whole stream, series bounded by their window."""
+"""squall.stream_metrics.StreamMetrics: counters for the whole stream, series bounded by their window."""
 
 from __future__ import annotations
 
-from squall.stream import StreamMetrics
+import pytest
+
+from squall.stream_metrics import StreamMetrics
 
 
 def test_series_keep_only_the_most_recent_window_of_samples() -> None:
@@ -27,3 +29,14 @@ def test_a_short_stream_keeps_every_sample() -> None:
     metrics = StreamMetrics()
     metrics.batches, _ = 3, metrics.latencies.extend([0.1, 0.2, 0.3])
     assert metrics.first_latency_batch == 0 and list(metrics.latencies) == [0.1, 0.2, 0.3]
+
+
+def test_summary_percentiles_interpolate_as_every_reported_quantile_does() -> None:
+    metrics = StreamMetrics()
+    metrics.batches = 4
+    metrics.latencies.extend([0.4, 0.1, 0.3, 0.2])
+    summary = metrics.summary()
+    assert summary["latency_p50"] == pytest.approx(0.25)  # between the two middle samples
+    assert summary["latency_p99"] == pytest.approx(0.397)
+    assert "window_latency_p50" not in summary  # no window delivered yet
+    assert StreamMetrics().summary()["latency_p99"] == 0.0  # nothing delivered yet

@@ -6,7 +6,17 @@ import operator
 
 import pytest
 
-from squall.windows import Aggregation, WindowOperator, WindowResult, WindowSpec, _Empty, _ReduceAdd, _ReduceMerge, window_fold
+from squall.windows import (
+    Aggregation,
+    WindowOperator,
+    WindowResult,
+    WindowSpec,
+    _Empty,
+    _ReduceAdd,
+    _ReduceMerge,
+    default_event_time,
+    window_fold,
+)
 
 COUNT = Aggregation(int, lambda acc, v: acc + 1, operator.add)
 
@@ -59,3 +69,10 @@ def test_reduce_uses_its_first_value_as_the_start():
     add, merge = _ReduceAdd(max), _ReduceMerge(max)
     assert add(_Empty(), 3) == 3 and add(3, 5) == 5
     assert merge(_Empty(), 4) == 4 and merge(4, _Empty()) == 4 and merge(4, 9) == 9
+
+
+def test_a_window_spec_refuses_sizes_and_slides_that_would_lose_events() -> None:
+    assert WindowSpec.of(10) == WindowSpec(10.0, 10.0, default_event_time)  # tumbling by default
+    for size, slide in [(0, None), (10, 0), (-1, None), (5, 10)]:
+        with pytest.raises(ValueError, match="positive|skip events"):
+            WindowSpec.of(size, slide)

@@ -32,8 +32,10 @@ def configure(settings: Settings, service: str, **context: Any) -> structlog.typ
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    return structlog.get_logger().bind(service=service, **context)
+    log: structlog.typing.FilteringBoundLogger = structlog.get_logger()  # structlog types it Any
+    return log.bind(service=service, **context)
 
 
 def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger().bind(**context)
+    log: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    return log.bind(**context)
