@@ -90,8 +90,9 @@ class Executor:
         self.log: list[Instruction] = []  # every instruction fed so far
         self.restored: Restored = {}  # what LoadStates finds (launch_group sets it)
 
-    def __getattr__(self, name: str) -> Any:  # the core's tables and queries
-        return getattr(self.state, name)
+    def __getattr__(self, name: str) -> Any:  # the core's queries, and the tables of its tasks
+        flow = self.state.flow
+        return getattr(flow if hasattr(flow, name) else self.state, name)
 
     def feed(self, event: Event) -> list[Instruction]:
         out = feed(self.state, event)
