@@ -94,7 +94,7 @@ class ExecutorServer:
         self.loop.every(0.05, lambda: self.handle(Tick(now=time.monotonic(), stimulus_id="tick")))
         self.loop.every(max(0.5, settings.shuffle_fetch_timeout / 2), self._close_idle_peers)
         self.loop.every(min(0.05, settings.heartbeat_interval), self.heartbeat.loop_alive)
-        self.from_scheduler: transport.DealerHandlers = {t: self._received_from_scheduler for t in SCHEDULER_MESSAGES}
+        self.from_scheduler = self._scheduler_handlers(self.sched)
         self.from_peers: transport.DealerHandlers = {t: self._received_from_peer for t in PEER_MESSAGES}
         self.on_block_socket: transport.RouterHandlers = {t: self._received_on_block_socket for t in BLOCK_SOCKET_MESSAGES}
         self._carry_out: dict[type, Callable[[Any], None]] = {
@@ -117,7 +117,6 @@ class ExecutorServer:
             Reconnect: self._reconnect,
             DiscardWork: self._discard_work,
         }
-        self.handle(Started(now=time.monotonic(), stimulus_id="started"))
         if ready_file:
             transport.write_ready_file(ready_file, self.data_address)
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
@@ -132,6 +131,7 @@ class ExecutorServer:
 
     def run(self) -> None:
         sys.setswitchinterval(self.settings.executor_switch_interval)
+        self.handle(Started(now=time.monotonic(), stimulus_id="started"))  # registers with the scheduler
         try:
             self.loop.run()
         finally:
@@ -162,8 +162,12 @@ class ExecutorServer:
         for run in runs:
             self._run(run)
 
-    def _received_from_scheduler(self, msg: Message, payloads: list[object]) -> None:
-        self.handle(FromScheduler(now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__), msg=msg, payloads=payloads))
+    def _scheduler_handlers(self, sock: zmq.Socket[Any]) -> transport.DealerHandlers:
+        def received(msg: Message, payloads: list[object]) -> None:
+            if sock is self.sched:  # what was queued behind a Reregister on a replaced connection is written off
+                self.handle(FromScheduler(now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__), msg=msg, payloads=payloads))
+
+        return {t: received for t in SCHEDULER_MESSAGES}
 
     def _received_from_peer(self, msg: Message, payloads: list[object]) -> None:
         self.handle(Received(now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__), msg=msg, payloads=payloads))
@@ -261,10 +265,12 @@ class ExecutorServer:
     def _reconnect(self, instruction: Reconnect) -> None:
         self.heartbeat.active.clear()
         self.heartbeat.registration += 1
-        self.loop.remove_reader(self.sched)
-        self.sched.close(0)
+        old = self.sched
+        self.loop.remove_reader(old)
+        self.loop.call_later(0, lambda: old.close(0))  # not now: a Reregister on it is read while draining it
         self.sched = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
         self.sched.connect(self.settings.scheduler_address)
+        self.from_scheduler = self._scheduler_handlers(self.sched)
         self.loop.add_reader(self.sched, self._on_scheduler)
 
     def _discard_work(self, instruction: DiscardWork) -> None:
