@@ -68,7 +68,7 @@ class Stories:
 
     def record(self, key: TaskKey, old: TaskState | None, new: TaskState, stimulus_id: str, now: float) -> None:
         if (old, new) not in ALLOWED:
-            raise InvalidTransition(f"task {key}: {old} -> {new} ({stimulus_id})")
+            raise InvalidTransition(f"task {key}: {old.value if old else 'new'} -> {new.value} ({stimulus_id})")
         self._log.append((key, old, new, stimulus_id, now))
 
     def story(self, key: TaskKey) -> list[tuple[TaskState | None, TaskState, str, float]]:
