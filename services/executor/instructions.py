@@ -51,6 +51,31 @@ class StopTask:
 
 
 @dataclass(frozen=True)
+class RestoreState:
+    """A stateful partition starts over from `table` (its checkpoint, or empty)."""
+
+    state_id: str
+    partition: int
+    table: dict[Any, Any]
+
+
+@dataclass(frozen=True)
+class DropStates:
+    """State tables go: every partition's of these states (their streams ended), or only
+    `partition`'s (its checkpoint was unreadable)."""
+
+    state_ids: list[str]
+    partition: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadStates:
+    """Load the checkpoints of the partitions `launch` restores, and answer with StatesLoaded."""
+
+    launch: LaunchGroup
+
+
+@dataclass(frozen=True)
 class CheckpointMapOutput:
     """Write a map task's blocks to the checkpoint store, in the background."""
 
@@ -83,37 +108,6 @@ class ForgetCheckpoints:
 
 
 @dataclass(frozen=True)
-class LoadStates:
-    """Load the checkpoints of the partitions `launch` restores, and answer with StatesLoaded."""
-
-    launch: LaunchGroup
-
-
-@dataclass(frozen=True)
-class RestoreState:
-    """A stateful partition starts over from `table` (its checkpoint, or empty)."""
-
-    state_id: str
-    partition: int
-    table: dict[Any, Any]
-
-
-@dataclass(frozen=True)
-class DropState:
-    """A stateful partition's table goes (its checkpoint was unreadable)."""
-
-    state_id: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class DropStateTables:
-    """Every partition's table of these states goes (their streams ended)."""
-
-    state_ids: list[str]
-
-
-@dataclass(frozen=True)
 class WakeAt:
     """Feed a HeldDue event at monotonic time `when` (a held source task's batch time)."""
 
@@ -141,6 +135,6 @@ class DiscardWork:
 
 Instruction = (
     ToScheduler | ToShuffleMeta | ToPeer | Send | Log | RunTask | StopTask | CheckpointMapOutput | CheckpointState
-    | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropState | DropStateTables | WakeAt
+    | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropStates | WakeAt
     | Activate | Reconnect | DiscardWork
 )

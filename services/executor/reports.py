@@ -7,7 +7,7 @@ TaskFailed over the message limit would make ZeroMQ drop the connection it trave
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from squall.common.protocol import TaskDescriptor, TaskFailed, TaskFinished
 from squall.services.executor.tasks import TaskOutput
@@ -33,13 +33,15 @@ def bounded(text: str, max_message_bytes: int, keep: str) -> str:
     return text[: limit // 2] + note + text[-(limit // 2) :]
 
 
+def _task(executor_id: str, task: TaskDescriptor) -> dict[str, Any]:
+    """The fields naming a task attempt, in a report about it."""
+    return {"executor_id": executor_id, "job_id": task.job_id, "stage_id": task.stage_id, "partition": task.partition,
+            "attempt": task.attempt}
+
+
 def task_failed(executor_id: str, task: TaskDescriptor, failure: Failure, max_message_bytes: int) -> TaskFailed:
     return TaskFailed(
-        executor_id=executor_id,
-        job_id=task.job_id,
-        stage_id=task.stage_id,
-        partition=task.partition,
-        attempt=task.attempt,
+        **_task(executor_id, task),
         kind=failure.kind,
         error_type=failure.error_type,
         message=bounded(failure.message, max_message_bytes, "head"),
@@ -48,14 +50,5 @@ def task_failed(executor_id: str, task: TaskDescriptor, failure: Failure, max_me
 
 
 def task_finished(executor_id: str, task: TaskDescriptor, outcome: TaskOutput, started: float, now: float) -> TaskFinished:
-    return TaskFinished(
-        executor_id=executor_id,
-        job_id=task.job_id,
-        stage_id=task.stage_id,
-        partition=task.partition,
-        attempt=task.attempt,
-        has_result=outcome.is_result,
-        output_bytes=outcome.size,
-        elapsed=max(0.0, now - started),
-        skipped=outcome.skipped,
-    )
+    return TaskFinished(**_task(executor_id, task), has_result=outcome.is_result, output_bytes=outcome.size,
+                        elapsed=max(0.0, now - started), skipped=outcome.skipped)

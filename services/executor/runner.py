@@ -91,11 +91,9 @@ class Runner:
         """Replace the table (a task still running on the old one keeps it; its batch is written off)."""
         self.states[key] = table
 
-    def drop_state(self, key: tuple[str, int]) -> None:
-        self.states.pop(key, None)
-
-    def drop_state_tables(self, state_ids: list[str]) -> None:
-        for key in [k for k in self.states if k[0] in state_ids]:
+    def drop_states(self, state_ids: list[str], partition: int | None = None) -> None:
+        """The tables of these states go: all their partitions', or only `partition`'s."""
+        for key in [k for k in self.states if k[0] in state_ids and partition in (None, k[1])]:
             del self.states[key]
 
     # --- running --------------------------------------------------------------------------------

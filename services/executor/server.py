@@ -16,29 +16,17 @@ from typing import Any
 import zmq
 from squall.common import broadcast_store, security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
-from squall.common.protocol import GetTracked, LaunchGroup, Message
+from squall.common.protocol import GetTracked, LaunchGroup, Message, TaskDescriptor
 from squall.common.settings import Settings
+from squall.services.executor import events
 from squall.services.executor.checkpoints import Checkpointer
-from squall.services.executor.events import (
-    CheckpointsWritten,
-    FromScheduler,
-    HeldDue,
-    Restored,
-    SchedulerForgotUs,
-    ShuffleMetaRestarted,
-    Started,
-    StatesLoaded,
-    TaskCompleted,
-    TrackedAsked,
-)
 from squall.services.executor.heartbeat import Heartbeater
 from squall.services.executor.instructions import (
     Activate,
     CheckpointMapOutput,
     CheckpointState,
     DiscardWork,
-    DropState,
-    DropStateTables,
+    DropStates,
     ForgetCheckpoints,
     LoadStates,
     PruneMapCheckpoints,
@@ -50,8 +38,10 @@ from squall.services.executor.instructions import (
     ToScheduler,
     WakeAt,
 )
+from squall.services.executor.reports import Failure
 from squall.services.executor.runner import Runner
 from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES, SCHEDULER_MESSAGES, ExecutorState
+from squall.services.executor.tasks import TaskOutput
 from zmq.utils.monitor import recv_monitor_message
 
 
@@ -110,9 +100,8 @@ class ExecutorServer:
             ForgetCheckpoints: lambda i: self.checkpoints.forget(i.state_ids),
             LoadStates: self._load_states,
             RestoreState: lambda i: self.runner.restore_state((i.state_id, i.partition), i.table),
-            DropState: lambda i: self.runner.drop_state((i.state_id, i.partition)),
-            DropStateTables: lambda i: self.runner.drop_state_tables(i.state_ids),
-            WakeAt: lambda i: self.loop.call_at(i.when, lambda: self.handle(HeldDue(now=time.monotonic(), stimulus_id="held-due"))),
+            DropStates: lambda i: self.runner.drop_states(i.state_ids, i.partition),
+            WakeAt: lambda i: self.loop.call_at(i.when, self._held_due),
             Activate: self._activate,
             Reconnect: self._reconnect,
             DiscardWork: self._discard_work,
@@ -131,7 +120,7 @@ class ExecutorServer:
 
     def run(self) -> None:
         sys.setswitchinterval(self.settings.executor_switch_interval)
-        self.handle(Started(now=time.monotonic(), stimulus_id="started"))  # registers with the scheduler
+        self.handle(events.Started(now=time.monotonic(), stimulus_id="started"))  # registers with the scheduler
         try:
             self.loop.run()
         finally:
@@ -165,7 +154,8 @@ class ExecutorServer:
     def _scheduler_handlers(self, sock: zmq.Socket[Any]) -> transport.DealerHandlers:
         def received(msg: Message, payloads: list[object]) -> None:
             if sock is self.sched:  # what was queued behind a Reregister on a replaced connection is written off
-                self.handle(FromScheduler(now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__), msg=msg, payloads=payloads))
+                now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
+                self.handle(events.FromScheduler(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads))
 
         return {t: received for t in SCHEDULER_MESSAGES}
 
@@ -175,7 +165,7 @@ class ExecutorServer:
     def _received_on_block_socket(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
         now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
         if isinstance(msg, GetTracked):
-            self.handle(TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked()))
+            self.handle(events.TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked()))
         else:
             self.handle(Received(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads, peer=peer))
 
@@ -192,26 +182,26 @@ class ExecutorServer:
         self.heartbeat.wakeup.drain()
         if self.heartbeat.reregister.is_set():
             self.heartbeat.reregister.clear()
-            self.handle(SchedulerForgotUs(now=time.monotonic(), stimulus_id=stimulus("reregister")))
+            self.handle(events.SchedulerForgotUs(now=time.monotonic(), stimulus_id=stimulus("reregister")))
 
     def _on_meta_connected(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
             recv_monitor_message(monitor)
             self.meta_connects += 1
             if self.meta_connects > 1:  # connected again: shuffle_meta restarted, and knows nothing
-                self.handle(ShuffleMetaRestarted(now=time.monotonic(), stimulus_id=stimulus("shuffle-meta-restarted")))
+                self.handle(events.ShuffleMetaRestarted(now=time.monotonic(), stimulus_id=stimulus("shuffle-meta-restarted")))
 
     def _on_checkpointed(self, fd: int) -> None:
         written = self.checkpoints.written()
         if written:
-            self.handle(CheckpointsWritten(now=time.monotonic(), stimulus_id=stimulus("checkpointed"), written=written))
+            self.handle(events.CheckpointsWritten(now=time.monotonic(), stimulus_id=stimulus("checkpointed"), written=written))
 
     def _on_runner(self, fd: int) -> None:
         self.runner.wakeup.drain()
         while self.runner.done:
             generation, task, outcome = self.runner.done.popleft()
             if generation == self.generation:
-                self.handle(TaskCompleted(now=time.monotonic(), stimulus_id=stimulus("task-done"), task=task, outcome=outcome))
+                self._task_completed(task, outcome)
 
     # --- instructions out -----------------------------------------------------------------------
 
@@ -241,7 +231,7 @@ class ExecutorServer:
         """Load the checkpoints of the partitions this executor takes over (recovery only), and
         give the launch back to the core with them."""
         msg: LaunchGroup = instruction.launch
-        restored: Restored = {}
+        restored: events.Restored = {}
         for r in msg.restores:
             key = (r.state_id, r.partition)
             try:
@@ -251,7 +241,8 @@ class ExecutorServer:
                 continue
             if loaded is not None:
                 restored[key] = loaded
-        self.handle(StatesLoaded(now=time.monotonic(), stimulus_id=stimulus("states-loaded"), launch=msg, restored=restored))
+        answer = events.StatesLoaded(now=time.monotonic(), stimulus_id=stimulus("states-loaded"), launch=msg, restored=restored)
+        self.handle(answer)
 
     def _activate(self, instruction: Activate) -> None:
         self.heartbeat.active.set()
@@ -315,4 +306,10 @@ class ExecutorServer:
     def _run_inline(self, run: RunTask, generation: int) -> None:
         outcome = self.runner.run_inline(run)
         if generation == self.generation:
-            self.handle(TaskCompleted(now=time.monotonic(), stimulus_id=stimulus("task-done"), task=run.task, outcome=outcome))
+            self._task_completed(run.task, outcome)
+
+    def _task_completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> None:
+        self.handle(events.TaskCompleted(now=time.monotonic(), stimulus_id=stimulus("task-done"), task=task, outcome=outcome))
+
+    def _held_due(self) -> None:
+        self.handle(events.HeldDue(now=time.monotonic(), stimulus_id=stimulus("held-due")))

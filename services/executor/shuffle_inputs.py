@@ -125,7 +125,8 @@ class ShuffleInputs:
                 blocks = store.get((job_id, shuffle_id, loc.map_partition))
                 if blocks is None:
                     out.sends.clear()
-                    self._fail(request.inbox_key, f"map output {loc.map_partition} is not in the local block store", "FetchFailed", out)
+                    reason = f"map output {loc.map_partition} is not in the local block store"
+                    self._fail(request.inbox_key, reason, "FetchFailed", out)
                     return out
                 self.arrive(request.inbox_key, loc.map_partition, blocks[reduce_partition], out)
             else:

@@ -46,7 +46,7 @@ from squall.services.executor.events import (
     TrackedAsked,
 )
 from squall.services.executor.instructions import (
-    DropStateTables,
+    DropStates,
     ForgetCheckpoints,
     Instruction,
     LoadStates,
@@ -193,7 +193,7 @@ class ExecutorState:
         msg = event.msg
         assert isinstance(msg, ForgetStates)
         self.flow.keyed.forget(set(msg.state_ids))
-        return [DropStateTables(msg.state_ids), ForgetCheckpoints(msg.state_ids)]
+        return [DropStates(msg.state_ids), ForgetCheckpoints(msg.state_ids)]
 
     def _shuffle_meta_restarted(self, event: ShuffleMetaRestarted) -> list[Instruction]:
         """shuffle_meta came back empty: tell it every map output held here again, and repeat the

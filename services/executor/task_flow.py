@@ -25,7 +25,7 @@ from squall.services.executor.held_tasks import HeldTasks
 from squall.services.executor.instructions import (
     CheckpointMapOutput,
     CheckpointState,
-    DropState,
+    DropStates,
     Instruction,
     RestoreState,
     RunTask,
@@ -150,7 +150,7 @@ class TaskFlow:
         if isinstance(loaded, str):
             self.keyed.drop(key)
             unreadable[key] = loaded
-            return [DropState(*key)]
+            return [DropStates([key[0]], key[1])]
         batch, table = loaded if loaded is not None else (restore.first_batch - 1, {})
         self.keyed.restore(key, batch)
         log = Log("info", "state_restored", {"state": key[0], "partition": key[1], "batch": loaded[0] if loaded else None})
@@ -236,7 +236,8 @@ class TaskFlow:
             if local is None:
                 return out
             state = local.spec.state
-            if state is None or local.group_id is None or not self.keyed.applied((state.state_id, local.task.partition), local.task.batch):
+            key = (state.state_id, local.task.partition) if state is not None else None
+            if key is None or local.group_id is None or not self.keyed.applied(key, local.task.batch):
                 break
             out += self._already_applied(local)  # its first attempt applied it meanwhile
         self._transition(local, RUNNING)
@@ -325,7 +326,8 @@ class TaskFlow:
             return self._task_over(local)
         kept = self.keyed.take((spec.state.state_id, task.partition), task.batch, task.job_id)
         if kept is None:
-            message = f"partition {task.partition} of keyed state {spec.state.state_id} is past batch {task.batch} and no longer holds its output"
+            message = (f"partition {task.partition} of keyed state {spec.state.state_id} is past batch {task.batch} "
+                       "and no longer holds its output")
             return self._report_failure(task, local.group_id, Failure("task", "StateAhead", message), local)
         return self._complete(local, kept, self.now)
 
@@ -348,7 +350,8 @@ class TaskFlow:
             del self.tasks[key]
             self.local.finished(local)
             if local.group_id is None:
-                out += self._report_failure(local.task, None, Failure("fetch", "Cancelled", f"job {key[0]} was released"), local, CANCELLED)
+                why = Failure("fetch", "Cancelled", f"job {key[0]} was released")
+                out += self._report_failure(local.task, None, why, local, CANCELLED)
             else:
                 self._transition(local, CANCELLED)
                 out += self._task_over(local, advance=False)  # never ran: its batch is not applied

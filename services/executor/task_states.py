@@ -6,11 +6,12 @@
     running --its job released or cancelled--> cancelled (still on the runner until it returns)
     running --its partition restored from a checkpoint meanwhile--> orphaned (its batch does not count)
 
-Done, failed, cancelled and orphaned are final (a cancelled or orphaned task the runner still has
-stays the running one until the runner returns it). Any task not yet over may be cancelled (its job released) or fail (an input lost). `suspended` is
-reserved for tasks put aside and resumed later; nothing enters it yet. The story log keeps the
-newest transitions of all tasks together in one ring, so its size never depends on how long the
-executor runs.
+A task not yet over may be cancelled (its job released) or fail (an input lost, a report that
+cannot travel). Done, failed, cancelled and orphaned are final; a cancelled or orphaned task the
+runner still has stays the running one until the runner returns it. A stateful task whose batch
+was applied already is done at once (it takes the output kept from then). `suspended` is reserved
+for tasks put aside to be resumed later: nothing enters it yet. The story log keeps the newest
+transitions of all tasks in one ring, so its size never depends on how long the executor runs.
 """
 
 from __future__ import annotations

@@ -25,10 +25,8 @@ from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead
 from squall.common.protocol import (
     Blocks,
     BlocksReady,
-    CancelJobs,
     ErrorReply,
     FetchBlocks,
-    ForgetStates,
     GetTracked,
     GroupDone,
     Heartbeat,
@@ -40,13 +38,10 @@ from squall.common.protocol import (
     Message,
     Ping,
     Pong,
-    PruneCheckpoints,
     PushBlocks,
     Registered,
     RegisterExecutor,
     RegisterMapOutputs,
-    ReleaseJob,
-    Reregister,
     TaskDescriptor,
     TaskFailed,
     TaskFinished,
@@ -108,20 +103,25 @@ class Peer:
             pass
 
 
+def bsp_task(stage_id: int, partition: int, spec: StageSpec) -> TaskDescriptor:
+    return TaskDescriptor(job_id="bsp", stage_id=stage_id, partition=partition, stage_key=spec.key())
+
+
 def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, client: Peer, other_address: str) -> None:
     """Every message type the executor takes, on the connection it comes on."""
     ident, register, _ = sched.recv(RegisterExecutor)
     assert ident is not None
-    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta.sock.getsockopt_string(zmq.LAST_ENDPOINT)), to=ident)
+    meta_address = meta.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=ident)
 
     # BSP: a source task, then reducers whose inputs are looked up and fetched (or refused)
     source = StageSpec(partitions=1, input=RangeSource(start=0, stop=5, step=1, partitions=1), ops=[], output=ResultWrite())
-    reduce = StageSpec(partitions=2, input=ShuffleRead(shuffle_id=7, map_partitions=1, aggregator=GROUP), ops=[], output=ResultWrite())
+    read = ShuffleRead(shuffle_id=7, map_partitions=1, aggregator=GROUP)
+    reduce = StageSpec(partitions=2, input=read, ops=[], output=ResultWrite())
     stages = {source.key(): source, reduce.key(): reduce}
-    sched.send(LaunchTasks(tasks=[TaskDescriptor(job_id="bsp", stage_id=0, partition=0, stage_key=source.key())], stages=stages),
-               to=ident)
+    sched.send(LaunchTasks(tasks=[bsp_task(0, 0, source)], stages=stages), to=ident)
     sched.recv(TaskFinished)
-    sched.send(LaunchTasks(tasks=[TaskDescriptor(job_id="bsp", stage_id=1, partition=0, stage_key=reduce.key())]), to=ident)
+    sched.send(LaunchTasks(tasks=[bsp_task(1, 0, reduce)]), to=ident)
     meta_ident, lookup, _ = meta.recv(LookupMapOutputs)
     assert isinstance(lookup, LookupMapOutputs)
     location = MapLocation(map_partition=0, executor_id="other", address=other_address, sizes=[9, 9])
@@ -130,7 +130,7 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     assert isinstance(fetch, FetchBlocks)
     other.send(Blocks(request_id=fetch.request_id, map_partitions=[0]), (dumps_block([("k", [1, 2])]),), to=other_ident)
     sched.recv(TaskFinished)
-    sched.send(LaunchTasks(tasks=[TaskDescriptor(job_id="bsp", stage_id=1, partition=1, stage_key=reduce.key())]), to=ident)
+    sched.send(LaunchTasks(tasks=[bsp_task(1, 1, reduce)]), to=ident)
     _, lookup, _ = meta.recv(LookupMapOutputs)
     assert isinstance(lookup, LookupMapOutputs)
     meta.send(ErrorReply(reason="no such shuffle", request_id=lookup.request_id), to=meta_ident)
@@ -160,13 +160,15 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     other.send(ErrorReply(reason="gone", request_id=fetch.request_id), to=other_ident)
 
     # the scheduler's housekeeping, then it forgets us: we register again, on a fresh connection
-    for msg in (ReleaseJob(job_ids=["early"]), CancelJobs(job_ids=["dz"]), PruneCheckpoints(state_id="s", before=1),
-                ForgetStates(state_ids=["s"]), ErrorReply(reason="just so"), Pong(nonce=1, service="scheduler")):
+    housekeeping = (protocol.ReleaseJob(job_ids=["early"]), protocol.CancelJobs(job_ids=["dz"]),
+                    protocol.PruneCheckpoints(state_id="s", before=1), protocol.ForgetStates(state_ids=["s"]),
+                    ErrorReply(reason="just so"), Pong(nonce=1, service="scheduler"))
+    for msg in housekeeping:
         sched.send(msg, to=ident)
-    sched.send(Reregister(executor_id=server.executor_id), to=ident)
+    sched.send(protocol.Reregister(executor_id=server.executor_id), to=ident)
     again, register, _ = sched.recv(RegisterExecutor)
     assert again is not None and again != ident
-    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta.sock.getsockopt_string(zmq.LAST_ENDPOINT)), to=again)
+    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=again)
     for peer in (sched, meta, other, client):
         peer.drain()
 
@@ -249,6 +251,7 @@ def test_every_message_goes_through_handle_and_the_server_sends_exactly_what_han
     assert all(not isinstance(i, ToPeer) or i.address == addresses["other"] for i in instructions)
     for name in expected:
         assert received[name] == expected[name], name
-    assert [type(m) for _, m, _ in sched.got] == [RegisterExecutor, TaskFinished, TaskFinished, TaskFailed, GroupDone, RegisterExecutor]
+    assert [type(m) for _, m, _ in sched.got] == [RegisterExecutor, TaskFinished, TaskFinished, TaskFailed, GroupDone,
+                                                  RegisterExecutor]
     assert [type(m) for _, m, _ in client.got] == [Pong, Tracked, Blocks]
     assert [type(m) for _, m, _ in other.got] == [FetchBlocks, PushBlocks, FetchBlocks]

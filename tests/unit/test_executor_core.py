@@ -32,7 +32,7 @@ from squall.services.executor.events import (
 from squall.services.executor.instructions import (
     Activate,
     DiscardWork,
-    DropStateTables,
+    DropStates,
     ForgetCheckpoints,
     PruneMapCheckpoints,
     Reconnect,
@@ -159,7 +159,7 @@ def test_registration_is_asked_again_until_answered_and_again_when_the_scheduler
 def test_checkpoint_housekeeping_and_written_checkpoints_are_instructions():
     ex = Executor()
     assert ex.feed(from_scheduler(PruneCheckpoints(state_id="s", before=4))) == [PruneMapCheckpoints("s", 4)]
-    assert ex.feed(from_scheduler(ForgetStates(state_ids=["s"]))) == [DropStateTables(["s"]), ForgetCheckpoints(["s"])]
+    assert ex.feed(from_scheduler(ForgetStates(state_ids=["s"]))) == [DropStates(["s"]), ForgetCheckpoints(["s"])]
     written = ex.feed(event(CheckpointsWritten, written=[("s", 0, 3)]))
     assert written == [ToScheduler(StateCheckpointed(executor_id="e1", checkpoints=[("s", 0, 3)]))]
     assert ex.feed(event(CheckpointsWritten, written=[])) == []

@@ -51,7 +51,9 @@ def test_a_restored_table_replaces_the_old_one_and_the_next_batch_starts_from_it
     runner.restore_state(("s", 0), {"k": 100})
     runner.run_inline(run(1, [1]))
     assert runner.states[("s", 0)] == {"k": 101} and old == {"k": 1}  # the replaced table is left alone
-    runner.drop_state_tables(["s"])
+    runner.drop_states(["s"], partition=1)
+    assert ("s", 0) in runner.states
+    runner.drop_states(["s"])
     assert runner.states == {}
 
 
