@@ -181,7 +181,7 @@ class TaskFlow:
         local.inputs, arrivals = self.inputs.read(inbox_key, task.key, spec.input.map_partitions)
         self._transition(local, WAITING)
         if arrivals.failed:
-            return self.arrived(arrivals)
+            return self.arrived(arrivals, run_next=False)
         if group_id is not None:
             return self._maybe_runnable(local)
         return [self.inputs.look_up(inbox_key, spec.input.map_partitions, self.now)]
@@ -193,8 +193,10 @@ class TaskFlow:
                 self._ready(local)
         return self._next()
 
-    def arrived(self, arrivals: Arrivals) -> list[Instruction]:
-        """Act on what input bookkeeping found out: reducers complete, or failed."""
+    def arrived(self, arrivals: Arrivals, run_next: bool = True) -> list[Instruction]:
+        """Act on what input bookkeeping found out: reducers complete, or failed. `run_next`:
+        hand the runner its next task now (not in the middle of a launch or a completion, which
+        do so once they are through: the local order then sees every task they add)."""
         out: list[Instruction] = list(arrivals.sends)
         for key in arrivals.complete:
             local = self.tasks.get(key)
@@ -205,7 +207,7 @@ class TaskFlow:
             if local is not None:
                 self.local.finished(local)
                 out += self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason), local)
-        return out + self._next() if arrivals.complete or arrivals.failed else out
+        return out + self._next() if run_next and (arrivals.complete or arrivals.failed) else out
 
     def _maybe_runnable(self, local: LocalTask) -> list[Instruction]:
         read = local.spec.input
@@ -306,7 +308,7 @@ class TaskFlow:
         arrivals = Arrivals()
         for r in here:
             self.inputs.arrive((task.job_id, output.shuffle_id, r), task.partition, outcome.blocks[r], arrivals)
-        out: list[Instruction] = [*sends, *self.arrived(arrivals)]
+        out: list[Instruction] = [*sends, *self.arrived(arrivals, run_next=False)]
         if task.map_checkpoint and task.attempt == 0:
             out.append(CheckpointMapOutput(task.map_checkpoint, outcome.blocks))
         if local.group_id is None:  # BSP reducers look outputs up: register at once

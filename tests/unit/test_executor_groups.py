@@ -276,3 +276,16 @@ def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
     register = [a.msg for a in last if isinstance(a, ToShuffleMeta)]
     assert len(register) == 1
     assert [(o.job_id, o.shuffle_id, o.location.map_partition) for o in register[0].outputs] == [("j", 7, 0), ("j", 7, 1)]
+
+
+def test_a_reducer_failing_at_launch_does_not_let_a_map_jump_ahead_of_a_runnable_reducer():
+    ex = executor()
+    notice = BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
+    (fetch,) = ex.blocks_ready(notice, 0.0)
+    ex.request_failed(ErrorReply(reason="gone", request_id=fetch.msg.request_id))  # reducer 1's input failed
+    push(ex, 0, b"a")
+    push(ex, 1, b"b")  # reducer 0's inputs are all in
+    m0, r1, r0 = mapper(0), reducer(1), reducer(0)
+    actions = launch(ex, m0, r1, r0)
+    assert [m.partition for m in to_scheduler(actions, TaskFailed)] == [1]
+    assert runs(actions) == [r0]  # the local order sees the whole launch: reducers first
