@@ -13,6 +13,7 @@ import gc
 import signal
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from squall.common.protocol import (
 )
 from squall.common.serialization import dumps_block, dumps_function
 from squall.services.executor.events import FromScheduler
-from squall.services.executor.instructions import Instruction, ToPeer, ToScheduler
+from squall.services.executor.instructions import Instruction, RunTask, ToPeer, ToScheduler
 from squall.services.executor.server import ExecutorServer
 from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES, SCHEDULER_MESSAGES
 
@@ -228,6 +229,9 @@ def test_every_message_goes_through_handle_and_the_server_sends_exactly_what_han
         ctx.term()
     if failure:
         raise failure[0]
+
+    # the server carries out every kind of instruction (a RunTask goes to the runner, after the rest)
+    assert set(typing.get_args(Instruction)) == {*server._carry_out, RunTask}
 
     # every message type the server takes went through handle, keyed by the connection it came on
     seen = {(type(e), type(e.msg)) for e, _ in handled if isinstance(e, Received)}
