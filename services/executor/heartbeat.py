@@ -21,7 +21,7 @@ from squall.common.settings import Settings
 
 
 class Heartbeater:
-    def __init__(self, ctx: zmq.Context, settings: Settings, executor_id: str, incarnation: str, log: Any) -> None:
+    def __init__(self, ctx: zmq.Context[Any], settings: Settings, executor_id: str, incarnation: str, log: Any) -> None:
         self.settings = settings
         self.log = log
         self.beat = Heartbeat(executor_id=executor_id, incarnation=incarnation)
@@ -62,7 +62,7 @@ class Heartbeater:
         """Called by the loop at each round of a timer: beats then tell how long it has been stuck."""
         self.loop_seen = time.monotonic()
 
-    def _connect(self) -> zmq.Socket:
+    def _connect(self) -> zmq.Socket[Any]:
         sock = transport.new_socket(self._ctx, zmq.DEALER, self.settings)
         sock.connect(self.settings.scheduler_address)
         return sock

@@ -1,5 +1,6 @@
-"""The stateful partitions an executor owns: their state, the order batches apply in, and the
-outputs kept so that no batch is ever applied twice. Pure bookkeeping for ExecutorState.
+"""The stateful partitions an executor owns: the order their batches apply in, and the outputs kept
+so that no batch is ever applied twice. Pure bookkeeping for ExecutorState (the state tables
+themselves are the runner's: the core tells it which to restore or drop).
 
 A partition applies batch b only after b - 1 (`next_batch`); a task whose turn has not come is
 parked until its predecessor is over. A task for a batch the partition already applied (a replay
@@ -10,24 +11,20 @@ taken over from a dead owner starts at its checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
-
 from squall.services.executor.local_scheduler import LocalTask
-from squall.services.executor.tasks import StateTables, TaskOutput
+from squall.services.executor.tasks import TaskOutput
 
 StateKey = tuple[str, int]  # (state id, partition)
 
 
 class KeyedPartitions:
-    def __init__(self, tables: StateTables) -> None:
-        self.tables = tables  # shared with the runner, which applies batches to them
+    def __init__(self) -> None:
         self.next_batch: dict[StateKey, int] = {}
         self._parked: dict[StateKey, dict[int, LocalTask]] = {}
         self._kept: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}  # batch -> (attempt id, output)
 
     def tracked(self) -> dict[str, int]:
         return {
-            "partitions": len(self.tables),
             "next_batch": len(self.next_batch),
             "parked": sum(map(len, self._parked.values())),
             "kept": sum(map(len, self._kept.values())),
@@ -71,18 +68,18 @@ class KeyedPartitions:
             for batch in [b for b, (job_id, _) in kept.items() if job_id in job_ids]:
                 del kept[batch]
 
-    def restore(self, key: StateKey, batch: int, table: dict[Any, Any]) -> None:
+    def restore(self, key: StateKey, batch: int) -> None:
         """Take the partition over as it was after `batch` (its checkpoint, or empty)."""
         self._kept.pop(key, None)
         self._parked.pop(key, None)
-        self.tables[key] = table
         self.next_batch[key] = batch + 1
 
     def drop(self, key: StateKey) -> None:
-        for table in (self.tables, self.next_batch, self._parked, self._kept):
-            table.pop(key, None)  # type: ignore[attr-defined]
+        self.next_batch.pop(key, None)
+        self._parked.pop(key, None)
+        self._kept.pop(key, None)
 
     def forget(self, state_ids: set[str]) -> None:
-        for table in (self.tables, self.next_batch, self._parked, self._kept):
-            for key in [k for k in table if k[0] in state_ids]:
-                del table[key]  # type: ignore[attr-defined]
+        self.next_batch = {k: v for k, v in self.next_batch.items() if k[0] not in state_ids}
+        self._parked = {k: v for k, v in self._parked.items() if k[0] not in state_ids}
+        self._kept = {k: v for k, v in self._kept.items() if k[0] not in state_ids}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
+from squall.services.executor.task_states import TaskState
 
 TaskKey = tuple[str, int, int]
 
@@ -24,6 +26,7 @@ class LocalTask:
     spec: StageSpec
     group_id: int | None  # None for a BSP task
     inputs: dict[int, object] = field(default_factory=dict)  # map partition -> block
+    state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
 
     @property
     def key(self) -> TaskKey:
@@ -47,6 +50,10 @@ class LocalScheduler:
 
     def __len__(self) -> int:
         return len(self._runnable)
+
+    def queued(self) -> Iterable[LocalTask]:
+        """The runnable tasks, in no particular order."""
+        return self._runnable.values()
 
     def launched(self, local: LocalTask) -> None:
         """A task arrived (runnable or not): reducers count for the barrier from now on."""

@@ -3,6 +3,12 @@
 The loop keeps heartbeats and block serving going while user code runs. Results come back
 through a deque, and a byte on a pipe wakes the loop's poller. The thread owns no ZeroMQ socket
 and is a daemon, so the executor can always shut down, even in the middle of a long task.
+
+What a task reads travels with it: its inputs, the pickled code of its stage, and (stateful) the
+one state table it updates. The state tables are kept here, but only the loop thread touches this
+dict (restoring, dropping, snapshotting a table); the thread running a task touches only that
+task's table, and the core hands a partition's next batch out only once the previous one is over,
+so no table is read by one thread while another changes it.
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 from squall.common import transport
 from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
 from squall.common.serialization import SerializationError
 from squall.services.executor.checkpoints import Checkpointer
-from squall.services.executor.state import Failure
+from squall.services.executor.instructions import RunTask
+from squall.services.executor.reports import Failure
 from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, run_task
 
 # Stage key -> pipeline key, remembered for this many stages: a stream's source stages change with
@@ -28,14 +35,35 @@ from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, T
 PIPELINE_MEMO = 128
 
 
+class TaskCode(Mapping[str, bytes]):
+    """The pickled code of the task being run: set by the thread that runs it, just before it
+    does (one task runs at a time). User functions and broadcast values load from here."""
+
+    def __init__(self) -> None:
+        self.blobs: Mapping[str, bytes] = {}
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.blobs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.blobs)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+
+_Work = tuple[int, RunTask, StateTables, StopSignal]
+
+
 class Runner:
-    def __init__(self, code: Mapping[str, bytes], states: StateTables, log: Any, checkpoints: Checkpointer | None = None) -> None:
+    def __init__(self, log: Any, checkpoints: Checkpointer | None = None) -> None:
         self.log = log
         self.checkpoints = checkpoints
-        self.code = CodeCache(code)
-        self.states = states
+        self.task_code = TaskCode()
+        self.code = CodeCache(self.task_code)
+        self.states: StateTables = {}  # (state id, partition) -> table; the loop thread's (see above)
         self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
-        self._queue: queue.SimpleQueue[tuple[int, TaskDescriptor, StageSpec, list[object], StopSignal] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._current: tuple[tuple[str, int, int], StopSignal] | None = None  # the task last submitted, and its stop signal
         self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
         self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
@@ -45,12 +73,35 @@ class Runner:
 
     def tracked(self) -> dict[str, int]:
         return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),
-                "functions": len(self.code)}
+                "functions": len(self.code), "states": len(self.states)}
 
-    def submit(self, generation: int, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> None:
+    # --- state tables (loop thread) -------------------------------------------------------------
+
+    def _tables_for(self, spec: StageSpec, partition: int) -> StateTables:
+        """The one table a stateful task updates (created empty at its partition's first batch)."""
+        if spec.state is None:
+            return {}
+        key = (spec.state.state_id, partition)
+        table = self.states.get(key)
+        if table is None:
+            table = self.states[key] = {}
+        return {key: table}
+
+    def restore_state(self, key: tuple[str, int], table: dict[Any, Any]) -> None:
+        """Replace the table (a task still running on the old one keeps it; its batch is written off)."""
+        self.states[key] = table
+
+    def drop_states(self, state_ids: list[str], partition: int | None = None) -> None:
+        """The tables of these states go: all their partitions', or only `partition`'s."""
+        for key in [k for k in self.states if k[0] in state_ids and partition in (None, k[1])]:
+            del self.states[key]
+
+    # --- running --------------------------------------------------------------------------------
+
+    def submit(self, generation: int, run: RunTask) -> None:
         stop = StopSignal()
-        self._current = (task.key, stop)
-        self._queue.put((generation, task, spec, inputs, stop))
+        self._current = (run.task.key, stop)
+        self._queue.put((generation, run, self._tables_for(run.spec, run.task.partition), stop))
 
     def stop(self, key: tuple[str, int, int], now: float) -> bool:
         """Ask the task submitted under `key` to stop at its next safe point (between records);
@@ -62,9 +113,9 @@ class Runner:
         current[1].stopped = True
         return True
 
-    def run_inline(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object]) -> TaskOutput | Failure:
+    def run_inline(self, run: RunTask) -> TaskOutput | Failure:
         """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
-        return self._execute(task, spec, inputs)
+        return self._execute(run, self._tables_for(run.spec, run.task.partition))
 
     def expected_seconds(self, stage_key: str, spec: StageSpec) -> float:
         """How long tasks of this stage's pipeline took recently (inf if never seen)."""
@@ -99,23 +150,26 @@ class Runner:
             item = self._queue.get()
             if item is None:
                 return
-            generation, task, spec, inputs, stop = item
-            outcome = self._execute(task, spec, inputs, stop)
+            generation, run, tables, stop = item
+            outcome = self._execute(run, tables, stop)
+            task = run.task
             if stop.stopped and isinstance(outcome, Failure) and outcome.error_type == "Cancelled":
                 self.log.info("task_stopped", job=task.job_id, stage=task.stage_id, partition=task.partition,
                               after=round(time.monotonic() - stop.requested_at, 4))
             self.done.append((generation, task, outcome))
             self.wakeup.signal()
 
-    def _execute(self, task: TaskDescriptor, spec: StageSpec, inputs: list[object], stop: StopSignal | None = None) -> TaskOutput | Failure:
-        views = [frame.buffer if hasattr(frame, "buffer") else frame for frame in inputs]
+    def _execute(self, run: RunTask, tables: StateTables, stop: StopSignal | None = None) -> TaskOutput | Failure:
+        task, spec = run.task, run.spec
+        self.task_code.blobs = run.code
+        views = cast(list[bytes | memoryview], [frame.buffer if hasattr(frame, "buffer") else frame for frame in run.inputs])
         started = time.perf_counter()
         if task.attempt and task.map_checkpoint and self.checkpoints is not None:
             blocks = self._checkpointed_output(task, spec)
             if blocks is not None:
                 return TaskOutput(blocks=blocks, is_result=False)
         try:
-            return run_task(spec, task.partition, views, self.code, self.states, task.batch, task.replay_only, stop)  # type: ignore[arg-type]
+            return run_task(spec, task.partition, views, self.code, tables, task.batch, task.replay_only, stop)
         except TaskCancelled as exc:
             return Failure("task", "Cancelled", str(exc))
         except SerializationError as exc:

@@ -1,5 +1,7 @@
 """The executor loop: a DEALER to the scheduler, a ROUTER serving blocks, DEALERs to shuffle_meta
-and to peers, and the runner thread. All decisions are made by ExecutorState."""
+and to peers, and the runner thread. It only moves bytes and time: what arrives becomes an event
+for ExecutorState.handle, and the instructions it returns are carried out in order. The sockets'
+own upkeep (closing idle peer connections, noticing shuffle_meta reconnect) stays here."""
 
 from __future__ import annotations
 
@@ -8,52 +10,39 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 from squall.common import broadcast_store, security, transport
-from squall.common.protocol import (
-    Blocks,
-    BlocksReady,
-    CancelJobs,
-    ErrorReply,
-    FetchBlocks,
-    ForgetStates,
-    GetTracked,
-    LaunchGroup,
-    LaunchTasks,
-    MapOutputs,
-    Ping,
-    Pong,
-    PruneCheckpoints,
-    PushBlocks,
-    Registered,
-    RegisterExecutor,
-    ReleaseJob,
-    Reregister,
-    StateCheckpointed,
-)
+from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
+from squall.common.protocol import GetTracked, LaunchGroup, Message, TaskDescriptor
 from squall.common.settings import Settings
-from squall.common.tracked import tracked_reply
+from squall.services.executor import events
 from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.heartbeat import Heartbeater
-from squall.services.executor.runner import Runner
-from squall.services.executor.state import (
-    Action,
+from squall.services.executor.instructions import (
+    Activate,
     CheckpointMapOutput,
     CheckpointState,
-    ExecutorState,
-    Reply,
-    Restored,
-    Run,
+    DiscardWork,
+    DropStates,
+    ForgetCheckpoints,
+    LoadStates,
+    PruneMapCheckpoints,
+    Reconnect,
+    RestoreState,
+    RunTask,
     StopTask,
     ToPeer,
     ToScheduler,
-    ToShuffleMeta,
+    WakeAt,
 )
+from squall.services.executor.reports import Failure
+from squall.services.executor.runner import Runner
+from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES, SCHEDULER_MESSAGES, ExecutorState
+from squall.services.executor.tasks import TaskOutput
 from zmq.utils.monitor import recv_monitor_message
-
-REGISTER_RETRY = 1.0
 
 
 def default_executor_id() -> str:
@@ -73,18 +62,18 @@ class ExecutorServer:
         self.data_address = transport.advertised(bound, settings.executor_advertise_host)
         self.sched = transport.new_socket(self.ctx, zmq.DEALER, settings)
         self.sched.connect(settings.scheduler_address)
-        self.meta: zmq.Socket | None = None
-        self.peers: dict[str, zmq.Socket] = {}
+        self.meta: zmq.Socket[Any] | None = None
+        self.meta_events: zmq.Socket[Any] | None = None
+        self.meta_connects = 0
+        self.peers: dict[str, zmq.Socket[Any]] = {}
         self._peer_used: dict[str, float] = {}  # address -> when we last sent to it (monotonic)
-        self.state = ExecutorState(self.executor_id, self.data_address, settings)
-        self.state.wall_offset = time.time() - time.monotonic()
-        self._release_at: float | None = None  # when the loop will next release held source tasks
-        self.registered = False
-        self.generation = 0  # bumped on reset, so stale runner results are ignored
-        self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
-        self.runner = Runner(self.state.code, self.state.states, self.log, self.checkpoints)
-        broadcast_store.install(self.state.code)  # broadcast values arrive with the code
         self.incarnation = uuid.uuid4().hex
+        self.state = ExecutorState(self.executor_id, self.data_address, settings, incarnation=self.incarnation, pid=os.getpid(),
+                                   wall_offset=time.time() - time.monotonic())
+        self.generation = 0  # bumped by DiscardWork, so results of tasks written off are ignored
+        self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
+        self.runner = Runner(self.log, self.checkpoints)
+        broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
@@ -92,42 +81,38 @@ class ExecutorServer:
         self.loop.add_reader(self.runner.wakeup.fd, self._on_runner)
         self.loop.add_reader(self.heartbeat.wakeup.fd, self._on_heartbeat_signal)
         self.loop.add_reader(self.checkpoints.wakeup.fd, self._on_checkpointed)
-        self.loop.every(0.05, lambda: self._perform(self.state.tick(time.monotonic())))
+        self.loop.every(0.05, lambda: self.handle(Tick(now=time.monotonic(), stimulus_id="tick")))
         self.loop.every(max(0.5, settings.shuffle_fetch_timeout / 2), self._close_idle_peers)
         self.loop.every(min(0.05, settings.heartbeat_interval), self.heartbeat.loop_alive)
-        now = time.monotonic
-        self.from_scheduler: transport.DealerHandlers = {
-            Registered: self._on_registered,
-            Reregister: self._on_reregister,
-            LaunchTasks: lambda m, p: self.state.launch(m, now()),
-            LaunchGroup: lambda m, p: self.state.launch_group(m, now(), self._load_restores(m)),
-            ReleaseJob: lambda m, p: self.state.release_jobs(m.job_ids, now(), m.superseded),
-            CancelJobs: lambda m, p: self.state.cancel_jobs(m.job_ids, now()),
-            PruneCheckpoints: lambda m, p: self.checkpoints.prune_maps(m.state_id, m.before),
-            ForgetStates: self._forget_states,
-            ErrorReply: lambda m, p: self.log.warning("scheduler_error", reason=m.reason),
-            Pong: lambda m, p: None,
+        self.from_scheduler = self._scheduler_handlers(self.sched)
+        self.from_peers: transport.DealerHandlers = {t: self._received_from_peer for t in PEER_MESSAGES}
+        self.on_block_socket: transport.RouterHandlers = {t: self._received_on_block_socket for t in BLOCK_SOCKET_MESSAGES}
+        self._carry_out: dict[type, Callable[[Any], None]] = {
+            ToScheduler: lambda i: transport.send(self.sched, i.msg, i.payloads),
+            ToShuffleMeta: self._to_shuffle_meta,
+            ToPeer: self._to_peer,
+            Send: lambda i: transport.send(self.data, i.msg, i.payloads, to=i.peer),
+            Log: lambda i: getattr(self.log, i.level)(i.event, **i.fields),
+            StopTask: self._stop_task,
+            CheckpointMapOutput: lambda i: self.checkpoints.write_map_output(i.key, i.blocks),
+            CheckpointState: self._checkpoint_state,
+            PruneMapCheckpoints: lambda i: self.checkpoints.prune_maps(i.state_id, i.before),
+            ForgetCheckpoints: lambda i: self.checkpoints.forget(i.state_ids),
+            LoadStates: self._load_states,
+            RestoreState: lambda i: self.runner.restore_state((i.state_id, i.partition), i.table),
+            DropStates: lambda i: self.runner.drop_states(i.state_ids, i.partition),
+            WakeAt: lambda i: self.loop.call_at(i.when, self._held_due),
+            Activate: self._activate,
+            Reconnect: self._reconnect,
+            DiscardWork: self._discard_work,
         }
-        self.from_peers: transport.DealerHandlers = {  # other executors and shuffle_meta
-            Blocks: lambda m, p: self.state.blocks(m, p, now()),
-            MapOutputs: lambda m, p: self.state.map_outputs(m, now()),
-            ErrorReply: lambda m, p: self.state.request_failed(m),
-        }
-        self.on_block_socket: transport.RouterHandlers = {
-            FetchBlocks: lambda peer, m, p: self.state.serve_fetch(peer, m),
-            PushBlocks: lambda peer, m, p: self.state.pushed(m, p, now()),
-            BlocksReady: lambda peer, m, p: self.state.blocks_ready(m, now()),
-            Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="executor"))],
-            GetTracked: lambda peer, m, p: [Reply(peer, tracked_reply("executor", self.tracked(), m.heap))],
-        }
-        self._register()
         if ready_file:
             transport.write_ready_file(ready_file, self.data_address)
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
 
     def tracked(self) -> dict[str, int]:
+        """The tables the server holds beside the core's."""
         return {
-            **self.state.tracked(),
             **{f"runner.{k}": v for k, v in self.runner.tracked().items()},
             **{f"checkpoints.{k}": v for k, v in self.checkpoints.tracked().items()},
             "peers": len(self.peers),
@@ -135,13 +120,14 @@ class ExecutorServer:
 
     def run(self) -> None:
         sys.setswitchinterval(self.settings.executor_switch_interval)
+        self.handle(events.Started(now=time.monotonic(), stimulus_id="started"))  # registers with the scheduler
         try:
             self.loop.run()
         finally:
             self.runner.close()
             self.heartbeat.close()
             self.checkpoints.close()
-            if self.meta is not None:
+            if self.meta is not None and self.meta_events is not None:
                 self.meta.disable_monitor()
                 self.meta_events.close(0)
             for sock in [self.data, self.sched, self.meta, *self.peers.values()]:
@@ -151,73 +137,101 @@ class ExecutorServer:
                 self.auth.stop()
             self.ctx.term()
 
-    # --- scheduler ------------------------------------------------------------------------------
+    # --- events in ------------------------------------------------------------------------------
 
-    def _register(self) -> None:
-        if self.registered:
-            return
-        msg = RegisterExecutor(
-            executor_id=self.executor_id,
-            incarnation=self.incarnation,
-            data_address=self.data_address,
-            slots=self.settings.executor_slots,
-            pid=os.getpid(),
-        )
-        transport.send(self.sched, msg)
-        self.loop.call_later(REGISTER_RETRY, self._register)
+    def handle(self, event: Event) -> None:
+        """Hand an event to the core and carry out what it returns: messages first, then the task
+        it hands to the runner (so this step's messages are on their way before user code runs)."""
+        runs: list[RunTask] = []
+        for instruction in self.state.handle(event):
+            if type(instruction) is RunTask:
+                runs.append(instruction)
+            else:
+                self._carry_out[type(instruction)](instruction)
+        for run in runs:
+            self._run(run)
+
+    def _scheduler_handlers(self, sock: zmq.Socket[Any]) -> transport.DealerHandlers:
+        def received(msg: Message, payloads: list[object]) -> None:
+            if sock is self.sched:  # what was queued behind a Reregister on a replaced connection is written off
+                now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
+                self.handle(events.FromScheduler(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads))
+
+        return {t: received for t in SCHEDULER_MESSAGES}
+
+    def _received_from_peer(self, msg: Message, payloads: list[object]) -> None:
+        self.handle(Received(now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__), msg=msg, payloads=payloads))
+
+    def _received_on_block_socket(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
+        now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
+        if isinstance(msg, GetTracked):
+            self.handle(events.TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked()))
+        else:
+            self.handle(Received(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads, peer=peer))
+
+    def _on_scheduler(self, sock: zmq.Socket[Any]) -> None:
+        transport.drain_dealer(sock, self.settings, self.log, self.from_scheduler, "scheduler")
+
+    def _on_peer(self, sock: zmq.Socket[Any]) -> None:
+        transport.drain_dealer(sock, self.settings, self.log, self.from_peers, "peer")
+
+    def _on_data(self, sock: zmq.Socket[Any]) -> None:
+        transport.drain_router(sock, self.settings, self.log, self.on_block_socket, "an executor's block socket")
 
     def _on_heartbeat_signal(self, fd: int) -> None:
         self.heartbeat.wakeup.drain()
         if self.heartbeat.reregister.is_set():
             self.heartbeat.reregister.clear()
-            self._on_reregister(None, [])
+            self.handle(events.SchedulerForgotUs(now=time.monotonic(), stimulus_id=stimulus("reregister")))
 
-    def _on_scheduler(self, sock: zmq.Socket) -> None:
-        transport.drain_dealer(sock, self.settings, self.log, self.from_scheduler, "scheduler", self._perform)
-
-    def _on_registered(self, msg: Registered, payloads: list[object]) -> None:
-        self.registered = True
-        self.heartbeat.active.set()
-        if self.meta is None:
-            self.meta = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
-            self.meta_events = self.meta.get_monitor_socket(zmq.EVENT_CONNECTED)
-            self.meta_connects = 0
-            self.meta.connect(msg.shuffle_meta_address)
-            self.loop.add_reader(self.meta, self._on_peer)
-            self.loop.add_reader(self.meta_events, self._on_meta_connected)
-        self.log.info("registered", shuffle_meta=msg.shuffle_meta_address)
-
-    def _on_reregister(self, msg: Reregister | None, payloads: list[object]) -> None:
-        if not self.registered:
-            return  # already registering again
-        self.log.warning("scheduler_forgot_us")
-        self.heartbeat.active.clear()
-        self.heartbeat.registration += 1
-        # A fresh connection: what was queued on the old one (launches and reports of the written-
-        # off work, possibly stuck behind a healed partition's retransmissions) is dropped.
-        self.loop.remove_reader(self.sched)
-        self.sched.close(0)
-        self.sched = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
-        self.sched.connect(self.settings.scheduler_address)
-        self.loop.add_reader(self.sched, self._on_scheduler)
-        self.state.reset()
-        self.generation += 1
-        self.registered = False
-        self._register()
-
-    def _on_meta_connected(self, monitor: zmq.Socket) -> None:
+    def _on_meta_connected(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
             recv_monitor_message(monitor)
             self.meta_connects += 1
             if self.meta_connects > 1:  # connected again: shuffle_meta restarted, and knows nothing
-                self.log.warning("shuffle_meta_reconnected")
-                self._perform(self.state.shuffle_meta_restarted())
+                self.handle(events.ShuffleMetaRestarted(now=time.monotonic(), stimulus_id=stimulus("shuffle-meta-restarted")))
 
-    # --- checkpoints ----------------------------------------------------------------------------
+    def _on_checkpointed(self, fd: int) -> None:
+        written = self.checkpoints.written()
+        if written:
+            self.handle(events.CheckpointsWritten(now=time.monotonic(), stimulus_id=stimulus("checkpointed"), written=written))
 
-    def _load_restores(self, msg: LaunchGroup) -> Restored:
-        """Load the checkpoints of the partitions this executor takes over (recovery only)."""
-        restored: Restored = {}
+    def _on_runner(self, fd: int) -> None:
+        self.runner.wakeup.drain()
+        while self.runner.done:
+            generation, task, outcome = self.runner.done.popleft()
+            if generation == self.generation:
+                self._task_completed(task, outcome)
+
+    # --- instructions out -----------------------------------------------------------------------
+
+    def _to_shuffle_meta(self, instruction: ToShuffleMeta) -> None:
+        if self.meta is None:
+            self.log.error("no_shuffle_meta", message=type(instruction.msg).__name__)
+        else:
+            transport.send(self.meta, instruction.msg)
+
+    def _to_peer(self, instruction: ToPeer) -> None:
+        if not transport.try_send(self._peer(instruction.address), instruction.msg, instruction.payloads):
+            # The peer's queue is full or it never connected: it is likely dead, and the
+            # scheduler will fail the jobs that needed it. Never stall the loop on it.
+            self.log.warning("peer_unreachable", address=instruction.address, message=type(instruction.msg).__name__)
+
+    def _stop_task(self, instruction: StopTask) -> None:
+        key = instruction.key
+        stopping = self.runner.stop(key, time.monotonic())
+        self.log.info("stopping_task", job=key[0], stage=key[1], partition=key[2], on_runner=stopping)
+
+    def _checkpoint_state(self, instruction: CheckpointState) -> None:
+        table = self.runner.states.get((instruction.state_id, instruction.partition))
+        if table is not None:
+            self.checkpoints.write_state(instruction.state_id, instruction.partition, instruction.batch, table)
+
+    def _load_states(self, instruction: LoadStates) -> None:
+        """Load the checkpoints of the partitions this executor takes over (recovery only), and
+        give the launch back to the core with them."""
+        msg: LaunchGroup = instruction.launch
+        restored: events.Restored = {}
         for r in msg.restores:
             key = (r.state_id, r.partition)
             try:
@@ -227,27 +241,36 @@ class ExecutorServer:
                 continue
             if loaded is not None:
                 restored[key] = loaded
-            self.log.info("state_restored", state=r.state_id, partition=r.partition, batch=loaded[0] if loaded else None)
-        return restored
+        answer = events.StatesLoaded(now=time.monotonic(), stimulus_id=stimulus("states-loaded"), launch=msg, restored=restored)
+        self.handle(answer)
 
-    def _on_checkpointed(self, fd: int) -> None:
-        written = self.checkpoints.written()
-        if written:
-            transport.send(self.sched, StateCheckpointed(executor_id=self.executor_id, checkpoints=written))
+    def _activate(self, instruction: Activate) -> None:
+        self.heartbeat.active.set()
+        if self.meta is None:
+            self.meta = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+            self.meta_events = self.meta.get_monitor_socket(zmq.EVENT_CONNECTED)
+            self.meta.connect(instruction.shuffle_meta_address)
+            self.loop.add_reader(self.meta, self._on_peer)
+            self.loop.add_reader(self.meta_events, self._on_meta_connected)
 
-    def _forget_states(self, msg: ForgetStates, payloads: list[object]) -> None:
-        self.state.forget_states(msg.state_ids)
-        self.checkpoints.forget(msg.state_ids)
+    def _reconnect(self, instruction: Reconnect) -> None:
+        self.heartbeat.active.clear()
+        self.heartbeat.registration += 1
+        old = self.sched
+        self.loop.remove_reader(old)
+        self.loop.call_later(0, lambda: old.close(0))  # not now: a Reregister on it is read while draining it
+        self.sched = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
+        self.sched.connect(self.settings.scheduler_address)
+        self.from_scheduler = self._scheduler_handlers(self.sched)
+        self.loop.add_reader(self.sched, self._on_scheduler)
 
-    # --- peers and shuffle_meta -----------------------------------------------------------------
+    def _discard_work(self, instruction: DiscardWork) -> None:
+        self.generation += 1
+        self.runner.states.clear()
 
-    def _on_peer(self, sock: zmq.Socket) -> None:
-        transport.drain_dealer(sock, self.settings, self.log, self.from_peers, "peer", self._perform)
+    # --- peers ----------------------------------------------------------------------------------
 
-    def _on_data(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self.on_block_socket, "an executor's block socket", self._perform)
-
-    def _peer(self, address: str) -> zmq.Socket:
+    def _peer(self, address: str) -> zmq.Socket[Any]:
         sock = self.peers.get(address)
         if sock is None:
             sock = transport.new_socket(self.ctx, zmq.DEALER, self.settings)
@@ -269,66 +292,24 @@ class ExecutorServer:
             self.loop.remove_reader(sock)
             sock.close(0)
 
-    # --- runner ---------------------------------------------------------------------------------
+    # --- the runner -----------------------------------------------------------------------------
 
-    def _on_runner(self, fd: int) -> None:
-        self.runner.wakeup.drain()
-        while self.runner.done:
-            generation, task, outcome = self.runner.done.popleft()
-            if generation == self.generation:
-                self._perform(self.state.task_done(task, outcome, time.monotonic()))
-
-    # --- actions --------------------------------------------------------------------------------
-
-    def _perform(self, actions: list[Action] | None) -> None:
-        runs: list[Run] = []
-        for action in actions or ():
-            if isinstance(action, Run):
-                runs.append(action)  # after this batch's messages are on their way
-            elif isinstance(action, ToScheduler):
-                transport.send(self.sched, action.msg, action.payloads)
-            elif isinstance(action, ToShuffleMeta):
-                if self.meta is None:
-                    self.log.error("no_shuffle_meta", message=type(action.msg).__name__)
-                else:
-                    transport.send(self.meta, action.msg)
-            elif isinstance(action, ToPeer):
-                if not transport.try_send(self._peer(action.address), action.msg, action.payloads):
-                    # The peer's queue is full or it never connected: it is likely dead, and the
-                    # scheduler will fail the jobs that needed it. Never stall the loop on it.
-                    self.log.warning("peer_unreachable", address=action.address, message=type(action.msg).__name__)
-            elif isinstance(action, Reply):
-                transport.send(self.data, action.msg, action.payloads, to=action.peer)
-            elif isinstance(action, CheckpointMapOutput):
-                self.checkpoints.write_map_output(action.key, action.blocks)
-            elif isinstance(action, StopTask):
-                stopping = self.runner.stop(action.key, time.monotonic())
-                self.log.info("stopping_task", job=action.key[0], stage=action.key[1], partition=action.key[2], on_runner=stopping)
-            elif isinstance(action, CheckpointState):
-                table = self.state.states.get((action.state_id, action.partition))
-                if table is not None:
-                    self.checkpoints.write_state(action.state_id, action.partition, action.batch, table)
-        for run in runs:
-            self._run(run)
-        release = self.state.next_release()
-        if release is not None and (self._release_at is None or release < self._release_at):
-            self._release_at = release
-            self.loop.call_at(release, self._release_held)
-
-    def _release_held(self) -> None:
-        self._release_at = None
-        self._perform(self.state.release_due(time.monotonic()))
-
-    def _run(self, run: Run) -> None:
+    def _run(self, run: RunTask) -> None:
         """Short stages run on the loop thread (no thread hand-off), each as a timer due now, so
         the loop polls its sockets between two tasks; others run on the runner thread."""
         if self.runner.expected_seconds(run.task.stage_key, run.spec) < self.settings.inline_task_max:
             generation = self.generation
             self.loop.call_later(0, lambda: self._run_inline(run, generation))
         else:
-            self.runner.submit(self.generation, run.task, run.spec, run.inputs)
+            self.runner.submit(self.generation, run)
 
-    def _run_inline(self, run: Run, generation: int) -> None:
-        outcome = self.runner.run_inline(run.task, run.spec, run.inputs)
+    def _run_inline(self, run: RunTask, generation: int) -> None:
+        outcome = self.runner.run_inline(run)
         if generation == self.generation:
-            self._perform(self.state.task_done(run.task, outcome, time.monotonic()))
+            self._task_completed(run.task, outcome)
+
+    def _task_completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> None:
+        self.handle(events.TaskCompleted(now=time.monotonic(), stimulus_id=stimulus("task-done"), task=task, outcome=outcome))
+
+    def _held_due(self) -> None:
+        self.handle(events.HeldDue(now=time.monotonic(), stimulus_id=stimulus("held-due")))

@@ -36,7 +36,7 @@ class CodeCache:
     def __len__(self) -> int:
         return len(self._fns)
 
-    def load(self, key: str) -> Callable[..., Any]:
+    def load(self, key: str) -> Any:  # a user function, or a window's object (with .apply)
         fn = self._fns.get(key)
         if fn is None:
             blob = self._blobs.get(key)
@@ -196,7 +196,8 @@ def _merger(agg: Aggregator, code: CodeCache) -> Callable[[Any, Any], Any]:
     if agg.kind == "reduce":
         if agg.fn is None:
             raise RecordError("a reduce shuffle needs a function")
-        return code.load(agg.fn)
+        merge: Callable[[Any, Any], Any] = code.load(agg.fn)
+        return merge
     return _extend  # group: value lists from different mappers
 
 

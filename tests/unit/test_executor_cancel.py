@@ -18,7 +18,9 @@ from squall.common.protocol import (
     TaskFinished,
 )
 from squall.common.serialization import dumps_function
-from squall.services.executor.state import Failure, StopTask, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.instructions import StopTask, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.reports import Failure
+from squall.services.executor.task_states import TaskState
 from squall.services.executor.tasks import CodeCache, StopSignal, TaskCancelled, run_task
 
 from squall import ops
@@ -58,7 +60,7 @@ def test_a_task_that_finished_just_before_its_stop_pushes_and_keeps_nothing():
     ex.cancel_jobs(["j"], 1.0)
     actions = ex.task_done(m0, map_out(), 1.5)
     assert not [a for a in actions if isinstance(a, ToPeer | ToShuffleMeta)]
-    assert not ex.store and not ex.tasks and ex.running is None
+    assert not ex.outputs.blocks and not ex.tasks and ex.running is None
 
 
 def test_cancelling_another_job_does_not_stop_the_running_task():
@@ -66,7 +68,7 @@ def test_cancelling_another_job_does_not_stop_the_running_task():
     m0 = mapper(0)
     launch(ex, m0)
     assert stops(ex.cancel_jobs(["k"], 1.0)) == []
-    assert ex.running is not None and ex.running.local.key == m0.key and not ex.running.released
+    assert ex.running is not None and ex.running.key == m0.key and ex.running.state is TaskState.RUNNING
 
 
 def test_source_tasks_held_for_their_batch_time_are_dropped():
@@ -86,12 +88,12 @@ def test_blocks_of_a_cancelled_job_are_dropped_and_late_ones_refused():
     ex = executor()
     launch(ex, mapper(0, job_id="k"), reducer(0), group_id=1)  # "k" runs; j's reducer waits for input
     push(ex, 0, b"early")
-    ex.store[("j", 7, 1)] = [b"mine"]
+    ex.outputs.blocks[("j", 7, 1)] = [b"mine"]
     ex.cancel_jobs(["j"], 1.0)
-    assert not ex.store and not ex.tasks.keys() - {("k", 0, 0)}
+    assert not ex.outputs.blocks and not ex.tasks.keys() - {("k", 0, 0)}
     assert push(ex, 1, b"late") == []
     assert ex.blocks_ready(BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[0], address="tcp://a:1"), 1.5) == []
-    assert ex.inbox.claim(("j", 7, 0)) == {}
+    assert ex.inputs.inbox.claim(("j", 7, 0)) == {}
 
 
 def test_map_outputs_of_a_cancelled_job_are_never_registered():

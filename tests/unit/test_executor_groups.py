@@ -4,7 +4,6 @@ reducers (inline, or a ready-notice answered with a fetch), results, and one Gro
 from __future__ import annotations
 
 import pytest
-from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec
 from squall.common.protocol import (
     Blocks,
     BlocksReady,
@@ -21,24 +20,21 @@ from squall.common.protocol import (
     encode,
 )
 from squall.common.settings import Settings
-from squall.services.executor.state import ExecutorState, Failure, Run, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.instructions import RunTask, ToPeer, ToScheduler, ToShuffleMeta
+from squall.services.executor.reports import Failure
 from squall.services.executor.tasks import TaskOutput
 
-GROUP = Aggregator(kind="group")
-MAP_SPEC = StageSpec(
-    partitions=2,
-    input=RangeSource(start=0, stop=10, step=1, partitions=2),
-    ops=["fn"],
-    output=ShuffleWrite(shuffle_id=7, partitions=4, aggregator=GROUP),
-)
-REDUCE_SPEC = StageSpec(partitions=4, input=ShuffleRead(shuffle_id=7, map_partitions=2, aggregator=GROUP), ops=[], output=ResultWrite())
-ME, A, B = "tcp://me:1", "tcp://a:1", "tcp://b:1"
+from tests.unit.executor_fixtures import ME, Executor, map_spec, reduce_spec, runs, to_scheduler
+
+MAP_SPEC = map_spec(reduces=4)
+REDUCE_SPEC = reduce_spec(maps=2, reduces=4)
+A, B = "tcp://a:1", "tcp://b:1"
 PUSH_TO = [ME, A, B, A]  # reduce partition r lives at PUSH_TO[r]
 CODE = {"fn": b"pickled fn"}
 
 
-def executor(**settings) -> ExecutorState:
-    return ExecutorState("e1", ME, Settings(shuffle_fetch_timeout=3.0, **settings))
+def executor(**settings) -> Executor:
+    return Executor("e1", ME, Settings(shuffle_fetch_timeout=3.0, **settings))
 
 
 def mapper(partition: int, job_id: str = "j", batch: int = 0, push_to=PUSH_TO) -> TaskDescriptor:
@@ -49,22 +45,14 @@ def reducer(partition: int = 0, job_id: str = "j", batch: int = 0) -> TaskDescri
     return TaskDescriptor(job_id=job_id, stage_id=1, partition=partition, stage_key=REDUCE_SPEC.key(), batch=batch)
 
 
-def launch(ex: ExecutorState, *tasks: TaskDescriptor, group_id: int = 1, now: float = 0.0, barrier: bool = False) -> list:
+def launch(ex: Executor, *tasks: TaskDescriptor, group_id: int = 1, now: float = 0.0, barrier: bool = False) -> list:
     stages = {MAP_SPEC.key(): MAP_SPEC, REDUCE_SPEC.key(): REDUCE_SPEC}
     return ex.launch_group(LaunchGroup(group_id=group_id, tasks=list(tasks), stages=stages, code=CODE, barrier=barrier), now)
 
 
-def push(ex: ExecutorState, map_partition: int, block: bytes, job_id: str = "j", reduce_partition: int = 0, now: float = 0.0) -> list:
+def push(ex: Executor, map_partition: int, block: bytes, job_id: str = "j", reduce_partition: int = 0, now: float = 0.0) -> list:
     msg = PushBlocks(job_id=job_id, shuffle_id=7, map_partition=map_partition, reduce_partitions=[reduce_partition])
     return ex.pushed(msg, [block], now)
-
-
-def runs(actions) -> list[TaskDescriptor]:
-    return [a.task for a in actions if isinstance(a, Run)]
-
-
-def to_scheduler(actions, kind) -> list:
-    return [a.msg for a in actions if isinstance(a, ToScheduler) and isinstance(a.msg, kind)]
 
 
 def map_out(*blocks: bytes) -> TaskOutput:
@@ -93,7 +81,7 @@ def test_map_done_pushes_to_each_remote_address_and_delivers_locally():
     assert pushes[B].msg == PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2])
     assert pushes[B].payloads == (b"b2",)
     assert ex.tasks[r0.key].inputs == {0: b"b0"}  # the local reducer's block, without a message
-    assert ex.store[("j", 7, 0)] == [b"b0", b"b1", b"b2", b"b3"]  # kept for fetches
+    assert ex.outputs.blocks[("j", 7, 0)] == [b"b0", b"b1", b"b2", b"b3"]  # kept for fetches
     assert not [a for a in actions if isinstance(a, ToShuffleMeta)]  # locations wait for the group's end
     assert not to_scheduler(actions, TaskFinished)  # Drizzle: no per-task report
     for a in actions:
@@ -140,7 +128,7 @@ def test_pushes_completing_a_reducer_run_it_with_inputs_in_map_partition_order()
     assert launch(ex, r0) == []
     assert push(ex, 1, b"from-1") == []
     actions = push(ex, 0, b"from-0")
-    assert [(a.task, a.spec, a.inputs) for a in actions if isinstance(a, Run)] == [(r0, REDUCE_SPEC, [b"from-0", b"from-1"])]
+    assert [(a.task, a.spec, a.inputs) for a in actions if isinstance(a, RunTask)] == [(r0, REDUCE_SPEC, [b"from-0", b"from-1"])]
 
 
 def test_a_reducer_completed_while_a_map_runs_goes_next():
@@ -157,7 +145,7 @@ def test_pushes_arriving_before_the_launch_are_kept_and_used():
     assert push(ex, 1, b"early") == []
     r0 = reducer(0)
     assert launch(ex, r0) == []
-    run = [a for a in push(ex, 0, b"late") if isinstance(a, Run)]
+    run = [a for a in push(ex, 0, b"late") if isinstance(a, RunTask)]
     assert len(run) == 1 and run[0].inputs == [b"late", b"early"]
 
 
@@ -166,7 +154,7 @@ def test_pushes_for_released_jobs_are_dropped():
     launch(ex, reducer(0, job_id="old"))
     ex.release_jobs(["old"], 1.0)
     assert push(ex, 0, b"late", job_id="old") == []
-    assert ex.inbox.claim(("old", 7, 0)) == {}  # not kept
+    assert ex.inputs.inbox.claim(("old", 7, 0)) == {}  # not kept
     assert not ex.tasks
 
 
@@ -213,7 +201,7 @@ def test_a_running_task_released_counts_when_it_ends_and_pushes_nothing():
     launch(ex, m0, group_id=3)
     assert ex.release_jobs(["j"], 0.5) == []
     actions = ex.task_done(m0, map_out(), 1.0)
-    assert not [a for a in actions if isinstance(a, (ToPeer, ToShuffleMeta))] and not ex.store
+    assert not [a for a in actions if isinstance(a, (ToPeer, ToShuffleMeta))] and not ex.outputs.blocks
     assert [m.group_id for m in to_scheduler(actions, GroupDone)] == [3]
     assert not to_scheduler(actions, TaskFinished)
 
@@ -236,7 +224,7 @@ def test_blocks_ready_is_answered_with_a_fetch_and_the_blocks_complete_the_input
     assert isinstance(fetch, ToPeer) and fetch.address == B
     assert fetch.msg == FetchBlocks(request_id=fetch.msg.request_id, job_id="j", shuffle_id=7, reduce_partition=1, map_partitions=[1])
     actions = ex.blocks(Blocks(request_id=fetch.msg.request_id, map_partitions=[1]), [b"fetched"], 1.5)
-    assert [(a.task, a.inputs) for a in actions if isinstance(a, Run)] == [(r1, [b"pushed", b"fetched"])]
+    assert [(a.task, a.inputs) for a in actions if isinstance(a, RunTask)] == [(r1, [b"pushed", b"fetched"])]
     assert ex.tick(100.0) == []  # the answered fetch has no deadline left
 
 
@@ -288,3 +276,16 @@ def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
     register = [a.msg for a in last if isinstance(a, ToShuffleMeta)]
     assert len(register) == 1
     assert [(o.job_id, o.shuffle_id, o.location.map_partition) for o in register[0].outputs] == [("j", 7, 0), ("j", 7, 1)]
+
+
+def test_a_reducer_failing_at_launch_does_not_let_a_map_jump_ahead_of_a_runnable_reducer():
+    ex = executor()
+    notice = BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
+    (fetch,) = ex.blocks_ready(notice, 0.0)
+    ex.request_failed(ErrorReply(reason="gone", request_id=fetch.msg.request_id))  # reducer 1's input failed
+    push(ex, 0, b"a")
+    push(ex, 1, b"b")  # reducer 0's inputs are all in
+    m0, r1, r0 = mapper(0), reducer(1), reducer(0)
+    actions = launch(ex, m0, r1, r0)
+    assert [m.partition for m in to_scheduler(actions, TaskFailed)] == [1]
+    assert runs(actions) == [r0]  # the local order sees the whole launch: reducers first

@@ -4,56 +4,44 @@ checkpoint, rebuild tasks send nothing, and checkpoints are asked for where the 
 
 from __future__ import annotations
 
-from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec, StateUpdate
+from squall.common.plan import StateUpdate
 from squall.common.protocol import GroupDone, LaunchGroup, PushBlocks, ResultPartition, StateRestore, TaskDescriptor, TaskFailed
-from squall.common.settings import Settings
-from squall.services.executor.state import (
+from squall.services.executor.instructions import (
     CheckpointMapOutput,
     CheckpointState,
-    ExecutorState,
-    Run,
+    RestoreState,
+    RunTask,
     ToPeer,
     ToScheduler,
 )
 from squall.services.executor.tasks import TaskOutput
 
-GROUP = Aggregator(kind="group")
-MAP_SPEC = StageSpec(
-    partitions=1,
-    input=RangeSource(start=0, stop=10, step=1, partitions=1),
-    ops=["fn"],
-    output=ShuffleWrite(shuffle_id=7, partitions=2, aggregator=GROUP),
-)
-STATE_SPEC = StageSpec(
-    partitions=2,
-    input=ShuffleRead(shuffle_id=7, map_partitions=1, aggregator=GROUP),
-    ops=[],
-    output=ResultWrite(),
-    state=StateUpdate(fn="update", state_id="s1", kind="keyed"),
-)
-ME = "tcp://me:1"
+from tests.unit.executor_fixtures import Executor, map_spec, reduce_spec
+
+MAP_SPEC = map_spec(reduces=2, maps=1)
+STATE_SPEC = reduce_spec(maps=1, reduces=2, state=StateUpdate(fn="update", state_id="s1", kind="keyed"))
 STAGES = {MAP_SPEC.key(): MAP_SPEC, STATE_SPEC.key(): STATE_SPEC}
 
 
-def executor() -> ExecutorState:
-    return ExecutorState("e1", ME, Settings())
+def executor() -> Executor:
+    return Executor()
 
 
 def stateful(batch: int, job_id: str | None = None, **fields) -> TaskDescriptor:
     return TaskDescriptor(job_id=job_id or f"j{batch}", stage_id=1, partition=0, stage_key=STATE_SPEC.key(), batch=batch, **fields)
 
 
-def launch(ex: ExecutorState, *tasks: TaskDescriptor, group_id: int = 1, restores=(), restored=None) -> list:
+def launch(ex: Executor, *tasks: TaskDescriptor, group_id: int = 1, restores=(), restored=None) -> list:
     msg = LaunchGroup(group_id=group_id, tasks=list(tasks), stages=STAGES, code={"fn": b"f", "update": b"u"}, restores=list(restores))
     return ex.launch_group(msg, 0.0, restored)
 
 
-def push(ex: ExecutorState, job_id: str) -> list:
+def push(ex: Executor, job_id: str) -> list:
     return ex.pushed(PushBlocks(job_id=job_id, shuffle_id=7, map_partition=0, reduce_partitions=[0]), [b"block"], 0.0)
 
 
 def runs(actions) -> list[TaskDescriptor]:
-    return [a.task for a in actions if isinstance(a, Run)]
+    return [a.task for a in actions if isinstance(a, RunTask)]
 
 
 def sent(actions, kind) -> list:
@@ -64,7 +52,7 @@ def result(rows: bytes) -> TaskOutput:
     return TaskOutput(blocks=[rows], is_result=True)
 
 
-def apply(ex: ExecutorState, task: TaskDescriptor, rows: bytes) -> list:
+def apply(ex: Executor, task: TaskDescriptor, rows: bytes) -> list:
     """Deliver the task's input and run it to completion with this output."""
     actions = launch(ex, task, group_id=task.batch + 1) + push(ex, task.job_id)
     assert runs(actions) == [task]
@@ -112,7 +100,7 @@ def test_a_partition_taken_over_starts_at_its_checkpoint_and_rebuild_tasks_send_
     restore = StateRestore(state_id="s1", partition=0, up_to=4, first_batch=0)
     rebuild = [stateful(b, job_id=f"j{b}~r1", attempt=1, replay_only=True) for b in (2, 3, 4)]
     actions = launch(ex, *rebuild, group_id=5, restores=[restore], restored={("s1", 0): (2, {"k": 5})})
-    assert ex.states[("s1", 0)] == {"k": 5}
+    assert RestoreState("s1", 0, {"k": 5}) in actions
     assert not sent(actions, TaskFailed)  # batch 2 is in the checkpoint: done at once, silently
     assert runs(push(ex, "j3~r1")) == [rebuild[1]]
     actions = ex.task_done(rebuild[1], result(b"rows"), 0.1)
@@ -126,8 +114,8 @@ def test_a_partition_without_a_checkpoint_starts_empty_at_the_streams_first_batc
     ex = executor()
     restore = StateRestore(state_id="s1", partition=0, up_to=1, first_batch=0)
     rebuild = stateful(0, job_id="j0~r1", attempt=1, replay_only=True)
-    launch(ex, rebuild, group_id=5, restores=[restore], restored={})
-    assert ex.states[("s1", 0)] == {}
+    actions = launch(ex, rebuild, group_id=5, restores=[restore], restored={})
+    assert RestoreState("s1", 0, {}) in actions
     assert runs(push(ex, "j0~r1")) == [rebuild]
 
 
@@ -162,4 +150,4 @@ def test_late_pushes_for_released_attempts_are_dropped():
     ex = executor()
     ex.release_jobs(["j0"], 0.0, superseded=True)
     assert push(ex, "j0") == []
-    assert ex.inbox.claim(("j0", 7, 0)) == {}  # nothing was kept for it
+    assert ex.inputs.inbox.claim(("j0", 7, 0)) == {}  # nothing was kept for it

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanError, RangeSource, ShuffleNode, SourceNode, StateNode
 from squall.common.protocol import LaunchGroup, PushBlocks, TaskDescriptor
-from squall.common.settings import Settings
-from squall.services.executor.state import ExecutorState, Run
+from squall.services.executor.instructions import RunTask
 from squall.services.executor.tasks import TaskOutput, update_state
 from squall.services.scheduler.groups import PlannedJob, place_group
 from squall.services.scheduler.membership import ExecutorRecord
 from squall.services.scheduler.planner import plan_job
+
+from tests.unit.executor_fixtures import Executor
 
 GROUP = Aggregator(kind="group")
 
@@ -66,7 +67,7 @@ def test_a_failing_update_leaves_the_state_as_it_was():
 
 def test_batch_b_of_a_state_waits_for_batch_b_minus_1_on_the_executor():
     reduce_spec = plan_job(stateful_plan()).stages[1].spec
-    ex = ExecutorState("e1", "tcp://me:1", Settings())
+    ex = Executor()
     tasks = [TaskDescriptor(job_id=f"j{b}", stage_id=1, partition=0, stage_key=reduce_spec.key(), batch=b) for b in (0, 1)]
     ex.launch_group(LaunchGroup(group_id=1, tasks=tasks, stages={reduce_spec.key(): reduce_spec}), 0.0)
 
@@ -74,12 +75,12 @@ def test_batch_b_of_a_state_waits_for_batch_b_minus_1_on_the_executor():
         actions = []
         for m in (0, 1):
             actions += ex.pushed(PushBlocks(job_id=job, shuffle_id=2, map_partition=m, reduce_partitions=[0]), [b"blk"], 0.0)
-        return [a.task.batch for a in actions if isinstance(a, Run)]
+        return [a.task.batch for a in actions if isinstance(a, RunTask)]
 
     assert complete("j1") == []  # batch 1's inputs are in, but batch 0 has not run
     assert complete("j0") == [0]
     after = ex.task_done(tasks[0], TaskOutput(blocks=[b"r"], is_result=True), 1.0)
-    assert [a.task.batch for a in after if isinstance(a, Run)] == [1]
+    assert [a.task.batch for a in after if isinstance(a, RunTask)] == [1]
 
 
 def test_stateful_stages_stay_spread_even_when_a_group_rotates_reducers():

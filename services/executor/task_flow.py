@@ -1,0 +1,399 @@
+"""The tasks an executor runs, from launch to report: pure bookkeeping behind ExecutorState.
+
+Tasks arrive in two ways. BSP (LaunchTasks): a reducer looks up where its map outputs live
+(shuffle_meta) and fetches them. Drizzle (LaunchGroup): a whole group's share at once; a mapper
+pushes each reduce partition's block straight to the reducer's executor, and a reducer becomes
+runnable the moment all its mappers' blocks are in: no scheduler message between stages
+(shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
+local-scheduler order. Each group is reported once, when all its tasks here are over
+(group_ledger.py). A stateful partition applies each batch once, in order (keyed_partitions.py).
+Every task moves through the states of task_states.py by `_transition`, which keeps its story.
+
+`now` and `stimulus` are those of the event being handled (ExecutorState.handle sets them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from squall.common.core import Log
+from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
+from squall.common.protocol import GroupDone, LaunchGroup, LaunchTasks, ResultPartition, StateRestore, TaskDescriptor, fits
+from squall.common.settings import Settings
+from squall.services.executor.group_ledger import GroupLedger
+from squall.services.executor.held_tasks import HeldTasks
+from squall.services.executor.instructions import (
+    CheckpointMapOutput,
+    CheckpointState,
+    DropStates,
+    Instruction,
+    RestoreState,
+    RunTask,
+    StopTask,
+    ToScheduler,
+)
+from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
+from squall.services.executor.local_scheduler import LocalScheduler, LocalTask
+from squall.services.executor.map_outputs import MapOutputStore
+from squall.services.executor.reports import Failure, task_failed, task_finished
+from squall.services.executor.shuffle_inputs import Arrivals, ShuffleInputs
+from squall.services.executor.task_states import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    HELD,
+    NEW,
+    ON_RUNNER,
+    ORPHANED,
+    PARKED,
+    READY,
+    RUNNING,
+    WAITING,
+    Stories,
+    TaskKey,
+    TaskState,
+)
+from squall.services.executor.tasks import TaskOutput
+
+
+class TaskFlow:
+    def __init__(self, executor_id: str, data_address: str, settings: Settings, wall_offset: float, stories: Stories) -> None:
+        self.executor_id = executor_id
+        self.settings = settings
+        self.wall_offset = wall_offset  # time.time() - time.monotonic(): batch times are wall-clock
+        self.stories = stories
+        self.now = 0.0
+        self.stimulus = ""
+        self.stages: dict[str, StageSpec] = {}
+        self.code: dict[str, bytes] = {}  # pickled code by code key; each RunTask carries its stage's
+        self.outputs = MapOutputStore(executor_id, data_address, settings)
+        self.inputs = ShuffleInputs(settings)
+        self.local = LocalScheduler()
+        self.tasks: dict[TaskKey, LocalTask] = {}  # launched here and not over (the running one included)
+        self.running: LocalTask | None = None
+        self.started = 0.0  # when the running task was handed to the runner
+        self.barrier = False
+        self.groups = GroupLedger(executor_id)
+        self.held = HeldTasks()  # source tasks waiting for their batch's time
+        self.keyed = KeyedPartitions()  # batch order and kept outputs of the stateful partitions here
+
+    def validate(self) -> None:
+        """Check the invariants tying the tables together (tests call it after every event)."""
+        running = self.running
+        if running is not None:
+            assert running.state in ON_RUNNER and self.tasks.get(running.key) is running, running
+        for key, local in self.tasks.items():
+            assert local.key == key and local.state is not None and local.state not in (DONE, FAILED), local
+            assert (local.state in ON_RUNNER) == (local is running), f"{key} is {local.state} but the runner has {running}"
+        for local in self.local.queued():
+            assert local.state is READY and self.tasks.get(local.key) is local, local
+        queued = {local.key for local in self.local.queued()}
+        readers = {reader.task_key for reader in self.inputs.readers.values()}
+        held = self.held.keys()
+        for key, local in self.tasks.items():
+            assert local.state is not READY or key in queued, f"{key} is ready but not queued"
+            assert local.state is not WAITING or key in readers, f"{key} waits for inputs nobody delivers"
+            assert local.state is not HELD or key in held, f"{key} is held without a release time"
+        for inbox_key, reader in self.inputs.readers.items():
+            task = self.tasks.get(reader.task_key)
+            assert task is not None and task.state is WAITING, f"reader of {inbox_key}: {task}"
+        for group_id, outstanding in self.groups.outstanding():
+            assert outstanding <= self.tasks.keys(), f"group {group_id} waits for unknown tasks"
+
+    # --- launching ---------------------------------------------------------------------------------
+
+    def launch(self, msg: LaunchTasks) -> list[Instruction]:
+        """BSP: tasks to run now; a reducer first looks its map outputs up."""
+        self._cache(msg.stages, msg.code, msg.forget_stages, msg.forget_code)
+        out: list[Instruction] = []
+        for task in msg.tasks:
+            out += self._accept(task, None)
+        return out + self._next()
+
+    def launch_group(self, msg: LaunchGroup, restored: dict[StateKey, tuple[int, dict[Any, Any]] | str]) -> list[Instruction]:
+        """Drizzle: a whole group's share; reducers wait for what their mappers push."""
+        self._cache(msg.stages, msg.code, msg.forget_stages, msg.forget_code)
+        self.barrier = msg.barrier
+        out: list[Instruction] = []
+        unreadable: dict[StateKey, str] = {}
+        for restore in msg.restores:
+            out += self._restore(restore, restored.get((restore.state_id, restore.partition)), unreadable)
+        done = self.groups.open(msg.group_id, {t.key for t in msg.tasks})
+        for task in msg.tasks:
+            spec = self.stages.get(task.stage_key)
+            why = unreadable.get((spec.state.state_id, task.partition), "") if spec is not None and spec.state is not None else ""
+            if why:
+                out += self._report_failure(task, msg.group_id, Failure("task", "CheckpointUnreadable", why))
+            else:
+                out += self._accept(task, msg.group_id)
+        return out + (self._group_over(done) if done is not None else []) + self._next()
+
+    def _cache(self, stages: dict[str, StageSpec], code: dict[str, bytes], forget_stages: list[str], forget_code: list[str]) -> None:
+        """Drop what the scheduler evicted from its record of our cache (it evicts only what no task
+        here still needs: queued tasks hold their spec, a running one carries its code), then add
+        what came."""
+        for key in forget_stages:
+            self.stages.pop(key, None)
+        for key in forget_code:
+            self.code.pop(key, None)
+        self.stages.update(stages)
+        self.code.update(code)
+
+    def _restore(self, restore: StateRestore, loaded: tuple[int, dict[Any, Any]] | str | None,
+                 unreadable: dict[StateKey, str]) -> list[Instruction]:
+        """Take over a stateful partition at its checkpoint (or empty, before its first batch)."""
+        key = (restore.state_id, restore.partition)
+        running = self.running
+        if running is not None and running.state is not ORPHANED and running.spec.state is not None \
+                and (running.spec.state.state_id, running.task.partition) == key:
+            self._transition(running, ORPHANED)  # it works on the table being replaced: its batch does not count
+        if isinstance(loaded, str):
+            self.keyed.drop(key)
+            unreadable[key] = loaded
+            return [DropStates([key[0]], key[1])]
+        batch, table = loaded if loaded is not None else (restore.first_batch - 1, {})
+        self.keyed.restore(key, batch)
+        log = Log("info", "state_restored", {"state": key[0], "partition": key[1], "batch": loaded[0] if loaded else None})
+        return [RestoreState(key[0], key[1], table), log]
+
+    def _accept(self, task: TaskDescriptor, group_id: int | None) -> list[Instruction]:
+        spec = self.stages.get(task.stage_key)
+        if spec is None:
+            failure = Failure("code", "MissingCode", f"stage spec {task.stage_key} was never sent to this executor")
+            return self._report_failure(task, group_id, failure)
+        local = LocalTask(task, spec, group_id)
+        self.tasks[task.key] = local
+        self.local.launched(local)
+        if spec.state is not None and group_id is not None:  # launches come in batch order
+            key = (spec.state.state_id, task.partition)
+            self.keyed.launched(key, task.batch)
+            if self.keyed.applied(key, task.batch):
+                return self._already_applied(local)
+        if not isinstance(spec.input, ShuffleRead):
+            release_at = task.not_before - self.wall_offset
+            if task.not_before and release_at > self.now:  # a stream batch whose interval is not over
+                self._transition(local, HELD)
+                self.held.hold(local, release_at)
+            else:
+                self._ready(local)
+            return []
+        inbox_key = (task.job_id, spec.input.shuffle_id, task.partition)
+        local.inputs, arrivals = self.inputs.read(inbox_key, task.key, spec.input.map_partitions)
+        self._transition(local, WAITING)
+        if arrivals.failed:
+            return self.arrived(arrivals, run_next=False)
+        if group_id is not None:
+            return self._maybe_runnable(local)
+        return [self.inputs.look_up(inbox_key, spec.input.map_partitions, self.now)]
+
+    def release_held(self) -> list[Instruction]:
+        """Make the source tasks whose batch time has come runnable."""
+        for local in self.held.due(self.now):
+            if self.tasks.get(local.key) is local:  # not released meanwhile
+                self._ready(local)
+        return self._next()
+
+    def arrived(self, arrivals: Arrivals, run_next: bool = True) -> list[Instruction]:
+        """Act on what input bookkeeping found out: reducers complete, or failed. `run_next`:
+        hand the runner its next task now (not in the middle of a launch or a completion, which
+        do so once they are through: the local order then sees every task they add)."""
+        out: list[Instruction] = list(arrivals.sends)
+        for key in arrivals.complete:
+            local = self.tasks.get(key)
+            if local is not None and local.state is WAITING:
+                out += self._maybe_runnable(local)
+        for key, error_type, reason in arrivals.failed:
+            local = self.tasks.pop(key, None)
+            if local is not None:
+                self.local.finished(local)
+                out += self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason), local)
+        return out + self._next() if run_next and (arrivals.complete or arrivals.failed) else out
+
+    def _maybe_runnable(self, local: LocalTask) -> list[Instruction]:
+        read = local.spec.input
+        assert isinstance(read, ShuffleRead)
+        if not self.inputs.take_if_complete((local.task.job_id, read.shuffle_id, local.task.partition)):
+            return []
+        state = local.spec.state
+        if state is not None and local.group_id is not None:
+            key = (state.state_id, local.task.partition)
+            if self.keyed.applied(key, local.task.batch):  # applied meanwhile
+                return self._already_applied(local)
+            if self.keyed.park_unless_due(key, local):
+                self._transition(local, PARKED)  # batch b of a state waits for batch b-1
+                return []
+        self._ready(local)
+        return []
+
+    def _ready(self, local: LocalTask) -> None:
+        self._transition(local, READY)
+        self.local.push(local)
+
+    def _next(self) -> list[Instruction]:
+        if self.running is not None:
+            return []
+        out: list[Instruction] = []
+        while True:
+            local = self.local.pop(self.barrier)
+            if local is None:
+                return out
+            state = local.spec.state
+            key = (state.state_id, local.task.partition) if state is not None else None
+            if key is None or local.group_id is None or not self.keyed.applied(key, local.task.batch):
+                break
+            out += self._already_applied(local)  # its first attempt applied it meanwhile
+        self._transition(local, RUNNING)
+        self.running, self.started = local, self.now
+        inputs = [local.inputs[p] for p in sorted(local.inputs)]
+        code = {k: self.code[k] for k in local.spec.code_keys() if k in self.code}
+        return [*out, RunTask(local.task, local.spec, inputs, code)]
+
+    def completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
+        """The runner is done with the running task."""
+        running = self.running
+        if running is None or running.key != task.key:
+            return []  # it was written off meanwhile
+        self.running = None
+        self.tasks.pop(task.key, None)
+        self.local.finished(running)
+        self.groups.ran(running.group_id, self.now - self.started, outcome.skipped if isinstance(outcome, TaskOutput) else 0)
+        if running.state is ORPHANED:
+            return self._task_over(running, advance=False) + self._next()
+        out: list[Instruction] = []
+        state = running.spec.state
+        if state is not None and running.group_id is not None and isinstance(outcome, TaskOutput):
+            # The state has applied this batch, whatever becomes of the job: keep what it made.
+            if not task.replay_only:
+                self.keyed.keep((state.state_id, task.partition), task.batch, task.job_id, outcome)
+            if task.checkpoint_state:
+                out.append(CheckpointState(state.state_id, task.partition, task.batch))
+        if running.state is CANCELLED:
+            if running.group_id is None:  # BSP: the scheduler still counts the slot as taken
+                out.append(ToScheduler(task_finished(self.executor_id, task, TaskOutput([], False), self.started, self.now)))
+            return out + self._task_over(running) + self._next()
+        if isinstance(outcome, Failure):
+            return out + self._report_failure(task, running.group_id, outcome, running) + self._next()
+        return out + self._complete(running, outcome, self.started) + self._next()
+
+    def _complete(self, local: LocalTask, outcome: TaskOutput, started: float) -> list[Instruction]:
+        """A task's output is ready: send it on (a replay_only task's goes nowhere)."""
+        task = local.task
+        if outcome.is_result and not fits(outcome.size, self.settings.max_message_bytes):
+            message = (
+                f"result partition {task.partition} is {outcome.size} bytes, more than a message may carry "
+                f"(max_message_bytes={self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); "
+                "reduce it on the cluster or use more partitions"
+            )
+            return self._report_failure(task, local.group_id, Failure("task", "ResultTooLarge", message), local)
+        self._transition(local, DONE)
+        out: list[Instruction] = []
+        if task.replay_only:
+            pass
+        elif outcome.is_result and local.group_id is None:
+            out.append(ToScheduler(task_finished(self.executor_id, task, outcome, started, self.now), tuple(outcome.blocks)))
+        elif outcome.is_result:
+            msg = ResultPartition(executor_id=self.executor_id, job_id=task.job_id, partition=task.partition)
+            out.append(ToScheduler(msg, tuple(outcome.blocks)))
+        else:
+            out += self._map_output(local, outcome)
+            if local.group_id is None:
+                out.append(ToScheduler(task_finished(self.executor_id, task, outcome, started, self.now)))
+        return out + self._task_over(local)
+
+    def _map_output(self, local: LocalTask, outcome: TaskOutput) -> list[Instruction]:
+        """Keep the blocks; push them to pre-scheduled reducers; tell shuffle_meta (off the critical path)."""
+        task, output = local.task, local.spec.output
+        assert isinstance(output, ShuffleWrite)
+        sends, here = self.outputs.keep(task, output.shuffle_id, outcome.blocks)
+        arrivals = Arrivals()
+        for r in here:
+            self.inputs.arrive((task.job_id, output.shuffle_id, r), task.partition, outcome.blocks[r], arrivals)
+        out: list[Instruction] = [*sends, *self.arrived(arrivals, run_next=False)]
+        if task.map_checkpoint and task.attempt == 0:
+            out.append(CheckpointMapOutput(task.map_checkpoint, outcome.blocks))
+        if local.group_id is None:  # BSP reducers look outputs up: register at once
+            out += self.outputs.register()
+        return out
+
+    def _already_applied(self, local: LocalTask) -> list[Instruction]:
+        """A stateful task for a batch its partition has applied already: a replay after a failure
+        elsewhere. It takes the output kept from then (a rebuild needs none)."""
+        task, spec = local.task, local.spec
+        assert isinstance(spec.input, ShuffleRead) and spec.state is not None  # keyed state follows a shuffle
+        self.tasks.pop(task.key, None)
+        self.local.finished(local)
+        self.inputs.drop_reader((task.job_id, spec.input.shuffle_id, task.partition))
+        if task.replay_only:
+            self._transition(local, DONE)
+            return self._task_over(local)
+        kept = self.keyed.take((spec.state.state_id, task.partition), task.batch, task.job_id)
+        if kept is None:
+            message = (f"partition {task.partition} of keyed state {spec.state.state_id} is past batch {task.batch} "
+                       "and no longer holds its output")
+            return self._report_failure(task, local.group_id, Failure("task", "StateAhead", message), local)
+        return self._complete(local, kept, self.now)
+
+    def release(self, jobs: set[str], superseded: bool = False, cancelled: bool = False) -> list[Instruction]:
+        """Jobs are over: drop their blocks; cancel their tasks that have not started (a BSP task is
+        reported so the scheduler frees its slot); a running one reports without keeping output.
+        Outputs kept for stateful batches go too, unless the jobs are `superseded` by replays."""
+        if not superseded:
+            self.keyed.release(jobs)
+        self.outputs.release(jobs, cancelled)
+        self.inputs.release(jobs)
+        self.local.remove_jobs(jobs)
+        out: list[Instruction] = []
+        for key in [k for k in self.tasks if k[0] in jobs]:
+            local = self.tasks[key]
+            if local is self.running:
+                if local.state is RUNNING:
+                    self._transition(local, CANCELLED)
+                continue
+            del self.tasks[key]
+            self.local.finished(local)
+            if local.group_id is None:
+                why = Failure("fetch", "Cancelled", f"job {key[0]} was released")
+                out += self._report_failure(local.task, None, why, local, CANCELLED)
+            else:
+                self._transition(local, CANCELLED)
+                out += self._task_over(local, advance=False)  # never ran: its batch is not applied
+        return out + self._next()
+
+    def cancel(self, jobs: set[str]) -> list[Instruction]:
+        """Their run was cancelled: everything of theirs goes as on a release (queued tasks, blocks
+        here and in the inbox, look-ups and fetches), and so do source tasks held for their batch's
+        time and map outputs not yet registered. The running task is asked to stop at its next safe
+        point; when it returns, its output is dropped and the runner takes the next task."""
+        self.held.drop_jobs(jobs)
+        running = self.running
+        stop: list[Instruction] = [StopTask(running.key)] if running is not None and running.key[0] in jobs else []
+        return stop + self.release(jobs, cancelled=True)
+
+    def _transition(self, local: LocalTask, new: TaskState) -> None:
+        self.stories.record(local.key, local.state, new, self.stimulus, self.now)
+        local.state = new
+
+    def _task_over(self, local: LocalTask, advance: bool = True) -> list[Instruction]:
+        """A stateful task over lets its state's next batch run; its group may be over too."""
+        state = local.spec.state
+        if advance and state is not None and local.group_id is not None:
+            parked = self.keyed.advance((state.state_id, local.task.partition), local.task.batch)
+            if parked is not None and self.tasks.get(parked.key) is parked:
+                self._ready(parked)
+        return self._group_task_over(local.group_id, local.key)
+
+    def _group_task_over(self, group_id: int | None, key: TaskKey) -> list[Instruction]:
+        done = self.groups.task_over(group_id, key)
+        return self._group_over(done) if done is not None else []
+
+    def _group_over(self, done: GroupDone) -> list[Instruction]:
+        return [ToScheduler(done), *self.outputs.register()]  # locations travel after the report
+
+    def _report_failure(self, task: TaskDescriptor, group_id: int | None, failure: Failure, local: LocalTask | None = None,
+                        final: TaskState = FAILED) -> list[Instruction]:
+        failed = ToScheduler(task_failed(self.executor_id, task, failure, self.settings.max_message_bytes))
+        if local is None:  # it never became a task here (no spec, or its partition could not be restored)
+            self.stories.record(task.key, NEW, final, self.stimulus, self.now)
+            return [failed, *self._group_task_over(group_id, task.key)]
+        self._transition(local, final)
+        return [failed, *self._task_over(local)]
