@@ -9,7 +9,7 @@ Each event carries the time it happened (the server's monotonic clock, so cores 
 clock) and a stimulus id, the name of what caused it; the instructions and task transitions an
 event causes are logged with that id, so a debug log can follow one cause through a service.
 Instructions that mean the same thing in every service are defined here once; a service adds its
-own (an executor's `Run`, say) beside its core.
+own (an executor's `RunTask`, say) beside its core.
 """
 
 from __future__ import annotations
