@@ -14,8 +14,19 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Set
+from dataclasses import dataclass
 
 from squall.common.plan import StageSpec
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """What a launch carries of the plan: specs and code the executor lacks, and what to forget."""
+
+    stages: dict[str, StageSpec]
+    code: dict[str, bytes]
+    forget_stages: list[str]
+    forget_code: list[str]
 
 
 class ShippedPlan:
