@@ -3,6 +3,8 @@ failures, placement and code caching. Drizzle mode is in test_scheduler_groups.p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from squall.common.core import Send, ToShuffleMeta
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from squall.common.protocol import (
@@ -28,7 +30,7 @@ from squall.common.settings import Settings
 from squall.services.scheduler.events import WatchExecutors
 from squall.services.scheduler.state import SchedulerState
 
-from tests.unit.scheduler_runs import checked, logs, lose, receive, status, tick
+from tests.unit.scheduler_runs import CheckedSchedulerState, checked, logs, lose, receive, status, tick
 
 DRIVER = b"driver"
 CODE = {"fn": b"pickled fn", "add": b"pickled add"}
@@ -345,3 +347,13 @@ def test_result_task_without_payload_never_yields_an_unencodable_action():
     for a in finish(s, eid, task, result=None):  # a buggy or hostile executor
         if isinstance(a, Send):
             encode(a.msg, a.payloads)
+
+
+def test_every_scheduler_under_test_validates_after_each_event():
+    """Unit tests make schedulers with scheduler_runs.checked(), which runs validate() after every
+    event; a SchedulerState made directly would skip the invariants."""
+    here = Path(__file__).parent
+    made = "SchedulerState" + "("
+    direct = [p.name for p in sorted(here.glob("*.py")) if p.name != "scheduler_runs.py" and made in p.read_text()]
+    assert direct == []
+    assert isinstance(state(), CheckedSchedulerState)
