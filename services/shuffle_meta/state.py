@@ -59,13 +59,13 @@ class ShuffleMetaState:
             Tick: self._on_tick,
         }
 
-    def handles(self) -> list[type[Message]]:
-        """The message types handle() takes (wrapped in Received)."""
-        return [t for t in self._handlers if issubclass(t, Message)]
-
     def handle(self, event: Event) -> list[Send]:
         key = type(event.msg) if type(event) is Received else type(event)
         return self._handlers[key](event)
+
+    def handles(self) -> list[type[Message]]:
+        """The message types handle() takes, wrapped in Received: all it handles but Tick."""
+        return [t for t in self._handlers if t is not Tick]
 
     def validate(self) -> None:
         """Check the tables agree (AssertionError naming what does not)."""

@@ -100,7 +100,10 @@ def dealer(ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings, address: str
     return sock
 
 
-def drain(sock: zmq.Socket[bytes], into: list[tuple[Message, list[object]]], senders: list[bytes] | None = None) -> list[tuple[Message, list[object]]]:
+Inbox = list[tuple[Message, list[object]]]
+
+
+def drain(sock: zmq.Socket[bytes], into: Inbox, senders: list[bytes] | None = None) -> Inbox:
     """Decode whatever the socket holds now into `into`; on a ROUTER, pass `senders` to keep each
     message's routing identity there."""
     while sock.poll(0):

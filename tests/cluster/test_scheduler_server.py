@@ -4,48 +4,31 @@ scheduler's events, and what peers receive is exactly what handle() returned."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import zmq
-from squall.common import transport
+from squall.common import protocol, transport
 from squall.common.core import Log, Tick, ToShuffleMeta
 from squall.common.plan import LogicalPlan, NarrowNode, RangeSource, SourceNode
 from squall.common.protocol import (
     CancelJobs,
-    CancelRun,
-    ClusterStatus,
-    ErrorReply,
     ForgetExecutor,
     ForgetStates,
-    GetClusterStatus,
-    GetMetrics,
-    GetTracked,
-    GroupDone,
-    Heartbeat,
     JobDone,
-    JobSpec,
     LaunchGroup,
     LaunchTasks,
     Message,
-    Metrics,
-    Ping,
     Pong,
-    Registered,
-    RegisterExecutor,
-    ResultPartition,
     RunDone,
-    StateCheckpointed,
-    SubmitJobs,
-    TaskFailed,
-    TaskFinished,
-    Tracked,
 )
 from squall.services.scheduler.events import ConnectionDropped, DriversGone, ExecutorConnected, ExecutorDisconnected, ProbeDrivers
 from squall.services.scheduler.server import SchedulerServer
 
-from tests.cluster.live_server import Recorder, RecordingLog, dealer, drain, serve_while
+from tests.cluster.live_server import Inbox, Recorder, RecordingLog, dealer, drain, serve_while
 from tests.conftest import fast_settings
 from tests.polling import wait_until
 
-Inbox = list[tuple[Message, list[object]]]
+M = TypeVar("M", bound=Message)
 PLAN = LogicalPlan(nodes=[SourceNode(source=RangeSource(start=0, stop=10, step=1, partitions=1)), NarrowNode(parent=0, fn="fn")])
 
 
@@ -66,13 +49,13 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
     senders: list[bytes] = []  # the scheduler's identity at shuffle_meta
     taken: dict[tuple[bytes, type], int] = {}  # messages of each kind take() has returned, by peer
 
-    def take(peer: bytes, kind: type[Message]) -> Message:
+    def take(peer: bytes, kind: type[M]) -> M:
         """Wait for the next message of this kind to reach `peer` (the executor keeps beating)."""
         sock = {b"e1": executor, b"d1": driver, b"d2": doomed}[peer]
         seen = taken.get((peer, kind), 0)
 
-        def arrived() -> Message | None:
-            transport.send(executor, Heartbeat(executor_id="e1", incarnation="i1"))
+        def arrived() -> M | None:
+            transport.send(executor, protocol.Heartbeat(executor_id="e1", incarnation="i1"))
             new = [m for m, _ in drain(sock, inbox[peer]) if isinstance(m, kind)]
             return new[seen] if len(new) > seen else None
 
@@ -81,44 +64,46 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         return msg
 
     def drive() -> None:
-        transport.send(executor, RegisterExecutor(executor_id="e1", incarnation="i1", data_address=blocks_address, slots=2))
-        take(b"e1", Registered)
+        transport.send(executor, protocol.RegisterExecutor(executor_id="e1", incarnation="i1", data_address=blocks_address, slots=2))
+        take(b"e1", protocol.Registered)
         wait_until(lambda: ExecutorConnected in record.event_types(), what="the watch connection up")
-        for question, answer in [(Ping(nonce=5), Pong), (GetClusterStatus(), ClusterStatus), (GetMetrics(), Metrics), (GetTracked(), Tracked)]:
+        questions = [(protocol.Ping(nonce=5), Pong), (protocol.GetClusterStatus(), protocol.ClusterStatus),
+                     (protocol.GetMetrics(), protocol.Metrics), (protocol.GetTracked(), protocol.Tracked)]
+        for question, answer in questions:
             transport.send(driver, question)
             take(b"d1", answer)
 
         # a BSP job: its task runs and reports, the driver gets the result
-        transport.send(driver, SubmitJobs(run_id="bsp", jobs=[JobSpec(job_id="b.0", plan=PLAN)], code={"fn": b"code"}, preschedule=False))
-        (task,) = take(b"e1", LaunchTasks).tasks  # type: ignore[attr-defined]
-        finished = TaskFinished(executor_id="e1", job_id=task.job_id, stage_id=task.stage_id, partition=task.partition, attempt=0,
+        transport.send(driver, protocol.SubmitJobs(run_id="bsp", jobs=[protocol.JobSpec(job_id="b.0", plan=PLAN)], code={"fn": b"code"}, preschedule=False))
+        (task,) = take(b"e1", LaunchTasks).tasks
+        finished = protocol.TaskFinished(executor_id="e1", job_id=task.job_id, stage_id=task.stage_id, partition=task.partition, attempt=0,
                                 has_result=True, output_bytes=4, elapsed=0.0)
         transport.send(executor, finished, [b"rows"])
         take(b"d1", JobDone)
         take(b"d1", RunDone)
 
         # a Drizzle group: result partitions and GroupDone
-        transport.send(driver, SubmitJobs(run_id="drizzle", jobs=[JobSpec(job_id="g.0", plan=PLAN)], preschedule=True))
+        transport.send(driver, protocol.SubmitJobs(run_id="drizzle", jobs=[protocol.JobSpec(job_id="g.0", plan=PLAN)], preschedule=True))
         launch = take(b"e1", LaunchGroup)
-        transport.send(executor, ResultPartition(executor_id="e1", job_id="g.0", partition=0), [b"rows"])
-        transport.send(executor, GroupDone(group_id=launch.group_id, executor_id="e1", tasks=1, busy=0.0))  # type: ignore[attr-defined]
+        transport.send(executor, protocol.ResultPartition(executor_id="e1", job_id="g.0", partition=0), [b"rows"])
+        transport.send(executor, protocol.GroupDone(group_id=launch.group_id, executor_id="e1", tasks=1, busy=0.0))
         take(b"d1", RunDone)
 
         # reports about nothing in flight, and keyed state
-        transport.send(executor, TaskFailed(executor_id="e1", job_id="gone", stage_id=0, partition=0, attempt=0, kind="task",
+        transport.send(executor, protocol.TaskFailed(executor_id="e1", job_id="gone", stage_id=0, partition=0, attempt=0, kind="task",
                                             error_type="E", message="m", traceback=""))
-        transport.send(executor, StateCheckpointed(executor_id="e1", checkpoints=[]))
-        transport.send(driver, CancelRun(run_id="unknown"))
+        transport.send(executor, protocol.StateCheckpointed(executor_id="e1", checkpoints=[]))
+        transport.send(driver, protocol.CancelRun(run_id="unknown"))
         transport.send(driver, ForgetStates(state_ids=["counts"]))
         take(b"e1", ForgetStates)
 
         # shuffle_meta answers the scheduler only with errors
         wait_until(lambda: drain(meta, at_meta, senders), what="the scheduler's messages at shuffle_meta")
-        transport.send(meta, ErrorReply(reason="a look-up failed"), to=senders[0])
+        transport.send(meta, protocol.ErrorReply(reason="a look-up failed"), to=senders[0])
         wait_until(lambda: any(line[1] == "shuffle_meta_error" for line in log.lines), what="the error logged")
 
         # a driver that vanishes with a run in flight: probed, found gone, its run cancelled
-        transport.send(doomed, SubmitJobs(run_id="long", jobs=[JobSpec(job_id=f"l.{i}", plan=PLAN) for i in range(4)]))
+        transport.send(doomed, protocol.SubmitJobs(run_id="long", jobs=[protocol.JobSpec(job_id=f"l.{i}", plan=PLAN) for i in range(4)]))
         take(b"e1", LaunchGroup)
         doomed.close(0)
         take(b"e1", CancelJobs)

@@ -5,39 +5,19 @@ exactly what handle() returned."""
 from __future__ import annotations
 
 import zmq
-from squall.common import transport
+from squall.common import protocol, transport
 from squall.common.core import Tick
-from squall.common.protocol import (
-    ErrorReply,
-    ForgetExecutor,
-    ForgetJob,
-    GetTracked,
-    LookupMapOutputs,
-    MapLocation,
-    MapOutput,
-    MapOutputs,
-    Message,
-    Ping,
-    Pong,
-    RegisterMapOutputs,
-    Tracked,
-)
+from squall.common.protocol import ErrorReply, ForgetExecutor, ForgetJob, GetTracked, MapOutputs, Ping, Pong, Tracked
 from squall.services.shuffle_meta.server import ShuffleMetaServer
 
-from tests.cluster.live_server import Recorder, RecordingLog, dealer, drain, serve_while
+from tests.cluster.live_server import Inbox, Recorder, RecordingLog, dealer, drain, serve_while
 from tests.conftest import fast_settings
 from tests.polling import wait_until
-
-Inbox = list[tuple[Message, list[object]]]
-
-
-def output(job_id: str, part: int) -> RegisterMapOutputs:
-    location = MapLocation(map_partition=part, executor_id="x1", address="tcp://127.0.0.1:1", sizes=[1])
-    return RegisterMapOutputs(outputs=[MapOutput(job_id=job_id, shuffle_id=0, location=location)])
+from tests.unit.test_shuffle_meta_state import loc, lookup
 
 
-def lookup(request_id: int, job_id: str, expected: int, timeout: float = 10.0) -> LookupMapOutputs:
-    return LookupMapOutputs(request_id=request_id, job_id=job_id, shuffle_id=0, expected=expected, timeout=timeout)
+def output(job_id: str, part: int) -> protocol.RegisterMapOutputs:
+    return protocol.RegisterMapOutputs(outputs=[protocol.MapOutput(job_id=job_id, shuffle_id=0, location=loc(part, "x1"))])
 
 
 def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returned() -> None:
@@ -57,12 +37,12 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         transport.send(scheduler, GetTracked())
         replies(b"sched", 2)
         transport.send(mapper, output("j", 0))
-        transport.send(reducer, lookup(1, "j", expected=2))  # waits for the second output
+        transport.send(reducer, lookup(request_id=1, job_id="j", shuffle_id=0, expected=2))  # waits for the second output
         transport.send(mapper, output("j", 1))
         replies(b"r1", 1)
-        transport.send(reducer, lookup(2, "j", expected=3, timeout=0.1))  # never complete: fails at its deadline
+        transport.send(reducer, lookup(request_id=2, job_id="j", shuffle_id=0, expected=3, timeout=0.1))  # never complete: fails at its deadline
         replies(b"r1", 2)
-        transport.send(reducer, lookup(3, "k", expected=1))
+        transport.send(reducer, lookup(request_id=3, job_id="k", shuffle_id=0, expected=1))
         transport.send(scheduler, ForgetJob(job_ids=["k"]))  # fails the look-up waiting for it
         replies(b"r1", 3)
         transport.send(scheduler, ForgetExecutor(executor_id="x1"))

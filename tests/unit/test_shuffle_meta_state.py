@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
+from squall.common import protocol
 from squall.common.core import Event, Received, Send, Tick
-from squall.common.protocol import (
-    ErrorReply,
-    ForgetExecutor,
-    ForgetJob,
-    GetTracked,
-    LookupMapOutputs,
-    MapLocation,
-    MapOutput,
-    MapOutputs,
-    Message,
-    Ping,
-    Pong,
-    RegisterMapOutputs,
-)
+from squall.common.protocol import ErrorReply, LookupMapOutputs, MapLocation, MapOutputs
 from squall.services.shuffle_meta.state import ShuffleMetaState
 
 
@@ -33,12 +21,12 @@ def checked() -> ShuffleMetaState:
     return CheckedShuffleMetaState()
 
 
-def receive(s: ShuffleMetaState, msg: Message, now: float = 0.0, peer: bytes = b"executor") -> list[Send]:
+def receive(s: ShuffleMetaState, msg: protocol.Message, now: float = 0.0, peer: bytes = b"executor") -> list[Send]:
     return s.handle(Received(msg=msg, peer=peer, now=now))
 
 
 def register(s: ShuffleMetaState, job_id: str, shuffle_id: int, location: MapLocation) -> list[Send]:
-    return receive(s, RegisterMapOutputs(outputs=[MapOutput(job_id=job_id, shuffle_id=shuffle_id, location=location)]))
+    return receive(s, protocol.RegisterMapOutputs(outputs=[protocol.MapOutput(job_id=job_id, shuffle_id=shuffle_id, location=location)]))
 
 
 def ask(s: ShuffleMetaState, peer: bytes, request: LookupMapOutputs, now: float) -> list[Send]:
@@ -50,11 +38,11 @@ def tick(s: ShuffleMetaState, now: float) -> list[Send]:
 
 
 def forget_job(s: ShuffleMetaState, job_id: str) -> list[Send]:
-    return receive(s, ForgetJob(job_ids=[job_id]), peer=b"scheduler")
+    return receive(s, protocol.ForgetJob(job_ids=[job_id]), peer=b"scheduler")
 
 
 def forget_executor(s: ShuffleMetaState, executor_id: str) -> list[Send]:
-    return receive(s, ForgetExecutor(executor_id=executor_id), peer=b"scheduler")
+    return receive(s, protocol.ForgetExecutor(executor_id=executor_id), peer=b"scheduler")
 
 
 def loc(part: int, executor_id: str = "e1") -> MapLocation:
@@ -179,6 +167,6 @@ def test_a_registration_arriving_after_its_job_was_forgotten_is_ignored():
 def test_ping_and_tracked_are_answered_through_handle():
     s = checked()
     register(s, "j", 4, loc(0))
-    assert receive(s, Ping(nonce=7), peer=b"probe") == [Send(b"probe", Pong(nonce=7, service="shuffle_meta"))]
-    (reply,) = receive(s, GetTracked(), peer=b"probe")
+    assert receive(s, protocol.Ping(nonce=7), peer=b"probe") == [Send(b"probe", protocol.Pong(nonce=7, service="shuffle_meta"))]
+    (reply,) = receive(s, protocol.GetTracked(), peer=b"probe")
     assert reply.peer == b"probe" and reply.msg.sizes == {"outputs": 1, "waiters": 0, "forgotten": 0}
