@@ -13,16 +13,14 @@ from collections import deque
 from collections.abc import Callable
 
 from squall.common.core import Send
-from squall.common.plan import StageSpec
 from squall.common.protocol import FailureKind, JobFailed, LaunchTasks, TaskDescriptor, TaskFinished
 from squall.services.scheduler.bsp_jobs import BspJob, TaskKey
 from squall.services.scheduler.events import Instruction
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
-from squall.services.scheduler.membership import ExecutorRecord, Membership
+from squall.services.scheduler.membership import Membership
 from squall.services.scheduler.runs import SubmittedRun
-from squall.services.scheduler.shipped import Shipment
+from squall.services.scheduler.shipped import Ship
 
-Ship = Callable[[ExecutorRecord, set[str], dict[str, StageSpec]], Shipment]
 Ended = Callable[[SubmittedRun, BspJob, float], list[Instruction]]
 
 
@@ -76,6 +74,17 @@ class BspMode:
         failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
         return [Send(run.driver, failed), *self._end(run, job, now)]
 
+    def executor_lost(self, executor_id: str, why: str, now: float) -> list[Instruction]:
+        """Jobs that needed a task or a map output on the executor fail: BSP does not replay."""
+        instructions: list[Instruction] = []
+        for run, job in list(self.jobs.values()):
+            needed = job.depends_on(executor_id)
+            if needed is not None:
+                stage_id, partition = needed
+                message = f"{why} while job {job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
+                instructions += self.fail(run, job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
+        return instructions
+
     def drop(self, run: SubmittedRun, job: BspJob) -> None:
         """Forget the job: it is over, or its run was cancelled."""
         self.jobs.pop(job.job_id, None)
@@ -115,7 +124,7 @@ class BspMode:
             for t in tasks:
                 job = self.jobs[t.job_id][1]
                 job_specs[t.stage_key] = job.plan.stages[t.stage_id].spec
-            shipment = self._ship(record, set(job_specs), job_specs)
+            shipment = self._ship(record.shipped, set(job_specs), job_specs)
             instructions.append(Send(record.peer, LaunchTasks(tasks=tasks, stages=shipment.stages, code=shipment.code,
                                                               forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)))
         return instructions

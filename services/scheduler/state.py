@@ -1,17 +1,15 @@
 """The scheduler's pure core: events in, instructions out, no sockets (tested without them).
 
-A driver submits a run: a sequence of jobs (micro-batches). In Drizzle mode (pre-scheduled) the
-jobs are dispatched a group at a time: every task of every job of the group is placed at once and
-each executor gets one LaunchGroup; mappers push to reducers directly, results are relayed to the
-driver as they arrive, and each executor reports once per group. The scheduler is involved only
-at group boundaries. In BSP mode (bsp_mode.py) each job runs stage by stage: a stage's tasks are
-launched when its parents are done, and executors report every task.
+A driver submits a run: a sequence of jobs (micro-batches). In Drizzle mode (pre-scheduled,
+drizzle_mode.py) the jobs are dispatched a group at a time, every task of the group placed at
+once, and the scheduler is involved only at group boundaries. In BSP mode (bsp_mode.py) each job
+runs stage by stage and executors report every task. This module holds what both share: the
+executors (membership.py), the runs, the code drivers sent, keyed state (keyed_state.py), and
+the drivers the scheduler holds something for.
 
 A task failure fails its job with a clear reason; the run's other jobs, later groups and the
 cluster go on. When an executor dies, a pre-scheduled run replays its unfinished jobs on the
-survivors under new attempt ids (the epoch moves on, so the dead attempts' messages are stale),
-and keyed state the executor owned is rebuilt by new owners from checkpoints (keyed_state.py).
-Each job's result still reaches the driver exactly once. A BSP job that loses an executor fails.
+survivors; a BSP job that loses an executor fails.
 
 One entry: `handle(event)`, through one dispatch table keyed by the message type of a Received
 event and by the event type otherwise. `validate()` checks the invariants of the tables (tests
@@ -40,7 +38,6 @@ from squall.common.protocol import (
     Heartbeat,
     JobDone,
     JobFailed,
-    LaunchGroup,
     Message,
     Metrics,
     Ping,
@@ -53,18 +50,16 @@ from squall.common.protocol import (
     ResultPartition,
     RunDone,
     StateCheckpointed,
-    StateRestore,
     SubmitJobs,
     TaskFailed,
     TaskFinished,
-    encode,
-    frames_size,
 )
 from squall.common.settings import Settings
 from squall.common.tracked import tracked_reply
 from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.bsp_mode import BspMode
 from squall.services.scheduler.cancellation import stop_run
+from squall.services.scheduler.drizzle_mode import DrizzleMode
 from squall.services.scheduler.events import (
     ConnectionDropped,
     DriversGone,
@@ -74,15 +69,12 @@ from squall.services.scheduler.events import (
     ProbeDrivers,
     WatchExecutors,
 )
-from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
-from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
-from squall.services.scheduler.keyed_state import Restore, StateBook
+from squall.services.scheduler.groups import PlannedJob
+from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.planner import plan_job
 from squall.services.scheduler.runs import SubmittedRun
-from squall.services.scheduler.shipped import Shipment
-
-GROUPS_IN_FLIGHT = 2
+from squall.services.scheduler.shipped import Shipment, ShippedPlan
 
 # After a connection to the ROUTER dropped, probe the drivers for this long: the ROUTER may forget
 # the peer a moment after its monitor reports the drop (the probes go out on each tick).
@@ -112,12 +104,10 @@ class SchedulerState:
         self.members = Membership(settings.death_timeout, settings.hung_timeout)
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
         self.runs: dict[str, SubmittedRun] = {}
-        self.prescheduled: dict[str, tuple[SubmittedRun, PlannedJob]] = {}  # job_id -> its run, while in flight
+        self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
+        self.drizzle = DrizzleMode(settings, self.members, self.book, self.runs, self._ship, self._release, self._advance)
         self.bsp = BspMode(self.members, settings.max_message_bytes, self._ship, self._bsp_job_ended)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
-        self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
-        self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
-        self._group_ids = 0
         self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
         self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
         # Messages handled and sent, by type (GetMetrics): shows what the scheduler is (not) involved in.
@@ -177,7 +167,7 @@ class SchedulerState:
             "code": len(self.code),
             "runs": len(self.runs),
             "run_stats": sum(len(run.stats) for run in self.runs.values()),
-            "prescheduled": len(self.prescheduled),
+            "prescheduled": len(self.drizzle.prescheduled),
             "bsp_jobs": len(self.bsp.jobs),
             "pending": len(self.bsp.pending),
             "driver_states": len(self.driver_states),
@@ -196,7 +186,7 @@ class SchedulerState:
     # --- questions answered ---------------------------------------------------------------------
 
     def _on_get_cluster_status(self, ev: Received) -> list[Instruction]:
-        running_jobs = len(self.prescheduled) + len(self.bsp.jobs)
+        running_jobs = len(self.drizzle.prescheduled) + len(self.bsp.jobs)
         return [Send(cast(bytes, ev.peer), self.members.status(running_jobs=running_jobs, now=ev.now))]
 
     def _on_get_metrics(self, ev: Received) -> list[Instruction]:
@@ -275,64 +265,13 @@ class SchedulerState:
             ToShuffleMeta(ForgetExecutor(executor_id=executor_id)),
         ]
         why = f"executor {executor_id} was lost ({reason})"
-        for bsp_run, bsp_job in list(self.bsp.jobs.values()):
-            needed = bsp_job.depends_on(executor_id)
-            if needed is not None:
-                stage_id, partition = needed
-                message = f"{why} while job {bsp_job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
-                actions += self.bsp.fail(bsp_run, bsp_job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
-        survivors = [e.executor_id for e in self.members.live()]
-        moved = self.book.executor_lost(executor_id, survivors)
-        for run in list(self.runs.values()):
-            hit = [j for g in run.groups for j in g.jobs if not j.over and executor_id in j.placed]
-            if hit and not survivors:
-                for job in hit:
-                    first_stage = min(job.placed[executor_id])
-                    message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {first_stage}); no executors are left"
-                    actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=first_stage)
-            elif hit:
-                actions += self._replay_run(run, executor_id, moved)
-                actions += self._advance(run, now)
-                continue
-            for group in list(run.groups):
-                group.waiting.discard(executor_id)
-                actions += self._maybe_group_complete(run, group, now)
-        return actions
-
-    def _replay_run(self, run: SubmittedRun, executor_id: str, moved: list[tuple[str, int, str]]) -> list[Instruction]:
-        """The run lost tasks with the executor: drop its groups in flight, and queue its unfinished
-        jobs again, first, as new attempts (placed on the survivors when next dispatched)."""
-        self.epoch += 1
-        unfinished: list[PlannedJob] = []
-        over: list[PlannedJob] = []
-        for group in run.groups:
-            for job in group.jobs:
-                self.prescheduled.pop(job.wire_id, None)
-                if job.replay_only and not job.over:  # a rebuild cut short: rebuild again
-                    for stage_id, partitions in job.restrict.items():
-                        state = job.plan.stages[stage_id].spec.state
-                        if state is not None and state.state_id in self.book.states:
-                            self.book.states[state.state_id].restoring.update(partitions)
-                (unfinished if not job.over and not job.replay_only else over).append(job)
-        involved = sorted({e for g in run.groups for j in g.jobs for e in j.executors} - {executor_id})
-        run.groups.clear()
-        actions = self._release([j.wire_id for j in unfinished], involved, superseded=True)
-        actions += self._release([j.wire_id for j in over], involved)
-        replays = [job.fork(self.epoch) for job in sorted(unfinished, key=lambda j: j.batch)]
-        run.queue.extendleft(reversed(replays))
-        return [Log("warning", "replaying", {
-            "run": run.run_id, "executor": executor_id, "epoch": self.epoch,
-            "batches": [j.batch for j in replays], "moved_partitions": len(moved), "survivors": len(self.members.executors),
-            "new_owners": sorted({owner for _, _, owner in moved}),
-        }), *actions]
+        actions += self.bsp.executor_lost(executor_id, why, now)
+        moved = self.book.executor_lost(executor_id, [e.executor_id for e in self.members.live()])
+        return actions + self.drizzle.executor_lost(executor_id, why, moved, now)
 
     def _work_on(self, executor_id: str) -> str:
         """What the scheduler has on an executor and has not heard the end of, for a person."""
-        work = [
-            f"batch {job.batch} of run {run.run_id} (job {job.wire_id}, stages {sorted(job.placed[executor_id])})"
-            for run in self.runs.values() for group in run.groups if executor_id in group.waiting
-            for job in group.jobs if executor_id in job.placed and not job.over
-        ]
+        work = self.drizzle.work_on(executor_id)
         record = self.members.get(executor_id)
         work += [f"job {job_id} stage {stage_id} partition {partition}" for job_id, stage_id, partition in sorted(record.running if record else ())]
         return "; ".join(work[:5]) + (f"; and {len(work) - 5} more" if len(work) > 5 else "")
@@ -392,7 +331,7 @@ class SchedulerState:
         return self._cancel_run(run, "the driver cancelled it", ev.now)
 
     def _cancel_run(self, run: SubmittedRun, why: str, now: float) -> list[Instruction]:
-        return stop_run(run, why, self.prescheduled, self.bsp, self.members) + self._advance(run, now)
+        return stop_run(run, why, self.drizzle.prescheduled, self.bsp, self.members) + self._advance(run, now)
 
     def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Instruction]:
         fails: list[Instruction] = [
@@ -418,117 +357,15 @@ class SchedulerState:
             return actions + self._advance(run, now)
         if not run.preschedule:
             return self.bsp.start(run, now) if run.bsp is None else []
-        # Keep the next group in flight behind the current one, so that executors never wait at
-        # a group boundary; the scheduler still acts only when a group is dispatched or done.
-        dispatched: list[Instruction] = []
-        while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
-            dispatched += self._dispatch_group(run, now)
-        return dispatched
+        return self.drizzle.dispatch(run, now)
 
-    # --- Drizzle mode ---------------------------------------------------------------------------
-
-    def _dispatch_group(self, run: SubmittedRun, now: float) -> list[Instruction]:
-        jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
-        restores, replayed, error = self.book.pending_restores(jobs[0])
-        if error is not None:
-            actions: list[Instruction] = []
-            for job in [*jobs, *run.queue]:
-                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="executor_lost", message=error, batch=job.batch)))
-            run.queue.clear()
-            return actions + self._advance(run, now)  # ends the run (RunDone) once nothing is in flight
-        actions = []
-        if replayed:
-            self.epoch += 1
-            rebuild = [job.fork(self.epoch, replay_only=True, restrict=self.book.replay_partitions(job, restores)) for job in replayed]
-            rebuild = [job for job in rebuild if job.restrict]
-            if rebuild:
-                actions += self._launch(run, rebuild, restores, set(), now)
-                restores = []  # they travel with the rebuild group, ahead of the next
-        return actions + self._launch(run, jobs, restores, self.book.note_group(jobs), now)
-
-    def _launch(self, run: SubmittedRun, jobs: list[PlannedJob], restores: list[Restore], checkpointing: set[str], now: float) -> list[Instruction]:
-        """Place a group and send each executor its share (with the partitions it must restore)."""
-        self._group_ids += 1
-        executors = self.members.live()
-        replay_only = all(job.replay_only for job in jobs)
-        if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
-            executors = [self.members.executors[restores[0].owner]]
-        shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing)  # type: ignore[arg-type]
-        for r in restores:
-            shares.setdefault(r.owner, [])
-        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)
-        run.groups.append(group)
-        for job in jobs:
-            job.started = now
-            self.prescheduled[job.wire_id] = (run, job)
-        actions: list[Instruction] = []
-        specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
-        for executor_id, tasks in shares.items():
-            record = self.members.executors[executor_id]
-            shipment = self._ship(record, {t.stage_key for t in tasks}, specs)
-            mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
-            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=shipment.stages, code=shipment.code, barrier=run.barrier,
-                                 restores=mine, forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)
-            frames = encode(launch)  # encoded once: measured here, sent as is
-            group.launch_bytes += frames_size(frames)
-            group.code_bytes += sum(len(b) for b in shipment.code.values())
-            actions.append(Send(record.peer, launch, frames=frames))
-        return actions
+    # --- tasks and groups -----------------------------------------------------------------------
 
     def _on_result_partition(self, ev: Received) -> list[Instruction]:
-        msg, payloads, now = cast(ResultPartition, ev.msg), ev.payloads, ev.now
-        entry = self.prescheduled.get(msg.job_id)
-        if entry is None:
-            return []
-        run, job = entry
-        if job.replay_only or job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
-            return []  # a duplicate or nonsensical report never completes a job early
-        job.results[msg.partition] = payloads[0]
-        if job.results_remaining:
-            return []
-        too_large = result_too_large(job.job_id, job.results, self.settings.max_message_bytes)
-        if too_large:
-            job.results.clear()
-            return self._fail_prescheduled(run, job, "task", too_large, error_type="ResultTooLarge")
-        job.done = True
-        return [Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))]
+        return self.drizzle.result_partition(cast(ResultPartition, ev.msg), ev.payloads, ev.now)
 
     def _on_group_done(self, ev: Received) -> list[Instruction]:
-        msg, now = cast(GroupDone, ev.msg), ev.now
-        for run in self.runs.values():
-            for group in run.groups:
-                if group.group_id == msg.group_id:
-                    group.waiting.discard(msg.executor_id)
-                    group.skipped += msg.skipped
-                    run.skipped += msg.skipped
-                    return self._maybe_group_complete(run, group, now)
-        return []
-
-    def _maybe_group_complete(self, run: SubmittedRun, group: GroupRun, now: float) -> list[Instruction]:
-        if group.waiting or group not in run.groups:
-            return []
-        run.groups.remove(group)
-        run.stats.append(group.stats(now, executors=len({e for j in group.jobs for e in j.executors})))
-        actions: list[Instruction] = []
-        for job in group.jobs:
-            self.prescheduled.pop(job.wire_id, None)
-            if job.replay_only:
-                job.done = True
-            if not job.over:  # every executor reported, yet results are missing: never silently drop
-                message = f"batch {job.batch} (job {job.job_id}) ended with {job.results_remaining} result partitions missing"
-                job.failed = True
-                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="task", message=message, batch=job.batch)))
-        job_ids = [j.wire_id for j in group.jobs]
-        involved = sorted({e for j in group.jobs for e in j.executors})
-        actions += self._release(job_ids, involved)
-        return actions + self._advance(run, now)
-
-    def _fail_prescheduled(self, run: SubmittedRun, job: PlannedJob, kind: FailureKind, message: str, **details: object) -> list[Instruction]:
-        job.failed = True
-        failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
-        return [Send(run.driver, failed), *self._release([job.wire_id], sorted(job.executors))]
-
-    # --- both modes -----------------------------------------------------------------------------
+        return self.drizzle.group_done(cast(GroupDone, ev.msg), ev.now)
 
     def _on_task_finished(self, ev: Received) -> list[Instruction]:
         return self.bsp.task_finished(cast(TaskFinished, ev.msg), ev.payloads, ev.now)
@@ -539,18 +376,9 @@ class SchedulerState:
         kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
         where = f"stage {msg.stage_id}, partition {msg.partition} on executor {msg.executor_id}"
         details = dict(error_type=msg.error_type, traceback=msg.traceback, stage_id=msg.stage_id, partition=msg.partition)
-        entry = self.prescheduled.get(msg.job_id)
-        if entry is not None:
-            run, job = entry
-            if job.over:
-                return []
-            if job.replay_only:  # keyed state could not be rebuilt: the next batch of the run fails
-                message = f"rebuilding keyed state by replaying batch {job.batch} failed, {where}: {msg.error_type}: {msg.message}"
-                job.failed = True
-                nxt = next((j for g in run.groups for j in g.jobs if not j.replay_only and not j.over), None)
-                return self._fail_prescheduled(run, nxt, kind, message, **details) if nxt is not None else []
-            message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
-            return self._fail_prescheduled(run, job, kind, message, **details)
+        prescheduled = self.drizzle.task_failed(msg, kind, where, details)
+        if prescheduled is not None:
+            return prescheduled
         bsp = self.bsp.jobs.get(msg.job_id)
         if bsp is None or not bsp[1].is_current(msg.executor_id, msg.stage_id, msg.partition):
             return self.bsp.assign()
@@ -558,19 +386,19 @@ class SchedulerState:
         message = f"task failed in batch {bsp_job.batch} (job {bsp_job.job_id}), {where}: {msg.error_type}: {msg.message}"
         return self.bsp.fail(bsp_run, bsp_job, kind, message, now, **details)
 
-    def _ship(self, record: ExecutorRecord, stage_keys: set[str], specs: dict[str, StageSpec]) -> Shipment:
-        """The stage specs and code an executor needs for these stages and does not have yet, and
-        what it should forget: past executor_stage_cache specs, the least recently used that no
-        job in flight uses (shipped.py)."""
-        stages, code = record.shipped.ship(stage_keys, specs, self.code)
+    def _ship(self, shipped: ShippedPlan, stage_keys: set[str], specs: dict[str, StageSpec]) -> Shipment:
+        """The stage specs and code an executor (what it was `shipped`) needs for these stages and
+        does not have yet, and what it should forget: past executor_stage_cache specs, the least
+        recently used that no job in flight uses (shipped.py)."""
+        stages, code = shipped.ship(stage_keys, specs, self.code)
         forget_stages: list[str] = []
         forget_code: list[str] = []
-        if len(record.shipped) > self.settings.executor_stage_cache:
-            forget_stages, forget_code = record.shipped.evict(self.settings.executor_stage_cache, stage_keys | self._stages_in_flight())
+        if len(shipped) > self.settings.executor_stage_cache:
+            forget_stages, forget_code = shipped.evict(self.settings.executor_stage_cache, stage_keys | self._stages_in_flight())
         return Shipment(stages, code, forget_stages, forget_code)
 
     def _stages_in_flight(self) -> set[str]:
-        return {key for _, job in self.prescheduled.values() for key in job.stage_keys} | self.bsp.stage_keys_in_flight()
+        return self.drizzle.stage_keys_in_flight() | self.bsp.stage_keys_in_flight()
 
     def _bsp_job_ended(self, run: SubmittedRun, job: BspJob, now: float) -> list[Instruction]:
         """A BSP job is over: executors may drop its blocks, and its run moves on."""
@@ -666,14 +494,14 @@ class SchedulerState:
                 assert group.waiting <= executors.keys(), f"group {group.group_id} waits for executors that are gone: {group.waiting - executors.keys()}"
                 for job in group.jobs:
                     in_groups.add(job.wire_id)
-                    entry = self.prescheduled.get(job.wire_id)
+                    entry = self.drizzle.prescheduled.get(job.wire_id)
                     assert entry is not None and entry[0] is run and entry[1] is job, f"job {job.wire_id} in flight is not in prescheduled"
                     lost = job.placed.keys() - executors.keys()
                     assert job.over or not lost, f"job {job.wire_id} is not over and has tasks on executors that are gone: {lost}"
             if run.bsp is not None:
                 bsp_entry = self.bsp.jobs.get(run.bsp.job_id)
                 assert bsp_entry is not None and bsp_entry[0] is run and bsp_entry[1] is run.bsp, f"BSP job {run.bsp.job_id} of run {run_id} is not in flight"
-        assert in_groups == self.prescheduled.keys(), f"prescheduled jobs of no group in flight: {self.prescheduled.keys() - in_groups}"
+        assert in_groups == self.drizzle.prescheduled.keys(), f"prescheduled jobs of no group in flight: {self.drizzle.prescheduled.keys() - in_groups}"
         for job_id, (bsp_run, bsp_job) in self.bsp.jobs.items():
             assert self.runs.get(bsp_run.run_id) is bsp_run and bsp_run.bsp is bsp_job, f"BSP job {job_id} outlived its run {bsp_run.run_id}"
             for (stage_id, partition), executor_id in bsp_job.placed.items():

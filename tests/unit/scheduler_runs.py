@@ -24,7 +24,7 @@ from squall.common.protocol import (
     TaskFailed,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler import state as scheduler_state
+from squall.services.scheduler.drizzle_mode import GROUPS_IN_FLIGHT
 from squall.services.scheduler.events import DriversGone, ExecutorDisconnected, Instruction
 from squall.services.scheduler.state import SchedulerState
 
@@ -103,7 +103,7 @@ def sends(actions, kind=None, peer=None) -> list:
 
 def depth() -> int:
     """How many groups of a run the scheduler keeps in flight."""
-    return getattr(scheduler_state, "GROUPS_IN_FLIGHT", 1)
+    return GROUPS_IN_FLIGHT
 
 
 def groups(actions) -> list[dict[str, LaunchGroup]]:

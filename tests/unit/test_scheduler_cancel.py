@@ -59,7 +59,7 @@ def test_cancel_stops_the_groups_in_flight_on_every_executor_they_use_and_ends_t
     assert ToShuffleMeta(ForgetJob(job_ids=wire_ids)) in actions
     assert not sends(actions, LaunchGroup) and not sends(actions, ReleaseJob)  # the 5 queued jobs never start
     assert sends(actions, RunDone, peer=DRIVER) == [RunDone(run_id="r", groups=[])]
-    assert not s.runs and not s.prescheduled
+    assert not s.runs and not s.drizzle.prescheduled
 
 
 def test_late_reports_of_a_cancelled_run_find_nothing_and_are_dropped():

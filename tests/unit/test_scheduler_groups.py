@@ -138,7 +138,7 @@ def test_run_done_after_the_last_group_with_stats_per_group():
     assert stats[0].launch_bytes > stats[1].launch_bytes  # the second carries no stages or code
     g2_started = 0.0 if depth() > 1 else 1.0
     assert [round(g.duration, 6) for g in stats] == [1.0, 1.5 - g2_started]
-    assert not s.runs and not s.prescheduled
+    assert not s.runs and not s.drizzle.prescheduled
 
 
 def test_an_empty_run_is_done_at_once():
