@@ -42,9 +42,6 @@ class DriversGone(Event):
     drivers: tuple[bytes, ...]
 
 
-SchedulerEvent = ExecutorConnected | ExecutorDisconnected | ConnectionDropped | DriversGone
-
-
 @dataclass(frozen=True)
 class WatchExecutors:
     """Keep a watch connection to exactly these executors: id -> (block address, admission).

@@ -141,6 +141,9 @@ class SchedulerState:
         return [t for t in self._handlers if issubclass(t, Message)]
 
     def handle(self, event: Event) -> list[Instruction]:
+        """What to do about `event`: its handler's instructions, then a Log for each job or run
+        outcome they tell a driver, and WatchExecutors when membership changed. Counts messages in
+        and out by type (GetMetrics)."""
         if type(event) is Received:
             name = type(event.msg).__name__
             self.received[name] += 1
