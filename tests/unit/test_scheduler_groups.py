@@ -8,6 +8,7 @@ when a group in flight completes, that is when every executor of it sent GroupDo
 
 from __future__ import annotations
 
+import pytest
 from squall.common.core import Send, ToShuffleMeta
 from squall.common.protocol import (
     CancelRun,
@@ -186,3 +187,12 @@ def test_bsp_mode_runs_jobs_one_after_another():
                                                has_result=True, output_bytes=1, elapsed=0.0), 2.0, payloads=[b"rows"])
         assert [m.job_id for m in sends(actions, JobDone)] == [job_id]
     assert sends(actions, RunDone) == [RunDone(run_id="r", groups=[])] and not s.runs
+
+
+def test_validate_names_a_prescheduled_job_out_of_step():
+    s = state("e0", "e1")
+    submit(s, jobs=2, group_size=1)
+    s.validate()
+    s.drizzle.prescheduled.pop("r.0")
+    with pytest.raises(AssertionError, match="job r.0 in flight is not in prescheduled"):
+        s.validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from squall.common.core import Send, ToShuffleMeta
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from squall.common.protocol import (
@@ -357,3 +358,24 @@ def test_every_scheduler_under_test_validates_after_each_event():
     direct = [p.name for p in sorted(here.glob("*.py")) if p.name != "scheduler_runs.py" and made in p.read_text()]
     assert direct == []
     assert isinstance(state(), CheckedSchedulerState)
+
+
+def test_validate_names_what_disagrees():
+    """validate() is a check that can fail: tables put out of step are named."""
+    s = state()
+    register(s, "e1")
+    submit(s)
+    s.validate()
+    run, bsp_job = s.bsp.jobs.pop("j")
+    with pytest.raises(AssertionError, match="BSP job j of run run-j is not in flight"):
+        s.validate()
+    s.bsp.jobs["j"] = (run, bsp_job)
+    s.members.version += 1  # membership changed behind handle()'s back
+    with pytest.raises(AssertionError, match="without a WatchExecutors"):
+        s.validate()
+    s.members.version -= 1
+    run.bsp = None
+    s.bsp.jobs.clear()
+    s.bsp.pending.clear()
+    with pytest.raises(AssertionError, match="run run-j has nothing queued or in flight"):
+        s.validate()
