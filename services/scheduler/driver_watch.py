@@ -2,10 +2,10 @@
 
 A driver's one connection is its DEALER to the scheduler's ROUTER, and a ROUTER does not say whose
 connection dropped. So a socket monitor on the ROUTER reports every dropped connection, and for a
-short while after each the scheduler's core has the ROUTER asked about the drivers it holds runs
-or keyed state for (ProbeDrivers): it sends each a keep-alive Pong (nonce 0, which drivers ignore) with ROUTER_MANDATORY
-on, and the ROUTER refuses at once (EHOSTUNREACH) a peer whose connection is gone. Nothing is
-sent while no connection drops.
+short while after each the scheduler's core asks for a probe of the drivers it holds runs or
+keyed state for (ProbeDrivers): each is sent a keep-alive Pong (nonce 0, which drivers ignore)
+with ROUTER_MANDATORY on, and the ROUTER refuses at once (EHOSTUNREACH) a peer whose connection
+is gone. Nothing is sent while no connection drops.
 
 How soon a vanished driver is noticed: its kernel closes the connection when its process dies,
 so a killed driver is noticed within milliseconds; a driver whose host or network vanished is
