@@ -4,7 +4,7 @@ late reports about it are dropped; other runs (of other drivers, and of the same
 
 from __future__ import annotations
 
-from squall.common.core import Send, ToShuffleMeta
+from squall.common.core import Log, Send, ToShuffleMeta
 from squall.common.plan import Aggregator, GeneratorSource, LogicalPlan, NarrowNode, ShuffleNode, SourceNode, StateNode
 from squall.common.protocol import (
     CancelJobs,
@@ -22,6 +22,8 @@ from squall.common.protocol import (
     TaskFailed,
     TaskFinished,
 )
+from squall.services.scheduler.events import ConnectionDropped, ExecutorConnected, ProbeDrivers
+from squall.services.scheduler.state import PROBE_WINDOW
 
 from tests.unit.scheduler_runs import (
     DRIVER,
@@ -30,10 +32,12 @@ from tests.unit.scheduler_runs import (
     failed,
     finish_group,
     groups,
+    logs,
     receive,
     sends,
     state,
     submit,
+    tick,
     two_stage,
 )
 
@@ -156,3 +160,19 @@ def test_a_driver_stays_known_for_its_stream_state_between_runs_until_the_stream
     receive(s, ForgetStates(state_ids=["counts"]))
     assert s.drivers() == set()
     assert driver_gone(s, DRIVER, 2.0) == []
+
+
+def test_a_dropped_connection_has_the_drivers_probed_for_a_while_and_the_gone_ones_cancelled():
+    s = state("e0", "e1")
+    for eid, record in s.executors.items():  # their watch connections are up: silence is no death
+        s.handle(ExecutorConnected(executor_id=eid, joined=record.joined, now=0.0))
+    submit(s, jobs=4, group_size=1)
+    assert tick(s, 0.1) == []  # no connection dropped: nobody is asked
+    assert s.handle(ConnectionDropped(now=1.0)) == [ProbeDrivers((DRIVER,))]
+    assert tick(s, 1.0 + PROBE_WINDOW / 2) == [ProbeDrivers((DRIVER,))]  # the ROUTER may forget the peer a moment late
+    assert tick(s, 1.0 + PROBE_WINDOW * 2) == []
+    actions = driver_gone(s, DRIVER, 1.6)
+    assert logs(actions, "driver_gone") == [Log("warning", "driver_gone", {"driver": DRIVER.hex()})]
+    assert set(cancel_jobs(actions)) == {"e0", "e1"} and not s.runs
+    assert not sends(actions, peer=DRIVER)  # it hears nothing more
+    assert s.handle(ConnectionDropped(now=2.0)) == []  # nothing held for any driver: no probe
