@@ -2,10 +2,10 @@
 
 A driver's one connection is its DEALER to the scheduler's ROUTER, and a ROUTER does not say whose
 connection dropped. So a socket monitor on the ROUTER reports every dropped connection, and for a
-short while after each the scheduler asks the ROUTER about the drivers it holds runs or keyed
-state for: it sends each a keep-alive Pong (nonce 0, which drivers ignore) with ROUTER_MANDATORY
-on, and the ROUTER refuses at once (EHOSTUNREACH) a peer whose connection is gone. Nothing is
-sent while no connection drops.
+short while after each the scheduler's core asks for a probe of the drivers it holds runs or
+keyed state for (ProbeDrivers): each is sent a keep-alive Pong (nonce 0, which drivers ignore)
+with ROUTER_MANDATORY on, and the ROUTER refuses at once (EHOSTUNREACH) a peer whose connection
+is gone. Nothing is sent while no connection drops.
 
 How soon a vanished driver is noticed: its kernel closes the connection when its process dies,
 so a killed driver is noticed within milliseconds; a driver whose host or network vanished is
@@ -16,7 +16,6 @@ GIL: ZeroMQ's I/O thread answers the heartbeats. Its runs go on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 import zmq
@@ -24,30 +23,22 @@ from squall.common import protocol, transport
 from squall.common.protocol import Message
 from zmq.utils.monitor import recv_monitor_message
 
-# Ask for this long after a connection dropped: the ROUTER may forget the peer a moment after
-# the monitor reports it (the loop asks on each tick, about every 50 ms).
-PROBE_WINDOW = 0.25
-
 
 class DriverWatch:
-    def __init__(self, sock: zmq.Socket, probe: Message, add_reader: Callable[[zmq.Socket], None]) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], probe: Message, add_reader: Callable[[zmq.Socket[bytes]], None]) -> None:
         self._sock = sock
         self._probe = protocol.encode(probe)
-        self._probe_until = 0.0
         self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         add_reader(self.monitor)  # the loop calls disconnected() when it is readable
 
     def disconnected(self) -> None:
-        """A connection to the ROUTER dropped: whose, the next checks tell."""
+        """A connection to the ROUTER dropped (whose, probes tell): take the monitor's reports."""
         while self.monitor.poll(0):
             recv_monitor_message(self.monitor)
-        self._probe_until = time.monotonic() + PROBE_WINDOW
 
-    def gone(self, drivers: Iterable[bytes], now: float) -> list[bytes]:
-        """The drivers whose connection is gone (asked only shortly after a connection dropped)."""
-        if now > self._probe_until:
-            return []
-        return [driver for driver in sorted(drivers) if not self._reachable(driver)]
+    def unreachable(self, drivers: Iterable[bytes]) -> list[bytes]:
+        """The drivers among these whose connection is gone."""
+        return [driver for driver in drivers if not self._reachable(driver)]
 
     def _reachable(self, driver: bytes) -> bool:
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -13,9 +13,20 @@ slower, never wrong). Pure: no sockets.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
 
 from squall.common.plan import StageSpec
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """What a launch carries of the plan: specs and code the executor lacks, and what to forget."""
+
+    stages: dict[str, StageSpec]
+    code: dict[str, bytes]
+    forget_stages: list[str]
+    forget_code: list[str]
 
 
 class ShippedPlan:
@@ -60,3 +71,8 @@ class ShippedPlan:
                     del self.code_uses[code_key]
                     code.append(code_key)
         return stages, code
+
+
+# What the scheduler lends each mode to fill a launch: (what the executor holds, the stage keys
+# it is to run, their specs) -> what to send it, and what it is to forget.
+Ship = Callable[[ShippedPlan, set[str], dict[str, StageSpec]], Shipment]

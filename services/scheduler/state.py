@@ -1,36 +1,47 @@
-"""The scheduler's pure core: events in, actions out, no sockets (tested without them).
+"""The scheduler's pure core: events in, instructions out, no sockets (tested without them).
 
-A driver submits a run: a sequence of jobs (micro-batches). In Drizzle mode (pre-scheduled) the
-jobs are dispatched a group at a time: every task of every job of the group is placed at once and
-each executor gets one LaunchGroup; mappers push to reducers directly, results are relayed to the
-driver as they arrive, and each executor reports once per group. The scheduler is involved only
-at group boundaries. In BSP mode each job runs stage by stage: a stage's tasks are launched when
-its parents are done, and executors report every task.
+A driver submits a run: a sequence of jobs (micro-batches). In Drizzle mode (pre-scheduled,
+drizzle_mode.py) the jobs are dispatched a group at a time, every task of the group placed at
+once, and the scheduler is involved only at group boundaries. In BSP mode (bsp_mode.py) each job
+runs stage by stage and executors report every task. This module holds what both share: the
+executors (membership.py), the runs, the code drivers sent, keyed state (keyed_state.py), and
+the drivers the scheduler holds something for.
 
 A task failure fails its job with a clear reason; the run's other jobs, later groups and the
 cluster go on. When an executor dies, a pre-scheduled run replays its unfinished jobs on the
-survivors under new attempt ids (the epoch moves on, so the dead attempts' messages are stale),
-and keyed state the executor owned is rebuilt by new owners from checkpoints (keyed_state.py).
-Each job's result still reaches the driver exactly once. A BSP job that loses an executor fails.
+survivors; a BSP job that loses an executor fails.
+
+One entry: `handle(event)`, through one dispatch table keyed by the message type of a Received
+event and by the event type otherwise. `validate()` checks the invariants of the tables (tests
+call it after every event).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, cast
 
+from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.plan import PlanError, StageSpec
 from squall.common.protocol import (
     CancelRun,
+    ErrorReply,
     FailureKind,
     ForgetExecutor,
     ForgetJob,
     ForgetStates,
+    GetClusterStatus,
+    GetMetrics,
+    GetTracked,
     GroupDone,
-    GroupStats,
     Heartbeat,
+    JobDone,
     JobFailed,
-    LaunchGroup,
+    Message,
+    Metrics,
+    Ping,
+    Pong,
     PruneCheckpoints,
     Registered,
     RegisterExecutor,
@@ -39,67 +50,117 @@ from squall.common.protocol import (
     ResultPartition,
     RunDone,
     StateCheckpointed,
-    StateRestore,
     SubmitJobs,
     TaskFailed,
-    encode,
-    frames_size,
+    TaskFinished,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler.actions import Action, Send, ToShuffleMeta, job_done, result_blocks, result_too_large
+from squall.common.tracked import tracked_reply
+from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.bsp_mode import BspMode
-from squall.services.scheduler.cancellation import Cancellation
-from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
-from squall.services.scheduler.jobs import JobRun, TaskKey
-from squall.services.scheduler.keyed_state import Restore, StateBook
+from squall.services.scheduler.cancellation import stop_run
+from squall.services.scheduler.drizzle_mode import DrizzleMode
+from squall.services.scheduler.events import (
+    ConnectionDropped,
+    DriversGone,
+    ExecutorConnected,
+    ExecutorDisconnected,
+    Instruction,
+    ProbeDrivers,
+    WatchExecutors,
+)
+from squall.services.scheduler.groups import PlannedJob
+from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.planner import plan_job
+from squall.services.scheduler.runs import SubmittedRun
+from squall.services.scheduler.shipped import Shipment, ShippedPlan
 
-GROUPS_IN_FLIGHT = 2
+# After a connection to the ROUTER dropped, probe the drivers for this long: the ROUTER may forget
+# the peer a moment after its monitor reports the drop (the probes go out on each tick).
+PROBE_WINDOW = 0.25
 
+HUNG_NOTE = ("its process answers, but its heartbeats or its loop have stopped: a call holding the GIL, a task "
+             "blocking the loop, or a deadlock; its work is left running")
 
-@dataclass(frozen=True)
-class Shipment:
-    """What a launch carries of the plan: specs and code the executor lacks, and what to forget."""
-
-    stages: dict[str, StageSpec]
-    code: dict[str, bytes]
-    forget_stages: list[str]
-    forget_code: list[str]
-
-
-@dataclass
-class Run:
-    run_id: str
-    driver: bytes
-    queue: deque[PlannedJob]
-    group_size: int
-    preschedule: bool
-    barrier: bool
-    groups: list[GroupRun] = field(default_factory=list)  # Drizzle: groups in flight, oldest first
-    bsp: JobRun | None = None  # BSP: the job in flight
-    stats: list[GroupStats] = field(default_factory=list)
-    skipped: int = 0  # bad records skipped over the run
-    state_ids: set[str] = field(default_factory=set)  # the keyed states its jobs use
+Handler = Callable[[Any], list[Instruction]]
 
 
-class SchedulerState(BspMode, Cancellation):
-    def __init__(self, settings: Settings) -> None:
+def _job_event(msg: Message) -> Log | None:
+    """The log line of what a driver is told about its jobs and runs (None for other messages)."""
+    if type(msg) is JobDone:
+        return Log("debug", "job_done", {"job": msg.job_id, "elapsed": round(msg.elapsed, 4)})
+    if type(msg) is JobFailed:
+        return Log("warning", "job_failed", {"job": msg.job_id, "kind": msg.kind, "reason": msg.message})
+    if type(msg) is RunDone:
+        return Log("info", "run_done", {"run": msg.run_id, "groups": len(msg.groups)})
+    return None
+
+
+class SchedulerState:
+    def __init__(self, settings: Settings, incarnation: str = "") -> None:
         self.settings = settings
+        self.incarnation = incarnation  # new at each start of the service: drivers notice a restart by it
         self.members = Membership(settings.death_timeout, settings.hung_timeout)
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
-        self.runs: dict[str, Run] = {}
-        self.prescheduled: dict[str, tuple[Run, PlannedJob]] = {}  # job_id -> its run, while in flight
-        self.bsp_jobs: dict[str, tuple[Run, JobRun]] = {}
-        self.pending: deque[TaskKey] = deque()  # BSP tasks waiting for a slot
-        self.lost: deque[tuple[str, str]] = deque(maxlen=1000)  # (executor_id, reason), for logs
-        self.recoveries: deque[dict[str, object]] = deque(maxlen=1000)  # what each loss replayed, for logs
-        self.cancellations: deque[dict[str, object]] = deque(maxlen=1000)  # runs cancelled and why, for logs
-        self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
-        self.hung: deque[tuple[bool, dict[str, object]]] = deque(maxlen=1000)  # (hung, or beating again; details), for logs
+        self.runs: dict[str, SubmittedRun] = {}
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
-        self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
-        self._group_ids = 0
+        self.drizzle = DrizzleMode(settings, self.members, self.book, self.runs, self._ship, self._release, self._advance)
+        self.bsp = BspMode(self.members, settings.max_message_bytes, self._ship, self._bsp_job_ended)
+        self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
+        self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
+        self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
+        # Messages handled and sent, by type (GetMetrics): shows what the scheduler is (not) involved in.
+        self.received: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        self._handlers: dict[type, Handler] = {
+            RegisterExecutor: self._on_register,
+            Heartbeat: self._on_heartbeat,
+            SubmitJobs: self._on_submit,
+            CancelRun: self._on_cancel,
+            TaskFinished: self._on_task_finished,
+            TaskFailed: self._on_task_failed,
+            ResultPartition: self._on_result_partition,
+            GroupDone: self._on_group_done,
+            StateCheckpointed: self._on_state_checkpointed,
+            ForgetStates: self._on_forget_states,
+            GetClusterStatus: self._on_get_cluster_status,
+            GetMetrics: self._on_get_metrics,
+            GetTracked: self._on_get_tracked,
+            Ping: self._on_ping,
+            ErrorReply: self._on_shuffle_meta_error,
+            Tick: self._on_tick,
+            ExecutorConnected: self._on_executor_connected,
+            ExecutorDisconnected: self._on_executor_disconnected,
+            ConnectionDropped: self._on_connection_dropped,
+            DriversGone: self._on_drivers_gone,
+        }
+
+    def handles(self) -> list[type[Message]]:
+        """The message types handle() takes (wrapped in Received)."""
+        return [t for t in self._handlers if issubclass(t, Message)]
+
+    def handle(self, event: Event) -> list[Instruction]:
+        """What to do about `event`: its handler's instructions, then a Log for each job or run
+        outcome they tell a driver, and WatchExecutors when membership changed. Counts messages in
+        and out by type (GetMetrics)."""
+        if type(event) is Received:
+            name = type(event.msg).__name__
+            self.received[name] += 1
+            instructions = self._handlers[type(event.msg)](event)
+        else:
+            instructions = self._handlers[type(event)](event)
+        logs: list[Instruction] = []
+        for ins in instructions:
+            if type(ins) is Send or type(ins) is ToShuffleMeta:
+                self.sent[type(ins.msg).__name__] += 1
+                note = _job_event(ins.msg) if type(ins) is Send else None
+                if note is not None:
+                    logs.append(note)
+        if self.members.version != self._watched_version:  # not on every event: only when membership changed
+            self._watched_version = self.members.version
+            logs.append(WatchExecutors(self.members.watched()))
+        return instructions + logs if logs else instructions
 
     def tracked(self) -> dict[str, int]:
         """Entries in each table (GetTracked): all bounded while jobs come and go."""
@@ -109,137 +170,119 @@ class SchedulerState(BspMode, Cancellation):
             "code": len(self.code),
             "runs": len(self.runs),
             "run_stats": sum(len(run.stats) for run in self.runs.values()),
-            "prescheduled": len(self.prescheduled),
-            "bsp_jobs": len(self.bsp_jobs),
-            "pending": len(self.pending),
+            "prescheduled": len(self.drizzle.prescheduled),
+            "bsp_jobs": len(self.bsp.jobs),
+            "pending": len(self.bsp.pending),
             "driver_states": len(self.driver_states),
             "executors": len(records),
             "executor_stages": sum(len(r.shipped) for r in records),
             "executor_code": sum(len(r.shipped.code_uses) for r in records),
             "states": len(self.book.states),
             "states_retained": sum(len(s.retained) for s in states),
+            "message_types": len(self.received) + len(self.sent),
         }
 
     @property
     def executors(self) -> dict[str, ExecutorRecord]:
         return self.members.executors
 
+    # --- questions answered ---------------------------------------------------------------------
+
+    def _on_get_cluster_status(self, ev: Received) -> list[Instruction]:
+        running_jobs = len(self.drizzle.prescheduled) + len(self.bsp.jobs)
+        return [Send(cast(bytes, ev.peer), self.members.status(running_jobs=running_jobs, now=ev.now))]
+
+    def _on_get_metrics(self, ev: Received) -> list[Instruction]:
+        return [Send(cast(bytes, ev.peer), Metrics(received=dict(self.received), sent=dict(self.sent)))]
+
+    def _on_get_tracked(self, ev: Received) -> list[Instruction]:
+        return [Send(cast(bytes, ev.peer), tracked_reply("scheduler", self.tracked(), cast(GetTracked, ev.msg).heap))]
+
+    def _on_ping(self, ev: Received) -> list[Instruction]:
+        nonce = cast(Ping, ev.msg).nonce
+        return [Send(cast(bytes, ev.peer), Pong(nonce=nonce, service="scheduler", incarnation=self.incarnation))]
+
+    def _on_shuffle_meta_error(self, ev: Received) -> list[Instruction]:
+        """shuffle_meta never answers the scheduler, except with errors."""
+        return [Log("warning", "shuffle_meta_error", {"reason": cast(ErrorReply, ev.msg).reason})]
+
     # --- membership -----------------------------------------------------------------------------
 
-    def register(self, peer: bytes, msg: RegisterExecutor, now: float) -> list[Action]:
+    def _on_register(self, ev: Received) -> list[Instruction]:
+        msg, peer, now = cast(RegisterExecutor, ev.msg), cast(bytes, ev.peer), ev.now
         registered = Send(peer, Registered(executor_id=msg.executor_id, shuffle_meta_address=self.settings.shuffle_meta_address))
         if self.members.is_retry(msg):
             record = self.members.executors[msg.executor_id]
             record.peer = peer  # the same process, possibly on a new connection
             record.last_seen = now
             return [registered]
-        actions: list[Action] = []
+        instructions: list[Instruction] = []
         if self.members.get(msg.executor_id) is not None:
-            actions += self.executor_lost(msg.executor_id, "registered again (restarted)", now)
+            instructions += self._lose([(msg.executor_id, "registered again (restarted)")], now)
         self.members.add(peer, msg, now)
-        return [*actions, registered, *self.assign()]
+        return [*instructions, registered, *self.bsp.assign()]
 
-    def heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> list[Action]:
-        record = self.members.beat(msg.executor_id, msg.incarnation, now, msg.loop_silent)
+    def _on_heartbeat(self, ev: Received) -> list[Instruction]:
+        msg = cast(Heartbeat, ev.msg)
+        record = self.members.beat(msg.executor_id, msg.incarnation, ev.now, msg.loop_silent)
         if record is None:
-            return [Send(peer, Reregister(executor_id=msg.executor_id, registration=msg.registration))]
-        if record.hung and not self.members.is_hung(record, now):
-            self.hung.append((False, {"executor": record.executor_id, "was_running": record.hung}))
-            record.hung = ""
+            return [Send(cast(bytes, ev.peer), Reregister(executor_id=msg.executor_id, registration=msg.registration))]
+        if record.hung and not self.members.is_hung(record, ev.now):
+            was_running, record.hung = record.hung, ""
+            return [Log("info", "executor_beating_again", {"executor": record.executor_id, "was_running": was_running})]
         return []
 
-    def tick(self, now: float) -> list[Action]:
+    def _on_tick(self, ev: Tick) -> list[Instruction]:
+        now = ev.now
+        instructions: list[Instruction] = []
         for record, silent in self.members.newly_hung(now):  # reported, never failed: its process answers
             record.hung = self._work_on(record.executor_id) or "no task"
-            self.hung.append((True, {"executor": record.executor_id, "silent_for": round(silent, 2), "running": record.hung}))
+            details = {"executor": record.executor_id, "silent_for": round(silent, 2), "running": record.hung, "note": HUNG_NOTE}
+            instructions.append(Log("warning", "executor_hung", details))
         expired = self.members.expired(now)
-        return self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
+        instructions += self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
+        if now <= self._probe_until:
+            instructions += self._probe_drivers()
+        return instructions
 
-    def executor_lost(self, executor_id: str, reason: str, now: float) -> list[Action]:
-        return self._lose([(executor_id, reason)], now)
+    def _on_executor_connected(self, ev: ExecutorConnected) -> list[Instruction]:
+        self.members.connected(ev.executor_id, ev.joined)
+        return []
 
-    def _lose(self, losses: list[tuple[str, str]], now: float) -> list[Action]:
+    def _on_executor_disconnected(self, ev: ExecutorDisconnected) -> list[Instruction]:
+        reason = f"its connection dropped: closed, or silent for {self.settings.death_timeout:.2f}s"
+        return self._lose([(ev.executor_id, reason)], ev.now)
+
+    def _lose(self, losses: list[tuple[str, str]], now: float) -> list[Instruction]:
         """Executors are gone. All leave membership first, so that work failed over by one loss
         is never placed on another executor that died in the same breath."""
         gone = [(executor_id, reason) for executor_id, reason in losses if self.members.remove(executor_id) is not None]
-        actions: list[Action] = []
+        actions: list[Instruction] = []
         for executor_id, reason in gone:
             actions += self._handle_loss(executor_id, reason, now)
-        return actions + (self.assign() if gone else [])
+        return actions + (self.bsp.assign() if gone else [])
 
-    def _handle_loss(self, executor_id: str, reason: str, now: float) -> list[Action]:
-        self.lost.append((executor_id, reason))
-        actions: list[Action] = [ToShuffleMeta(ForgetExecutor(executor_id=executor_id))]
+    def _handle_loss(self, executor_id: str, reason: str, now: float) -> list[Instruction]:
+        actions: list[Instruction] = [
+            Log("warning", "executor_lost", {"executor": executor_id, "reason": reason}),
+            ToShuffleMeta(ForgetExecutor(executor_id=executor_id)),
+        ]
         why = f"executor {executor_id} was lost ({reason})"
-        for run, job in list(self.bsp_jobs.values()):
-            hit = job.depends_on(executor_id)
-            if hit is not None:
-                stage_id, partition = hit
-                message = f"{why} while job {job.job_id} needed its task or output (stage {stage_id}, partition {partition})"
-                actions += self._fail_bsp(run, job, "executor_lost", message, now, stage_id=stage_id, partition=partition)
-        survivors = [e.executor_id for e in self.members.live()]
-        moved = self.book.executor_lost(executor_id, survivors)
-        for run in list(self.runs.values()):
-            hit = [j for g in run.groups for j in g.jobs if not j.over and executor_id in j.placed]
-            if hit and not survivors:
-                for job in hit:
-                    stage_id = min(job.placed[executor_id])
-                    message = f"{why} while batch {job.batch} (job {job.job_id}) had tasks there (from stage {stage_id}); no executors are left"
-                    actions += self._fail_prescheduled(run, job, "executor_lost", message, stage_id=stage_id)
-            elif hit:
-                actions += self._replay_run(run, executor_id, moved)
-                actions += self._advance(run, now)
-                continue
-            for group in list(run.groups):
-                group.waiting.discard(executor_id)
-                actions += self._maybe_group_complete(run, group, now)
-        return actions
-
-    def _replay_run(self, run: Run, executor_id: str, moved: list[tuple[str, int, str]]) -> list[Action]:
-        """The run lost tasks with the executor: drop its groups in flight, and queue its unfinished
-        jobs again, first, as new attempts (placed on the survivors when next dispatched)."""
-        self.epoch += 1
-        unfinished: list[PlannedJob] = []
-        over: list[PlannedJob] = []
-        for group in run.groups:
-            for job in group.jobs:
-                self.prescheduled.pop(job.wire_id, None)
-                if job.replay_only and not job.over:  # a rebuild cut short: rebuild again
-                    for stage_id, partitions in job.restrict.items():
-                        state = job.plan.stages[stage_id].spec.state
-                        if state is not None and state.state_id in self.book.states:
-                            self.book.states[state.state_id].restoring.update(partitions)
-                (unfinished if not job.over and not job.replay_only else over).append(job)
-        involved = sorted({e for g in run.groups for j in g.jobs for e in j.executors} - {executor_id})
-        run.groups.clear()
-        actions = self._release([j.wire_id for j in unfinished], involved, superseded=True)
-        actions += self._release([j.wire_id for j in over], involved)
-        replays = [job.fork(self.epoch) for job in sorted(unfinished, key=lambda j: j.batch)]
-        run.queue.extendleft(reversed(replays))
-        self.recoveries.append({
-            "run": run.run_id, "executor": executor_id, "epoch": self.epoch,
-            "batches": [j.batch for j in replays], "moved_partitions": len(moved), "survivors": len(self.members.executors),
-            "new_owners": sorted({owner for _, _, owner in moved}),
-        })
-        return actions
-
-    def status(self, now: float):  # type: ignore[no-untyped-def]
-        return self.members.status(running_jobs=len(self.prescheduled) + len(self.bsp_jobs), now=now)
+        actions += self.bsp.executor_lost(executor_id, why, now)
+        moved = self.book.executor_lost(executor_id, [e.executor_id for e in self.members.live()])
+        return actions + self.drizzle.executor_lost(executor_id, why, moved, now)
 
     def _work_on(self, executor_id: str) -> str:
         """What the scheduler has on an executor and has not heard the end of, for a person."""
-        work = [
-            f"batch {job.batch} of run {run.run_id} (job {job.wire_id}, stages {sorted(job.placed[executor_id])})"
-            for run in self.runs.values() for group in run.groups if executor_id in group.waiting
-            for job in group.jobs if executor_id in job.placed and not job.over
-        ]
+        work = self.drizzle.work_on(executor_id)
         record = self.members.get(executor_id)
         work += [f"job {job_id} stage {stage_id} partition {partition}" for job_id, stage_id, partition in sorted(record.running if record else ())]
         return "; ".join(work[:5]) + (f"; and {len(work) - 5} more" if len(work) > 5 else "")
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def submit(self, peer: bytes, msg: SubmitJobs, now: float) -> list[Action]:
+    def _on_submit(self, ev: Received) -> list[Instruction]:
+        msg, peer, now = cast(SubmitJobs, ev.msg), cast(bytes, ev.peer), ev.now
         if msg.run_id in self.runs:
             return self._refuse(peer, msg, "plan", f"run {msg.run_id} is already running")
         self.code.update(msg.code)
@@ -248,7 +291,7 @@ class SchedulerState(BspMode, Cancellation):
             return self._refuse(peer, msg, "missing_code", f"the scheduler lacks code {', '.join(missing[:5])}")
         if not self.members.executors:
             return self._refuse(peer, msg, "no_executors", "no executors are registered with the scheduler")
-        run = Run(
+        run = SubmittedRun(
             run_id=msg.run_id,
             driver=peer,
             queue=deque(),
@@ -256,7 +299,7 @@ class SchedulerState(BspMode, Cancellation):
             preschedule=msg.preschedule,
             barrier=msg.barrier,
         )
-        actions: list[Action] = []
+        actions: list[Instruction] = []
         known_states = set(self.book.states)
         replays: list[PlannedJob] = []
         position = msg.first_batch
@@ -283,21 +326,24 @@ class SchedulerState(BspMode, Cancellation):
             self.driver_states.setdefault(peer, set()).update(run.state_ids)
         return actions + self._advance(run, now)
 
-    def cancel(self, msg: CancelRun, now: float) -> list[Action]:
+    def _on_cancel(self, ev: Received) -> list[Instruction]:
         """The driver gave up on a run: nothing of it runs any more (an unknown run: nothing to do)."""
-        run = self.runs.get(msg.run_id)
+        run = self.runs.get(cast(CancelRun, ev.msg).run_id)
         if run is None:
             return []
-        return self._cancel_run(run, "the driver cancelled it", now)
+        return self._cancel_run(run, "the driver cancelled it", ev.now)
 
-    def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Action]:
-        fails: list[Action] = [
+    def _cancel_run(self, run: SubmittedRun, why: str, now: float) -> list[Instruction]:
+        return stop_run(run, why, self.drizzle.prescheduled, self.bsp, self.members) + self._advance(run, now)
+
+    def _refuse(self, peer: bytes, msg: SubmitJobs, kind: FailureKind, message: str) -> list[Instruction]:
+        fails: list[Instruction] = [
             Send(peer, JobFailed(job_id=job.job_id, kind=kind, message=message, batch=i))
             for i, job in enumerate(msg.jobs, start=msg.first_batch)
         ]
         return [*fails, Send(peer, RunDone(run_id=msg.run_id))]
 
-    def _advance(self, run: Run, now: float) -> list[Action]:
+    def _advance(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next groups (or BSP job); finish the run when nothing is left."""
         if not run.queue:
             if run.groups or run.bsp is not None:
@@ -306,168 +352,65 @@ class SchedulerState(BspMode, Cancellation):
             checkpoints = {sid: self.book.states[sid].oldest_checkpoint() for sid in sorted(run.state_ids) if sid in self.book.states}
             return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints))]
         if not self.members.executors:
-            actions: list[Action] = []
+            actions: list[Instruction] = []
             while run.queue:
                 job = run.queue.popleft()
                 failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
                 actions.append(Send(run.driver, failed))
             return actions + self._advance(run, now)
         if not run.preschedule:
-            return self._start_bsp(run, now) if run.bsp is None else []
-        # Keep the next group in flight behind the current one, so that executors never wait at
-        # a group boundary; the scheduler still acts only when a group is dispatched or done.
-        actions: list[Action] = []
-        while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
-            actions += self._dispatch_group(run, now)
-        return actions
+            return self.bsp.start(run, now) if run.bsp is None else []
+        return self.drizzle.dispatch(run, now)
 
-    # --- Drizzle mode ---------------------------------------------------------------------------
+    # --- tasks and groups -----------------------------------------------------------------------
 
-    def _dispatch_group(self, run: Run, now: float) -> list[Action]:
-        jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
-        restores, replayed, error = self.book.pending_restores(jobs[0])
-        if error is not None:
-            actions: list[Action] = []
-            for job in [*jobs, *run.queue]:
-                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="executor_lost", message=error, batch=job.batch)))
-            run.queue.clear()
-            return actions + self._advance(run, now)  # ends the run (RunDone) once nothing is in flight
-        actions = []
-        if replayed:
-            self.epoch += 1
-            rebuild = [job.fork(self.epoch, replay_only=True, restrict=self.book.replay_partitions(job, restores)) for job in replayed]
-            rebuild = [job for job in rebuild if job.restrict]
-            if rebuild:
-                actions += self._launch(run, rebuild, restores, set(), now)
-                restores = []  # they travel with the rebuild group, ahead of the next
-        return actions + self._launch(run, jobs, restores, self.book.note_group(jobs), now)
+    def _on_result_partition(self, ev: Received) -> list[Instruction]:
+        return self.drizzle.result_partition(cast(ResultPartition, ev.msg), ev.payloads, ev.now)
 
-    def _launch(self, run: Run, jobs: list[PlannedJob], restores: list[Restore], checkpointing: set[str], now: float) -> list[Action]:
-        """Place a group and send each executor its share (with the partitions it must restore)."""
-        self._group_ids += 1
-        executors = self.members.live()
-        replay_only = all(job.replay_only for job in jobs)
-        if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
-            executors = [self.members.executors[restores[0].owner]]
-        shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing)  # type: ignore[arg-type]
-        for r in restores:
-            shares.setdefault(r.owner, [])
-        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)
-        run.groups.append(group)
-        for job in jobs:
-            job.started = now
-            self.prescheduled[job.wire_id] = (run, job)
-        actions: list[Action] = []
-        specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
-        for executor_id, tasks in shares.items():
-            record = self.members.executors[executor_id]
-            shipment = self._ship(record, {t.stage_key for t in tasks}, specs)
-            mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
-            launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=shipment.stages, code=shipment.code, barrier=run.barrier,
-                                 restores=mine, forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)
-            frames = encode(launch)  # encoded once: measured here, sent as is
-            group.launch_bytes += frames_size(frames)
-            group.code_bytes += sum(len(b) for b in shipment.code.values())
-            actions.append(Send(record.peer, launch, frames=frames))
-        return actions
+    def _on_group_done(self, ev: Received) -> list[Instruction]:
+        return self.drizzle.group_done(cast(GroupDone, ev.msg), ev.now)
 
-    def result_partition(self, msg: ResultPartition, payloads: list[object], now: float) -> list[Action]:
-        entry = self.prescheduled.get(msg.job_id)
-        if entry is None:
-            return []
-        run, job = entry
-        if job.replay_only or job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
-            return []  # a duplicate or nonsensical report never completes a job early
-        job.results[msg.partition] = payloads[0]
-        if job.results_remaining:
-            return []
-        too_large = result_too_large(job.job_id, job.results, self.settings.max_message_bytes)
-        if too_large:
-            job.results.clear()
-            return self._fail_prescheduled(run, job, "task", too_large, error_type="ResultTooLarge")
-        job.done = True
-        return [Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))]
+    def _on_task_finished(self, ev: Received) -> list[Instruction]:
+        return self.bsp.task_finished(cast(TaskFinished, ev.msg), ev.payloads, ev.now)
 
-    def group_done(self, msg: GroupDone, now: float) -> list[Action]:
-        for run in self.runs.values():
-            for group in run.groups:
-                if group.group_id == msg.group_id:
-                    group.waiting.discard(msg.executor_id)
-                    group.skipped += msg.skipped
-                    run.skipped += msg.skipped
-                    return self._maybe_group_complete(run, group, now)
-        return []
-
-    def _maybe_group_complete(self, run: Run, group: GroupRun, now: float) -> list[Action]:
-        if group.waiting or group not in run.groups:
-            return []
-        run.groups.remove(group)
-        run.stats.append(group.stats(now, executors=len({e for j in group.jobs for e in j.executors})))
-        actions: list[Action] = []
-        for job in group.jobs:
-            self.prescheduled.pop(job.wire_id, None)
-            if job.replay_only:
-                job.done = True
-            if not job.over:  # every executor reported, yet results are missing: never silently drop
-                message = f"batch {job.batch} (job {job.job_id}) ended with {job.results_remaining} result partitions missing"
-                job.failed = True
-                actions.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="task", message=message, batch=job.batch)))
-        job_ids = [j.wire_id for j in group.jobs]
-        involved = sorted({e for j in group.jobs for e in j.executors})
-        actions += self._release(job_ids, involved)
-        return actions + self._advance(run, now)
-
-    def _fail_prescheduled(self, run: Run, job: PlannedJob, kind: FailureKind, message: str, **details: object) -> list[Action]:
-        job.failed = True
-        failed = JobFailed(job_id=job.job_id, kind=kind, message=message, batch=job.batch, **details)  # type: ignore[arg-type]
-        return [Send(run.driver, failed), *self._release([job.wire_id], sorted(job.executors))]
-
-    # --- both modes -----------------------------------------------------------------------------
-
-    def task_failed(self, msg: TaskFailed, now: float) -> list[Action]:
-        self._free_slot(msg.executor_id, (msg.job_id, msg.stage_id, msg.partition))
+    def _on_task_failed(self, ev: Received) -> list[Instruction]:
+        msg, now = cast(TaskFailed, ev.msg), ev.now
+        self.bsp.free_slot(msg.executor_id, (msg.job_id, msg.stage_id, msg.partition))
         kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
         where = f"stage {msg.stage_id}, partition {msg.partition} on executor {msg.executor_id}"
         details = dict(error_type=msg.error_type, traceback=msg.traceback, stage_id=msg.stage_id, partition=msg.partition)
-        entry = self.prescheduled.get(msg.job_id)
-        if entry is not None:
-            run, job = entry
-            if job.over:
-                return []
-            if job.replay_only:  # keyed state could not be rebuilt: the next batch of the run fails
-                message = f"rebuilding keyed state by replaying batch {job.batch} failed, {where}: {msg.error_type}: {msg.message}"
-                job.failed = True
-                nxt = next((j for g in run.groups for j in g.jobs if not j.replay_only and not j.over), None)
-                return self._fail_prescheduled(run, nxt, kind, message, **details) if nxt is not None else []
-            message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
-            return self._fail_prescheduled(run, job, kind, message, **details)
-        bsp = self.bsp_jobs.get(msg.job_id)
+        prescheduled = self.drizzle.task_failed(msg, kind, where, details)
+        if prescheduled is not None:
+            return prescheduled
+        bsp = self.bsp.jobs.get(msg.job_id)
         if bsp is None or not bsp[1].is_current(msg.executor_id, msg.stage_id, msg.partition):
-            return self.assign()
-        run, job = bsp
-        message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
-        return self._fail_bsp(run, job, kind, message, now, **details)
+            return self.bsp.assign()
+        bsp_run, bsp_job = bsp
+        message = f"task failed in batch {bsp_job.batch} (job {bsp_job.job_id}), {where}: {msg.error_type}: {msg.message}"
+        return self.bsp.fail(bsp_run, bsp_job, kind, message, now, **details)
 
-    def _ship(self, record: ExecutorRecord, stage_keys: set[str], specs: dict[str, StageSpec]) -> Shipment:
-        """The stage specs and code an executor needs for these stages and does not have yet, and
-        what it should forget: past executor_stage_cache specs, the least recently used that no
-        job in flight uses (shipped.py)."""
-        stages, code = record.shipped.ship(stage_keys, specs, self.code)
+    def _ship(self, shipped: ShippedPlan, stage_keys: set[str], specs: dict[str, StageSpec]) -> Shipment:
+        """The stage specs and code an executor (what it was `shipped`) needs for these stages and
+        does not have yet, and what it should forget: past executor_stage_cache specs, the least
+        recently used that no job in flight uses (shipped.py)."""
+        stages, code = shipped.ship(stage_keys, specs, self.code)
         forget_stages: list[str] = []
         forget_code: list[str] = []
-        if len(record.shipped) > self.settings.executor_stage_cache:
-            forget_stages, forget_code = record.shipped.evict(self.settings.executor_stage_cache, stage_keys | self._stages_in_flight())
+        if len(shipped) > self.settings.executor_stage_cache:
+            forget_stages, forget_code = shipped.evict(self.settings.executor_stage_cache, stage_keys | self._stages_in_flight())
         return Shipment(stages, code, forget_stages, forget_code)
 
     def _stages_in_flight(self) -> set[str]:
-        keys = {key for _, job in self.prescheduled.values() for key in job.stage_keys}
-        keys.update(key for _, job in self.bsp_jobs.values() for key in job.stage_keys)
-        return keys
+        return self.drizzle.stage_keys_in_flight() | self.bsp.stage_keys_in_flight()
 
-    def _release(self, job_ids: list[str], executor_ids: list[str], superseded: bool = False) -> list[Action]:
+    def _bsp_job_ended(self, run: SubmittedRun, job: BspJob, now: float) -> list[Instruction]:
+        """A BSP job is over: executors may drop its blocks, and its run moves on."""
+        return self._release([job.job_id], sorted(job.touched)) + self._advance(run, now)
+
+    def _release(self, job_ids: list[str], executor_ids: list[str], superseded: bool = False) -> list[Instruction]:
         if not job_ids:
             return []
-        actions: list[Action] = [ToShuffleMeta(ForgetJob(job_ids=job_ids))]
+        actions: list[Instruction] = [ToShuffleMeta(ForgetJob(job_ids=job_ids))]
         for executor_id in executor_ids:
             record = self.members.get(executor_id)
             if record is not None:
@@ -476,10 +419,11 @@ class SchedulerState(BspMode, Cancellation):
 
     # --- keyed state ----------------------------------------------------------------------------
 
-    def state_checkpointed(self, msg: StateCheckpointed) -> list[Action]:
+    def _on_state_checkpointed(self, ev: Received) -> list[Instruction]:
+        msg = cast(StateCheckpointed, ev.msg)
         """Checkpoints were written; once every partition of a state has one at batch c or later,
         an executor deletes the map-output checkpoints of batches up to c."""
-        actions: list[Action] = []
+        actions: list[Instruction] = []
         live = self.members.live()
         for state_id, partition, batch in msg.checkpoints:
             oldest = self.book.checkpointed(state_id, partition, batch)
@@ -487,11 +431,84 @@ class SchedulerState(BspMode, Cancellation):
                 actions.append(Send(live[0].peer, PruneCheckpoints(state_id=state_id, before=oldest + 1)))
         return actions
 
-    def forget_states(self, msg: ForgetStates) -> list[Action]:
+    def _on_forget_states(self, ev: Received) -> list[Instruction]:
+        return self._forget_states(cast(ForgetStates, ev.msg).state_ids)
+
+    def _forget_states(self, state_ids: list[str]) -> list[Instruction]:
         """A stream ended: forget its states here and on every executor."""
-        self.book.forget(msg.state_ids)
+        self.book.forget(state_ids)
         for driver, states in list(self.driver_states.items()):
-            states.difference_update(msg.state_ids)
+            states.difference_update(state_ids)
             if not states:
                 del self.driver_states[driver]
-        return [Send(record.peer, msg) for record in self.members.live()]
+        forget = ForgetStates(state_ids=state_ids)
+        return [Send(record.peer, forget) for record in self.members.live()]
+
+    # --- drivers that vanished ------------------------------------------------------------------
+
+    def drivers(self) -> set[bytes]:
+        """Drivers the scheduler holds something for: runs in flight, or keyed state of their streams."""
+        return {run.driver for run in self.runs.values()} | set(self.driver_states)
+
+    def _on_connection_dropped(self, ev: ConnectionDropped) -> list[Instruction]:
+        """Whose connection dropped, the ROUTER tells only when asked: ask it for a while."""
+        self._probe_until = ev.now + PROBE_WINDOW
+        return self._probe_drivers()
+
+    def _probe_drivers(self) -> list[Instruction]:
+        drivers = self.drivers()
+        return [ProbeDrivers(tuple(sorted(drivers)))] if drivers else []
+
+    def _on_drivers_gone(self, ev: DriversGone) -> list[Instruction]:
+        instructions: list[Instruction] = []
+        for driver in ev.drivers:
+            if driver in self.drivers():
+                instructions.append(Log("warning", "driver_gone", {"driver": driver.hex()}))
+                instructions += self._driver_lost(driver, ev.now)
+        return instructions
+
+    def _driver_lost(self, driver: bytes, now: float) -> list[Instruction]:
+        """A driver's connection is gone (its process died, or its context closed): cancel its
+        runs, and forget the keyed state of its streams (no one can resume them)."""
+        instructions: list[Instruction] = []
+        for run in [r for r in self.runs.values() if r.driver == driver]:
+            instructions += self._cancel_run(run, "its driver is gone", now)
+        states = self.driver_states.pop(driver, set())
+        if states:
+            instructions += self._forget_states(sorted(states))
+        return [i for i in instructions if not (isinstance(i, Send) and i.peer == driver)]  # it hears nothing more
+
+    # --- invariants -----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the tables agree with each other (AssertionError naming what does not). Costs a
+        pass over everything held: the unit tests call it after every event, the service never."""
+        executors = self.members.executors
+        assert self._watched_version == self.members.version, "membership changed without a WatchExecutors"
+        for executor_id, record in executors.items():
+            assert record.executor_id == executor_id, f"executor {executor_id} is filed under another id"
+            assert record.free_slots >= 0, f"executor {executor_id} runs {len(record.running)} BSP tasks on {record.slots} slots"
+        in_groups: set[str] = set()
+        for run_id, run in self.runs.items():
+            assert run.run_id == run_id, f"run {run_id} is filed under another id"
+            assert run.queue or run.groups or run.bsp is not None, f"run {run_id} has nothing queued or in flight, yet is not done"
+            for group in run.groups:
+                assert group.run_id == run_id, f"group {group.group_id} of run {group.run_id} is held by run {run_id}"
+                assert group.waiting <= executors.keys(), f"group {group.group_id} waits for executors that are gone: {group.waiting - executors.keys()}"
+                for job in group.jobs:
+                    in_groups.add(job.wire_id)
+                    entry = self.drizzle.prescheduled.get(job.wire_id)
+                    assert entry is not None and entry[0] is run and entry[1] is job, f"job {job.wire_id} in flight is not in prescheduled"
+                    lost = job.placed.keys() - executors.keys()
+                    assert job.over or not lost, f"job {job.wire_id} is not over and has tasks on executors that are gone: {lost}"
+            if run.bsp is not None:
+                bsp_entry = self.bsp.jobs.get(run.bsp.job_id)
+                assert bsp_entry is not None and bsp_entry[0] is run and bsp_entry[1] is run.bsp, f"BSP job {run.bsp.job_id} of run {run_id} is not in flight"
+        assert in_groups == self.drizzle.prescheduled.keys(), f"prescheduled jobs of no group in flight: {self.drizzle.prescheduled.keys() - in_groups}"
+        for job_id, (bsp_run, bsp_job) in self.bsp.jobs.items():
+            assert self.runs.get(bsp_run.run_id) is bsp_run and bsp_run.bsp is bsp_job, f"BSP job {job_id} outlived its run {bsp_run.run_id}"
+            for (stage_id, partition), executor_id in bsp_job.placed.items():
+                if partition in bsp_job.progress[stage_id].remaining:
+                    assert executor_id in executors, f"BSP task {job_id}/{stage_id}/{partition} waits on executor {executor_id}, which is gone"
+        assert all(key[0] in self.bsp.jobs for key in self.bsp.pending), "a pending BSP task of a job no longer in flight"
+        assert all(self.driver_states.values()), "a driver kept with no keyed state"

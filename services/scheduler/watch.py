@@ -29,7 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 Watched = tuple[str, int]  # (block address, which admission of the executor: Membership's `joined`)
 
 
-def configure_heartbeats(sock: zmq.Socket, settings: Settings) -> None:
+def configure_heartbeats(sock: zmq.Socket[bytes], settings: Settings) -> None:
     """PING every heartbeat interval; drop the connection when nothing has come back for the death
     budget. libzmq starts the timeout at the first PING after the last thing received, so the
     budget is that PING's interval plus the timeout."""
@@ -40,13 +40,13 @@ def configure_heartbeats(sock: zmq.Socket, settings: Settings) -> None:
 
 
 class ConnectionWatch:
-    def __init__(self, ctx: zmq.Context, settings: Settings, add_reader: Callable[[zmq.Socket], None],
-                 remove_reader: Callable[[zmq.Socket], None]) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings, add_reader: Callable[[zmq.Socket[bytes]], None],
+                 remove_reader: Callable[[zmq.Socket[bytes]], None]) -> None:
         self._ctx = ctx
         self._settings = settings
         self._add_reader = add_reader  # the loop polls each monitor and calls changes(monitor)
         self._remove_reader = remove_reader
-        self._watched: dict[str, tuple[Watched, zmq.Socket, zmq.Socket]] = {}  # id -> (what, dealer, monitor)
+        self._watched: dict[str, tuple[Watched, zmq.Socket[bytes], zmq.Socket[bytes]]] = {}  # id -> (what, dealer, monitor)
 
     def count(self) -> int:
         """Watch connections open (one per registered executor)."""
@@ -66,7 +66,7 @@ class ConnectionWatch:
                 self._watched[executor_id] = (watched, sock, monitor)
                 self._add_reader(monitor)
 
-    def changes(self, monitor: zmq.Socket) -> tuple[list[tuple[str, int]], list[str]]:
+    def changes(self, monitor: zmq.Socket[bytes]) -> tuple[list[tuple[str, int]], list[str]]:
         """What this monitor reports: ([(executor id, admission)] whose connection is now up,
         [executor id] whose connection dropped, no longer watched)."""
         up: list[tuple[str, int]] = []

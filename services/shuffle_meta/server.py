@@ -1,4 +1,8 @@
-"""The shuffle_meta loop: one ROUTER socket, a handler table, a timer for look-up deadlines."""
+"""The shuffle_meta loop: one ROUTER socket and a timer for look-up deadlines.
+
+It only moves bytes and time: each message that arrives, and each tick, is an event for the core
+(state.py), and the core's Sends go out in order.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,10 @@ from typing import Any
 
 import zmq
 from squall.common import security, transport
-from squall.common.protocol import (
-    ForgetExecutor,
-    ForgetJob,
-    GetTracked,
-    LookupMapOutputs,
-    Ping,
-    Pong,
-    RegisterMapOutputs,
-)
+from squall.common.core import Event, Received, Tick, stimulus
+from squall.common.protocol import Message
 from squall.common.settings import Settings
-from squall.common.tracked import tracked_reply
-from squall.services.shuffle_meta.state import Reply, ShuffleMetaState
+from squall.services.shuffle_meta.state import ShuffleMetaState
 
 
 class ShuffleMetaServer:
@@ -34,14 +30,8 @@ class ShuffleMetaServer:
         self.loop = transport.ServiceLoop(settings, log)
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.every(0.05, self._tick)
-        self.handlers: transport.RouterHandlers = {
-            RegisterMapOutputs: lambda peer, m, p: [r for o in m.outputs for r in self.state.register(o.job_id, o.shuffle_id, o.location)],
-            LookupMapOutputs: lambda peer, m, p: self.state.lookup(peer, m, time.monotonic()),
-            ForgetJob: lambda peer, m, p: [r for job_id in m.job_ids for r in self.state.forget_job(job_id)],
-            ForgetExecutor: lambda peer, m, p: self.state.forget_executor(m.executor_id),
-            Ping: lambda peer, m, p: [Reply(peer, Pong(nonce=m.nonce, service="shuffle_meta"))],
-            GetTracked: lambda peer, m, p: [Reply(peer, tracked_reply("shuffle_meta", self.state.tracked(), m.heap))],
-        }
+        # Every message type the core takes goes to it; drain_router answers any other with ErrorReply.
+        self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles()}
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint)
@@ -55,12 +45,15 @@ class ShuffleMetaServer:
                 self.auth.stop()
             self.ctx.term()
 
-    def _on_readable(self, sock: zmq.Socket) -> None:
-        transport.drain_router(sock, self.settings, self.log, self.handlers, "shuffle_meta", self._send)
+    def _on_readable(self, sock: zmq.Socket[bytes]) -> None:
+        transport.drain_router(sock, self.settings, self.log, self.handlers, "shuffle_meta")
 
-    def _send(self, replies: list[Reply] | None) -> None:
-        for r in replies or ():
-            transport.send(self.sock, r.msg, to=r.peer)
+    def _receive(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
+        self._perform(Received(msg=msg, payloads=payloads, peer=peer, now=time.monotonic(), stimulus_id=stimulus(type(msg).__name__)))
 
     def _tick(self) -> None:
-        self._send(self.state.tick(time.monotonic()))
+        self._perform(Tick(now=time.monotonic(), stimulus_id=stimulus("tick")))
+
+    def _perform(self, event: Event) -> None:
+        for send in self.state.handle(event):
+            transport.send(self.sock, send.msg, send.payloads, to=send.peer)

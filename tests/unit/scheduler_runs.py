@@ -1,33 +1,83 @@
-"""Helpers for the scheduler's Drizzle-mode tests: executors, runs, and playing the executors' part
-(result partitions, GroupDone) against a SchedulerState, without sockets.
+"""Helpers for the scheduler's tests: executors, runs, and playing the executors' part (result
+partitions, GroupDone) against a SchedulerState, without sockets.
+
+Every scheduler under test is made by `checked()`: it checks the state's invariants
+(SchedulerState.validate) after every event it handles, so no test can forget to.
 
 The scheduler may keep more than one group of a run in flight (GROUPS_IN_FLIGHT, so executors
 never idle at a group boundary); tests written with these helpers hold for any depth."""
 
 from __future__ import annotations
 
+from squall.common.core import Event, Log, Received, Send, Tick
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from squall.common.protocol import (
+    ClusterStatus,
+    GetClusterStatus,
     GroupDone,
     JobSpec,
     LaunchGroup,
+    Message,
     RegisterExecutor,
     ResultPartition,
     SubmitJobs,
     TaskFailed,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler import state as scheduler_state
-from squall.services.scheduler.state import SchedulerState, Send
+from squall.services.scheduler.drizzle_mode import GROUPS_IN_FLIGHT
+from squall.services.scheduler.events import DriversGone, ExecutorDisconnected, Instruction
+from squall.services.scheduler.state import SchedulerState
 
 DRIVER = b"driver"
 CODE = {"fn": b"pickled fn" * 10, "add": b"pickled add" * 10}
 
 
+class CheckedSchedulerState(SchedulerState):
+    """A SchedulerState that validates its invariants after every event."""
+
+    def handle(self, event: Event) -> list[Instruction]:
+        instructions = super().handle(event)
+        self.validate()
+        return instructions
+
+
+def checked(settings: Settings) -> SchedulerState:
+    return CheckedSchedulerState(settings)
+
+
+def receive(s: SchedulerState, msg: Message, now: float = 0.0, peer: bytes | None = None, payloads=()) -> list:
+    """`msg` arrives from `peer` (a driver's or executor's routing identity)."""
+    return s.handle(Received(msg=msg, payloads=list(payloads), peer=peer, now=now, stimulus_id="test"))
+
+
+def tick(s: SchedulerState, now: float) -> list:
+    return s.handle(Tick(now=now, stimulus_id="test"))
+
+
+def lose(s: SchedulerState, executor_id: str, now: float) -> list:
+    """The watch connection to the executor dropped."""
+    return s.handle(ExecutorDisconnected(executor_id=executor_id, now=now, stimulus_id="test"))
+
+
+def driver_gone(s: SchedulerState, driver: bytes, now: float) -> list:
+    """A probe found the driver's connection gone."""
+    return s.handle(DriversGone(drivers=(driver,), now=now, stimulus_id="test"))
+
+
+def status(s: SchedulerState, now: float) -> ClusterStatus:
+    (reply,) = sends(receive(s, GetClusterStatus(), now, peer=b"asker"))
+    assert isinstance(reply, ClusterStatus)
+    return reply
+
+
+def logs(instructions, event: str | None = None) -> list[Log]:
+    return [i for i in instructions if isinstance(i, Log) and (event is None or i.event == event)]
+
+
 def state(*eids: str) -> SchedulerState:
-    s = SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1", reduce_placement="spread"))
+    s = checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1", reduce_placement="spread"))
     for eid in eids:
-        s.register(eid.encode(), RegisterExecutor(executor_id=eid, incarnation=f"{eid}-1", data_address=f"tcp://{eid}:1", slots=1), 0.0)
+        receive(s, RegisterExecutor(executor_id=eid, incarnation=f"{eid}-1", data_address=f"tcp://{eid}:1", slots=1), 0.0, peer=eid.encode())
     return s
 
 
@@ -43,7 +93,7 @@ def submit(s: SchedulerState, jobs: int, group_size: int, run_id: str = "r", cod
            plan: LogicalPlan | None = None, **options) -> list:
     """A run of `jobs` micro-batches with ids run_id.0, run_id.1, ... (pre-scheduled unless told)."""
     specs = [JobSpec(job_id=f"{run_id}.{i}", plan=plan or two_stage()) for i in range(jobs)]
-    return s.submit(DRIVER, SubmitJobs(run_id=run_id, jobs=specs, code=code, group_size=group_size, **options), now)
+    return receive(s, SubmitJobs(run_id=run_id, jobs=specs, code=code, group_size=group_size, **options), now, peer=DRIVER)
 
 
 def sends(actions, kind=None, peer=None) -> list:
@@ -53,7 +103,7 @@ def sends(actions, kind=None, peer=None) -> list:
 
 def depth() -> int:
     """How many groups of a run the scheduler keeps in flight."""
-    return getattr(scheduler_state, "GROUPS_IN_FLIGHT", 1)
+    return GROUPS_IN_FLIGHT
 
 
 def groups(actions) -> list[dict[str, LaunchGroup]]:
@@ -83,7 +133,7 @@ def results(s: SchedulerState, launch: dict[str, LaunchGroup], job_id: str, now:
     for eid, msg in launch.items():
         for t in msg.tasks:
             if t.job_id == job_id and t.push_to == []:
-                actions += s.result_partition(ResultPartition(executor_id=eid, job_id=job_id, partition=t.partition), [b"rows"], now)
+                actions += receive(s, ResultPartition(executor_id=eid, job_id=job_id, partition=t.partition), now, payloads=[b"rows"])
     return actions
 
 
@@ -91,7 +141,7 @@ def group_done(s: SchedulerState, launch: dict[str, LaunchGroup], now: float = 1
     actions = []
     for eid, msg in launch.items():
         if eid not in skip:
-            actions += s.group_done(GroupDone(group_id=msg.group_id, executor_id=eid, tasks=len(msg.tasks), busy=0.0), now)
+            actions += receive(s, GroupDone(group_id=msg.group_id, executor_id=eid, tasks=len(msg.tasks), busy=0.0), now)
     return actions
 
 
@@ -118,4 +168,4 @@ def drive(s: SchedulerState, actions: list, now: float = 1.0) -> tuple[list[dict
 def failed(s: SchedulerState, eid: str, job_id: str, stage_id: int = 0, partition: int = 0) -> list:
     msg = TaskFailed(executor_id=eid, job_id=job_id, stage_id=stage_id, partition=partition, attempt=0, kind="task",
                      error_type="ZeroDivisionError", message="division by zero", traceback="Traceback ...")
-    return s.task_failed(msg, 1.0)
+    return receive(s, msg, 1.0)

@@ -4,12 +4,13 @@ a report naming its work, cleared once its beats say that it (and its loop) goes
 
 from __future__ import annotations
 
+from squall.common.core import Log
 from squall.common.protocol import Heartbeat, RegisterExecutor
 from squall.common.settings import Settings
+from squall.services.scheduler.events import ExecutorConnected
 from squall.services.scheduler.membership import Membership
-from squall.services.scheduler.state import SchedulerState
 
-from tests.unit.scheduler_runs import submit
+from tests.unit.scheduler_runs import checked, logs, receive, sends, status, submit, tick
 
 
 def registration(eid: str, incarnation: int = 1) -> RegisterExecutor:
@@ -82,23 +83,23 @@ def test_status_shows_silence_and_what_a_hung_executor_runs() -> None:
 
 
 def test_the_scheduler_reports_a_hung_executor_with_its_work_and_fails_nothing() -> None:
-    s = SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=4, hung_timeout=2.0, shuffle_meta_address="tcp://meta:1"))
+    s = checked(Settings(heartbeat_interval=0.1, heartbeat_misses=4, hung_timeout=2.0, shuffle_meta_address="tcp://meta:1"))
     for eid in ("e0", "e1"):
-        record = s.members.add(eid.encode(), registration(eid), now=0.0)
-        s.members.connected(eid, record.joined)
+        receive(s, registration(eid), 0.0, peer=eid.encode())
+        s.handle(ExecutorConnected(executor_id=eid, joined=s.executors[eid].joined, now=0.0))
     submit(s, jobs=1, group_size=1)
-    s.heartbeat(b"e0", Heartbeat(executor_id="e0", incarnation="e0-1"), 2.0)
-    assert s.tick(2.5) == []
-    assert set(s.executors) == {"e0", "e1"} and not s.lost
-    assert [(hung, d["executor"]) for hung, d in s.hung] == [(True, "e1")]
-    running = s.hung[0][1]["running"]
+    receive(s, Heartbeat(executor_id="e0", incarnation="e0-1"), 2.0, peer=b"e0")
+    actions = tick(s, 2.5)
+    assert set(s.executors) == {"e0", "e1"} and not sends(actions) and not logs(actions, "executor_lost")
+    (hung,) = logs(actions)
+    assert (hung.level, hung.event, hung.fields["executor"]) == ("warning", "executor_hung", "e1")
+    running = hung.fields["running"]
     assert isinstance(running, str) and "batch 0 of run r (job r.0, stages [" in running, running
     assert s.executors["e1"].hung == running
-    assert s.status(2.5).executors[1].hung == running
-    s.hung.clear()
-    assert s.tick(3.0) == [] and not s.hung  # once
+    assert status(s, 2.5).executors[1].hung == running
+    assert tick(s, 3.0) == []  # reported once
     stuck_loop = Heartbeat(executor_id="e1", incarnation="e1-1", loop_silent=3.0)
-    assert s.heartbeat(b"e1", stuck_loop, 3.0) == [] and not s.hung  # beating, but its loop is still stuck
-    assert s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 3.1) == []
-    assert [(hung, d["executor"]) for hung, d in s.hung] == [(False, "e1")]
+    assert receive(s, stuck_loop, 3.0, peer=b"e1") == []  # beating, but its loop is still stuck
+    again = receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 3.1, peer=b"e1")
+    assert again == [Log("info", "executor_beating_again", {"executor": "e1", "was_running": running})]
     assert s.executors["e1"].hung == ""

@@ -3,6 +3,7 @@ lost (one, all, or several at once), results go missing, the run cannot start.""
 
 from __future__ import annotations
 
+from squall.common.core import Send, ToShuffleMeta
 from squall.common.protocol import (
     ForgetExecutor,
     ForgetJob,
@@ -13,7 +14,6 @@ from squall.common.protocol import (
     ResultPartition,
     RunDone,
 )
-from squall.services.scheduler.state import Send, ToShuffleMeta
 
 from tests.unit.scheduler_runs import (
     CODE,
@@ -24,10 +24,13 @@ from tests.unit.scheduler_runs import (
     groups,
     jobs_of,
     launches,
+    lose,
+    receive,
     results,
     sends,
     state,
     submit,
+    tick,
     two_stage,
 )
 
@@ -57,8 +60,8 @@ def test_executor_lost_mid_group_replays_its_unfinished_jobs_on_the_survivors():
     s = state("e0", "e1", "e2")
     launch = launches(submit(s, jobs=3, group_size=3, plan=two_stage(maps=2, reduces=3)))  # e2 holds reducers only
     results(s, launch, "r.0")  # r.0 is complete before the loss
-    s.result_partition(ResultPartition(executor_id="e2", job_id="r.1", partition=2), [b"rows"], 1.0)  # r.1 is not
-    actions = s.executor_lost("e2", "test", 1.0)
+    receive(s, ResultPartition(executor_id="e2", job_id="r.1", partition=2), 1.0, payloads=[b"rows"])  # r.1 is not
+    actions = lose(s, "e2", 1.0)
     assert ToShuffleMeta(ForgetExecutor(executor_id="e2")) in actions
     assert not sends(actions, JobFailed)  # nothing is lost: the survivors replay it
     assert not sends(actions, ReleaseJob, peer=b"e2")
@@ -84,7 +87,7 @@ def test_single_survivor_replay_setting_keeps_replayed_state_on_one_executor():
 def test_losing_every_executor_fails_the_rest_of_the_run_with_no_executors():
     s = state("e0")
     submit(s, jobs=4, group_size=1)
-    actions = s.tick(10.0)  # e0 never beat again
+    actions = tick(s, 10.0)  # e0 never beat again
     fails = sends(actions, JobFailed, peer=DRIVER)
     lost = min(depth(), 4)  # the jobs in flight were lost with it; the others never found an executor
     by_job = {f.job_id: (f.batch, f.kind) for f in fails}
@@ -100,10 +103,10 @@ def test_executors_expiring_in_the_same_tick_get_no_new_group():
         for eid in ("e1", "e2"):
             for t in launch[eid].tasks:
                 if t.push_to == []:
-                    s.result_partition(ResultPartition(executor_id=eid, job_id=t.job_id, partition=t.partition), [b"r"], 0.1)
+                    receive(s, ResultPartition(executor_id=eid, job_id=t.job_id, partition=t.partition), 0.1, payloads=[b"r"])
         group_done(s, {"e1": launch["e1"], "e2": launch["e2"]}, now=0.1)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 0.5)
-    actions = s.tick(0.5)  # e0 and e1, silent since 0.0, expire together (a machine with both went away)
+    receive(s, Heartbeat(executor_id="e2", incarnation="e2-1"), 0.5, peer=b"e2")
+    actions = tick(s, 0.5)  # e0 and e1, silent since 0.0, expire together (a machine with both went away)
     assert set(s.executors) == {"e2"}
     launched = groups(actions)
     assert launched and all(set(g) == {"e2"} for g in launched)  # replays and the next batch: the survivor only

@@ -8,6 +8,8 @@ when a group in flight completes, that is when every executor of it sent GroupDo
 
 from __future__ import annotations
 
+import pytest
+from squall.common.core import Send, ToShuffleMeta
 from squall.common.protocol import (
     CancelRun,
     ForgetJob,
@@ -21,7 +23,6 @@ from squall.common.protocol import (
     TaskFinished,
     encode,
 )
-from squall.services.scheduler.state import Send, ToShuffleMeta
 
 from tests.unit.scheduler_runs import (
     CODE,
@@ -33,6 +34,7 @@ from tests.unit.scheduler_runs import (
     groups,
     jobs_of,
     launches,
+    receive,
     results,
     sends,
     state,
@@ -76,16 +78,16 @@ def test_result_partitions_are_held_until_the_job_is_done_then_sent_in_one_messa
     s = state("e0", "e1")
     launch = launches(submit(s, jobs=1, group_size=1, now=2.0, plan=two_stage(maps=2, reduces=2)))
     payload = memoryview(b"\x00block")
-    first = s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [payload], 2.5)
+    first = receive(s, ResultPartition(executor_id="e1", job_id="r.0", partition=1), 2.5, payloads=[payload])
     assert first == []  # the result is not complete yet
-    last = s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"\x00b0"], 3.0)
+    last = receive(s, ResultPartition(executor_id="e0", job_id="r.0", partition=0), 3.0, payloads=[b"\x00b0"])
     done = [a for a in last if isinstance(a, Send) and isinstance(a.msg, JobDone)]
     assert len(done) == 1 and done[0].peer == DRIVER
     assert done[0].msg == JobDone(job_id="r.0", elapsed=1.0, partitions=[0, 1], finished_at=3.0)
     assert done[0].payloads[0] == b"\x00b0" and done[0].payloads[1] is payload  # in partition order
     assert not sends(last, RunDone)  # the group is not over until every executor reported
-    assert s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"x"], 3.0) == []
-    assert s.result_partition(ResultPartition(executor_id="e0", job_id="nope", partition=0), [b"x"], 3.0) == []
+    assert receive(s, ResultPartition(executor_id="e0", job_id="r.0", partition=0), 3.0, payloads=[b"x"]) == []
+    assert receive(s, ResultPartition(executor_id="e0", job_id="nope", partition=0), 3.0, payloads=[b"x"]) == []
     for a in first + last + group_done(s, launch):
         if isinstance(a, Send):
             encode(a.msg, a.payloads)  # every action must be sendable
@@ -94,10 +96,10 @@ def test_result_partitions_are_held_until_the_job_is_done_then_sent_in_one_messa
 def test_a_duplicate_result_partition_never_completes_a_job_early():
     s = state("e0", "e1")
     launches(submit(s, jobs=1, group_size=1, plan=two_stage(maps=2, reduces=2)))
-    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [b"a"], 1.0) == []
-    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=1), [b"a"], 1.0) == []
-    assert s.result_partition(ResultPartition(executor_id="e1", job_id="r.0", partition=9), [b"a"], 1.0) == []
-    assert sends(s.result_partition(ResultPartition(executor_id="e0", job_id="r.0", partition=0), [b"b"], 1.0), JobDone)
+    assert receive(s, ResultPartition(executor_id="e1", job_id="r.0", partition=1), 1.0, payloads=[b"a"]) == []
+    assert receive(s, ResultPartition(executor_id="e1", job_id="r.0", partition=1), 1.0, payloads=[b"a"]) == []
+    assert receive(s, ResultPartition(executor_id="e1", job_id="r.0", partition=9), 1.0, payloads=[b"a"]) == []
+    assert sends(receive(s, ResultPartition(executor_id="e0", job_id="r.0", partition=0), 1.0, payloads=[b"b"]), JobDone)
 
 
 def test_next_group_waits_for_every_executors_group_done():
@@ -108,7 +110,7 @@ def test_next_group_waits_for_every_executors_group_done():
     launch = in_flight[0]
     assert not groups([a for j in ("r.0", "r.1") for a in results(s, launch, j)])  # results alone change nothing
     assert group_done(s, launch, skip={"e2"}) == []
-    assert s.group_done(GroupDone(group_id=999, executor_id="e2", tasks=1, busy=0.0), 1.0) == []  # unknown group
+    assert receive(s, GroupDone(group_id=999, executor_id="e2", tasks=1, busy=0.0), 1.0) == []  # unknown group
     actions = group_done(s, {"e2": launch["e2"]})
     nxt = groups(actions)
     assert len(nxt) == 1 and set(nxt[0]) == {"e0", "e1", "e2"}
@@ -137,7 +139,7 @@ def test_run_done_after_the_last_group_with_stats_per_group():
     assert stats[0].launch_bytes > stats[1].launch_bytes  # the second carries no stages or code
     g2_started = 0.0 if depth() > 1 else 1.0
     assert [round(g.duration, 6) for g in stats] == [1.0, 1.5 - g2_started]
-    assert not s.runs and not s.prescheduled
+    assert not s.runs and not s.drizzle.prescheduled
 
 
 def test_an_empty_run_is_done_at_once():
@@ -149,8 +151,8 @@ def test_cancel_run_stops_its_groups_in_flight_and_later_ones():
     s = state("e0", "e1")
     submitted = submit(s, jobs=depth() + 3, group_size=1)
     in_flight = groups(submitted)
-    actions = s.cancel(CancelRun(run_id="r"), 0.5)
-    assert s.cancel(CancelRun(run_id="unknown"), 0.5) == []
+    actions = receive(s, CancelRun(run_id="r"), 0.5)
+    assert receive(s, CancelRun(run_id="unknown"), 0.5) == []
     assert not groups(actions) and not sends(actions, JobDone)  # nothing more runs (cancellation tests: test_scheduler_cancel.py)
     done = sends(actions, RunDone, peer=DRIVER)
     assert len(done) == 1 and done[0].groups == [] and not s.runs
@@ -161,7 +163,7 @@ def test_barrier_flag_and_new_executors_reach_the_next_group():
     s = state("e0")
     g1 = launches(submit(s, jobs=depth() + 1, group_size=1, barrier=True))
     assert g1["e0"].barrier
-    s.register(b"e1", RegisterExecutor(executor_id="e1", incarnation="e1-1", data_address="tcp://e1:1", slots=1), 0.5)
+    receive(s, RegisterExecutor(executor_id="e1", incarnation="e1-1", data_address="tcp://e1:1", slots=1), 0.5, peer=b"e1")
     g2 = launches(finish_group(s, g1))
     assert g2["e0"].barrier and jobs_of(g2) == {f"r.{depth()}"}
     assert set(g2) == {"e0", "e1"}
@@ -177,11 +179,20 @@ def test_bsp_mode_runs_jobs_one_after_another():
     for job_id in ("r.0", "r.1"):
         tasks = [t for m in sends(actions, LaunchTasks) for t in m.tasks]
         assert [(t.job_id, t.stage_id) for t in tasks] == [(job_id, 0)]
-        maps_done = s.task_finished(TaskFinished(executor_id="e0", job_id=job_id, stage_id=0, partition=0, attempt=0,
-                                                 has_result=False, output_bytes=1, elapsed=0.0), [], 1.0)
+        maps_done = receive(s, TaskFinished(executor_id="e0", job_id=job_id, stage_id=0, partition=0, attempt=0,
+                                                 has_result=False, output_bytes=1, elapsed=0.0), 1.0, payloads=[])
         tasks = [t for m in sends(maps_done, LaunchTasks) for t in m.tasks]
         assert [(t.job_id, t.stage_id) for t in tasks] == [(job_id, 1)]
-        actions = s.task_finished(TaskFinished(executor_id="e0", job_id=job_id, stage_id=1, partition=0, attempt=0,
-                                               has_result=True, output_bytes=1, elapsed=0.0), [b"rows"], 2.0)
+        actions = receive(s, TaskFinished(executor_id="e0", job_id=job_id, stage_id=1, partition=0, attempt=0,
+                                               has_result=True, output_bytes=1, elapsed=0.0), 2.0, payloads=[b"rows"])
         assert [m.job_id for m in sends(actions, JobDone)] == [job_id]
     assert sends(actions, RunDone) == [RunDone(run_id="r", groups=[])] and not s.runs
+
+
+def test_validate_names_a_prescheduled_job_out_of_step():
+    s = state("e0", "e1")
+    submit(s, jobs=2, group_size=1)
+    s.validate()
+    s.drizzle.prescheduled.pop("r.0")
+    with pytest.raises(AssertionError, match="job r.0 in flight is not in prescheduled"):
+        s.validate()

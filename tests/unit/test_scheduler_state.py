@@ -3,6 +3,10 @@ failures, placement and code caching. Drizzle mode is in test_scheduler_groups.p
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from squall.common.core import Send, ToShuffleMeta
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
 from squall.common.protocol import (
     ForgetExecutor,
@@ -24,19 +28,22 @@ from squall.common.protocol import (
     encode,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler.state import SchedulerState, Send, ToShuffleMeta
+from squall.services.scheduler.events import WatchExecutors
+from squall.services.scheduler.state import SchedulerState
+
+from tests.unit.scheduler_runs import CheckedSchedulerState, checked, logs, lose, receive, status, tick
 
 DRIVER = b"driver"
 CODE = {"fn": b"pickled fn", "add": b"pickled add"}
 
 
 def state() -> SchedulerState:
-    return SchedulerState(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
+    return checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
 
 
 def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None, incarnation: int = 1) -> list:
     msg = RegisterExecutor(executor_id=eid, incarnation=f"{eid}-{incarnation}", data_address=f"tcp://{eid}:1", slots=slots)
-    return s.register(peer or eid.encode(), msg, now)
+    return receive(s, msg, now, peer=peer or eid.encode())
 
 
 def plan(maps: int = 2, reduces: int = 2, fn: str = "fn") -> LogicalPlan:
@@ -50,11 +57,11 @@ def plan(maps: int = 2, reduces: int = 2, fn: str = "fn") -> LogicalPlan:
 def submit(s: SchedulerState, job_id: str = "j", p: LogicalPlan | None = None, now: float = 0.0, run_id: str | None = None) -> list:
     """A one-job BSP run (preschedule off), with all the code it needs."""
     msg = SubmitJobs(run_id=run_id or f"run-{job_id}", jobs=[JobSpec(job_id=job_id, plan=p or plan())], code=CODE, preschedule=False)
-    return s.submit(DRIVER, msg, now)
+    return receive(s, msg, now, peer=DRIVER)
 
 
 def job(s: SchedulerState, job_id: str = "j"):
-    return s.bsp_jobs[job_id][1]
+    return s.bsp.jobs[job_id][1]
 
 
 def sends(actions, kind=None, peer=None) -> list:
@@ -70,14 +77,14 @@ def launched(actions) -> list[tuple[str, object]]:
 def finish(s: SchedulerState, eid: str, task, now: float = 1.0, result: bytes | None = None) -> list:
     msg = TaskFinished(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
                        attempt=0, has_result=result is not None, output_bytes=0, elapsed=0.0)
-    return s.task_finished(msg, [result] if result is not None else [], now)
+    return receive(s, msg, now, payloads=[result] if result is not None else [])
 
 
 def fail(s: SchedulerState, eid: str, task, kind: str = "task") -> list:
     msg = TaskFailed(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
                      attempt=0, kind=kind, error_type="ZeroDivisionError", message="division by zero",
                      traceback="Traceback: line 1")
-    return s.task_failed(msg, 1.0)
+    return receive(s, msg, 1.0)
 
 
 def run_maps(s: SchedulerState, job_id: str = "j", maps: int = 2, reduces: int = 2) -> list:
@@ -91,19 +98,22 @@ def run_maps(s: SchedulerState, job_id: str = "j", maps: int = 2, reduces: int =
 def test_register_replies_registered_with_shuffle_meta_address():
     s = state()
     actions = register(s, "e1", slots=3)
-    assert actions == [Send(b"e1", Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1"))]
+    assert actions == [
+        Send(b"e1", Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")),
+        WatchExecutors({"e1": ("tcp://e1:1", 1)}),  # membership changed: the server watches its connection
+    ]
     assert s.executors["e1"].slots == 3
-    assert [i.executor_id for i in s.status(0.0).executors] == ["e1"]
+    assert [i.executor_id for i in status(s, 0.0).executors] == ["e1"]
 
 
 def test_heartbeat_from_unknown_executor_asks_to_reregister():
     s = state()
-    assert s.heartbeat(b"ghost", Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.0) == [Send(b"ghost", Reregister(executor_id="ghost"))]
+    assert receive(s, Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.0, peer=b"ghost") == [Send(b"ghost", Reregister(executor_id="ghost"))]
     register(s, "e1")
     stale = Heartbeat(executor_id="e1", incarnation="an-earlier-process")
-    assert s.heartbeat(b"hb-socket", stale, 0.0) == [Send(b"hb-socket", Reregister(executor_id="e1"))]
+    assert receive(s, stale, 0.0, peer=b"hb-socket") == [Send(b"hb-socket", Reregister(executor_id="e1"))]
     # beats come from the executor's heartbeat thread, on a socket of its own
-    assert s.heartbeat(b"hb-socket", Heartbeat(executor_id="e1", incarnation="e1-1"), 0.1) == []
+    assert receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 0.1, peer=b"hb-socket") == []
     assert s.executors["e1"].last_seen == 0.1
 
 
@@ -111,15 +121,15 @@ def test_tick_after_death_timeout_removes_the_executor():
     s = state()  # death timeout 0.3 s
     register(s, "e1", now=0.0)
     register(s, "e2", now=0.0)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4)
-    assert s.tick(0.2) == []
-    actions = s.tick(0.5)
+    receive(s, Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4, peer=b"e2")
+    assert tick(s, 0.2) == []
+    actions = tick(s, 0.5)
     assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
     assert set(s.executors) == {"e2"}
-    assert [eid for eid, _ in s.lost] == ["e1"]
-    assert "no heartbeat" in s.lost[0][1]
+    (lost,) = logs(actions, "executor_lost")
+    assert lost.fields["executor"] == "e1" and "no heartbeat" in str(lost.fields["reason"])
     # and a later heartbeat of the dead executor is told to register again
-    assert sends(s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 0.6), Reregister)
+    assert sends(receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 0.6, peer=b"e1"), Reregister)
 
 
 def test_retried_registration_is_not_a_loss():
@@ -128,9 +138,9 @@ def test_retried_registration_is_not_a_loss():
     submit(s)
     actions = register(s, "e1", now=0.25, peer=b"e1-reconnected")  # same process, new connection
     assert sends(actions) == [Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
-    assert not s.lost and "j" in s.bsp_jobs
+    assert not logs(actions, "executor_lost") and "j" in s.bsp.jobs
     assert s.executors["e1"].peer == b"e1-reconnected"  # replies go where it listens now
-    assert s.tick(0.5) == []  # registration refreshed last_seen
+    assert tick(s, 0.5) == []  # registration refreshed last_seen
 
 
 def test_registration_from_a_new_process_counts_as_a_loss():
@@ -138,7 +148,7 @@ def test_registration_from_a_new_process_counts_as_a_loss():
     register(s, "e1")
     submit(s)
     actions = register(s, "e1", peer=b"e1-restarted", now=0.1, incarnation=2)
-    assert [eid for eid, _ in s.lost] == ["e1"]
+    assert [log.fields["executor"] for log in logs(actions, "executor_lost")] == ["e1"]
     failed = sends(actions, JobFailed)
     assert failed and failed[0].kind == "executor_lost"
     assert s.executors["e1"].peer == b"e1-restarted"
@@ -148,9 +158,9 @@ def test_registration_from_a_new_process_counts_as_a_loss():
 def test_submit_without_executors_fails_with_no_executors():
     s = state()
     actions = submit(s)
-    assert len(actions) == 2
+    assert len(sends(actions)) == 2
     failed = sends(actions, JobFailed, peer=DRIVER)[0]
-    assert failed.kind == "no_executors" and "j" not in s.bsp_jobs
+    assert failed.kind == "no_executors" and "j" not in s.bsp.jobs
     assert sends(actions, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
 
 
@@ -164,7 +174,7 @@ def test_submit_bad_plan_or_duplicate_run_id_fails_with_plan():
     dup = submit(s, "j2", run_id="r")
     assert sends(dup, JobFailed)[0].kind == "plan" and "already running" in sends(dup, JobFailed)[0].message
     assert sends(dup, JobFailed)[0].job_id == "j2" and not launched(dup)
-    assert "j" in s.bsp_jobs  # the running one is untouched
+    assert "j" in s.bsp.jobs  # the running one is untouched
 
 
 def test_submit_launches_stage_zero_only():
@@ -209,7 +219,7 @@ def test_result_partitions_are_held_and_the_last_one_finishes_the_job():
     assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in last
     released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)}
     assert released == {b"e1", b"e2"}
-    assert "j" not in s.bsp_jobs and not s.runs
+    assert "j" not in s.bsp.jobs and not s.runs
     for a in first + last:  # every action the server will send must encode
         if isinstance(a, Send):
             encode(a.msg, a.payloads)
@@ -228,7 +238,7 @@ def test_task_failure_fails_the_job_with_details():
     assert "division by zero" in failed.message
     assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in actions
     assert sends(actions, ReleaseJob, peer=b"e1") == [ReleaseJob(job_ids=["j"])]
-    assert "j" not in s.bsp_jobs
+    assert "j" not in s.bsp.jobs
 
 
 def test_fetch_failure_is_reported_as_fetch():
@@ -242,9 +252,9 @@ def test_losing_an_executor_the_job_depends_on_fails_it():
     s = state()
     register(s, "e1", slots=1)
     register(s, "e2", slots=1)
-    s.heartbeat(b"e2", Heartbeat(executor_id="e2", incarnation="e2-1"), 1.0)
+    receive(s, Heartbeat(executor_id="e2", incarnation="e2-1"), 1.0, peer=b"e2")
     run_maps(s)  # map outputs now live on e1 and e2; reduce tasks are running
-    actions = s.tick(1.0)  # e1 silent since 0.0
+    actions = tick(s, 1.0)  # e1 silent since 0.0
     assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
     failed = sends(actions, JobFailed, peer=DRIVER)
     assert len(failed) == 1 and failed[0].kind == "executor_lost"
@@ -259,7 +269,7 @@ def test_losing_only_a_finished_map_output_still_fails_the_job():
     register(s, "e2", slots=1)
     reduces = run_maps(s, maps=2, reduces=1)
     assert [eid for eid, _ in reduces] == ["e1"]  # e2 now only holds a finished map output
-    actions = s.executor_lost("e2", "test", 1.0)
+    actions = lose(s, "e2", 1.0)
     failed = sends(actions, JobFailed, peer=DRIVER)
     assert len(failed) == 1 and failed[0].kind == "executor_lost" and failed[0].stage_id == 0
     assert ToShuffleMeta(ForgetExecutor(executor_id="e2")) in actions
@@ -270,9 +280,9 @@ def test_losing_an_unrelated_executor_does_not_fail_the_job():
     register(s, "e1", slots=4)
     submit(s)
     register(s, "idle", slots=4, now=0.0)
-    s.heartbeat(b"e1", Heartbeat(executor_id="e1", incarnation="e1-1"), 1.0)
-    actions = s.tick(1.0)
-    assert sends(actions, JobFailed) == [] and "j" in s.bsp_jobs
+    receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 1.0, peer=b"e1")
+    actions = tick(s, 1.0)
+    assert sends(actions, JobFailed) == [] and "j" in s.bsp.jobs
 
 
 def test_stale_task_reports_are_ignored_but_free_the_slot():
@@ -289,7 +299,7 @@ def test_stale_task_reports_are_ignored_but_free_the_slot():
     assert len(s.executors["e2"].running) == 1
     later = finish(s, e_b, t_b)
     assert sends(later) == [] and s.executors["e2"].running == set()
-    assert s.task_failed(TaskFailed(executor_id="e2", job_id="nope", stage_id=0, partition=0, attempt=0,
+    assert receive(s, TaskFailed(executor_id="e2", job_id="nope", stage_id=0, partition=0, attempt=0,
                                     kind="task", error_type="E", message="m"), 1.0) == []
 
 
@@ -338,3 +348,34 @@ def test_result_task_without_payload_never_yields_an_unencodable_action():
     for a in finish(s, eid, task, result=None):  # a buggy or hostile executor
         if isinstance(a, Send):
             encode(a.msg, a.payloads)
+
+
+def test_every_scheduler_under_test_validates_after_each_event():
+    """Unit tests make schedulers with scheduler_runs.checked(), which runs validate() after every
+    event; a SchedulerState made directly would skip the invariants."""
+    here = Path(__file__).parent
+    made = "SchedulerState" + "("
+    direct = [p.name for p in sorted(here.glob("*.py")) if p.name != "scheduler_runs.py" and made in p.read_text()]
+    assert direct == []
+    assert isinstance(state(), CheckedSchedulerState)
+
+
+def test_validate_names_what_disagrees():
+    """validate() is a check that can fail: tables put out of step are named."""
+    s = state()
+    register(s, "e1")
+    submit(s)
+    s.validate()
+    run, bsp_job = s.bsp.jobs.pop("j")
+    with pytest.raises(AssertionError, match="BSP job j of run run-j is not in flight"):
+        s.validate()
+    s.bsp.jobs["j"] = (run, bsp_job)
+    s.members.version += 1  # membership changed behind handle()'s back
+    with pytest.raises(AssertionError, match="without a WatchExecutors"):
+        s.validate()
+    s.members.version -= 1
+    run.bsp = None
+    s.bsp.jobs.clear()
+    s.bsp.pending.clear()
+    with pytest.raises(AssertionError, match="run run-j has nothing queued or in flight"):
+        s.validate()

@@ -1,4 +1,4 @@
-"""Bookkeeping for one job in BSP mode: which stages are done, which tasks are where."""
+"""Bookkeeping for one job in BSP mode (bsp_mode.py): which stages are done, which tasks are where."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class StageProgress:
 
 
 @dataclass
-class JobRun:
+class BspJob:
     job_id: str
     driver: bytes
     plan: JobPlan

@@ -1,30 +1,8 @@
-"""What the scheduler's pure core asks its loop to do (actions), and the messages it builds for
-drivers from job results. Shared by state.py and bsp_mode.py."""
+"""The messages the scheduler builds for a driver from a job's results (both modes)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from squall.common.protocol import JobDone, Message, fits, frames_size
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send a message to the peer (driver or executor) with this routing identity. `frames`, when
-    set, is the message already encoded (it was measured), and goes out as it is."""
-
-    peer: bytes
-    msg: Message
-    payloads: tuple[object, ...] = ()
-    frames: list[object] | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class ToShuffleMeta:
-    msg: Message
-
-
-Action = Send | ToShuffleMeta
+from squall.common.protocol import JobDone, fits, frames_size
 
 
 def job_done(job_id: str, results: dict[int, object], started: float, now: float) -> JobDone:
@@ -46,5 +24,3 @@ def result_too_large(job_id: str, results: dict[int, object], max_message_bytes:
         f"(max_message_bytes={max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); reduce it on the cluster before collecting "
         "(aggregate, filter, take), or raise the limit"
     )
-
-
