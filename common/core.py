@@ -27,7 +27,7 @@ def stimulus(kind: str) -> str:
     return f"{kind}-{next(_stimuli)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Event:
     """Something that happened to a service. `now` is its monotonic clock when it happened."""
 
@@ -35,7 +35,7 @@ class Event:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Received(Event):
     """A message arrived. `peer` is the sender's routing identity on our bound socket, or None
     when it came on a connection we opened (the scheduler, shuffle_meta, another executor)."""
@@ -45,7 +45,7 @@ class Received(Event):
     peer: bytes | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Tick(Event):
     """Time passed: deadlines are checked."""
 

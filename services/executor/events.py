@@ -18,24 +18,24 @@ from squall.services.executor.tasks import TaskOutput
 Restored = dict[StateKey, tuple[int, dict[Any, Any]] | str]  # loaded checkpoints: (batch, table), or why not
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Started(Event):
     """The server is up: register with the scheduler."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FromScheduler(Received):
     """A message on the connection to the scheduler."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TrackedAsked(Received):
     """GetTracked on our block socket; `server_sizes` are the tables the server itself holds."""
 
     server_sizes: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TaskCompleted(Event):
     """The runner finished a task (or it raised, or stopped): its output, or why it failed."""
 
@@ -43,29 +43,29 @@ class TaskCompleted(Event):
     outcome: TaskOutput | Failure
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class HeldDue(Event):
     """The time asked for by WakeAt has come: source tasks held for their batch time may run."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SchedulerForgotUs(Event):
     """The scheduler answered a heartbeat with Reregister: it restarted, or gave up on us."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ShuffleMetaRestarted(Event):
     """The shuffle_meta connection was made again: it restarted and knows nothing."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CheckpointsWritten(Event):
     """State snapshots made durable: (state id, partition, batch) each."""
 
     written: list[tuple[str, int, int]]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StatesLoaded(Event):
     """The answer to LoadStates: the launch, and the checkpoint loaded for each restored partition
     (absent: none was written yet; a string: why it could not be read)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from squall.common.core import Event, Log, Send, ToShuffleMeta
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExecutorConnected(Event):
     """The watch connection to this admission (`joined`) of the executor is up: from now on its
     process is vouched for by ZeroMQ's heartbeats, and its silence only makes it hung."""
@@ -23,19 +23,19 @@ class ExecutorConnected(Event):
     joined: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExecutorDisconnected(Event):
     """The watch connection to the executor dropped: its process died, stopped or was cut off."""
 
     executor_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectionDropped(Event):
     """Some connection to the scheduler's ROUTER dropped (whose, a probe of the drivers tells)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DriversGone(Event):
     """These drivers' connections are gone (a probe found them unreachable)."""
 

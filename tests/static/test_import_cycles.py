@@ -103,12 +103,7 @@ def test_a_cycle_is_found_wherever_its_imports_are_written(tmp_path: Path) -> No
 PACKAGES = [
     pytest.param("squall", "squall", id="squall"),
     pytest.param("common", "squall.common", id="common"),
-    *(
-        pytest.param(f"services/{name}", f"squall.services.{name}", id=f"services/{name}",
-                     # The services' cores are being restructured; their owners break these cycles.
-                     marks=pytest.mark.xfail(strict=False, reason="cycles in a service's modules are fixed with its restructuring"))
-        for name in ("scheduler", "executor", "shuffle_meta")
-    ),
+    *(pytest.param(f"services/{name}", f"squall.services.{name}", id=f"services/{name}") for name in ("scheduler", "executor", "shuffle_meta")),
 ]
 
 

@@ -46,22 +46,9 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return errors
 
 
-def in_services(line: str) -> bool:
-    return line.startswith("squall/services/")
-
-
 @pytest.mark.timeout(180)
-def test_mypy_strict_user_api_and_common(mypy_errors: list[str]) -> None:
-    mine = [line for line in mypy_errors if not in_services(line)]
-    assert not mine, "mypy found type errors (paths as installed: squall/common = common/):\n" + "\n".join(mine)
-
-
-@pytest.mark.timeout(180)
-# The services' cores are being restructured; their owners fix their type errors with it.
-@pytest.mark.xfail(strict=False, reason="type errors in services/ are fixed with their restructuring")
-def test_mypy_strict_services(mypy_errors: list[str]) -> None:
-    theirs = [line for line in mypy_errors if in_services(line)]
-    assert not theirs, "mypy found type errors (paths as installed: squall/services = services/):\n" + "\n".join(theirs)
+def test_mypy_strict(mypy_errors: list[str]) -> None:
+    assert not mypy_errors, "mypy found type errors (paths as installed: squall/common = common/, squall/services = services/):\n" + "\n".join(mypy_errors)
 
 
 @pytest.mark.timeout(120)
