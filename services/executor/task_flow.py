@@ -394,6 +394,11 @@ class TaskFlow:
         failed = ToScheduler(task_failed(self.executor_id, task, failure, self.settings.max_message_bytes))
         if local is None:  # it never became a task here (no spec, or its partition could not be restored)
             self.stories.record(task.key, NEW, final, self.stimulus, self.now)
-            return [failed, *self._group_task_over(group_id, task.key)]
+            return [failed, self._story_log(task.key, failure), *self._group_task_over(group_id, task.key)]
         self._transition(local, final)
-        return [failed, *self._task_over(local)]
+        return [failed, self._story_log(task.key, failure), *self._task_over(local)]
+
+    def _story_log(self, key: TaskKey, failure: Failure) -> Log:
+        """A failed task's story, for the debug log: each state it went through, and what moved it."""
+        story = [f"{old.value if old else 'new'}->{new.value} ({stimulus}, {now:.3f})" for old, new, stimulus, now in self.stories.story(key)]
+        return Log("debug", "task_story", {"job": key[0], "stage": key[1], "partition": key[2], "error": failure.error_type, "story": story})

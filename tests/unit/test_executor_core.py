@@ -41,6 +41,7 @@ from squall.services.executor.instructions import (
     ToScheduler,
     WakeAt,
 )
+from squall.services.executor.reports import Failure
 from squall.services.executor.state import ExecutorState
 from squall.services.executor.task_states import InvalidTransition, Stories, TaskState
 from squall.services.executor.tasks import TaskOutput
@@ -94,6 +95,18 @@ def test_a_reducer_waits_then_runs_and_a_cancelled_running_task_says_so():
     ex.task_done(r, TaskOutput(blocks=[b"rows"], is_result=True), 0.9)
     assert [new for _, new, _, _ in ex.story(r.key)] == [S.WAITING, S.READY, S.RUNNING, S.CANCELLED]
     assert not ex.tasks and ex.running is None
+
+
+def test_a_failed_task_tells_its_story_to_the_debug_log():
+    ex = Executor()
+    m = mapper()
+    ex.launch_group(group(m), 1.0)
+    out = ex.task_done(m, Failure("task", "ZeroDivisionError", "division by zero"), 2.0)
+    story = [i for i in out if isinstance(i, Log) and i.event == "task_story"]
+    assert len(story) == 1 and story[0].level == "debug"
+    assert story[0].fields["error"] == "ZeroDivisionError"
+    assert story[0].fields["story"] == ["new->ready (test-LaunchGroup, 1.000)", "ready->running (test-LaunchGroup, 1.000)",
+                                        "running->failed (test-done, 2.000)"]
 
 
 def test_the_story_log_is_bounded_whatever_runs():
