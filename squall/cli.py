@@ -8,9 +8,7 @@ import sys
 import threading
 
 import squall
-from squall.services.executor import __main__ as executor_main
-from squall.services.scheduler import __main__ as scheduler_main
-from squall.services.shuffle_meta import __main__ as shuffle_meta_main
+from squall.common.service_cli import SERVICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,14 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"squall {squall.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name, module, text in [
-        ("scheduler", scheduler_main, "run the scheduler service"),
-        ("executor", executor_main, "run an executor service"),
-        ("shuffle-meta", shuffle_meta_main, "run the shuffle-metadata service"),
-    ]:
-        p = sub.add_parser(name, help=text, description=text)
-        module.add_arguments(p)
-        p.set_defaults(handler=module.run)
+    for command in SERVICES.values():
+        p = sub.add_parser(command.prog.removeprefix("squall "), help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(handler=command.run)
 
     local = sub.add_parser("local", help="start a local cluster and keep it running until Ctrl-C",
                            description="Start a scheduler, shuffle_meta and executors on loopback, print the "
