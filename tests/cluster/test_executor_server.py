@@ -23,31 +23,6 @@ import zmq
 from squall.common import protocol, transport
 from squall.common.core import Event, Received, Send, ToShuffleMeta
 from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec, code_key
-from squall.common.protocol import (
-    Blocks,
-    BlocksReady,
-    ErrorReply,
-    FetchBlocks,
-    GetTracked,
-    GroupDone,
-    Heartbeat,
-    LaunchGroup,
-    LaunchTasks,
-    LookupMapOutputs,
-    MapLocation,
-    MapOutputs,
-    Message,
-    Ping,
-    Pong,
-    PushBlocks,
-    Registered,
-    RegisterExecutor,
-    RegisterMapOutputs,
-    TaskDescriptor,
-    TaskFailed,
-    TaskFinished,
-    Tracked,
-)
 from squall.common.serialization import dumps_block, dumps_function
 from squall.services.executor.events import FromScheduler
 from squall.services.executor.instructions import Instruction, RunTask, ToPeer, ToScheduler
@@ -73,9 +48,9 @@ class Peer:
 
     def __init__(self, sock: zmq.Socket[Any], router: bool) -> None:
         self.sock, self.router = sock, router
-        self.got: list[tuple[bytes | None, Message, list[bytes]]] = []  # (routing id, message, payloads)
+        self.got: list[tuple[bytes | None, protocol.Message, list[bytes]]] = []  # (routing id, message, payloads)
 
-    def recv(self, kind: type, timeout: float = WAIT) -> tuple[bytes | None, Message, list[bytes]]:
+    def recv(self, kind: type, timeout: float = WAIT) -> tuple[bytes | None, protocol.Message, list[bytes]]:
         """The next message of this type (others are kept in `got` too)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -84,7 +59,7 @@ class Peer:
             frames = self.sock.recv_multipart()
             ident = frames.pop(0) if self.router else None
             msg, payloads = protocol.decode(frames, BIG)
-            if isinstance(msg, Heartbeat):
+            if isinstance(msg, protocol.Heartbeat):
                 continue  # the heartbeat thread's own connection: not the loop's
             got = (ident, msg, [bytes(p) for p in payloads])  # type: ignore[arg-type]
             self.got.append(got)
@@ -92,7 +67,7 @@ class Peer:
                 return got
         raise AssertionError(f"no {kind.__name__} within {timeout}s; got {[type(m).__name__ for _, m, _ in self.got]}")
 
-    def send(self, msg: Message, payloads: tuple[bytes, ...] = (), to: bytes | None = None) -> None:
+    def send(self, msg: protocol.Message, payloads: tuple[bytes, ...] = (), to: bytes | None = None) -> None:
         transport.send(self.sock, msg, payloads, to=to)
 
     def drain(self, quiet: float = 0.3) -> None:
@@ -104,72 +79,72 @@ class Peer:
             pass
 
 
-def bsp_task(stage_id: int, partition: int, spec: StageSpec) -> TaskDescriptor:
-    return TaskDescriptor(job_id="bsp", stage_id=stage_id, partition=partition, stage_key=spec.key())
+def bsp_task(stage_id: int, partition: int, spec: StageSpec) -> protocol.TaskDescriptor:
+    return protocol.TaskDescriptor(job_id="bsp", stage_id=stage_id, partition=partition, stage_key=spec.key())
 
 
 def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, client: Peer, other_address: str) -> None:
     """Every message type the executor takes, on the connection it comes on."""
-    ident, register, _ = sched.recv(RegisterExecutor)
+    ident, register, _ = sched.recv(protocol.RegisterExecutor)
     assert ident is not None
     meta_address = meta.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=ident)
+    sched.send(protocol.Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=ident)
 
     # BSP: a source task, then reducers whose inputs are looked up and fetched (or refused)
     source = StageSpec(partitions=1, input=RangeSource(start=0, stop=5, step=1, partitions=1), ops=[], output=ResultWrite())
     read = ShuffleRead(shuffle_id=7, map_partitions=1, aggregator=GROUP)
     reduce = StageSpec(partitions=2, input=read, ops=[], output=ResultWrite())
     stages = {source.key(): source, reduce.key(): reduce}
-    sched.send(LaunchTasks(tasks=[bsp_task(0, 0, source)], stages=stages), to=ident)
-    sched.recv(TaskFinished)
-    sched.send(LaunchTasks(tasks=[bsp_task(1, 0, reduce)]), to=ident)
-    meta_ident, lookup, _ = meta.recv(LookupMapOutputs)
-    assert isinstance(lookup, LookupMapOutputs)
-    location = MapLocation(map_partition=0, executor_id="other", address=other_address, sizes=[9, 9])
-    meta.send(MapOutputs(request_id=lookup.request_id, locations=[location]), to=meta_ident)
-    other_ident, fetch, _ = other.recv(FetchBlocks)
-    assert isinstance(fetch, FetchBlocks)
-    other.send(Blocks(request_id=fetch.request_id, map_partitions=[0]), (dumps_block([("k", [1, 2])]),), to=other_ident)
-    sched.recv(TaskFinished)
-    sched.send(LaunchTasks(tasks=[bsp_task(1, 1, reduce)]), to=ident)
-    _, lookup, _ = meta.recv(LookupMapOutputs)
-    assert isinstance(lookup, LookupMapOutputs)
-    meta.send(ErrorReply(reason="no such shuffle", request_id=lookup.request_id), to=meta_ident)
-    sched.recv(TaskFailed)
+    sched.send(protocol.LaunchTasks(tasks=[bsp_task(0, 0, source)], stages=stages), to=ident)
+    sched.recv(protocol.TaskFinished)
+    sched.send(protocol.LaunchTasks(tasks=[bsp_task(1, 0, reduce)]), to=ident)
+    meta_ident, lookup, _ = meta.recv(protocol.LookupMapOutputs)
+    assert isinstance(lookup, protocol.LookupMapOutputs)
+    location = protocol.MapLocation(map_partition=0, executor_id="other", address=other_address, sizes=[9, 9])
+    meta.send(protocol.MapOutputs(request_id=lookup.request_id, locations=[location]), to=meta_ident)
+    other_ident, fetch, _ = other.recv(protocol.FetchBlocks)
+    assert isinstance(fetch, protocol.FetchBlocks)
+    other.send(protocol.Blocks(request_id=fetch.request_id, map_partitions=[0]), (dumps_block([("k", [1, 2])]),), to=other_ident)
+    sched.recv(protocol.TaskFinished)
+    sched.send(protocol.LaunchTasks(tasks=[bsp_task(1, 1, reduce)]), to=ident)
+    _, lookup, _ = meta.recv(protocol.LookupMapOutputs)
+    assert isinstance(lookup, protocol.LookupMapOutputs)
+    meta.send(protocol.ErrorReply(reason="no such shuffle", request_id=lookup.request_id), to=meta_ident)
+    sched.recv(protocol.TaskFailed)
 
     # Drizzle: a map task whose block is pushed to the other executor; the group is reported
     blob = dumps_function(functools.partial(ops.map_op, to_pair))
     mapper = StageSpec(partitions=1, input=RangeSource(start=0, stop=6, step=1, partitions=1), ops=[code_key(blob)],
                        output=ShuffleWrite(shuffle_id=9, partitions=1, aggregator=GROUP))
-    task = TaskDescriptor(job_id="dz", stage_id=0, partition=0, stage_key=mapper.key(), push_to=[other_address])
-    sched.send(LaunchGroup(group_id=1, tasks=[task], stages={mapper.key(): mapper}, code={code_key(blob): blob}), to=ident)
-    other.recv(PushBlocks)
-    sched.recv(GroupDone)
-    meta.recv(RegisterMapOutputs)
+    task = protocol.TaskDescriptor(job_id="dz", stage_id=0, partition=0, stage_key=mapper.key(), push_to=[other_address])
+    sched.send(protocol.LaunchGroup(group_id=1, tasks=[task], stages={mapper.key(): mapper}, code={code_key(blob): blob}), to=ident)
+    other.recv(protocol.PushBlocks)
+    sched.recv(protocol.GroupDone)
+    meta.recv(protocol.RegisterMapOutputs)
 
     # the block socket: a ping, the tracked tables, a fetch of that block, a push and a notice
-    client.send(Ping(nonce=5))
-    client.recv(Pong)
-    client.send(GetTracked())
-    client.recv(Tracked)
-    client.send(FetchBlocks(request_id=3, job_id="dz", shuffle_id=9, reduce_partition=0, map_partitions=[0]))
-    client.recv(Blocks)
-    client.send(PushBlocks(job_id="early", shuffle_id=3, map_partition=0, reduce_partitions=[0]), (b"block",))
-    client.send(BlocksReady(job_id="early", shuffle_id=3, map_partition=1, reduce_partitions=[0], address=other_address))
-    _, fetch, _ = other.recv(FetchBlocks)
-    assert isinstance(fetch, FetchBlocks)
-    other.send(ErrorReply(reason="gone", request_id=fetch.request_id), to=other_ident)
+    client.send(protocol.Ping(nonce=5))
+    client.recv(protocol.Pong)
+    client.send(protocol.GetTracked())
+    client.recv(protocol.Tracked)
+    client.send(protocol.FetchBlocks(request_id=3, job_id="dz", shuffle_id=9, reduce_partition=0, map_partitions=[0]))
+    client.recv(protocol.Blocks)
+    client.send(protocol.PushBlocks(job_id="early", shuffle_id=3, map_partition=0, reduce_partitions=[0]), (b"block",))
+    client.send(protocol.BlocksReady(job_id="early", shuffle_id=3, map_partition=1, reduce_partitions=[0], address=other_address))
+    _, fetch, _ = other.recv(protocol.FetchBlocks)
+    assert isinstance(fetch, protocol.FetchBlocks)
+    other.send(protocol.ErrorReply(reason="gone", request_id=fetch.request_id), to=other_ident)
 
     # the scheduler's housekeeping, then it forgets us: we register again, on a fresh connection
     housekeeping = (protocol.ReleaseJob(job_ids=["early"]), protocol.CancelJobs(job_ids=["dz"]),
                     protocol.PruneCheckpoints(state_id="s", before=1), protocol.ForgetStates(state_ids=["s"]),
-                    ErrorReply(reason="just so"), Pong(nonce=1, service="scheduler"))
+                    protocol.ErrorReply(reason="just so"), protocol.Pong(nonce=1, service="scheduler"))
     for msg in housekeeping:
         sched.send(msg, to=ident)
     sched.send(protocol.Reregister(executor_id=server.executor_id), to=ident)
-    again, register, _ = sched.recv(RegisterExecutor)
+    again, register, _ = sched.recv(protocol.RegisterExecutor)
     assert again is not None and again != ident
-    sched.send(Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=again)
+    sched.send(protocol.Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=again)
     for peer in (sched, meta, other, client):
         peer.drain()
 
@@ -240,7 +215,7 @@ def test_every_message_goes_through_handle_and_the_server_sends_exactly_what_han
     assert {k for _, k in seen if k in BLOCK_SOCKET_MESSAGES} == set(BLOCK_SOCKET_MESSAGES)
 
     # and what each peer received is exactly what handle asked to send there, in order
-    def frames(msg: Message, payloads: tuple[object, ...]) -> tuple[bytes, ...]:
+    def frames(msg: protocol.Message, payloads: tuple[object, ...]) -> tuple[bytes, ...]:
         return tuple(bytes(f) for f in protocol.encode(msg, payloads))  # type: ignore[arg-type]
 
     instructions = [i for _, out in handled for i in out]
@@ -255,7 +230,7 @@ def test_every_message_goes_through_handle_and_the_server_sends_exactly_what_han
     assert all(not isinstance(i, ToPeer) or i.address == addresses["other"] for i in instructions)
     for name in expected:
         assert received[name] == expected[name], name
-    assert [type(m) for _, m, _ in sched.got] == [RegisterExecutor, TaskFinished, TaskFinished, TaskFailed, GroupDone,
-                                                  RegisterExecutor]
-    assert [type(m) for _, m, _ in client.got] == [Pong, Tracked, Blocks]
-    assert [type(m) for _, m, _ in other.got] == [FetchBlocks, PushBlocks, FetchBlocks]
+    assert [type(m) for _, m, _ in sched.got] == [protocol.RegisterExecutor, protocol.TaskFinished, protocol.TaskFinished, protocol.TaskFailed, protocol.GroupDone,
+                                                  protocol.RegisterExecutor]
+    assert [type(m) for _, m, _ in client.got] == [protocol.Pong, protocol.Tracked, protocol.Blocks]
+    assert [type(m) for _, m, _ in other.got] == [protocol.FetchBlocks, protocol.PushBlocks, protocol.FetchBlocks]

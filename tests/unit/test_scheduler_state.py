@@ -6,27 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from squall.common import protocol
 from squall.common.core import Send, ToShuffleMeta
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
-from squall.common.protocol import (
-    ForgetExecutor,
-    ForgetJob,
-    Heartbeat,
-    JobDone,
-    JobFailed,
-    JobSpec,
-    LaunchGroup,
-    LaunchTasks,
-    Registered,
-    RegisterExecutor,
-    ReleaseJob,
-    Reregister,
-    RunDone,
-    SubmitJobs,
-    TaskFailed,
-    TaskFinished,
-    encode,
-)
 from squall.common.settings import Settings
 from squall.services.scheduler.events import WatchExecutors
 from squall.services.scheduler.state import SchedulerState
@@ -42,7 +24,7 @@ def state() -> SchedulerState:
 
 
 def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None, incarnation: int = 1) -> list:
-    msg = RegisterExecutor(executor_id=eid, incarnation=f"{eid}-{incarnation}", data_address=f"tcp://{eid}:1", slots=slots)
+    msg = protocol.RegisterExecutor(executor_id=eid, incarnation=f"{eid}-{incarnation}", data_address=f"tcp://{eid}:1", slots=slots)
     return receive(s, msg, now, peer=peer or eid.encode())
 
 
@@ -56,7 +38,7 @@ def plan(maps: int = 2, reduces: int = 2, fn: str = "fn") -> LogicalPlan:
 
 def submit(s: SchedulerState, job_id: str = "j", p: LogicalPlan | None = None, now: float = 0.0, run_id: str | None = None) -> list:
     """A one-job BSP run (preschedule off), with all the code it needs."""
-    msg = SubmitJobs(run_id=run_id or f"run-{job_id}", jobs=[JobSpec(job_id=job_id, plan=p or plan())], code=CODE, preschedule=False)
+    msg = protocol.SubmitJobs(run_id=run_id or f"run-{job_id}", jobs=[protocol.JobSpec(job_id=job_id, plan=p or plan())], code=CODE, preschedule=False)
     return receive(s, msg, now, peer=DRIVER)
 
 
@@ -70,18 +52,18 @@ def sends(actions, kind=None, peer=None) -> list:
 
 
 def launched(actions) -> list[tuple[str, object]]:
-    """(executor_id, TaskDescriptor) for every task in LaunchTasks actions (peer == executor id)."""
-    return [(a.peer.decode(), t) for a in actions if isinstance(a, Send) and isinstance(a.msg, LaunchTasks) for t in a.msg.tasks]
+    """(executor_id, TaskDescriptor) for every task in protocol.LaunchTasks actions (peer == executor id)."""
+    return [(a.peer.decode(), t) for a in actions if isinstance(a, Send) and isinstance(a.msg, protocol.LaunchTasks) for t in a.msg.tasks]
 
 
 def finish(s: SchedulerState, eid: str, task, now: float = 1.0, result: bytes | None = None) -> list:
-    msg = TaskFinished(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
+    msg = protocol.TaskFinished(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
                        attempt=0, has_result=result is not None, output_bytes=0, elapsed=0.0)
     return receive(s, msg, now, payloads=[result] if result is not None else [])
 
 
 def fail(s: SchedulerState, eid: str, task, kind: str = "task") -> list:
-    msg = TaskFailed(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
+    msg = protocol.TaskFailed(executor_id=eid, job_id=task.job_id, stage_id=task.stage_id, partition=task.partition,
                      attempt=0, kind=kind, error_type="ZeroDivisionError", message="division by zero",
                      traceback="Traceback: line 1")
     return receive(s, msg, 1.0)
@@ -99,7 +81,7 @@ def test_register_replies_registered_with_shuffle_meta_address():
     s = state()
     actions = register(s, "e1", slots=3)
     assert actions == [
-        Send(b"e1", Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")),
+        Send(b"e1", protocol.Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")),
         WatchExecutors({"e1": ("tcp://e1:1", 1)}),  # membership changed: the server watches its connection
     ]
     assert s.executors["e1"].slots == 3
@@ -108,12 +90,12 @@ def test_register_replies_registered_with_shuffle_meta_address():
 
 def test_heartbeat_from_unknown_executor_asks_to_reregister():
     s = state()
-    assert receive(s, Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.0, peer=b"ghost") == [Send(b"ghost", Reregister(executor_id="ghost"))]
+    assert receive(s, protocol.Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.0, peer=b"ghost") == [Send(b"ghost", protocol.Reregister(executor_id="ghost"))]
     register(s, "e1")
-    stale = Heartbeat(executor_id="e1", incarnation="an-earlier-process")
-    assert receive(s, stale, 0.0, peer=b"hb-socket") == [Send(b"hb-socket", Reregister(executor_id="e1"))]
+    stale = protocol.Heartbeat(executor_id="e1", incarnation="an-earlier-process")
+    assert receive(s, stale, 0.0, peer=b"hb-socket") == [Send(b"hb-socket", protocol.Reregister(executor_id="e1"))]
     # beats come from the executor's heartbeat thread, on a socket of its own
-    assert receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 0.1, peer=b"hb-socket") == []
+    assert receive(s, protocol.Heartbeat(executor_id="e1", incarnation="e1-1"), 0.1, peer=b"hb-socket") == []
     assert s.executors["e1"].last_seen == 0.1
 
 
@@ -121,15 +103,15 @@ def test_tick_after_death_timeout_removes_the_executor():
     s = state()  # death timeout 0.3 s
     register(s, "e1", now=0.0)
     register(s, "e2", now=0.0)
-    receive(s, Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4, peer=b"e2")
+    receive(s, protocol.Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4, peer=b"e2")
     assert tick(s, 0.2) == []
     actions = tick(s, 0.5)
-    assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
+    assert ToShuffleMeta(protocol.ForgetExecutor(executor_id="e1")) in actions
     assert set(s.executors) == {"e2"}
     (lost,) = logs(actions, "executor_lost")
     assert lost.fields["executor"] == "e1" and "no heartbeat" in str(lost.fields["reason"])
     # and a later heartbeat of the dead executor is told to register again
-    assert sends(receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 0.6, peer=b"e1"), Reregister)
+    assert sends(receive(s, protocol.Heartbeat(executor_id="e1", incarnation="e1-1"), 0.6, peer=b"e1"), protocol.Reregister)
 
 
 def test_retried_registration_is_not_a_loss():
@@ -137,7 +119,7 @@ def test_retried_registration_is_not_a_loss():
     register(s, "e1", now=0.0)
     submit(s)
     actions = register(s, "e1", now=0.25, peer=b"e1-reconnected")  # same process, new connection
-    assert sends(actions) == [Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
+    assert sends(actions) == [protocol.Registered(executor_id="e1", shuffle_meta_address="tcp://meta:1")]
     assert not logs(actions, "executor_lost") and "j" in s.bsp.jobs
     assert s.executors["e1"].peer == b"e1-reconnected"  # replies go where it listens now
     assert tick(s, 0.5) == []  # registration refreshed last_seen
@@ -149,7 +131,7 @@ def test_registration_from_a_new_process_counts_as_a_loss():
     submit(s)
     actions = register(s, "e1", peer=b"e1-restarted", now=0.1, incarnation=2)
     assert [log.fields["executor"] for log in logs(actions, "executor_lost")] == ["e1"]
-    failed = sends(actions, JobFailed)
+    failed = sends(actions, protocol.JobFailed)
     assert failed and failed[0].kind == "executor_lost"
     assert s.executors["e1"].peer == b"e1-restarted"
     assert len(s.executors["e1"].shipped) == 0 and not s.executors["e1"].shipped.code_uses  # a new process has no cache
@@ -159,21 +141,21 @@ def test_submit_without_executors_fails_with_no_executors():
     s = state()
     actions = submit(s)
     assert len(sends(actions)) == 2
-    failed = sends(actions, JobFailed, peer=DRIVER)[0]
+    failed = sends(actions, protocol.JobFailed, peer=DRIVER)[0]
     assert failed.kind == "no_executors" and "j" not in s.bsp.jobs
-    assert sends(actions, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
+    assert sends(actions, protocol.RunDone, peer=DRIVER) == [protocol.RunDone(run_id="run-j")]
 
 
 def test_submit_bad_plan_or_duplicate_run_id_fails_with_plan():
     s = state()
     register(s, "e1")
     bad = submit(s, "bad", LogicalPlan(nodes=[]))
-    assert sends(bad, JobFailed)[0].kind == "plan"
-    assert sends(bad, RunDone) == [RunDone(run_id="run-bad")]  # nothing else to run
+    assert sends(bad, protocol.JobFailed)[0].kind == "plan"
+    assert sends(bad, protocol.RunDone) == [protocol.RunDone(run_id="run-bad")]  # nothing else to run
     submit(s, "j", run_id="r")
     dup = submit(s, "j2", run_id="r")
-    assert sends(dup, JobFailed)[0].kind == "plan" and "already running" in sends(dup, JobFailed)[0].message
-    assert sends(dup, JobFailed)[0].job_id == "j2" and not launched(dup)
+    assert sends(dup, protocol.JobFailed)[0].kind == "plan" and "already running" in sends(dup, protocol.JobFailed)[0].message
+    assert sends(dup, protocol.JobFailed)[0].job_id == "j2" and not launched(dup)
     assert "j" in s.bsp.jobs  # the running one is untouched
 
 
@@ -182,7 +164,7 @@ def test_submit_launches_stage_zero_only():
     register(s, "e1", slots=8)
     actions = submit(s, "j", plan(maps=3, reduces=2))
     assert sends(actions, peer=DRIVER) == []
-    assert not sends(actions, LaunchGroup)  # BSP: no group
+    assert not sends(actions, protocol.LaunchGroup)  # BSP: no group
     tasks = [t for _, t in launched(actions)]
     assert sorted((t.stage_id, t.partition) for t in tasks) == [(0, 0), (0, 1), (0, 2)]
     assert all(t.stage_key == job(s).stage_keys[0] and t.push_to == [] for t in tasks)
@@ -207,22 +189,22 @@ def test_result_partitions_are_held_and_the_last_one_finishes_the_job():
     (e_a, t_a), (e_b, t_b) = run_maps(s)
     payload = memoryview(b"\x00block-0")
     first = finish(s, e_a, t_a, result=payload)
-    assert not sends(first, JobDone)  # nothing goes to the driver before the result is whole
+    assert not sends(first, protocol.JobDone)  # nothing goes to the driver before the result is whole
     last = finish(s, e_b, t_b, now=2.5, result=b"\x00block-1")
-    done = [a for a in last if isinstance(a, Send) and isinstance(a.msg, JobDone)]
+    done = [a for a in last if isinstance(a, Send) and isinstance(a.msg, protocol.JobDone)]
     assert len(done) == 1 and done[0].peer == DRIVER
     assert done[0].msg.job_id == "j" and done[0].msg.elapsed == 2.5
     assert done[0].msg.partitions == sorted([t_a.partition, t_b.partition])
     by_partition = dict(zip(done[0].msg.partitions, done[0].payloads, strict=True))
     assert by_partition[t_a.partition] is payload and by_partition[t_b.partition] == b"\x00block-1"
-    assert sends(last, RunDone, peer=DRIVER) == [RunDone(run_id="run-j")]
-    assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in last
-    released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, ReleaseJob)}
+    assert sends(last, protocol.RunDone, peer=DRIVER) == [protocol.RunDone(run_id="run-j")]
+    assert ToShuffleMeta(protocol.ForgetJob(job_ids=["j"])) in last
+    released = {a.peer for a in last if isinstance(a, Send) and isinstance(a.msg, protocol.ReleaseJob)}
     assert released == {b"e1", b"e2"}
     assert "j" not in s.bsp.jobs and not s.runs
-    for a in first + last:  # every action the server will send must encode
+    for a in first + last:  # every action the server will send must protocol.encode
         if isinstance(a, Send):
-            encode(a.msg, a.payloads)
+            protocol.encode(a.msg, a.payloads)
 
 
 def test_task_failure_fails_the_job_with_details():
@@ -230,14 +212,14 @@ def test_task_failure_fails_the_job_with_details():
     register(s, "e1")
     eid, task = launched(submit(s))[0]
     actions = fail(s, eid, task)
-    failed = sends(actions, JobFailed, peer=DRIVER)[0]
+    failed = sends(actions, protocol.JobFailed, peer=DRIVER)[0]
     assert failed.kind == "task"
     assert failed.error_type == "ZeroDivisionError"
     assert failed.traceback == "Traceback: line 1"
     assert (failed.stage_id, failed.partition) == (0, task.partition)
     assert "division by zero" in failed.message
-    assert ToShuffleMeta(ForgetJob(job_ids=["j"])) in actions
-    assert sends(actions, ReleaseJob, peer=b"e1") == [ReleaseJob(job_ids=["j"])]
+    assert ToShuffleMeta(protocol.ForgetJob(job_ids=["j"])) in actions
+    assert sends(actions, protocol.ReleaseJob, peer=b"e1") == [protocol.ReleaseJob(job_ids=["j"])]
     assert "j" not in s.bsp.jobs
 
 
@@ -245,22 +227,22 @@ def test_fetch_failure_is_reported_as_fetch():
     s = state()
     register(s, "e1")
     eid, task = run_maps(s)[0]
-    assert sends(fail(s, eid, task, kind="fetch"), JobFailed)[0].kind == "fetch"
+    assert sends(fail(s, eid, task, kind="fetch"), protocol.JobFailed)[0].kind == "fetch"
 
 
 def test_losing_an_executor_the_job_depends_on_fails_it():
     s = state()
     register(s, "e1", slots=1)
     register(s, "e2", slots=1)
-    receive(s, Heartbeat(executor_id="e2", incarnation="e2-1"), 1.0, peer=b"e2")
+    receive(s, protocol.Heartbeat(executor_id="e2", incarnation="e2-1"), 1.0, peer=b"e2")
     run_maps(s)  # map outputs now live on e1 and e2; reduce tasks are running
     actions = tick(s, 1.0)  # e1 silent since 0.0
-    assert ToShuffleMeta(ForgetExecutor(executor_id="e1")) in actions
-    failed = sends(actions, JobFailed, peer=DRIVER)
+    assert ToShuffleMeta(protocol.ForgetExecutor(executor_id="e1")) in actions
+    failed = sends(actions, protocol.JobFailed, peer=DRIVER)
     assert len(failed) == 1 and failed[0].kind == "executor_lost"
     assert "e1" in failed[0].message
-    assert sends(actions, ReleaseJob, peer=b"e2") == [ReleaseJob(job_ids=["j"])]
-    assert sends(actions, ReleaseJob, peer=b"e1") == []
+    assert sends(actions, protocol.ReleaseJob, peer=b"e2") == [protocol.ReleaseJob(job_ids=["j"])]
+    assert sends(actions, protocol.ReleaseJob, peer=b"e1") == []
 
 
 def test_losing_only_a_finished_map_output_still_fails_the_job():
@@ -270,9 +252,9 @@ def test_losing_only_a_finished_map_output_still_fails_the_job():
     reduces = run_maps(s, maps=2, reduces=1)
     assert [eid for eid, _ in reduces] == ["e1"]  # e2 now only holds a finished map output
     actions = lose(s, "e2", 1.0)
-    failed = sends(actions, JobFailed, peer=DRIVER)
+    failed = sends(actions, protocol.JobFailed, peer=DRIVER)
     assert len(failed) == 1 and failed[0].kind == "executor_lost" and failed[0].stage_id == 0
-    assert ToShuffleMeta(ForgetExecutor(executor_id="e2")) in actions
+    assert ToShuffleMeta(protocol.ForgetExecutor(executor_id="e2")) in actions
 
 
 def test_losing_an_unrelated_executor_does_not_fail_the_job():
@@ -280,9 +262,9 @@ def test_losing_an_unrelated_executor_does_not_fail_the_job():
     register(s, "e1", slots=4)
     submit(s)
     register(s, "idle", slots=4, now=0.0)
-    receive(s, Heartbeat(executor_id="e1", incarnation="e1-1"), 1.0, peer=b"e1")
+    receive(s, protocol.Heartbeat(executor_id="e1", incarnation="e1-1"), 1.0, peer=b"e1")
     actions = tick(s, 1.0)
-    assert sends(actions, JobFailed) == [] and "j" in s.bsp.jobs
+    assert sends(actions, protocol.JobFailed) == [] and "j" in s.bsp.jobs
 
 
 def test_stale_task_reports_are_ignored_but_free_the_slot():
@@ -299,7 +281,7 @@ def test_stale_task_reports_are_ignored_but_free_the_slot():
     assert len(s.executors["e2"].running) == 1
     later = finish(s, e_b, t_b)
     assert sends(later) == [] and s.executors["e2"].running == set()
-    assert receive(s, TaskFailed(executor_id="e2", job_id="nope", stage_id=0, partition=0, attempt=0,
+    assert receive(s, protocol.TaskFailed(executor_id="e2", job_id="nope", stage_id=0, partition=0, attempt=0,
                                     kind="task", error_type="E", message="m"), 1.0) == []
 
 
@@ -326,17 +308,17 @@ def test_least_loaded_executor_is_chosen():
 def test_stage_code_is_sent_once_per_executor():
     s = state()
     register(s, "e1", slots=8)
-    first = sends(submit(s, "j1"), LaunchTasks)
+    first = sends(submit(s, "j1"), protocol.LaunchTasks)
     key0 = job(s, "j1").stage_keys[0]
     assert len(first) == 1 and set(first[0].stages) == {key0}
     assert first[0].stages[key0] == job(s, "j1").plan.stages[0].spec
     assert first[0].code == CODE  # the map stage's op and its map-side combiner
-    second = sends(submit(s, "j2"), LaunchTasks)
+    second = sends(submit(s, "j2"), protocol.LaunchTasks)
     assert len(second) == 1 and second[0].stages == {} and second[0].code == {}
     assert {t.stage_key for t in second[0].tasks} == {key0}
     # A newcomer has not seen the code: it gets it with its first task.
     register(s, "e2", slots=8)
-    third = [a for a in submit(s, "j3") if isinstance(a.msg, LaunchTasks)]
+    third = [a for a in submit(s, "j3") if isinstance(a.msg, protocol.LaunchTasks)]
     assert [a.peer for a in third] == [b"e2"]  # e1 is busier
     assert set(third[0].msg.stages) == {key0} and third[0].msg.code == CODE and len(third[0].msg.tasks) == 2
 
@@ -347,7 +329,7 @@ def test_result_task_without_payload_never_yields_an_unencodable_action():
     eid, task = run_maps(s)[0]
     for a in finish(s, eid, task, result=None):  # a buggy or hostile executor
         if isinstance(a, Send):
-            encode(a.msg, a.payloads)
+            protocol.encode(a.msg, a.payloads)
 
 
 def test_every_scheduler_under_test_validates_after_each_event():
