@@ -1,10 +1,12 @@
-"""Small tools shared by the cluster tests: raw sockets, deadlines, process checks."""
+"""Small tools shared by the cluster tests: raw sockets, deadlines, process checks, a counting stream."""
 
 from __future__ import annotations
 
+import operator
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ import zmq
 from squall.common import protocol, security
 from squall.common.protocol import Message, Ping, Pong
 from squall.common.settings import Settings
+
+from squall import sources
+from squall.sources import rate_batch
 
 BIG = 1 << 30  # decode limit for replies we read in tests
 
@@ -98,3 +103,18 @@ def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def keyed_rate_count(ctx: Any, sink: Any, rate: float, partitions: int, interval: float, group_size: int, keys: int) -> Any:
+    """A rate stream (not started) that counts each batch's events by index % keys into `sink`."""
+    return (
+        ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=group_size)
+        .map(lambda event: (event[1] % keys, 1))
+        .reduce_by_key(operator.add, 2)
+        .foreach_batch(sink)
+    )
+
+
+def expected_rate_count(rate: float, partitions: int, interval: float, batch: int, keys: int) -> dict[int, int]:
+    """What keyed_rate_count emits for `batch`: the same events, made again in plain Python."""
+    return dict(Counter(i % keys for p in range(partitions) for _, i, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import operator
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 import squall
 from squall import sources
 from squall.sinks import DirectorySink, PubSink, subscribe
-from squall.sources import rate_batch
+from tests.cluster.helpers import expected_rate_count, keyed_rate_count
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
@@ -42,19 +40,12 @@ def test_a_stream_commits_one_file_per_batch_with_exactly_its_records(ctx, tmp_p
 def test_a_keyed_rate_stream_writes_what_the_source_emitted(ctx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rate, interval, partitions = 800.0, 0.05, 2
     with DirectorySink(tmp_path, format="pickle") as sink:
-        stream = (
-            ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=2)
-            .map(lambda event: (event[1] % 3, 1))
-            .reduce_by_key(operator.add, 2)
-            .foreach_batch(sink)
-            .start()
-        )
+        stream = keyed_rate_count(ctx, sink, rate, partitions, interval, group_size=2, keys=3).start()
         wait_until(lambda: len(sink.committed_batches()) >= 4, timeout=20, what="4 committed batches")
         stream.stop(timeout=20)
         assert sink.committed_batches() == list(range(stream.metrics()["batches"]))
         for batch in sink.committed_batches():
-            expected = Counter(i % 3 for p in range(partitions) for _, i, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch))
-            assert dict(sink.read_batch(batch)) == dict(expected), batch
+            assert dict(sink.read_batch(batch)) == expected_rate_count(rate, partitions, interval, batch, keys=3), batch
 
 
 def test_a_record_the_sink_cannot_write_stops_the_stream_naming_the_batch(ctx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import pytest
 import squall
 from squall import sources
 from squall.sources import rate_batch
+from tests.cluster.helpers import expected_rate_count, keyed_rate_count
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
@@ -29,40 +30,27 @@ def collector():  # type: ignore[no-untyped-def]
     return got, sink
 
 
-def test_a_rate_stream_counts_exactly_what_the_source_emitted(ctx) -> None:  # type: ignore[no-untyped-def]
+def count_rate_batches(ctx, rate: float, partitions: int, interval: float, group_size: int, keys: int, batches: int):  # type: ignore[no-untyped-def]
+    """Run keyed_rate_count until it has delivered `batches` batches, stop it; the batches and the stream."""
     got, sink = collector()
-    rate, interval, partitions = 1500.0, 0.05, 3
-    stream = (
-        ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=4)
-        .map(lambda event: (event[1] % 4, 1))
-        .reduce_by_key(operator.add, 2)
-        .foreach_batch(sink)
-    )
-    stream.start()
-    wait_until(lambda: len(got) >= 8, timeout=20, what="8 batches")
+    stream = keyed_rate_count(ctx, sink, rate, partitions, interval, group_size, keys).start()
+    wait_until(lambda: len(got) >= batches, timeout=20, what=f"{batches} batches")
     stream.stop(timeout=20)
+    return got, stream
+
+
+def test_a_rate_stream_counts_exactly_what_the_source_emitted(ctx) -> None:  # type: ignore[no-untyped-def]
+    rate, interval, partitions = 1500.0, 0.05, 3
+    got, stream = count_rate_batches(ctx, rate, partitions, interval, group_size=4, keys=4, batches=8)
     assert [b for b, _ in got] == list(range(len(got)))  # in order, none lost, none twice
     for batch, records in got:
-        expected: Counter[int] = Counter()
-        for p in range(partitions):  # the same events, made again in plain Python
-            for _, index, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch):
-                expected[index % 4] += 1
-        assert dict(records) == dict(expected), batch
+        assert dict(records) == expected_rate_count(rate, partitions, interval, batch, keys=4), batch
     assert stream.metrics()["batches"] == len(got)
 
 
 def test_metrics_count_the_records_the_source_produced_and_those_delivered_apart(ctx) -> None:  # type: ignore[no-untyped-def]
-    got, sink = collector()
     rate, interval, partitions = 1000.0, 0.05, 2
-    stream = (
-        ctx.stream(sources.rate(rate, partitions=partitions), batch_interval=interval, group_size=2)
-        .map(lambda event: (event[1] % 3, 1))
-        .reduce_by_key(operator.add, 2)
-        .foreach_batch(sink)
-        .start()
-    )
-    wait_until(lambda: len(got) >= 6, timeout=20, what="6 batches")
-    stream.stop(timeout=20)
+    got, stream = count_rate_batches(ctx, rate, partitions, interval, group_size=2, keys=3, batches=6)
     m = stream.metrics()
     produced = sum(len(rate_batch(rate, partitions, interval, 0.0, None, p, b)) for b in range(len(got)) for p in range(partitions))
     assert m["input_records"] == produced == round(rate * interval) * len(got)
