@@ -4,21 +4,7 @@ reducers (inline, or a ready-notice answered with a fetch), results, and one Gro
 from __future__ import annotations
 
 import pytest
-from squall.common.protocol import (
-    Blocks,
-    BlocksReady,
-    ErrorReply,
-    FetchBlocks,
-    GroupDone,
-    LaunchGroup,
-    PushBlocks,
-    RegisterMapOutputs,
-    ResultPartition,
-    TaskDescriptor,
-    TaskFailed,
-    TaskFinished,
-    encode,
-)
+from squall.common import protocol
 from squall.common.settings import Settings
 from squall.services.executor.instructions import RunTask, ToPeer, ToScheduler, ToShuffleMeta
 from squall.services.executor.reports import Failure
@@ -37,21 +23,21 @@ def executor(**settings) -> Executor:
     return Executor("e1", ME, Settings(shuffle_fetch_timeout=3.0, **settings))
 
 
-def mapper(partition: int, job_id: str = "j", batch: int = 0, push_to=PUSH_TO) -> TaskDescriptor:
-    return TaskDescriptor(job_id=job_id, stage_id=0, partition=partition, stage_key=MAP_SPEC.key(), batch=batch, push_to=list(push_to))
+def mapper(partition: int, job_id: str = "j", batch: int = 0, push_to=PUSH_TO) -> protocol.TaskDescriptor:
+    return protocol.TaskDescriptor(job_id=job_id, stage_id=0, partition=partition, stage_key=MAP_SPEC.key(), batch=batch, push_to=list(push_to))
 
 
-def reducer(partition: int = 0, job_id: str = "j", batch: int = 0) -> TaskDescriptor:
-    return TaskDescriptor(job_id=job_id, stage_id=1, partition=partition, stage_key=REDUCE_SPEC.key(), batch=batch)
+def reducer(partition: int = 0, job_id: str = "j", batch: int = 0) -> protocol.TaskDescriptor:
+    return protocol.TaskDescriptor(job_id=job_id, stage_id=1, partition=partition, stage_key=REDUCE_SPEC.key(), batch=batch)
 
 
-def launch(ex: Executor, *tasks: TaskDescriptor, group_id: int = 1, now: float = 0.0, barrier: bool = False) -> list:
+def launch(ex: Executor, *tasks: protocol.TaskDescriptor, group_id: int = 1, now: float = 0.0, barrier: bool = False) -> list:
     stages = {MAP_SPEC.key(): MAP_SPEC, REDUCE_SPEC.key(): REDUCE_SPEC}
-    return ex.launch_group(LaunchGroup(group_id=group_id, tasks=list(tasks), stages=stages, code=CODE, barrier=barrier), now)
+    return ex.launch_group(protocol.LaunchGroup(group_id=group_id, tasks=list(tasks), stages=stages, code=CODE, barrier=barrier), now)
 
 
 def push(ex: Executor, map_partition: int, block: bytes, job_id: str = "j", reduce_partition: int = 0, now: float = 0.0) -> list:
-    msg = PushBlocks(job_id=job_id, shuffle_id=7, map_partition=map_partition, reduce_partitions=[reduce_partition])
+    msg = protocol.PushBlocks(job_id=job_id, shuffle_id=7, map_partition=map_partition, reduce_partitions=[reduce_partition])
     return ex.pushed(msg, [block], now)
 
 
@@ -76,17 +62,17 @@ def test_map_done_pushes_to_each_remote_address_and_delivers_locally():
     actions = ex.task_done(m0, map_out(b"b0", b"b1", b"b2", b"b3"), 1.0)
     pushes = {a.address: a for a in actions if isinstance(a, ToPeer)}
     assert len(pushes) == 2 == len([a for a in actions if isinstance(a, ToPeer)])  # one message per address
-    assert pushes[A].msg == PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[1, 3])
+    assert pushes[A].msg == protocol.PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[1, 3])
     assert pushes[A].payloads == (b"b1", b"b3")
-    assert pushes[B].msg == PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2])
+    assert pushes[B].msg == protocol.PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2])
     assert pushes[B].payloads == (b"b2",)
     assert ex.tasks[r0.key].inputs == {0: b"b0"}  # the local reducer's block, without a message
     assert ex.outputs.blocks[("j", 7, 0)] == [b"b0", b"b1", b"b2", b"b3"]  # kept for fetches
     assert not [a for a in actions if isinstance(a, ToShuffleMeta)]  # locations wait for the group's end
-    assert not to_scheduler(actions, TaskFinished)  # Drizzle: no per-task report
+    assert not to_scheduler(actions, protocol.TaskFinished)  # Drizzle: no per-task report
     for a in actions:
         if isinstance(a, ToPeer):
-            encode(a.msg, a.payloads)
+            protocol.encode(a.msg, a.payloads)
 
 
 def test_blocks_over_the_inline_limit_send_a_ready_notice_instead():
@@ -95,9 +81,9 @@ def test_blocks_over_the_inline_limit_send_a_ready_notice_instead():
     launch(ex, m0)
     actions = ex.task_done(m0, map_out(b"x" * 50, b"y" * 6, b"z" * 11, b"w" * 4), 1.0)
     peers = {a.address: a for a in actions if isinstance(a, ToPeer)}
-    assert peers[A].msg == PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[1, 3])  # 10 bytes: pushed
+    assert peers[A].msg == protocol.PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[1, 3])  # 10 bytes: pushed
     assert peers[A].payloads == (b"y" * 6, b"w" * 4)
-    assert peers[B].msg == BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2], address=ME)
+    assert peers[B].msg == protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2], address=ME)
     assert peers[B].payloads == ()
     assert ex.tasks == {}  # the local 50-byte block had no reducer here: it simply waits in the inbox
 
@@ -108,8 +94,8 @@ def test_the_inline_limit_applies_to_all_blocks_for_one_address_together():
     launch(ex, m0)
     actions = ex.task_done(m0, map_out(b"a" * 6, b"a" * 5, b"b" * 5, b"b" * 5), 1.0)
     peers = {a.address: a.msg for a in actions if isinstance(a, ToPeer)}
-    assert isinstance(peers[A], BlocksReady) and peers[A].reduce_partitions == [0, 1]  # 11 bytes together
-    assert isinstance(peers[B], PushBlocks) and peers[B].reduce_partitions == [2, 3]
+    assert isinstance(peers[A], protocol.BlocksReady) and peers[A].reduce_partitions == [0, 1]  # 11 bytes together
+    assert isinstance(peers[B], protocol.PushBlocks) and peers[B].reduce_partitions == [2, 3]
 
 
 def test_blocks_too_large_for_a_message_send_a_ready_notice():
@@ -118,8 +104,8 @@ def test_blocks_too_large_for_a_message_send_a_ready_notice():
     launch(ex, m0)
     actions = ex.task_done(m0, map_out(b"a" * 400, b"a" * 400, b"b" * 10, b"b" * 10), 1.0)
     peers = {a.address: a.msg for a in actions if isinstance(a, ToPeer)}
-    assert isinstance(peers[A], BlocksReady) and peers[A].reduce_partitions == [0, 1]
-    assert isinstance(peers[B], PushBlocks) and peers[B].reduce_partitions == [2, 3]
+    assert isinstance(peers[A], protocol.BlocksReady) and peers[A].reduce_partitions == [0, 1]
+    assert isinstance(peers[B], protocol.PushBlocks) and peers[B].reduce_partitions == [2, 3]
 
 
 def test_pushes_completing_a_reducer_run_it_with_inputs_in_map_partition_order():
@@ -165,12 +151,12 @@ def test_result_task_done_sends_the_result_partition_with_its_payload():
     push(ex, 0, b"a", reduce_partition=2)
     push(ex, 1, b"b", reduce_partition=2)
     actions = ex.task_done(r2, TaskOutput(blocks=[b"\x00rows"], is_result=True), 1.0)
-    (result,) = [a for a in actions if isinstance(a, ToScheduler) and isinstance(a.msg, ResultPartition)]
-    assert result.msg == ResultPartition(executor_id="e1", job_id="j", partition=2)
+    (result,) = [a for a in actions if isinstance(a, ToScheduler) and isinstance(a.msg, protocol.ResultPartition)]
+    assert result.msg == protocol.ResultPartition(executor_id="e1", job_id="j", partition=2)
     assert result.payloads == (b"\x00rows",)
-    encode(result.msg, result.payloads)
-    assert not to_scheduler(actions, TaskFinished)
-    assert [m.tasks for m in to_scheduler(actions, GroupDone)] == [1]
+    protocol.encode(result.msg, result.payloads)
+    assert not to_scheduler(actions, protocol.TaskFinished)
+    assert [m.tasks for m in to_scheduler(actions, protocol.GroupDone)] == [1]
 
 
 def test_group_done_once_when_every_task_here_is_finished_failed_or_released():
@@ -180,19 +166,19 @@ def test_group_done_once_when_every_task_here_is_finished_failed_or_released():
     log = launch(ex, r0, other, m0, group_id=5, now=0.0)
     log += ex.task_done(m0, map_out(), 0.5)  # finished (its local push lands at r0)
     log += ex.release_jobs(["gone"], 0.6)  # released while waiting
-    assert not to_scheduler(log, GroupDone)
+    assert not to_scheduler(log, protocol.GroupDone)
     log += push(ex, 1, b"p", now=0.7)
     assert runs(log) == [m0, r0]
     log += launch(ex, nxt, group_id=6, now=0.8)  # a later group arrives meanwhile
     log += ex.task_done(r0, Failure("task", "KeyError", "'k'"), 1.0)  # failed: reported, and counts
-    done = to_scheduler(log, GroupDone)
+    done = to_scheduler(log, protocol.GroupDone)
     assert len(done) == 1
     assert (done[0].group_id, done[0].executor_id, done[0].tasks) == (5, "e1", 3)
     assert done[0].busy == pytest.approx(0.5 + 0.3)  # time spent running this group's tasks
-    assert [m.job_id for m in to_scheduler(log, TaskFailed)] == ["j"]
+    assert [m.job_id for m in to_scheduler(log, protocol.TaskFailed)] == ["j"]
     assert runs(log)[-1] == nxt
-    assert to_scheduler(ex.release_jobs(["j"], 2.0), GroupDone) == []  # never a second one
-    assert [m.group_id for m in to_scheduler(ex.task_done(nxt, map_out(), 2.0), GroupDone)] == [6]
+    assert to_scheduler(ex.release_jobs(["j"], 2.0), protocol.GroupDone) == []  # never a second one
+    assert [m.group_id for m in to_scheduler(ex.task_done(nxt, map_out(), 2.0), protocol.GroupDone)] == [6]
 
 
 def test_a_running_task_released_counts_when_it_ends_and_pushes_nothing():
@@ -202,15 +188,15 @@ def test_a_running_task_released_counts_when_it_ends_and_pushes_nothing():
     assert ex.release_jobs(["j"], 0.5) == []
     actions = ex.task_done(m0, map_out(), 1.0)
     assert not [a for a in actions if isinstance(a, (ToPeer, ToShuffleMeta))] and not ex.outputs.blocks
-    assert [m.group_id for m in to_scheduler(actions, GroupDone)] == [3]
-    assert not to_scheduler(actions, TaskFinished)
+    assert [m.group_id for m in to_scheduler(actions, protocol.GroupDone)] == [3]
+    assert not to_scheduler(actions, protocol.TaskFinished)
 
 
 def test_missing_stage_spec_fails_the_task_and_counts_toward_group_done():
     ex = executor()
-    actions = ex.launch_group(LaunchGroup(group_id=2, tasks=[mapper(0)]), 0.0)  # stages never sent
-    assert [(m.kind, m.error_type) for m in to_scheduler(actions, TaskFailed)] == [("code", "MissingCode")]
-    assert [m.tasks for m in to_scheduler(actions, GroupDone)] == [1]
+    actions = ex.launch_group(protocol.LaunchGroup(group_id=2, tasks=[mapper(0)]), 0.0)  # stages never sent
+    assert [(m.kind, m.error_type) for m in to_scheduler(actions, protocol.TaskFailed)] == [("code", "MissingCode")]
+    assert [m.tasks for m in to_scheduler(actions, protocol.GroupDone)] == [1]
     assert not runs(actions)
 
 
@@ -219,11 +205,11 @@ def test_blocks_ready_is_answered_with_a_fetch_and_the_blocks_complete_the_input
     r1 = reducer(1)
     launch(ex, r1)
     push(ex, 0, b"pushed", reduce_partition=1)
-    notice = BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
+    notice = protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
     (fetch,) = ex.blocks_ready(notice, 1.0)
     assert isinstance(fetch, ToPeer) and fetch.address == B
-    assert fetch.msg == FetchBlocks(request_id=fetch.msg.request_id, job_id="j", shuffle_id=7, reduce_partition=1, map_partitions=[1])
-    actions = ex.blocks(Blocks(request_id=fetch.msg.request_id, map_partitions=[1]), [b"fetched"], 1.5)
+    assert fetch.msg == protocol.FetchBlocks(request_id=fetch.msg.request_id, job_id="j", shuffle_id=7, reduce_partition=1, map_partitions=[1])
+    actions = ex.blocks(protocol.Blocks(request_id=fetch.msg.request_id, map_partitions=[1]), [b"fetched"], 1.5)
     assert [(a.task, a.inputs) for a in actions if isinstance(a, RunTask)] == [(r1, [b"pushed", b"fetched"])]
     assert ex.tick(100.0) == []  # the answered fetch has no deadline left
 
@@ -232,36 +218,36 @@ def test_fetch_deadline_expiry_fails_the_reducer():
     ex = executor()
     r0 = reducer(0)
     launch(ex, r0, group_id=4)
-    (fetch,) = ex.blocks_ready(BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[0], address=B), 10.0)
+    (fetch,) = ex.blocks_ready(protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[0], address=B), 10.0)
     assert ex.tick(12.9) == []
     actions = ex.tick(13.0)
-    (failed,) = to_scheduler(actions, TaskFailed)
+    (failed,) = to_scheduler(actions, protocol.TaskFailed)
     assert (failed.job_id, failed.stage_id, failed.partition, failed.kind) == ("j", 1, 0, "fetch")
     assert "timed out waiting for shuffle blocks" in failed.message
-    assert [m.group_id for m in to_scheduler(actions, GroupDone)] == [4]
-    assert ex.blocks(Blocks(request_id=fetch.msg.request_id, map_partitions=[0]), [b"late"], 14.0) == []
+    assert [m.group_id for m in to_scheduler(actions, protocol.GroupDone)] == [4]
+    assert ex.blocks(protocol.Blocks(request_id=fetch.msg.request_id, map_partitions=[0]), [b"late"], 14.0) == []
 
 
 def test_fetch_error_fails_the_reducer_with_the_peers_reason():
     ex = executor()
     launch(ex, reducer(0))
-    (fetch,) = ex.blocks_ready(BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[0], address=B), 0.0)
-    (failed,) = to_scheduler(ex.request_failed(ErrorReply(reason="too large", request_id=fetch.msg.request_id)), TaskFailed)
+    (fetch,) = ex.blocks_ready(protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[0], address=B), 0.0)
+    (failed,) = to_scheduler(ex.request_failed(protocol.ErrorReply(reason="too large", request_id=fetch.msg.request_id)), protocol.TaskFailed)
     assert failed.kind == "fetch" and failed.message == "too large"
 
 
 def test_a_fetch_failing_before_its_reducer_is_launched_still_fails_the_reducer():
     ex = executor()
     push(ex, 0, b"early")  # map 0's block came inline
-    notice = BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[0], address=B)
+    notice = protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[0], address=B)
     (fetch,) = ex.blocks_ready(notice, 0.0)  # map 1's was too large: fetched, and refused
-    log = ex.request_failed(ErrorReply(reason="blocks too large for a message", request_id=fetch.msg.request_id))
+    log = ex.request_failed(protocol.ErrorReply(reason="blocks too large for a message", request_id=fetch.msg.request_id))
     log += launch(ex, reducer(0), group_id=1, now=1.0)
     log += ex.tick(100.0)
-    failed = to_scheduler(log, TaskFailed)
+    failed = to_scheduler(log, protocol.TaskFailed)
     assert [(m.job_id, m.stage_id, m.partition, m.kind) for m in failed] == [("j", 1, 0, "fetch")]
     assert "too large" in failed[0].message
-    assert [m.group_id for m in to_scheduler(log, GroupDone)] == [1]
+    assert [m.group_id for m in to_scheduler(log, protocol.GroupDone)] == [1]
 
 
 def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
@@ -272,7 +258,7 @@ def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
     assert not [a for a in first if isinstance(a, ToShuffleMeta)]  # off the critical path
     last = ex.task_done(m1, map_out(), 0.9)
     order = [type(a.msg) for a in last if isinstance(a, (ToScheduler, ToShuffleMeta))]
-    assert order.index(GroupDone) < order.index(RegisterMapOutputs)  # the report goes first
+    assert order.index(protocol.GroupDone) < order.index(protocol.RegisterMapOutputs)  # the report goes first
     register = [a.msg for a in last if isinstance(a, ToShuffleMeta)]
     assert len(register) == 1
     assert [(o.job_id, o.shuffle_id, o.location.map_partition) for o in register[0].outputs] == [("j", 7, 0), ("j", 7, 1)]
@@ -280,12 +266,12 @@ def test_map_output_locations_reach_shuffle_meta_once_the_group_is_reported():
 
 def test_a_reducer_failing_at_launch_does_not_let_a_map_jump_ahead_of_a_runnable_reducer():
     ex = executor()
-    notice = BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
+    notice = protocol.BlocksReady(job_id="j", shuffle_id=7, map_partition=1, reduce_partitions=[1], address=B)
     (fetch,) = ex.blocks_ready(notice, 0.0)
-    ex.request_failed(ErrorReply(reason="gone", request_id=fetch.msg.request_id))  # reducer 1's input failed
+    ex.request_failed(protocol.ErrorReply(reason="gone", request_id=fetch.msg.request_id))  # reducer 1's input failed
     push(ex, 0, b"a")
     push(ex, 1, b"b")  # reducer 0's inputs are all in
     m0, r1, r0 = mapper(0), reducer(1), reducer(0)
     actions = launch(ex, m0, r1, r0)
-    assert [m.partition for m in to_scheduler(actions, TaskFailed)] == [1]
+    assert [m.partition for m in to_scheduler(actions, protocol.TaskFailed)] == [1]
     assert runs(actions) == [r0]  # the local order sees the whole launch: reducers first
