@@ -87,12 +87,18 @@ def test_barrier_waits_for_every_open_reducer_of_earlier_batches():
     assert ls.pop(True) is m2
 
 
-def test_a_running_reducer_holds_the_barrier_until_it_finishes():
+def reducer_then_map() -> tuple[LocalScheduler, LocalTask, LocalTask]:
+    """Batch 0's reducer, launched and runnable, and batch 1's map queued behind its barrier."""
     ls = LocalScheduler()
     r0, m1 = task("b0", 0, reducer=True), task("b1", 1)
     ls.launched(r0)
     ls.push(r0)
     ls.push(m1)
+    return ls, r0, m1
+
+
+def test_a_running_reducer_holds_the_barrier_until_it_finishes():
+    ls, r0, m1 = reducer_then_map()
     assert ls.pop(True) is r0  # runs now, but is not finished
     assert ls.pop(True) is None
     ls.finished(r0)
@@ -126,11 +132,7 @@ def test_remove_job_drops_its_runnable_tasks_only():
 
 
 def test_removing_a_runnable_reducer_releases_the_barrier():
-    ls = LocalScheduler()
-    r0, m1 = task("b0", 0, reducer=True), task("b1", 1)
-    ls.launched(r0)
-    ls.push(r0)
-    ls.push(m1)
+    ls, r0, m1 = reducer_then_map()
     assert [t.key for t in ls.remove_jobs({"b0"})] == [r0.key]
     assert ls.pop(True) is m1
 
