@@ -33,6 +33,23 @@ _POSITIVE_DURATIONS = (
     "shuffle_lookup_timeout",
     "shuffle_fetch_timeout",
 )
+# Counts and their smallest allowed value.
+_MINIMUMS = {
+    "heartbeat_misses": 1,
+    "group_size": 1,
+    "executor_slots": 1,
+    "executor_stage_cache": 1,
+    "metrics_window": 1,
+    "max_message_bytes": 1024,
+    "checkpoint_every_groups": 1,
+}
+# Settings that name one of a few modes.
+_CHOICES = {
+    "bad_records": ("fail", "skip"),
+    "reduce_placement": ("auto", "spread", "per_batch"),
+    "replay": ("parallel", "single"),
+    "log_format": ("auto", "json", "console"),
+}
 
 
 @dataclass(frozen=True)
@@ -140,34 +157,18 @@ class Settings:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a positive number of seconds, got {value!r}")
-        if self.heartbeat_misses < 1:
-            raise SettingsError("heartbeat_misses (SQUALL_HEARTBEAT_MISSES) must be at least 1")
+        for name, minimum in _MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be at least {minimum}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be {', '.join(choices[:-1])} or {choices[-1]}")
         if not (0 <= self.group_overhead_lower < self.group_overhead_upper <= 1):
             raise SettingsError("group_overhead_lower < group_overhead_upper must both lie in [0, 1]")
-        if self.group_size < 1:
-            raise SettingsError("group_size (SQUALL_GROUP_SIZE) must be at least 1")
         if not (0 <= self.inline_task_max <= 1):
             raise SettingsError("inline_task_max (SQUALL_INLINE_TASK_MAX) must be between 0 and 1 second")
         if self.push_inline_max_bytes < 0:
             raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
-        if self.executor_slots < 1:
-            raise SettingsError("executor_slots (SQUALL_EXECUTOR_SLOTS) must be at least 1")
-        if self.executor_stage_cache < 1:
-            raise SettingsError("executor_stage_cache (SQUALL_EXECUTOR_STAGE_CACHE) must be at least 1")
-        if self.metrics_window < 1:
-            raise SettingsError("metrics_window (SQUALL_METRICS_WINDOW) must be at least 1")
-        if self.max_message_bytes < 1024:
-            raise SettingsError("max_message_bytes (SQUALL_MAX_MESSAGE_BYTES) must be at least 1024")
-        if self.bad_records not in ("fail", "skip"):
-            raise SettingsError("bad_records (SQUALL_BAD_RECORDS) must be fail or skip")
-        if self.reduce_placement not in ("auto", "spread", "per_batch"):
-            raise SettingsError("reduce_placement (SQUALL_REDUCE_PLACEMENT) must be auto, spread or per_batch")
-        if self.checkpoint_every_groups < 1:
-            raise SettingsError("checkpoint_every_groups (SQUALL_CHECKPOINT_EVERY_GROUPS) must be at least 1")
-        if self.replay not in ("parallel", "single"):
-            raise SettingsError("replay (SQUALL_REPLAY) must be parallel or single")
-        if self.log_format not in ("auto", "json", "console"):
-            raise SettingsError("log_format (SQUALL_LOG_FORMAT) must be auto, json or console")
 
     @property
     def checkpoint_root(self) -> str:
