@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +94,8 @@ def run_peers(workload: str, batches: int, tasks: int, reducers: int, numbers: i
     from bench import peers
 
     rows = []
-    runners: list[tuple[str, Callable[..., Any]]] = [("Ray", peers.run_ray), ("Dask distributed", peers.run_dask), ("PySpark", peers.run_spark)]
-    for name, runner in runners:
-        result = runner(workload=workload, batches=batches, tasks=tasks, reducers=reducers, numbers=numbers)
+    for name, peer in [("Ray", "ray"), ("Dask distributed", "dask"), ("PySpark", "spark")]:
+        result = peers.run_peer(peer, workload=workload, batches=batches, tasks=tasks, reducers=reducers, numbers=numbers)
         if result.skipped:
             rows.append(Row(name, workload, float("nan"), float("nan"), float("nan"), f"skipped: {result.skipped}"))
             continue

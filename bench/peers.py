@@ -71,85 +71,48 @@ class Batch:
 BatchRunner = Callable[[], object]
 
 
-def run_dask(
-    workload: str = TWO_STAGE,
-    batches: int = DEFAULT_BATCHES,
-    tasks: int = DEFAULT_TASKS,
-    reducers: int = DEFAULT_REDUCERS,
-    numbers: int = DEFAULT_NUMBERS,
-) -> PeerResult:
-    """Dask distributed: a LocalCluster of 4 single-threaded worker processes and a Client.
+@dataclass(frozen=True)
+class Peer:
+    """How to time one peer engine: `engine` starts it (the start-up being timed) and yields a
+    handle; `make_runner(handle, batch)` gives a function running one micro-batch on it."""
 
-    Start-up: creating the cluster and client until the 4 workers have joined. A micro-batch:
-    T map futures and R reduce futures that depend on them (client.submit, pure=False so
-    every batch recomputes), timed until client.gather returns.
-    """
-    return _run_peer("dask", _dask_engine, _dask_batch_runner, Batch(workload, tasks, reducers, numbers), batches)
+    engine: Callable[[], AbstractContextManager[Any]]
+    make_runner: Callable[[Any, Batch], BatchRunner]
 
 
-def run_ray(
-    workload: str = TWO_STAGE,
-    batches: int = DEFAULT_BATCHES,
-    tasks: int = DEFAULT_TASKS,
-    reducers: int = DEFAULT_REDUCERS,
-    numbers: int = DEFAULT_NUMBERS,
-) -> PeerResult:
-    """Ray, local: ray.init(num_cpus=4) with no dashboard, no usage reporting and no worker logs.
-
-    Start-up: ray.init until it returns. A micro-batch: T remote map tasks and R remote reduce
-    tasks that take the map tasks' object refs, timed until ray.get returns.
-    """
-    return _run_peer("ray", _ray_engine, _ray_batch_runner, Batch(workload, tasks, reducers, numbers), batches)
-
-
-def run_spark(
-    workload: str = TWO_STAGE,
-    batches: int = DEFAULT_BATCHES,
-    tasks: int = DEFAULT_TASKS,
-    reducers: int = DEFAULT_REDUCERS,
-    numbers: int = DEFAULT_NUMBERS,
-) -> PeerResult:
-    """PySpark: a SparkSession on local[4] with the UI off and the log at ERROR.
-
-    Start-up: launching the JVM and creating the session. A micro-batch: one RDD job over
-    T partitions, timed until its action (sum, or reduceByKey into R partitions and collect)
-    returns at the driver.
-    """
-    return _run_peer("spark", _spark_engine, _spark_batch_runner, Batch(workload, tasks, reducers, numbers), batches)
-
-
-PEERS: dict[str, Callable[..., PeerResult]] = {"dask": run_dask, "ray": run_ray, "spark": run_spark}
-
-
-def _run_peer(
+def run_peer(
     name: str,
-    engine: Callable[[], AbstractContextManager[Any]],
-    make_runner: Callable[[Any, Batch], BatchRunner],
-    batch: Batch,
-    batches: int,
+    workload: str = TWO_STAGE,
+    batches: int = DEFAULT_BATCHES,
+    tasks: int = DEFAULT_TASKS,
+    reducers: int = DEFAULT_REDUCERS,
+    numbers: int = DEFAULT_NUMBERS,
 ) -> PeerResult:
-    """Start `engine`, time `batches` micro-batches of `batch` on it, and tear it down.
+    """Start PEERS[name], time `batches` micro-batches of T map tasks (and R reducers) on it,
+    and tear it down; each engine's and batch runner's docstring says what it does.
 
     An engine that cannot be imported or started gives a skipped result; a failure after
     start-up (a wrong result included) is raised.
     """
-    expected = expected_result(batch.workload, batch.tasks, batch.reducers, batch.numbers)
+    peer = PEERS[name]
+    expected = expected_result(workload, tasks, reducers, numbers)
     with ExitStack() as stack:
         start = time.perf_counter()
         try:
-            handle = stack.enter_context(engine())
+            handle = stack.enter_context(peer.engine())
         except ImportError as exc:
-            return PeerResult(name, batch.workload, skipped=f"not installed ({exc})")
+            return PeerResult(name, workload, skipped=f"not installed ({exc})")
         except Exception as exc:  # any start-up failure skips the peer
-            return PeerResult(name, batch.workload, skipped=f"cannot start ({type(exc).__name__}: {exc})")
+            return PeerResult(name, workload, skipped=f"cannot start ({type(exc).__name__}: {exc})")
         startup = time.perf_counter() - start
-        seconds = time_batches(make_runner(handle, batch), expected, batches)
-    return PeerResult(name, batch.workload, seconds, startup)
+        seconds = time_batches(peer.make_runner(handle, Batch(workload, tasks, reducers, numbers)), expected, batches)
+    return PeerResult(name, workload, seconds, startup)
 
 
 @contextmanager
 def _dask_engine() -> Iterator[Any]:
-    """A Dask client on a LocalCluster of WORKERS single-threaded processes, closed on exit.
+    """Dask distributed: a Client on a LocalCluster of WORKERS single-threaded worker processes,
+    closed on exit. Start-up: creating the cluster and client until the workers have joined.
 
     Dask's own log shows only CRITICAL records: at shutdown a worker's heartbeat can race the
     closing scheduler and log an ERROR traceback (dask/distributed#7105). A failing task still
@@ -164,7 +127,9 @@ def _dask_engine() -> Iterator[Any]:
 
 
 def _dask_batch_runner(client: Any, batch: Batch) -> BatchRunner:
-    """A function that runs one micro-batch as Dask futures and returns its result."""
+    """A function that runs one micro-batch as Dask futures and returns its result: T map
+    futures and R reduce futures that depend on them (client.submit, pure=False so every batch
+    recomputes), timed until client.gather returns."""
     if batch.workload == SINGLE_STAGE:
 
         def run() -> object:
@@ -183,7 +148,8 @@ def _dask_batch_runner(client: Any, batch: Batch) -> BatchRunner:
 
 @contextmanager
 def _ray_engine() -> Iterator[Any]:
-    """The ray module, initialised locally with WORKERS CPUs, quiet and offline; shut down on exit."""
+    """The ray module, initialised locally with WORKERS CPUs, no dashboard, no usage reporting and
+    no worker logs; shut down on exit. Start-up: ray.init until it returns."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -195,7 +161,9 @@ def _ray_engine() -> Iterator[Any]:
 
 
 def _ray_batch_runner(ray: Any, batch: Batch) -> BatchRunner:
-    """A function that runs one micro-batch as Ray remote tasks and returns its result."""
+    """A function that runs one micro-batch as Ray remote tasks and returns its result: T remote
+    map tasks and R remote reduce tasks that take the map tasks' object refs, timed until
+    ray.get returns."""
     if batch.workload == SINGLE_STAGE:
         sum_remote = ray.remote(sum_task)
 
@@ -217,7 +185,8 @@ def _ray_batch_runner(ray: Any, batch: Batch) -> BatchRunner:
 def _spark_engine() -> Iterator[Any]:
     """A SparkContext of a local[WORKERS] SparkSession, without UI and logging only errors; the session and its JVM end on exit.
 
-    Spark's Python workers run this interpreter, not whichever `python3` is first on PATH.
+    Start-up: launching the JVM and creating the session. Spark's Python workers run this
+    interpreter, not whichever `python3` is first on PATH.
     """
     from pyspark.sql import SparkSession
 
@@ -260,7 +229,9 @@ def _stop_spark_jvm() -> None:
 
 
 def _spark_batch_runner(sc: Any, batch: Batch) -> BatchRunner:
-    """A function that runs one micro-batch as a Spark RDD job and returns its result."""
+    """A function that runs one micro-batch as a Spark RDD job and returns its result: one job
+    over T partitions, timed until its action (sum, or reduceByKey into R partitions and
+    collect) returns at the driver."""
     numbers, reducers = batch.numbers, batch.reducers
     if batch.workload == SINGLE_STAGE:
 
@@ -274,6 +245,13 @@ def _spark_batch_runner(sc: Any, batch: Batch) -> BatchRunner:
         return [total for _, total in sorted(folds.reduceByKey(add, reducers).collect())]
 
     return run_two_stage
+
+
+PEERS = {
+    "dask": Peer(_dask_engine, _dask_batch_runner),
+    "ray": Peer(_ray_engine, _ray_batch_runner),
+    "spark": Peer(_spark_engine, _spark_batch_runner),
+}
 
 
 def format_table(results: list[PeerResult]) -> str:
@@ -303,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workloads = WORKLOADS if args.workload == "both" else (args.workload,)
     results = [
-        PEERS[peer](workload, args.batches, args.tasks, args.reducers, args.numbers)
+        run_peer(peer, workload, args.batches, args.tasks, args.reducers, args.numbers)
         for workload in workloads
         for peer in args.peers
     ]
