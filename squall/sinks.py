@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 import zmq
@@ -45,6 +45,19 @@ class ReplayMismatchError(SinkError):
 
 
 # --- DirectorySink ------------------------------------------------------------------------------
+
+
+class _ClosedOnExit:
+    """Sinks and subscriptions are context managers: `with` closes them on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ _FORMATS = {
 }
 
 
-class DirectorySink:
+class DirectorySink(_ClosedOnExit):
     """Writes every batch to its own file in `path`: batch-000000000042.jsonl (or .pickle).
 
     A batch is committed atomically: its bytes go to a temporary file in the same directory, are
@@ -146,12 +159,6 @@ class DirectorySink:
             os.close(self._dir_fd)
             self._dir_fd = None
 
-    def __enter__(self) -> DirectorySink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _commit(self, batch: int, target: Path, data: bytes) -> None:
         """Temporary file, flush and fsync, rename over the target, fsync the directory."""
         temporary = None
@@ -207,7 +214,7 @@ class BatchHeader(msgspec.Struct):
     count: int
 
 
-class PubSink:
+class PubSink(_ClosedOnExit):
     """Publishes every batch as [topic, header, payload] on a ZeroMQ publisher bound at `address`.
 
     The header is msgpack {"batch": b, "count": n}; the payload is the records as a Squall block
@@ -268,12 +275,6 @@ class PubSink:
         """Close the socket; batches still queued get `linger` seconds to leave."""
         self._sock.close()
 
-    def __enter__(self) -> PubSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _read_subscriptions(self) -> None:
         """Take the (un)subscribe notices the socket queued: b"\\x01" or b"\\x00" + prefix."""
         while True:
@@ -287,7 +288,7 @@ class PubSink:
                 self._subscribed.discard(notice[1:])
 
 
-class Subscription:
+class Subscription(_ClosedOnExit):
     """Batches published by a PubSink: iterate for (batch, records), or `receive()` one.
 
     Subscribes at once, when created. Iteration ends after `timeout` seconds without a batch, so
@@ -328,12 +329,6 @@ class Subscription:
     def close(self) -> None:
         """Close the socket: batches not yet received are dropped."""
         self._sock.close()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def subscribe(address: str, topic: bytes = b"squall", timeout: float = 5.0, settings: Settings | None = None) -> Subscription:
