@@ -1,4 +1,5 @@
-"""Small tools shared by the cluster tests: raw sockets, deadlines, process checks, a counting stream."""
+"""Small tools shared by the cluster tests: raw sockets, deadlines, process checks, a counting stream,
+the plain-Python meaning of shuffles."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import operator
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,19 @@ def keyed_rate_count(ctx: Any, sink: Any, rate: float, partitions: int, interval
 def expected_rate_count(rate: float, partitions: int, interval: float, batch: int, keys: int) -> dict[int, int]:
     """What keyed_rate_count emits for `batch`: the same events, made again in plain Python."""
     return dict(Counter(i % keys for p in range(partitions) for _, i, _ in rate_batch(rate, partitions, interval, 0.0, None, p, batch)))
+
+
+def grouped(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, list[Any]]:
+    """group_by_key in plain Python, each key's values sorted."""
+    out = defaultdict(list)
+    for k, v in pairs:
+        out[k].append(v)
+    return {k: sorted(vs) for k, vs in out.items()}
+
+
+def reduced(pairs: Iterable[tuple[Any, Any]], fn: Callable[[Any, Any], Any] = operator.add) -> dict[Any, Any]:
+    """reduce_by_key in plain Python."""
+    out: dict[Any, Any] = {}
+    for k, v in pairs:
+        out[k] = fn(out[k], v) if k in out else v
+    return out

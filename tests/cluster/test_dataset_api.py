@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import operator
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 from squall.common.partitioning import partition_of
 
 import squall
+from tests.cluster.helpers import grouped, reduced
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
 add = operator.add
-
-
-def grouped(pairs):  # type: ignore[no-untyped-def]
-    out = defaultdict(list)
-    for k, v in pairs:
-        out[k].append(v)
-    return {k: sorted(vs) for k, vs in out.items()}
-
-
-def reduced(pairs, fn=add):  # type: ignore[no-untyped-def]
-    out: dict = {}
-    for k, v in pairs:
-        out[k] = fn(out[k], v) if k in out else v
-    return out
 
 
 def as_dict(pairs):  # type: ignore[no-untyped-def]

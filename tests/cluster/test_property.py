@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import operator
-from collections import defaultdict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.cluster.helpers import grouped, reduced
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -49,19 +50,6 @@ steps = st.lists(
 )
 
 
-def py_reduce(xs, fn):  # type: ignore[no-untyped-def]
-    out: dict = {}
-    for k, v in xs:
-        out[k] = fn(out[k], v) if k in out else v
-    return out
-
-
-def py_group(xs):  # type: ignore[no-untyped-def]
-    out = defaultdict(list)
-    for k, v in xs:
-        out[k].append(v)
-    return {k: sorted(vs) for k, vs in out.items()}
-
 
 def unique_dict(result):  # type: ignore[no-untyped-def]
     d = dict(result)
@@ -85,10 +73,10 @@ def test_pairs_through_one_shuffle(mctx, data, narrow, agg, m, r):  # type: igno
         ds, expected_input = on_ds(ds), on_py(expected_input)
     if agg == "group":
         got = {k: sorted(vs) for k, vs in unique_dict(ds.group_by_key(r).collect()).items()}
-        assert got == py_group(expected_input)
+        assert got == grouped(expected_input)
     else:
         fn = operator.add if agg == "sum" else max
-        assert unique_dict(ds.reduce_by_key(fn, r).collect()) == py_reduce(expected_input, fn)
+        assert unique_dict(ds.reduce_by_key(fn, r).collect()) == reduced(expected_input, fn)
 
 
 @JOB_SETTINGS
@@ -102,7 +90,7 @@ def test_ints_keyed_filtered_and_reduced(mctx, data, m, r, modulus, threshold): 
         .map(lambda kv: (kv[0], kv[1], "done"))
     )
     kept = [x for x in data if x >= threshold]
-    expected = {k: (k, v, "done") for k, v in py_reduce([(x % modulus, x) for x in kept], operator.add).items()}
+    expected = {k: (k, v, "done") for k, v in reduced([(x % modulus, x) for x in kept], operator.add).items()}
     got = ds.collect()
     assert sorted(got) == sorted(expected.values())
     assert ds.count() == len(expected)
@@ -131,6 +119,6 @@ def test_two_shuffles(mctx, data, m, r1, r2):  # type: ignore[no-untyped-def]
         .group_by_key(r2)
         .map(lambda kv: (kv[0], len(kv[1])))
     )
-    sums = py_reduce(data, operator.add)
-    expected = py_reduce([(v % 3, 1) for v in sums.values()], operator.add)
+    sums = reduced(data, operator.add)
+    expected = reduced([(v % 3, 1) for v in sums.values()], operator.add)
     assert unique_dict(ds.collect()) == expected
