@@ -256,17 +256,19 @@ PEERS = {
 
 def format_table(results: list[PeerResult]) -> str:
     """A text table of the results: one line per measured run, one note per skipped peer."""
-    lines = [f"{'peer':<6} {'workload':<13} {'start-up s':>10} {'median ms':>10} {'p90 ms':>8} {'batches':>8}"]
-    for result in results:
-        if result.skipped:
-            lines.append(f"{result.name:<6} {result.workload:<13} skipped: {result.skipped}")
-            continue
-        median, p90 = median_and_p90(result.batch_seconds)
-        lines.append(
-            f"{result.name:<6} {result.workload:<13} {result.startup_seconds:>10.2f} "
-            f"{median * 1e3:>10.1f} {p90 * 1e3:>8.1f} {len(result.batch_seconds):>8}"
-        )
-    return "\n".join(lines)
+    header = f"{'peer':<6} {'workload':<13} {'start-up s':>10} {'median ms':>10} {'p90 ms':>8} {'batches':>8}"
+    return "\n".join([header, *map(_table_line, results)])
+
+
+def _table_line(result: PeerResult) -> str:
+    run = f"{result.name:<6} {result.workload:<13}"
+    if result.skipped:
+        return f"{run} skipped: {result.skipped}"
+    median, p90 = median_and_p90(result.batch_seconds)
+    return (
+        f"{run} {result.startup_seconds:>10.2f} "
+        f"{median * 1e3:>10.1f} {p90 * 1e3:>8.1f} {len(result.batch_seconds):>8}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

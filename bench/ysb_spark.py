@@ -474,19 +474,20 @@ def check_spark_ysb(events: int = 3000, window: float = 2.0) -> str:
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """A text table: one line per run, or its skipped note."""
-    lines = [
+    header = (
         f"{'offered/s':>10} {'achieved/s':>10} {'p50 s':>7} {'p99 s':>7} {'windows':>7} {'unfin.':>6} {'batches':>7} "
         f"{'batch ms':>8} {'src wait s':>10}"
-    ]
-    for r in results:
-        if r.get("skipped"):
-            lines.append(f"{r['offered']:>10} skipped: {r['skipped']}")
-            continue
-        lines.append(
-            f"{r['offered']:>10} {r['achieved']:>10.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['windows']:>7} "
-            f"{r['unfinished']:>6} {r['batches']:>7} {r['median_batch_ms']:>8.0f} {r['source_wait']:>10.2f}"
-        )
-    return "\n".join(lines)
+    )
+    return "\n".join([header, *map(_table_line, results)])
+
+
+def _table_line(r: dict[str, Any]) -> str:
+    if r.get("skipped"):
+        return f"{r['offered']:>10} skipped: {r['skipped']}"
+    return (
+        f"{r['offered']:>10} {r['achieved']:>10.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['windows']:>7} "
+        f"{r['unfinished']:>6} {r['batches']:>7} {r['median_batch_ms']:>8.0f} {r['source_wait']:>10.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
