@@ -462,25 +462,26 @@ class Blocks(Message, frozen=True):
         return len(self.map_partitions)
 
 
-class PushBlocks(Message, frozen=True):
-    """A mapper's blocks for the listed reduce partitions, one payload frame each (Drizzle mode)."""
+class MapperBlocks(Message, frozen=True):
+    """Drizzle mode: a mapper tells a pre-scheduled reducer of its blocks for the listed reduce
+    partitions, pushing them (PushBlocks) or saying where to fetch them (BlocksReady)."""
 
     job_id: Id
     shuffle_id: Index
     map_partition: Index
     reduce_partitions: list[int]
+
+
+class PushBlocks(MapperBlocks, frozen=True):
+    """The blocks themselves, one payload frame per reduce partition."""
 
     def payload_count(self) -> int:
         return len(self.reduce_partitions)
 
 
-class BlocksReady(Message, frozen=True):
-    """A mapper's blocks too large to push: the reducer fetches them from `address`."""
+class BlocksReady(MapperBlocks, frozen=True):
+    """Blocks too large to push: the reducer fetches them from `address`."""
 
-    job_id: Id
-    shuffle_id: Index
-    map_partition: Index
-    reduce_partitions: list[int]
     address: str
 
 
