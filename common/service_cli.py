@@ -1,7 +1,8 @@
 """Command-line plumbing shared by the three services (`squall scheduler`, `python -m squall.services.x`).
 
-Each service declares one `ServiceCommand`: its flags (most of them set a setting) and how to
-build its server; the `squall` subcommand and `python -m` both run that declaration.
+SERVICES holds one `ServiceCommand` per service: its flags (most of them set a setting) and its
+server class; the `squall` subcommand and `python -m` both run that entry. Server classes are
+named, not imported, so common/ does not import the services.
 """
 
 from __future__ import annotations
