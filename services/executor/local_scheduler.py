@@ -20,21 +20,20 @@ from squall.services.executor.task_states import TaskState
 TaskKey = tuple[str, int, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class LocalTask:
     task: TaskDescriptor
     spec: StageSpec
     group_id: int | None  # None for a BSP task
     inputs: dict[int, object] = field(default_factory=dict)  # map partition -> block
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
+    # Computed once: both are read several times for every task on the executor's hot path.
+    key: TaskKey = field(init=False)
+    is_reducer: bool = field(init=False)
 
-    @property
-    def key(self) -> TaskKey:
-        return self.task.key
-
-    @property
-    def is_reducer(self) -> bool:
-        return self.spec.reads_shuffle
+    def __post_init__(self) -> None:
+        self.key = self.task.key
+        self.is_reducer = self.spec.reads_shuffle
 
 
 class LocalScheduler:

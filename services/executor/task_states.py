@@ -34,6 +34,10 @@ class TaskState(Enum):
     DONE = "done"
     FAILED = "failed"
 
+    # Members are singletons: hash by identity, in C (Enum's own hash is a Python call, and every
+    # transition checks a pair of states against ALLOWED).
+    __hash__ = object.__hash__
+
 
 WAITING, HELD, PARKED, READY, RUNNING = TaskState.WAITING, TaskState.HELD, TaskState.PARKED, TaskState.READY, TaskState.RUNNING
 CANCELLED, ORPHANED, DONE, FAILED = TaskState.CANCELLED, TaskState.ORPHANED, TaskState.DONE, TaskState.FAILED
