@@ -14,7 +14,7 @@ from squall.common.protocol import ClusterStatus, Metrics
 from squall.common.serialization import SerializationError, dumps_function
 from squall.common.settings import Settings
 from squall.errors import JobError
-from squall.runs import Errors, RunStats, SubmittedRun
+from squall.runs import DriverRun, Errors, RunStats
 
 
 class Planned(Protocol):
@@ -118,7 +118,7 @@ class Connection:
         plans = [d.plan() for d in datasets]
         replay_plans = [d.plan() for d in replays]
         code = {k: self.code[k] for plan in [*plans, *replay_plans] for k in plan.code_keys()}
-        run = SubmittedRun(
+        run = DriverRun(
             self.client,
             plans,
             code,

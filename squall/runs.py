@@ -50,7 +50,7 @@ class RunStats:
         return [self.first_elapsed, *(b - a for a, b in itertools.pairwise(times))]
 
 
-class SubmittedRun:
+class DriverRun:
     """The driver's record of one run it submitted: its jobs (and any replays), what came back for
     each, and its RunStats; results() hands the outcomes over in order and cancels the run if left
     early."""
