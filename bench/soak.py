@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.common.quantiles import quantile
-from squall.common.tracked import heap_by_line
+from squall.common.tracked import allocator, heap_by_line
 
 from bench import machine
 from squall import LocalCluster, Settings, sources
@@ -82,6 +82,9 @@ def process_sample(pid: int) -> dict[str, float]:
         return {}
     return {
         "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
+        # resident anonymous memory is the heaps; file-backed is code and libraries paged in
+        "anon_mib": int(status["RssAnon"].split()[0]) / 1024,
+        "file_mib": int(status["RssFile"].split()[0]) / 1024,
         "fds": len(links),
         "sockets": sum(link.startswith("socket:") for link in links),
         "eventfds": sum(link == "anon_inode:[eventfd]" for link in links),
@@ -104,11 +107,19 @@ def ask_services(cluster: LocalCluster, addresses: dict[str, str], sample: Sampl
             continue
         if sample.process.get(name):
             sample.process[name]["tracked"] = sum(answer.sizes.values())
+            sample.process[name].update(allocated(answer.allocator))
         if heap:
             sample.heap[name] = answer.heap
             sample.traced[name] = answer.traced
+    if sample.process.get("driver"):
+        sample.process["driver"].update(allocated(allocator()))
     if heap:
         sample.traced["driver"] = heap_by_line()
+
+
+def allocated(figures: dict[str, int]) -> dict[str, float]:
+    """The C heap's figures in MiB, Python's small blocks in thousands."""
+    return {k: v / 2**20 if k.startswith("malloc") else v / 1000 for k, v in figures.items()}
 
 
 def directory_usage(root: Path) -> tuple[int, float]:
@@ -233,6 +244,14 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
               f"{per_hour / a['rss_mib'] * 100:>+6.2f}% "
               + " ".join(f"{int(a[k]):>4}->{int(b[k]):<4}" for k in ("fds", "sockets", "eventfds", "threads"))
               + (f" {int(a['tracked']):>5}->{int(b['tracked']):<5}" if "tracked" in a and "tracked" in b else ""))
+    print("\nwhere resident memory grew, MiB/hour: anonymous (heaps) and file-backed (code paged in) pages; "
+          "the C heap's bytes from the system, in use and held free; Python's small blocks (thousands/hour)")
+    print(f"{'process':<12} {'anon':>7} {'file':>7} {'C heap':>7} {'in use':>7} {'free':>7} {'py blk':>7}")
+    for name in names:
+        rows = [s for s in measured if s.process[name]]
+        print(f"{name:<12} " + " ".join(
+            f"{slope_per_hour([(s.at, s.process[name][k]) for s in rows if k in s.process[name]]):>+7.2f}"
+            for k in ("anon_mib", "file_mib", "malloc_held", "malloc_in_use", "malloc_free", "python_blocks")))
     for name in names:
         if first.heap.get(name) and last.heap.get(name):
             grown = sorted(((last.heap[name].get(k, 0) - first.heap[name].get(k, 0), k) for k in last.heap[name]), reverse=True)[:5]

@@ -19,6 +19,7 @@ from squall.common.plan import LogicalPlan, StageSpec
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Index = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(ge=0)]
+Priority = Literal["latency", "batch"]  # a run's: latency-critical or batch work (Settings.preemption)
 
 
 class ProtocolError(ValueError):
@@ -91,6 +92,7 @@ class SubmitJobs(Message, frozen=True):
     preschedule: bool = True
     barrier: bool = False
     first_batch: Index = 0  # the first job's batch number (a stream's batch index), for errors and placement
+    priority: Priority = "latency"  # its tasks' priority on the executors (Settings.preemption)
     # A stream resuming after a scheduler restart: state id -> the batch its checkpoints reach
     # (-1: none yet). States this scheduler does not know start from there, on new owners.
     resume_states: dict[str, int] = {}
@@ -178,6 +180,8 @@ class Tracked(Message, frozen=True):
     sizes: dict[str, int]
     heap: dict[str, int] = {}  # live objects by type name
     traced: dict[str, int] = {}  # bytes by allocation site "file:line", when the service runs under tracemalloc
+    allocator: dict[str, int] = {}  # the C heap's bytes in use and free (common.tracked.allocator)
+    counters: dict[str, float] = {}  # what the service has counted since it started (e.g. an executor's suspensions)
 
 
 class GetClusterStatus(Message, frozen=True):
@@ -195,6 +199,11 @@ class ExecutorInfo(Struct, frozen=True):
     # running ("" when it is not hung).
     silent_for: float = 0.0
     hung: str = ""
+    # Its tasks as its last heartbeat told: latency and batch tasks launched there and not over,
+    # and of the batch ones, how many are suspended.
+    latency_tasks: int = 0
+    batch_tasks: int = 0
+    suspended_tasks: int = 0
 
 
 class ClusterStatus(Message, frozen=True):
@@ -239,6 +248,10 @@ class Heartbeat(Message, frozen=True):
     registration: Index = 0
     # Seconds since the executor's loop last went round: it can be stuck while this thread beats.
     loop_silent: Annotated[float, Meta(ge=0)] = 0.0
+    # Its tasks by priority (launched and not over), and suspended batch tasks, as its loop last saw them.
+    latency_tasks: Index = 0
+    batch_tasks: Index = 0
+    suspended_tasks: Index = 0
 
 
 class TaskDescriptor(Struct, frozen=True):
@@ -261,6 +274,8 @@ class TaskDescriptor(Struct, frozen=True):
     checkpoint_state: bool = False
     map_checkpoint: str = ""
     replay_only: bool = False
+    # "latency" tasks run before, and suspend, "batch" tasks (Settings.preemption).
+    priority: Priority = "latency"
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -26,6 +26,8 @@ class SettingsError(ValueError):
 _POSITIVE_DURATIONS = (
     "group_max_seconds",
     "executor_switch_interval",
+    "batch_max_suspension",
+    "batch_slice",
     "heartbeat_interval",
     "hung_timeout",
     "connect_timeout",
@@ -49,6 +51,8 @@ _CHOICES = {
     "reduce_placement": ("auto", "spread", "per_batch"),
     "replay": ("parallel", "single"),
     "log_format": ("auto", "json", "console"),
+    "preemption": ("suspend", "kill", "none"),
+    "lc_placement": ("load_balance", "random", "locality"),
 }
 
 
@@ -102,6 +106,25 @@ class Settings:
     # How often (seconds) a busy runner thread hands the GIL to the executor's I/O loop, so pushes
     # and heartbeats are not held up behind user code (Python's default is 0.005).
     executor_switch_interval: float = 0.0005
+    # Latency-critical and batch work on one executor. Every run has a priority: "latency"
+    # (streams, run_jobs, iter_jobs) or "batch" (collect, count, reduce), unless told otherwise.
+    # An executor runs one latency task and one batch task at a time. preemption, when a latency
+    # task becomes runnable while a batch task runs there: "suspend" parks the batch task at its
+    # next safe point (a few records on) and resumes it where it stopped once no latency task is
+    # runnable; "kill" abandons it and runs it again later from its start (its work is thrown
+    # away); "none" lets the latency task wait until the batch task is over. Every mode gives the
+    # same results. A batch task is never starved: once latency work has kept it suspended for
+    # batch_max_suspension seconds, it runs for batch_slice seconds before the next latency task.
+    # Batch tasks run on a thread of their own at batch_nice (Linux niceness, 0 for none), so that
+    # the operating system, too, puts other executors' latency tasks first on a busy machine.
+    preemption: str = "suspend"
+    batch_max_suspension: float = 0.2
+    batch_slice: float = 0.002
+    batch_nice: int = 10
+    # Where latency tasks go: "load_balance" (executors running the least batch work first),
+    # "random", or "locality" (where their input is: keyed-state partitions stay with their owner
+    # under every policy). Batch tasks go first to executors running the least latency work.
+    lc_placement: str = "load_balance"
     # Membership: the scheduler pings each executor's process every interval over a connection
     # of its own (ZeroMQ heartbeats, answered without the GIL: a task holding it for minutes is no
     # death); a process silent for interval x misses (0.4 s by default; stopped, hung in the
@@ -165,6 +188,8 @@ class Settings:
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be {', '.join(choices[:-1])} or {choices[-1]}")
         if not (0 <= self.group_overhead_lower < self.group_overhead_upper <= 1):
             raise SettingsError("group_overhead_lower < group_overhead_upper must both lie in [0, 1]")
+        if not (0 <= self.batch_nice <= 19):
+            raise SettingsError("batch_nice (SQUALL_BATCH_NICE) must be between 0 and 19")
         if not (0 <= self.inline_task_max <= 1):
             raise SettingsError("inline_task_max (SQUALL_INLINE_TASK_MAX) must be between 0 and 1 second")
         if self.push_inline_max_bytes < 0:
