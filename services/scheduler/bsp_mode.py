@@ -119,7 +119,7 @@ class BspMode:
                 break
             job_id, stage_id, partition = key = self.pending.popleft()
             record.running.add(key)
-            record.placed(run.priority, 1)
+            record.count_placed(run.priority, 1)
             job.placed[(stage_id, partition)] = record.executor_id
             job.touched.add(record.executor_id)
             not_before = 0.0 if job.plan.stages[stage_id].parents else job.not_before

@@ -103,7 +103,7 @@ class DrizzleMode:
         shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing,  # type: ignore[arg-type]
                              run.priority, order)
         for executor_id, tasks in shares.items():
-            self.members.executors[executor_id].placed(run.priority, len(tasks))
+            self.members.executors[executor_id].count_placed(run.priority, len(tasks))
         for r in restores:
             shares.setdefault(r.owner, [])
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)

@@ -65,7 +65,7 @@ class ExecutorRecord:
         """Batch tasks it runs, as far as the scheduler knows: what latency tasks avoid."""
         return self.batch_tasks + self.placed_batch
 
-    def placed(self, priority: Priority, tasks: int) -> None:
+    def count_placed(self, priority: Priority, tasks: int) -> None:
         """`tasks` tasks of that priority were placed here (counted until its next heartbeat)."""
         if priority == "latency":
             self.placed_latency += tasks
@@ -131,7 +131,9 @@ class Membership:
         record.last_seen = now
         record.loop_seen = now - msg.loop_silent
         record.latency_tasks, record.batch_tasks, record.suspended_tasks = msg.latency_tasks, msg.batch_tasks, msg.suspended_tasks
-        record.placed_latency = record.placed_batch = 0  # what was placed before the beat, it counted (or has done)
+        # Tasks placed before this beat are in its counts, or over; a launch the executor had not
+        # received yet goes uncounted until its next beat: an estimate, cheap and soon corrected.
+        record.placed_latency = record.placed_batch = 0
         return record
 
     def is_hung(self, record: ExecutorRecord, now: float) -> bool:

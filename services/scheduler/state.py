@@ -7,6 +7,10 @@ runs stage by stage and executors report every task. This module holds what both
 executors (membership.py), the runs, the code drivers sent, keyed state (keyed_state.py), and
 the drivers the scheduler holds something for.
 
+Every run has a priority ("latency" or "batch", SubmitJobs.priority) that each task it launches
+carries to the executors, where latency tasks suspend batch tasks; placement.py orders the
+executors each kind of run takes (Settings.lc_placement), from the loads their heartbeats tell.
+
 A task failure fails its job with a clear reason; the run's other jobs, later groups and the
 cluster go on. When an executor dies, a pre-scheduled run replays its unfinished jobs on the
 survivors; a BSP job that loses an executor fails.
