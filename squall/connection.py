@@ -50,8 +50,9 @@ class Connection:
         self.client.close()
 
     def status(self) -> ClusterStatus:
-        """The cluster as the scheduler sees it now: `executors` (id, address, task slots, ...)
-        and `running_jobs`."""
+        """The cluster as the scheduler sees it now: `executors` (id, address, task slots, ...,
+        and latency_tasks, batch_tasks, suspended_tasks: the tasks each held by priority as its
+        last heartbeat told) and `running_jobs`."""
         return self.client.status()
 
     def metrics(self) -> Metrics:
