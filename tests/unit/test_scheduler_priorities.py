@@ -214,3 +214,12 @@ def test_keyed_state_partitions_stay_with_their_owners_under_every_policy(policy
         owners.append({t.partition: eid for eid, m in launch.items() for t in m.tasks if t.stage_id == 1})
         finish_group(s, launch)
     assert owners == [{0: "e0", 1: "e1", 2: "e2", 3: "e0"}] * 4  # the first owners (id order), kept
+
+
+def test_replays_spread_over_the_survivors_in_id_order_whatever_the_loads():
+    s = state("e0", "e1", "e2")
+    beat(s, "e0", batch=5)
+    launch = launches(submit(s, jobs=1, group_size=1, plan=two_stage(maps=3, reduces=3)))
+    assert map_homes(launch) == ["e1", "e2", "e0"]  # a first attempt follows the loads
+    (replay,) = groups(lose(s, "e1", 1.0))
+    assert map_homes(replay) == ["e0", "e2", "e0"]  # a replay: partition p on survivor p mod n, as ever
