@@ -32,6 +32,7 @@ from squall.common.protocol import (
     Metrics,
     Ping,
     Pong,
+    Priority,
     ProtocolError,
     SubmitJobs,
 )
@@ -155,16 +156,17 @@ class Client:
 
     def submit(
         self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0,
-        resume_states: dict[str, int] | None = None,
+        resume_states: dict[str, int] | None = None, priority: Priority = "latency",
     ) -> None:
-        """Send a run, with the code its plans name that the scheduler has not had from us."""
+        """Send a run, with the code its plans name that the scheduler has not had from us; its
+        tasks run with `priority` on the executors."""
         self._boxes[run_id] = deque()
         for job in jobs:
             self._route[job.job_id] = run_id
         new_code = {k: v for k, v in code.items() if k not in self.sent_code}
         msg = SubmitJobs(
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
-            resume_states=resume_states or {},
+            resume_states=resume_states or {}, priority=priority,
         )
         self._check_open()
         frames = protocol.encode(msg)

@@ -10,11 +10,11 @@ from typing import Any, Protocol, Self
 from squall.broadcast import Broadcast
 from squall.client import Client
 from squall.common.plan import LogicalPlan, code_key
-from squall.common.protocol import ClusterStatus, Metrics
+from squall.common.protocol import ClusterStatus, Metrics, Priority
 from squall.common.serialization import SerializationError, dumps_function
 from squall.common.settings import Settings
 from squall.errors import JobError
-from squall.runs import DriverRun, Errors, RunStats
+from squall.runs import DriverRun, Errors, RunStats, check_priority
 
 
 class Planned(Protocol):
@@ -50,8 +50,9 @@ class Connection:
         self.client.close()
 
     def status(self) -> ClusterStatus:
-        """The cluster as the scheduler sees it now: `executors` (id, address, task slots, ...)
-        and `running_jobs`."""
+        """The cluster as the scheduler sees it now: `executors` (id, address, task slots, ...,
+        and latency_tasks, batch_tasks, suspended_tasks: the tasks each held by priority as its
+        last heartbeat told) and `running_jobs`."""
         return self.client.status()
 
     def metrics(self) -> Metrics:
@@ -80,15 +81,20 @@ class Connection:
     # --- running --------------------------------------------------------------------------------
 
     def run_jobs(self, datasets: Sequence[Planned], group_size: int | None = None, preschedule: bool | None = None,
-                 barrier: bool | None = None, errors: Errors = "raise") -> list[Any]:
+                 barrier: bool | None = None, errors: Errors = "raise", priority: Priority = "latency") -> list[Any]:
         """Collect every dataset, as micro-batches of one run (Drizzle's runJobs).
 
         Pre-scheduled (the default), the jobs are dispatched `group_size` at a time, each group
         with one message per executor. Results come back in order. With errors="raise", the first
         failed job's error is raised after the whole run has finished; with errors="return", it
         takes that job's place in the list.
+
+        `priority` is "latency" (the default) or "batch": on an executor, latency tasks run first
+        and suspend batch tasks (settings.preemption), and the scheduler places each kind away
+        from executors busy with the other (settings.lc_placement). Any other value raises
+        ValueError before anything is sent.
         """
-        outcomes = list(self.iter_jobs(datasets, group_size, preschedule, barrier, errors="return"))
+        outcomes = list(self.iter_jobs(datasets, group_size, preschedule, barrier, errors="return", priority=priority))
         if errors == "raise":
             for outcome in outcomes:
                 if isinstance(outcome, JobError):
@@ -107,6 +113,7 @@ class Connection:
         replays: Sequence[Planned] = (),
         replay_from: int = 0,
         resume_states: dict[str, int] | None = None,
+        priority: Priority = "latency",
     ) -> Generator[Any, None, None]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
@@ -114,7 +121,10 @@ class Connection:
         times, one per dataset) holds each job's source tasks until then; `first_batch` numbers
         the batches in errors and placement (a stream's batch index). Streams resuming on a
         restarted scheduler send `replays` (batches replay_from, replay_from + 1, ... that only
-        rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach)."""
+        rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach).
+        `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
+        raised by this call, not when iterating."""
+        check_priority(priority)
         plans = [d.plan() for d in datasets]
         replay_plans = [d.plan() for d in replays]
         code = {k: self.code[k] for plan in [*plans, *replay_plans] for k in plan.code_keys()}
@@ -130,6 +140,7 @@ class Connection:
             replays=replay_plans,
             replay_from=replay_from,
             resume_states=resume_states,
+            priority=priority,
         )
         self.last_run = run.stats
         if not plans:

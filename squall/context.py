@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from squall.common.plan import CollectionSource, RangeSource, SourceNode
+from squall.common.protocol import Priority
 from squall.common.serialization import dumps_block
 from squall.common.settings import Settings
 from squall.connection import Connection
@@ -72,11 +73,15 @@ class Context(Connection):
         slices = [dumps_block(items[len(items) * i // n : len(items) * (i + 1) // n]) for i in range(n)]
         return Dataset(self, (SourceNode(source=CollectionSource(slices=slices)),), n)
 
-    def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto") -> Stream:
+    def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto",
+               priority: Priority = "latency") -> Stream:
         """A stream of micro-batches of `batch_interval` seconds from a replayable source
         (squall.sources.rate / generator / directory), run in Drizzle groups of `group_size` batches, or
-        with "auto" a size tuned as it runs (settings group_overhead_lower/upper, group_max_seconds)."""
-        return Stream(self, source, batch_interval, group_size)
+        with "auto" a size tuned as it runs (settings group_overhead_lower/upper, group_max_seconds).
+        Every batch runs with `priority`: "latency" (the default) tasks suspend "batch" tasks on an
+        executor (settings.preemption); "batch" suits a backfill that must not hold up other
+        streams. Any other value raises ValueError here."""
+        return Stream(self, source, batch_interval, group_size, priority=priority)
 
     def _partitions(self, partitions: int | None) -> int:
         n = self.default_parallelism if partitions is None else partitions

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from squall import ops
 from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, ShuffleNode, StateNode
+from squall.common.protocol import Priority
 from squall.common.serialization import SerializationError, dumps_function
+from squall.runs import check_priority
 
 if TYPE_CHECKING:
     from squall.connection import Connection
@@ -80,18 +82,25 @@ class Dataset:
         """The logical plan the scheduler is sent for this dataset (its nodes and broadcasts)."""
         return LogicalPlan(nodes=list(self.nodes), broadcasts=list(self.ctx.broadcasts))
 
-    def collect(self) -> list[Any]:
-        """Run the plan and return every record, partition after partition; raises JobError if it fails."""
-        return self.ctx.run_jobs([self], group_size=1)[0]  # type: ignore[no-any-return]
+    def collect(self, priority: Priority = "batch") -> list[Any]:
+        """Run the plan and return every record, partition after partition; raises JobError if it fails.
 
-    def count(self) -> int:
-        """Run the plan and return how many records it makes (counted on the executors)."""
-        return sum(self._narrow_raw(ops.count_op).collect())
+        `priority` is "batch" (the default) or "latency": latency tasks run first on an executor
+        and suspend batch tasks there (settings.preemption), so a batch action never holds up a
+        stream. Any other value raises ValueError before anything runs."""
+        return self.ctx.run_jobs([self], group_size=1, priority=check_priority(priority))[0]  # type: ignore[no-any-return]
 
-    def reduce(self, fn: Callable[[Any, Any], Any]) -> Any:
+    def count(self, priority: Priority = "batch") -> int:
+        """Run the plan and return how many records it makes (counted on the executors), with
+        `priority` as in collect."""
+        check_priority(priority)
+        return sum(self._narrow_raw(ops.count_op).collect(priority))
+
+    def reduce(self, fn: Callable[[Any, Any], Any], priority: Priority = "batch") -> Any:
         """Run the plan and combine all records with fn(a, b) (associative), each partition on its
-        executor first; raises ValueError for an empty dataset."""
-        partials = self._narrow(ops.reduce_op, fn).collect()
+        executor first, with `priority` as in collect; raises ValueError for an empty dataset."""
+        check_priority(priority)
+        partials = self._narrow(ops.reduce_op, fn).collect(priority)
         if not partials:
             raise ValueError("reduce() of an empty dataset")
         return functools.reduce(fn, partials)

@@ -18,12 +18,20 @@ import structlog
 
 from squall.client import Client, SchedulerRestarted
 from squall.common import protocol
-from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, RunDone
+from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, Priority, RunDone
 from squall.common.serialization import loads_block
 from squall.errors import ExecutorLostError, JobError, SchedulerRestartedError, TaskError
 
 Errors = Literal["raise", "return"]
+PRIORITIES: tuple[Priority, ...] = ("latency", "batch")
 log = structlog.get_logger(component="runs")
+
+
+def check_priority(priority: object) -> Priority:
+    """`priority` if it is "latency" or "batch"; ValueError naming the two otherwise."""
+    if priority not in PRIORITIES:
+        raise ValueError(f'priority must be "latency" or "batch", got {priority!r}')
+    return priority
 
 
 @dataclass
@@ -68,8 +76,10 @@ class DriverRun:
         replays: list[Any] | None = None,
         replay_from: int = 0,
         resume_states: dict[str, int] | None = None,
+        priority: Priority = "latency",
     ) -> None:
         self.client = client
+        self.priority = check_priority(priority)
         self.first_batch = first_batch
         self.run_id = client.new_run_id()
         times = not_before or [0.0] * len(plans)
@@ -116,7 +126,7 @@ class DriverRun:
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
             self.client.submit(self.run_id, [*self.replays, *self.jobs], self._code, group_size, preschedule, barrier, first_batch,
-                               self.resume_states)
+                               self.resume_states, self.priority)
             first = self.client.next_event(self.run_id)
             if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):
                 self._handle(*first)

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from squall.common.plan import GeneratorSource, SourceNode, StateNode
+from squall.common.protocol import Priority
 from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.errors import JobError, SchedulerRestartedError, SquallError
+from squall.runs import check_priority
 from squall.sources import StreamSource
 from squall.stream_metrics import StreamMetrics
 from squall.tuning import GroupSizeTuner, TunerBounds
@@ -61,12 +63,15 @@ class Stream:
     to every batch and return a new Stream; foreach_batch sets the sink; start() runs it in the
     background until stop(). Batch b holds what the source made in [start + b * batch_interval,
     start + (b + 1) * batch_interval), and its result reaches the sink in order, exactly once.
-    Raises ValueError for a batch_interval that is not positive or a group_size that is neither
-    a positive integer nor "auto".
+    Every batch, and every batch replayed to rebuild its state, runs with `priority` ("latency"
+    unless told: see Context.stream).
+    Raises ValueError for a batch_interval that is not positive, a group_size that is neither
+    a positive integer nor "auto", or a priority that is neither "latency" nor "batch".
     """
 
     def __init__(self, ctx: Connection, source: StreamSource, batch_interval: float, group_size: int | str,
-                 transforms: tuple[Transform, ...] = (), sink: Sink | None = None) -> None:
+                 transforms: tuple[Transform, ...] = (), sink: Sink | None = None, priority: Priority = "latency") -> None:
+        self.priority = check_priority(priority)
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
         if group_size != "auto" and (not isinstance(group_size, int) or group_size < 1):
@@ -130,10 +135,11 @@ class Stream:
         """Call fn(batch_index, records) on the driver for every batch, in order."""
         if not callable(fn):
             raise TypeError("foreach_batch() needs fn(batch_index, records)")
-        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, self._transforms, fn)
+        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, self._transforms, fn, self.priority)
 
     def _then(self, transform: Transform) -> Stream:
-        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, (*self._transforms, transform), self._sink)
+        return Stream(self.ctx, self.source, self.batch_interval, self.group_size, (*self._transforms, transform), self._sink,
+                      self.priority)
 
     # --- running --------------------------------------------------------------------------------
 
@@ -243,7 +249,7 @@ class Stream:
                 self.metrics_state.submit_seconds.append(time.time() - submitted)
                 outcomes = self.ctx.iter_jobs(
                     datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch,
-                    replays=replays, replay_from=replay_from, resume_states=resume,
+                    replays=replays, replay_from=replay_from, resume_states=resume, priority=self.priority,
                 )
                 run_stats = self.ctx.last_run  # this group's run, before any other run replaces it
                 delivered = batch

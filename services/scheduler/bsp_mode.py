@@ -18,6 +18,7 @@ from squall.services.scheduler.bsp_jobs import BspJob, TaskKey
 from squall.services.scheduler.events import Instruction
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
 from squall.services.scheduler.membership import Membership
+from squall.services.scheduler.placement import FreeSlots, PlacementPolicy
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Ship
 
@@ -25,8 +26,10 @@ Ended = Callable[[SubmittedRun, BspJob, float], list[Instruction]]
 
 
 class BspMode:
-    def __init__(self, members: Membership, max_message_bytes: int, ship: Ship, ended: Ended) -> None:
+    def __init__(self, members: Membership, placement: PlacementPolicy, max_message_bytes: int, ship: Ship, ended: Ended) -> None:
         self.members = members
+        self.placement = placement
+        self._rounds = 0  # assign() calls: each draws its own random order (lc_placement "random")
         self.max_message_bytes = max_message_bytes
         self._ship = ship
         self._ended = ended
@@ -97,24 +100,32 @@ class BspMode:
         return self._ended(run, job, now)
 
     def assign(self) -> list[Instruction]:
-        """Hand pending tasks to executors with free slots, least loaded first."""
+        """Hand pending tasks to executors with free slots, in their run's placement order
+        (placement.py: the least work of the other priority first), then the fewest BSP tasks
+        running. Each task carries its run's priority."""
+        if not self.pending:
+            return []
         batches: dict[str, list[TaskDescriptor]] = {}
+        self._rounds += 1
+        free = FreeSlots(self.members.live(), self.placement, self._rounds)
         while self.pending:
-            candidates = [r for r in self.members.executors.values() if r.free_slots > 0]
-            if not candidates:
-                break
-            record = min(candidates, key=lambda r: (len(r.running), r.executor_id))
-            job_id, stage_id, partition = key = self.pending.popleft()
-            entry = self.jobs.get(job_id)
+            entry = self.jobs.get(self.pending[0][0])
             if entry is None:
+                self.pending.popleft()
                 continue
-            job = entry[1]
+            run, job = entry
+            record = free.take(run.priority)
+            if record is None:
+                break
+            job_id, stage_id, partition = key = self.pending.popleft()
             record.running.add(key)
+            record.count_placed(run.priority, 1)
             job.placed[(stage_id, partition)] = record.executor_id
             job.touched.add(record.executor_id)
             not_before = 0.0 if job.plan.stages[stage_id].parents else job.not_before
             task = TaskDescriptor(
-                job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id], not_before=not_before
+                job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id], not_before=not_before,
+                priority=run.priority,
             )
             batches.setdefault(record.executor_id, []).append(task)
         instructions: list[Instruction] = []

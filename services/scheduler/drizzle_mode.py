@@ -35,6 +35,7 @@ from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
 from squall.services.scheduler.keyed_state import Restore, StateBook
 from squall.services.scheduler.membership import Membership
+from squall.services.scheduler.placement import PlacementPolicy
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Ship
 
@@ -47,11 +48,12 @@ Advance = Callable[[SubmittedRun, float], list[Instruction]]
 
 
 class DrizzleMode:
-    def __init__(self, settings: Settings, members: Membership, book: StateBook, runs: dict[str, SubmittedRun],
-                 ship: Ship, release: Release, advance: Advance) -> None:
+    def __init__(self, settings: Settings, members: Membership, book: StateBook, placement: PlacementPolicy,
+                 runs: dict[str, SubmittedRun], ship: Ship, release: Release, advance: Advance) -> None:
         self.settings = settings
         self.members = members
         self.book = book
+        self.placement = placement
         self.runs = runs  # the state's: read here, to find a group and the runs an executor's loss hits
         self._ship = ship
         self._release = release
@@ -88,13 +90,20 @@ class DrizzleMode:
 
     def _launch(self, run: SubmittedRun, jobs: list[PlannedJob], restores: list[Restore], checkpointing: set[str],
                 now: float) -> list[Instruction]:
-        """Place a group and send each executor its share (with the partitions it must restore)."""
+        """Place a group and send each executor its share (with the partitions it must restore).
+        A group of first attempts takes executors in the placement policy's order for the run's
+        priority; replays and rebuilds are spread over the survivors in id order, as ever."""
         self._group_ids += 1
         executors = self.members.live()
         replay_only = all(job.replay_only for job in jobs)
         if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
             executors = [self.members.executors[restores[0].owner]]
-        shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing)  # type: ignore[arg-type]
+        replaying = any(job.attempt for job in jobs)
+        order = executors if replaying else self.placement.order(executors, run.priority, self._group_ids)
+        shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing,  # type: ignore[arg-type]
+                             run.priority, order)
+        for executor_id, tasks in shares.items():
+            self.members.executors[executor_id].count_placed(run.priority, len(tasks))
         for r in restores:
             shares.setdefault(r.owner, [])
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)

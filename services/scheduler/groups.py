@@ -1,8 +1,10 @@
 """Drizzle group scheduling, pure: place every task of a group of micro-batches at once.
 
 Reduce stages are placed before the stages that feed them, so every map task is launched
-knowing the block address of each reduce partition it pushes to. Map partition p goes to
-executor p mod n. Stages that read a shuffle are placed by one of two policies:
+knowing the block address of each reduce partition it pushes to. Executors are taken in the
+order of the run's placement policy (placement.py; by default the ones running the least work
+of the other priority first): map partition p goes to executor p mod n of that order. Stages
+that read a shuffle are placed by one of two policies:
 
 - spread: partition p on executor p mod n. A batch's reducers run in parallel; every mapper
   sends one message to every executor holding its reducers.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from squall.common.plan import JobPlan, Stage
-from squall.common.protocol import GroupStats, TaskDescriptor
+from squall.common.protocol import GroupStats, Priority, TaskDescriptor
 from squall.services.scheduler.membership import ExecutorRecord
 
 
@@ -112,16 +114,22 @@ def place_group(
     reduce_placement: ReducePlacement = "spread",
     book: Placement | None = None,
     checkpointing: set[str] = frozenset(),  # type: ignore[assignment]
+    priority: Priority = "latency",
+    order: list[ExecutorRecord] | None = None,
 ) -> dict[str, list[TaskDescriptor]]:
     """Each executor's share of the group: tasks ordered by batch, reducers before their mappers.
 
-    A stateful stage's partition goes to its owner (`book`), where its state lives; the tasks of
+    Every task carries the run's `priority`. Partition p of a stage goes to the p-th executor
+    (mod n) of `order` (the placement policy's, default `executors`, which come in id order).
+    A stateful stage's partition goes to its owner (`book`), where its state lives (a new
+    partition's first owner: executor p mod n in id order, whatever the policy); the tasks of
     jobs in `checkpointing` checkpoint their state after the batch. Map tasks that feed keyed
     state checkpoint their output. A replay_only job places only its stages up to its restricted
     stateful stage, and of that stage only the restricted partitions."""
     if not executors:
         raise ValueError("no executors to place a group on")
     n = len(executors)
+    ordered = order or executors
     by_id = {e.executor_id: e for e in executors}
     per_batch = reduce_placement == "per_batch" or (reduce_placement == "auto" and len(jobs) >= n)
     share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
@@ -134,8 +142,8 @@ def place_group(
                 default = executors[partition % n].executor_id
                 return by_id.get(book.owner(state.state_id, partition, default), executors[partition % n])
             if stage.parents and per_batch and state is None:
-                return executors[job.batch % n]  # noqa: B023 - used within this iteration
-            return executors[partition % n]
+                return ordered[job.batch % n]  # noqa: B023 - used within this iteration
+            return ordered[partition % n]
 
         last_stage = max(job.restrict) if job.replay_only and job.restrict else len(stages) - 1
         home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]
@@ -167,6 +175,7 @@ def place_group(
                         if feeds_state
                         else "",
                         replay_only=job.replay_only and stage.stage_id == last_stage,
+                        priority=priority,
                     )
                 )
                 job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)

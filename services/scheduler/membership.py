@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from squall.common.protocol import ClusterStatus, ExecutorInfo, RegisterExecutor
+from squall.common.protocol import ClusterStatus, ExecutorInfo, Heartbeat, Priority, RegisterExecutor
 from squall.services.scheduler.shipped import ShippedPlan
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
@@ -38,6 +38,13 @@ class ExecutorRecord:
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
     hung: str = ""  # what it was running when it was reported hung ("" while it is not)
     running: set[TaskKey] = field(default_factory=set)  # BSP tasks in flight
+    # Its tasks by priority as its last heartbeat told (launched and not over; suspended: of the
+    # batch ones), and the tasks placed there since that beat, which it could not count yet.
+    latency_tasks: int = 0
+    batch_tasks: int = 0
+    suspended_tasks: int = 0
+    placed_latency: int = 0
+    placed_batch: int = 0
     shipped: ShippedPlan = field(default_factory=ShippedPlan)  # the stage specs and code it holds
 
     def __post_init__(self) -> None:
@@ -47,6 +54,23 @@ class ExecutorRecord:
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.running)
+
+    @property
+    def latency_load(self) -> int:
+        """Latency tasks it runs, as far as the scheduler knows: what batch tasks avoid."""
+        return self.latency_tasks + self.placed_latency
+
+    @property
+    def batch_load(self) -> int:
+        """Batch tasks it runs, as far as the scheduler knows: what latency tasks avoid."""
+        return self.batch_tasks + self.placed_batch
+
+    def count_placed(self, priority: Priority, tasks: int) -> None:
+        """`tasks` tasks of that priority were placed here (counted until its next heartbeat)."""
+        if priority == "latency":
+            self.placed_latency += tasks
+        else:
+            self.placed_batch += tasks
 
     def silent_for(self, now: float) -> float:
         """Seconds since its heartbeat thread or its loop (whichever is quieter) was last heard of."""
@@ -97,14 +121,19 @@ class Membership:
         if record is not None and record.joined == joined:
             record.connected = True
 
-    def beat(self, executor_id: str, incarnation: str, now: float, loop_silent: float = 0.0) -> ExecutorRecord | None:
-        """Record a heartbeat (which says for how long the executor's loop has been silent); the
-        executor's record, or None if the sender is not a live executor we know."""
-        record = self.executors.get(executor_id)
-        if record is None or record.incarnation != incarnation:
+    def beat(self, msg: Heartbeat, now: float) -> ExecutorRecord | None:
+        """Record a heartbeat (which says for how long the executor's loop has been silent, and
+        the tasks it holds by priority); the executor's record, or None if the sender is not a
+        live executor we know."""
+        record = self.executors.get(msg.executor_id)
+        if record is None or record.incarnation != msg.incarnation:
             return None
         record.last_seen = now
-        record.loop_seen = now - loop_silent
+        record.loop_seen = now - msg.loop_silent
+        record.latency_tasks, record.batch_tasks, record.suspended_tasks = msg.latency_tasks, msg.batch_tasks, msg.suspended_tasks
+        # Tasks placed before this beat are in its counts, or over; a launch the executor had not
+        # received yet goes uncounted until its next beat: an estimate, cheap and soon corrected.
+        record.placed_latency = record.placed_batch = 0
         return record
 
     def is_hung(self, record: ExecutorRecord, now: float) -> bool:
@@ -139,6 +168,9 @@ class Membership:
                     pid=r.pid,
                     silent_for=round(r.silent_for(now), 3),
                     hung=r.hung,
+                    latency_tasks=r.latency_tasks,
+                    batch_tasks=r.batch_tasks,
+                    suspended_tasks=r.suspended_tasks,
                 )
                 for r in self.live()
             ],

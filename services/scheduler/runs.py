@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from squall.common.protocol import GroupStats
+from squall.common.protocol import GroupStats, Priority
 from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.groups import GroupRun, PlannedJob
 
@@ -19,6 +19,7 @@ class SubmittedRun:
     group_size: int
     preschedule: bool
     barrier: bool
+    priority: Priority = "latency"  # every task of it carries this to the executors (Settings.preemption)
     groups: list[GroupRun] = field(default_factory=list)  # Drizzle: groups in flight, oldest first
     bsp: BspJob | None = None  # BSP: the job in flight
     stats: list[GroupStats] = field(default_factory=list)

@@ -7,6 +7,10 @@ runs stage by stage and executors report every task. This module holds what both
 executors (membership.py), the runs, the code drivers sent, keyed state (keyed_state.py), and
 the drivers the scheduler holds something for.
 
+Every run has a priority ("latency" or "batch", SubmitJobs.priority) that each task it launches
+carries to the executors, where latency tasks suspend batch tasks; placement.py orders the
+executors each kind of run takes (Settings.lc_placement), from the loads their heartbeats tell.
+
 A task failure fails its job with a clear reason; the run's other jobs, later groups and the
 cluster go on. When an executor dies, a pre-scheduled run replays its unfinished jobs on the
 survivors; a BSP job that loses an executor fails.
@@ -72,6 +76,7 @@ from squall.services.scheduler.events import (
 from squall.services.scheduler.groups import PlannedJob
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
+from squall.services.scheduler.placement import PlacementPolicy
 from squall.services.scheduler.planner import plan_job
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Shipment, ShippedPlan
@@ -105,8 +110,10 @@ class SchedulerState:
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
         self.runs: dict[str, SubmittedRun] = {}
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
-        self.drizzle = DrizzleMode(settings, self.members, self.book, self.runs, self._ship, self._release, self._advance)
-        self.bsp = BspMode(self.members, settings.max_message_bytes, self._ship, self._bsp_job_ended)
+        # Seeded by the incarnation: random placement differs from one scheduler process to the next.
+        self.placement = PlacementPolicy(settings.lc_placement, seed=incarnation)
+        self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance)
+        self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
         self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
         self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
@@ -224,7 +231,7 @@ class SchedulerState:
 
     def _on_heartbeat(self, ev: Received) -> list[Instruction]:
         msg = cast(Heartbeat, ev.msg)
-        record = self.members.beat(msg.executor_id, msg.incarnation, ev.now, msg.loop_silent)
+        record = self.members.beat(msg, ev.now)
         if record is None:
             return [Send(cast(bytes, ev.peer), Reregister(executor_id=msg.executor_id, registration=msg.registration))]
         if record.hung and not self.members.is_hung(record, ev.now):
@@ -298,6 +305,7 @@ class SchedulerState:
             group_size=msg.group_size,
             preschedule=msg.preschedule,
             barrier=msg.barrier,
+            priority=msg.priority,
         )
         actions: list[Instruction] = []
         known_states = set(self.book.states)

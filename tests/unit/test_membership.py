@@ -38,19 +38,19 @@ def test_once_its_watch_connection_is_up_silence_is_never_death_only_hung_once()
     assert m.newly_hung(2.5) == [(record, 2.5)]
     record.hung = "batch 3 of run r"
     assert m.newly_hung(3.0) == []  # reported once, not at every tick
-    assert m.beat("e1", "e1-1", 3.0) is record and record.last_seen == 3.0
+    assert m.beat(Heartbeat(executor_id="e1", incarnation="e1-1"), 3.0) is record and record.last_seen == 3.0
 
 
 def test_an_executor_whose_beats_say_its_loop_is_stuck_is_hung_until_they_say_it_goes_again() -> None:
     m = members()
     record = m.add(b"e1", registration("e1"), now=0.0)
     m.connected("e1", record.joined)
-    m.beat("e1", "e1-1", now=2.0, loop_silent=1.0)  # the heartbeat thread beats; the loop is stuck
+    m.beat(Heartbeat(executor_id="e1", incarnation="e1-1", loop_silent=1.0), 2.0)  # the heartbeat thread beats; the loop is stuck
     assert m.newly_hung(2.5) == []
-    m.beat("e1", "e1-1", now=3.5, loop_silent=2.5)
+    m.beat(Heartbeat(executor_id="e1", incarnation="e1-1", loop_silent=2.5), 3.5)
     assert m.newly_hung(3.5) == [(record, 2.5)]
     assert m.is_hung(record, 3.5)
-    m.beat("e1", "e1-1", now=3.6, loop_silent=0.01)
+    m.beat(Heartbeat(executor_id="e1", incarnation="e1-1", loop_silent=0.01), 3.6)
     assert not m.is_hung(record, 3.6) and round(record.silent_for(3.6), 3) == 0.01
 
 
@@ -70,8 +70,8 @@ def test_a_connection_event_of_an_earlier_admission_changes_nothing() -> None:
 def test_beats_from_an_unknown_process_are_refused() -> None:
     m = members()
     m.add(b"e1", registration("e1"), now=0.0)
-    assert m.beat("e1", "e1-2", 0.1) is None
-    assert m.beat("ghost", "ghost-1", 0.1) is None
+    assert m.beat(Heartbeat(executor_id="e1", incarnation="e1-2"), 0.1) is None
+    assert m.beat(Heartbeat(executor_id="ghost", incarnation="ghost-1"), 0.1) is None
 
 
 def test_status_shows_silence_and_what_a_hung_executor_runs() -> None:
