@@ -63,7 +63,9 @@ ALLOWED: frozenset[tuple[TaskState | None, TaskState]] = frozenset(
     | {(s, CANCELLED) for s in (*QUEUED, RUNNING)}
     | {(RUNNING, ORPHANED), (CANCELLED, ORPHANED)}
     | {(RUNNING, SUSPENDED), (SUSPENDED, RUNNING), (SUSPENDED, CANCELLED), (SUSPENDED, ORPHANED)}
-    | {(RUNNING, PREEMPTED), (PREEMPTED, READY), (PREEMPTED, CANCELLED), (PREEMPTED, FAILED)}
+    | {(RUNNING, PREEMPTED), (PREEMPTED, READY), (PREEMPTED, CANCELLED)}
+    # A task asked to park or die may pass its last safe point first, and finish or fail.
+    | {(s, t) for s in (SUSPENDED, PREEMPTED) for t in (DONE, FAILED)}
 )
 
 
