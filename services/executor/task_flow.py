@@ -265,7 +265,10 @@ class TaskFlow:
 
     def _next(self) -> list[Instruction]:
         """Hand each free lane its next task, as the lanes' rules say (module docstring)."""
-        out = self._next_latency() if self.running is None else []
+        if self.running is not None:
+            out: list[Instruction] = []
+        else:
+            out = self._start(LATENCY) if self.batch_running is None else self._next_latency()
         # The latency lane still free: no latency task could start (none runnable, or all held
         # by the barrier, perhaps behind a batch reducer), so a batch task may.
         if self.running is None and self.batch_running is None and self.local.has_runnable(BATCH):
@@ -273,9 +276,9 @@ class TaskFlow:
         return out
 
     def _next_latency(self) -> list[Instruction]:
+        """The latency lane is free and the batch lane busy: resume, slice, preempt or wait."""
         batch = self.batch_running
-        if batch is None:
-            return self._start(LATENCY)
+        assert batch is not None
         if batch.state is SUSPENDED:
             starved = self.now - self.suspended_since >= self.settings.batch_max_suspension
             if starved and self.local.has_runnable(LATENCY):
