@@ -338,9 +338,10 @@ class TaskFlow:
         if batch is None or batch.key != key or not self.slicing:
             return []  # over meanwhile
         self.slicing = False
-        if batch.state is RUNNING:
-            self._transition(batch, SUSPENDED)
-            self.suspended_since = self.now
+        if batch.state is not RUNNING:  # its job is over meanwhile, or its partition restored: not parked for long
+            return [ResumeTask(batch.key)]
+        self._transition(batch, SUSPENDED)
+        self.suspended_since = self.now
         return self._next()
 
     def completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
@@ -461,11 +462,9 @@ class TaskFlow:
                     self._transition(local, CANCELLED)
                 continue
             if local is self.batch_running:
-                # Stopped, not left to finish: its output is dropped, a suspended one must not stay
-                # parked, and the lane is wanted. (A preempted one is on its way out already.)
                 if local.state in (RUNNING, SUSPENDED):
-                    out.append(StopTask(key))
-                if local.state in (RUNNING, SUSPENDED, PREEMPTED):
+                    out.append(self._wind_down(local, cancelled))
+                if local.state in (RUNNING, SUSPENDED, PREEMPTED):  # a preempted one is on its way out already
                     self._transition(local, CANCELLED)
                 continue
             del self.tasks[key]
@@ -477,6 +476,15 @@ class TaskFlow:
                 self._transition(local, CANCELLED)
                 out += self._task_over(local, advance=False)  # never ran: its batch is not applied
         return out + self._next()
+
+    def _wind_down(self, local: LocalTask, cancelled: bool) -> Instruction:
+        """The batch task's job is over: it must not stay parked. It is stopped (its output is
+        dropped, and the lane is wanted), unless it is stateful and its job only released: then it
+        finishes, as the latency lane's task does, so the output of the batch it applies is kept
+        for replays (stopped after its state's update, the batch would count twice)."""
+        if local.spec.state is None or cancelled:
+            return StopTask(local.key)
+        return ResumeTask(local.key)
 
     def cancel(self, jobs: set[str]) -> list[Instruction]:
         """Their run was cancelled: everything of theirs goes as on a release (queued tasks, blocks

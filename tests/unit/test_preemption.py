@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import pytest
 from squall.common.plan import RangeSource, ResultWrite, StageSpec, StateUpdate
-from squall.common.protocol import CancelJobs, GroupDone, LaunchGroup, LaunchTasks, ReleaseJob, TaskDescriptor, TaskFinished
+from squall.common.protocol import (
+    CancelJobs,
+    GroupDone,
+    LaunchGroup,
+    LaunchTasks,
+    ReleaseJob,
+    StateRestore,
+    TaskDescriptor,
+    TaskFinished,
+)
 from squall.common.settings import Settings
 from squall.services.executor.events import SliceOver
 from squall.services.executor.instructions import (
@@ -158,10 +167,7 @@ def test_kill_mode_a_killed_task_that_finished_before_its_safe_point_keeps_its_o
 
 def test_kill_mode_suspends_a_stateful_batch_task_instead():
     ex = executor(preemption="kill")
-    spec = reduce_spec(maps=1, reduces=1, state=StateUpdate(fn="fn", state_id="s", kind="keyed"))
-    b = task("b", "batch", spec=spec)
-    ex.launch_group(LaunchGroup(group_id=1, tasks=[b], stages={spec.key(): spec}), 0.0)
-    assert runs(push(ex, 0, b"block", job_id="b")) == [b]
+    b = stateful_batch_task(ex)
     actions = launch(ex, task("l", "latency"), group_id=2, now=1.0)
     assert lane_instructions(actions) == [("SuspendTask", b.key), ("run", ("l", 0, 0))]
     assert ex.counters.kills == 0 and ex.counters.suspensions == 1
@@ -190,6 +196,48 @@ def test_a_suspended_task_of_a_cancelled_or_released_job_is_stopped_and_reported
     assert lane_instructions(ex.task_done(lat, OUT, 1.2)) == []  # nothing to resume
     done = ex.task_done(b, CANCELLED, 1.3)
     assert [g.group_id for g in to_scheduler(done, GroupDone)] == [1] and not ex.tasks
+
+
+def stateful_batch_task(ex: Executor, job_id: str = "b") -> TaskDescriptor:
+    """A stateful batch task, running."""
+    spec = reduce_spec(maps=1, reduces=1, state=StateUpdate(fn="fn", state_id="s", kind="keyed"))
+    b = task(job_id, "batch", spec=spec)
+    ex.launch_group(LaunchGroup(group_id=1, tasks=[b], stages={spec.key(): spec}), 0.0)
+    assert runs(push(ex, 0, b"block", job_id=job_id)) == [b]
+    return b
+
+
+def test_a_suspended_stateful_task_of_a_released_job_finishes_so_its_applied_batch_is_kept():
+    ex = executor()
+    b = stateful_batch_task(ex)
+    launch(ex, task("l", "latency"), group_id=2, now=1.0)
+    assert lane_instructions(ex.release_jobs(["b"], 1.1, superseded=True)) == [("resume", b.key, 0.0)]
+    ex.task_done(b, OUT, 1.2)
+    assert ex.keyed.take(("s", 0), 0, "b") == OUT  # the replay takes it: the batch is never applied twice
+
+
+def test_a_task_whose_job_is_released_during_its_slice_is_not_left_parked_after_it():
+    ex = executor(batch_max_suspension=0.001)
+    b = stateful_batch_task(ex)
+    lat, lat2 = task("l", "latency"), task("l", "latency", 1)
+    launch(ex, lat, lat2, group_id=2, now=1.0)
+    assert lane_instructions(ex.task_done(lat, OUT, 1.1)) == [("resume", b.key, Settings().batch_slice)]
+    # Resumed for good (it finishes: stateful, its job only released), and latency work goes on beside it.
+    assert lane_instructions(ex.release_jobs(["b"], 1.101)) == [("resume", b.key, 0.0), ("run", lat2.key)]
+    assert ex.tasks[b.key].state is S.CANCELLED
+    # Had it parked at its slice's end before hearing of it, it is resumed then too.
+    assert lane_instructions(ex.feed(SliceOver(now=1.103, stimulus_id="test-slice", key=b.key))) == [("resume", b.key, 0.0)]
+
+
+def test_a_suspended_stateful_task_whose_partition_is_restored_is_orphaned_and_stopped():
+    ex = executor()
+    b = stateful_batch_task(ex)
+    launch(ex, task("l", "latency"), group_id=2, now=1.0)
+    restore = StateRestore(state_id="s", partition=0, up_to=-1, first_batch=0)
+    actions = ex.launch_group(LaunchGroup(group_id=3, tasks=[], restores=[restore]), 1.1)
+    assert ("StopTask", b.key) in lane_instructions(actions) and ex.tasks[b.key].state is S.ORPHANED
+    ex.task_done(b, CANCELLED, 1.2)
+    assert b.key not in ex.tasks and ex.batch_running is None
 
 
 def test_bsp_a_suspended_task_cancelled_still_frees_its_slot():
