@@ -1,5 +1,5 @@
 """The executor loop: a DEALER to the scheduler, a ROUTER serving blocks, DEALERs to shuffle_meta
-and to peers, and the runner thread. It only moves bytes and time: what arrives becomes an event
+and to peers, and the runner's two lane threads (latency, batch). It only moves bytes and time: what arrives becomes an event
 for ExecutorState.handle, and the instructions it returns are carried out in order. The sockets'
 own upkeep (closing idle peer connections, noticing shuffle_meta reconnect) stays here."""
 
