@@ -109,6 +109,7 @@ class TaskSignal(StopSignal):
 
     def safe_point(self) -> None:
         """The slow path of a check: raise, park, or go on."""
+        woken = False
         while True:
             with self._lock:
                 if self.stopped:
@@ -117,7 +118,9 @@ class TaskSignal(StopSignal):
                     raise TaskPreempted("the task was preempted by latency work")
                 sliced = False
                 if self._slice_end:
-                    if time.monotonic() < self._slice_end:
+                    # A slice goes at least one record on, even when the OS ran this (niced)
+                    # thread too late to start it before its end: the batch task always moves.
+                    if woken or time.monotonic() < self._slice_end:
                         return
                     self._slice_end, self._suspend, sliced = 0.0, True, True
                     self._resume.clear()
@@ -132,6 +135,7 @@ class TaskSignal(StopSignal):
             elif self.on_parked is not None:
                 self.on_parked(waited)
             self._resume.wait()  # the GIL is released while parked
+            woken = True
 
 
 def checked(records: Iterable[Any], signal: StopSignal) -> Iterator[Any]:
