@@ -33,6 +33,7 @@ class TrackedAsked(Received):
     """GetTracked on our block socket; `server_sizes` are the tables the server itself holds."""
 
     server_sizes: dict[str, int] = field(default_factory=dict)
+    server_counters: dict[str, float] = field(default_factory=dict)  # what the server measures (suspension latency)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +42,13 @@ class TaskCompleted(Event):
 
     task: TaskDescriptor
     outcome: TaskOutput | Failure
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SliceOver(Event):
+    """The batch task given a slice (ResumeTask with a slice) ran it and parked itself again."""
+
+    key: tuple[str, int, int]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

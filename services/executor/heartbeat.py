@@ -30,6 +30,7 @@ class Heartbeater:
         self.reregister = threading.Event()  # the scheduler asked us to register again
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self.loop_seen = time.monotonic()  # when the loop last went round (it calls loop_alive)
+        self.load = (0, 0, 0)  # latency tasks, batch tasks, suspended ones, as the loop last saw them (it sets it whole)
         self._ctx = ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="squall-heartbeat", daemon=True)
@@ -51,8 +52,10 @@ class Heartbeater:
                     sock, connected_for = self._connect(), self.registration
                 if self.active.is_set():
                     loop_silent = round(max(0.0, time.monotonic() - self.loop_seen), 3)
+                    latency, batch, suspended = self.load
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
-                                                       registration=self.registration, loop_silent=loop_silent))
+                                                       registration=self.registration, loop_silent=loop_silent,
+                                                       latency_tasks=latency, batch_tasks=batch, suspended_tasks=suspended))
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())
         finally:

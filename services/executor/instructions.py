@@ -51,6 +51,31 @@ class StopTask:
 
 
 @dataclass(frozen=True)
+class SuspendTask:
+    """Park the batch task at its next safe point until ResumeTask (a latency task runs meanwhile).
+    Carried out before the RunTask of the same step."""
+
+    key: TaskKey
+
+
+@dataclass(frozen=True)
+class ResumeTask:
+    """Let the suspended batch task go on: for good (`slice` 0), or for `slice` seconds, after
+    which it parks itself again and the loop hears of it (SliceOver)."""
+
+    key: TaskKey
+    slice: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreemptTask:
+    """Abandon the batch task at its next safe point (preemption "kill"): it returns as Preempted,
+    and runs again later from its start."""
+
+    key: TaskKey
+
+
+@dataclass(frozen=True)
 class RestoreState:
     """A stateful partition starts over from `table` (its checkpoint, or empty)."""
 
@@ -134,7 +159,7 @@ class DiscardWork:
 
 
 Instruction = (
-    ToScheduler | ToShuffleMeta | ToPeer | Send | Log | RunTask | StopTask | CheckpointMapOutput | CheckpointState
-    | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropStates | WakeAt
+    ToScheduler | ToShuffleMeta | ToPeer | Send | Log | RunTask | StopTask | SuspendTask | ResumeTask | PreemptTask
+    | CheckpointMapOutput | CheckpointState | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropStates | WakeAt
     | Activate | Reconnect | DiscardWork
 )

@@ -4,6 +4,9 @@ Order: earlier micro-batch first; within a batch, tasks that read a shuffle (red
 tasks that only feed one (mappers); then arrival order. With the barrier on, a mapper of batch b
 waits while this executor still has an unfinished reducer of an earlier batch (Drizzle's option
 to keep batches from overlapping).
+
+Latency and batch tasks wait apart, in that order each (`pop` takes a lane): the executor runs
+one of each at a time, and which lane may start is the core's decision (task_flow.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from squall.common.protocol import TaskDescriptor
 from squall.services.executor.task_states import TaskState
 
 TaskKey = tuple[str, int, int]
+LATENCY, BATCH = 0, 1  # lanes
 
 
 @dataclass(slots=True)
@@ -30,29 +34,36 @@ class LocalTask:
     # Computed once: both are read several times for every task on the executor's hot path.
     key: TaskKey = field(init=False)
     is_reducer: bool = field(init=False)
+    lane: int = field(init=False)  # LATENCY or BATCH, by the task's priority
 
     def __post_init__(self) -> None:
         self.key = self.task.key
         self.is_reducer = self.spec.reads_shuffle
+        self.lane = BATCH if self.task.priority == "batch" else LATENCY
 
 
 class LocalScheduler:
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, int, TaskKey]] = []
-        self._runnable: dict[TaskKey, LocalTask] = {}
+        self._heaps: tuple[list[tuple[int, int, int, TaskKey]], ...] = ([], [])  # by lane
+        self._runnable: tuple[dict[TaskKey, LocalTask], ...] = ({}, {})  # by lane
         self._seq = itertools.count()
         # batch -> unfinished reducers of that batch here (known as soon as they are launched)
         self._open_reducers: dict[int, set[TaskKey]] = {}
 
     def tracked(self) -> dict[str, int]:
-        return {"heap": len(self._heap), "runnable": len(self._runnable), "open_reducers": len(self._open_reducers)}
+        return {"heap": len(self._heaps[LATENCY]), "runnable": len(self._runnable[LATENCY]), "open_reducers": len(self._open_reducers),
+                "batch_heap": len(self._heaps[BATCH]), "batch_runnable": len(self._runnable[BATCH])}
 
     def __len__(self) -> int:
-        return len(self._runnable)
+        return len(self._runnable[LATENCY]) + len(self._runnable[BATCH])
 
     def queued(self) -> Iterable[LocalTask]:
         """The runnable tasks, in no particular order."""
-        return self._runnable.values()
+        return [*self._runnable[LATENCY].values(), *self._runnable[BATCH].values()]
+
+    def has_runnable(self, lane: int) -> bool:
+        """Whether the lane has a task waiting to run (one the barrier holds counts too)."""
+        return bool(self._runnable[lane])
 
     def launched(self, local: LocalTask) -> None:
         """A task arrived (runnable or not): reducers count for the barrier from now on."""
@@ -68,34 +79,36 @@ class LocalScheduler:
                 del self._open_reducers[local.task.batch]
 
     def push(self, local: LocalTask) -> None:
-        self._runnable[local.key] = local
+        lane = local.lane
+        self._runnable[lane][local.key] = local
         order = (local.task.batch, 0 if local.is_reducer else 1, next(self._seq), local.key)
-        heapq.heappush(self._heap, order)
+        heapq.heappush(self._heaps[lane], order)
 
     def remove_jobs(self, job_ids: set[str]) -> list[LocalTask]:
-        gone = [t for k, t in self._runnable.items() if k[0] in job_ids]
+        gone = [t for runnable in self._runnable for k, t in runnable.items() if k[0] in job_ids]
         for t in gone:
-            del self._runnable[t.key]
+            del self._runnable[t.lane][t.key]
             self.finished(t)
         return gone
 
-    def pop(self, barrier: bool) -> LocalTask | None:
-        """The next task to run, or None (nothing runnable, or all held by the barrier)."""
+    def pop(self, barrier: bool, lane: int = LATENCY) -> LocalTask | None:
+        """The lane's next task to run, or None (nothing runnable, or all held by the barrier)."""
+        heap, runnable = self._heaps[lane], self._runnable[lane]
         held: list[tuple[int, int, int, TaskKey]] = []
         chosen = None
-        while self._heap:
-            entry = heapq.heappop(self._heap)
-            local = self._runnable.get(entry[3])
+        while heap:
+            entry = heapq.heappop(heap)
+            local = runnable.get(entry[3])
             if local is None:
                 continue  # removed meanwhile
             if barrier and self._held(local):
                 held.append(entry)
                 continue
-            del self._runnable[entry[3]]
+            del runnable[entry[3]]
             chosen = local
             break
         for entry in held:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(heap, entry)
         return chosen
 
     def _held(self, local: LocalTask) -> bool:
@@ -104,6 +117,7 @@ class LocalScheduler:
         return any(batch < local.task.batch for batch in self._open_reducers)
 
     def clear(self) -> None:
-        self._heap.clear()
-        self._runnable.clear()
+        for lane in (LATENCY, BATCH):
+            self._heaps[lane].clear()
+            self._runnable[lane].clear()
         self._open_reducers.clear()

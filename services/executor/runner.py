@@ -1,19 +1,20 @@
-"""The runner thread: executes tasks one at a time, off the I/O loop.
+"""The runner: executes tasks off the I/O loop, on two lanes (lanes.py), one task at a time each:
+latency tasks on the runner thread, batch tasks on the batch thread, which can suspend them.
 
 The loop keeps heartbeats and block serving going while user code runs. Results come back
-through a deque, and a byte on a pipe wakes the loop's poller. The thread owns no ZeroMQ socket
-and is a daemon, so the executor can always shut down, even in the middle of a long task.
+through a deque, and a byte on a pipe wakes the loop's poller.
 
 What a task reads travels with it: its inputs, the pickled code of its stage, and (stateful) the
 one state table it updates. The state tables are kept here, but only the loop thread touches this
 dict (restoring, dropping, snapshotting a table); the thread running a task touches only that
-task's table, and the core hands a partition's next batch out only once the previous one is over,
-so no table is read by one thread while another changes it.
+task's table, and the core hands a partition's next batch out only once the previous one is over
+(whichever lane ran it), so no table is read by one thread while another changes it. The code of
+the task being run is per thread (TaskCode): two lanes, and an inline task beside them, each load
+their own task's functions and broadcast values.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import traceback
@@ -27,8 +28,10 @@ from squall.common.protocol import TaskDescriptor
 from squall.common.serialization import SerializationError
 from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.instructions import RunTask
+from squall.services.executor.lanes import Done, Lane
 from squall.services.executor.reports import Failure
-from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, run_task
+from squall.services.executor.safe_points import TaskSignal
+from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, TaskPreempted, run_task
 
 # Stage key -> pipeline key, remembered for this many stages: a stream's source stages change with
 # every batch, so the memo must not grow with them.
@@ -36,11 +39,21 @@ PIPELINE_MEMO = 128
 
 
 class TaskCode(Mapping[str, bytes]):
-    """The pickled code of the task being run: set by the thread that runs it, just before it
-    does (one task runs at a time). User functions and broadcast values load from here."""
+    """The pickled code of the task being run on the calling thread: set by the thread that runs
+    it, just before it does (one task at a time per thread). User functions and broadcast values
+    load from here."""
 
     def __init__(self) -> None:
-        self.blobs: Mapping[str, bytes] = {}
+        self._local = threading.local()
+
+    @property
+    def blobs(self) -> Mapping[str, bytes]:
+        blobs: Mapping[str, bytes] = getattr(self._local, "blobs", {})
+        return blobs
+
+    @blobs.setter
+    def blobs(self, blobs: Mapping[str, bytes]) -> None:
+        self._local.blobs = blobs
 
     def __getitem__(self, key: str) -> bytes:
         return self.blobs[key]
@@ -52,28 +65,23 @@ class TaskCode(Mapping[str, bytes]):
         return len(self.blobs)
 
 
-_Work = tuple[int, RunTask, StateTables, StopSignal]
-
-
 class Runner:
-    def __init__(self, log: Any, checkpoints: Checkpointer | None = None) -> None:
+    def __init__(self, log: Any, checkpoints: Checkpointer | None = None, batch_nice: int = 0) -> None:
         self.log = log
         self.checkpoints = checkpoints
         self.task_code = TaskCode()
         self.code = CodeCache(self.task_code)
         self.states: StateTables = {}  # (state id, partition) -> table; the loop thread's (see above)
-        self.done: deque[tuple[int, TaskDescriptor, TaskOutput | Failure]] = deque()
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._current: tuple[tuple[str, int, int], StopSignal] | None = None  # the task last submitted, and its stop signal
+        self.done: Done = deque()
         self._durations: dict[str, float] = {}  # pipeline key -> recent task duration (seconds)
         self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
-        self._thread = threading.Thread(target=self._work, name="squall-runner", daemon=True)
-        self._thread.start()
+        self.latency = Lane("squall-runner", self._execute, self.done, self.wakeup, log)
+        self.batch = Lane("squall-batch", self._execute, self.done, self.wakeup, log, suspendable=True, nice=batch_nice)
 
     def tracked(self) -> dict[str, int]:
         return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),
-                "functions": len(self.code), "states": len(self.states)}
+                "functions": len(self.code), "states": len(self.states), "sliced": len(self.batch.sliced)}
 
     # --- state tables (loop thread) -------------------------------------------------------------
 
@@ -99,19 +107,28 @@ class Runner:
     # --- running --------------------------------------------------------------------------------
 
     def submit(self, generation: int, run: RunTask) -> None:
-        stop = StopSignal()
-        self._current = (run.task.key, stop)
-        self._queue.put((generation, run, self._tables_for(run.spec, run.task.partition), stop))
+        """To its lane's thread: the batch lane for a batch task, the runner thread otherwise."""
+        lane = self.batch if run.task.priority == "batch" else self.latency
+        lane.submit(generation, run, self._tables_for(run.spec, run.task.partition))
 
     def stop(self, key: tuple[str, int, int], now: float) -> bool:
         """Ask the task submitted under `key` to stop at its next safe point (between records);
-        False if it is not the runner's task. (Inline tasks are short: they are not stopped.)"""
-        current = self._current
-        if current is None or current[0] != key:
+        False if it is no lane's task. (Inline tasks are short: they are not stopped.)"""
+        signal = self.latency.signal(key) or self.batch.signal(key)
+        if signal is None:
             return False
-        current[1].requested_at = now
-        current[1].stopped = True
+        signal.stop(now)
         return True
+
+    def batch_signal(self, key: tuple[str, int, int]) -> TaskSignal | None:
+        """The batch task's signal (to suspend, resume or kill it), if `key` is the batch lane's."""
+        signal = self.batch.signal(key)
+        return signal if isinstance(signal, TaskSignal) else None
+
+    def abandon(self, now: float) -> None:
+        """Everything run so far is written off: both lanes' tasks stop at their next safe point."""
+        self.latency.abandon(now)
+        self.batch.abandon(now)
 
     def run_inline(self, run: RunTask) -> TaskOutput | Failure:
         """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
@@ -130,9 +147,10 @@ class Runner:
         return key
 
     def close(self) -> None:
-        """Ask the thread to stop after its current task; do not wait for user code to finish."""
-        self._queue.put(None)
-        self._thread.join(timeout=0.5)
+        """Ask the lanes to stop after their current tasks (the batch lane's is stopped, so a
+        suspended one does not stay parked); do not wait for user code to finish."""
+        self.latency.close()
+        self.batch.close()
 
     def _checkpointed_output(self, task: TaskDescriptor, spec: StageSpec) -> list[bytes] | None:
         """A replayed map task's output as its first attempt checkpointed it, if it did."""
@@ -145,21 +163,7 @@ class Runner:
             return None
         return blocks
 
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            generation, run, tables, stop = item
-            outcome = self._execute(run, tables, stop)
-            task = run.task
-            if stop.stopped and isinstance(outcome, Failure) and outcome.error_type == "Cancelled":
-                self.log.info("task_stopped", job=task.job_id, stage=task.stage_id, partition=task.partition,
-                              after=round(time.monotonic() - stop.requested_at, 4))
-            self.done.append((generation, task, outcome))
-            self.wakeup.signal()
-
-    def _execute(self, run: RunTask, tables: StateTables, stop: StopSignal | None = None) -> TaskOutput | Failure:
+    def _execute(self, run: RunTask, tables: StateTables, signal: StopSignal | None = None) -> TaskOutput | Failure:
         task, spec = run.task, run.spec
         self.task_code.blobs = run.code
         views = cast(list[bytes | memoryview], [frame.buffer if hasattr(frame, "buffer") else frame for frame in run.inputs])
@@ -169,9 +173,11 @@ class Runner:
             if blocks is not None:
                 return TaskOutput(blocks=blocks, is_result=False)
         try:
-            return run_task(spec, task.partition, views, self.code, tables, task.batch, task.replay_only, stop)
+            return run_task(spec, task.partition, views, self.code, tables, task.batch, task.replay_only, signal)
         except TaskCancelled as exc:
             return Failure("task", "Cancelled", str(exc))
+        except TaskPreempted as exc:
+            return Failure("task", "Preempted", str(exc))
         except SerializationError as exc:
             return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure

@@ -1,5 +1,5 @@
 """The executor loop: a DEALER to the scheduler, a ROUTER serving blocks, DEALERs to shuffle_meta
-and to peers, and the runner thread. It only moves bytes and time: what arrives becomes an event
+and to peers, and the runner's two lane threads (latency, batch). It only moves bytes and time: what arrives becomes an event
 for ExecutorState.handle, and the instructions it returns are carried out in order. The sockets'
 own upkeep (closing idle peer connections, noticing shuffle_meta reconnect) stays here."""
 
@@ -29,20 +29,28 @@ from squall.services.executor.instructions import (
     DropStates,
     ForgetCheckpoints,
     LoadStates,
+    PreemptTask,
     PruneMapCheckpoints,
     Reconnect,
     RestoreState,
+    ResumeTask,
     RunTask,
     StopTask,
+    SuspendTask,
     ToPeer,
     ToScheduler,
     WakeAt,
 )
+from squall.services.executor.preemption import suspension_figures
 from squall.services.executor.reports import Failure
 from squall.services.executor.runner import Runner
 from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES, SCHEDULER_MESSAGES, ExecutorState
 from squall.services.executor.tasks import TaskOutput
 from zmq.utils.monitor import recv_monitor_message
+
+# How long carrying out SuspendTask waits for the batch task to park, so that the latency task
+# that follows runs alone. A record whose C call takes longer is not waited for.
+SUSPEND_WAIT = 0.005
 
 
 def default_executor_id() -> str:
@@ -72,7 +80,7 @@ class ExecutorServer:
                                    wall_offset=time.time() - time.monotonic())
         self.generation = 0  # bumped by DiscardWork, so results of tasks written off are ignored
         self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
-        self.runner = Runner(self.log, self.checkpoints)
+        self.runner = Runner(self.log, self.checkpoints, settings.batch_nice)
         broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
@@ -83,7 +91,7 @@ class ExecutorServer:
         self.loop.add_reader(self.checkpoints.wakeup.fd, self._on_checkpointed)
         self.loop.every(0.05, lambda: self.handle(Tick(now=time.monotonic(), stimulus_id="tick")))
         self.loop.every(max(0.5, settings.shuffle_fetch_timeout / 2), self._close_idle_peers)
-        self.loop.every(min(0.05, settings.heartbeat_interval), self.heartbeat.loop_alive)
+        self.loop.every(min(0.05, settings.heartbeat_interval), self._loop_alive)
         self.from_scheduler = self._scheduler_handlers(self.sched)
         self.from_peers: transport.DealerHandlers = {t: self._received_from_peer for t in PEER_MESSAGES}
         self.on_block_socket: transport.RouterHandlers = {t: self._received_on_block_socket for t in BLOCK_SOCKET_MESSAGES}
@@ -94,6 +102,9 @@ class ExecutorServer:
             Send: lambda i: transport.send(self.data, i.msg, i.payloads, to=i.peer),
             Log: lambda i: getattr(self.log, i.level)(i.event, **i.fields),
             StopTask: self._stop_task,
+            SuspendTask: self._suspend_task,
+            ResumeTask: self._resume_task,
+            PreemptTask: self._preempt_task,
             CheckpointMapOutput: lambda i: self.checkpoints.write_map_output(i.key, i.blocks),
             CheckpointState: self._checkpoint_state,
             PruneMapCheckpoints: lambda i: self.checkpoints.prune_maps(i.state_id, i.before),
@@ -165,7 +176,8 @@ class ExecutorServer:
     def _received_on_block_socket(self, peer: bytes, msg: Message, payloads: list[object]) -> None:
         now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
         if isinstance(msg, GetTracked):
-            self.handle(events.TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked()))
+            self.handle(events.TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked(),
+                                            server_counters=suspension_figures(self.runner.batch.suspension_seconds)))
         else:
             self.handle(Received(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads, peer=peer))
 
@@ -198,10 +210,20 @@ class ExecutorServer:
 
     def _on_runner(self, fd: int) -> None:
         self.runner.wakeup.drain()
+        sliced = self.runner.batch.sliced
+        while sliced:
+            generation, key = sliced.popleft()
+            if generation == self.generation:
+                self.handle(events.SliceOver(now=time.monotonic(), stimulus_id=stimulus("slice-over"), key=key))
         while self.runner.done:
             generation, task, outcome = self.runner.done.popleft()
             if generation == self.generation:
                 self._task_completed(task, outcome)
+
+    def _loop_alive(self) -> None:
+        """The heartbeat thread reads what the loop last saw: that it went round, and its load."""
+        self.heartbeat.loop_alive()
+        self.heartbeat.load = self.state.load()
 
     # --- instructions out -----------------------------------------------------------------------
 
@@ -221,6 +243,35 @@ class ExecutorServer:
         key = instruction.key
         stopping = self.runner.stop(key, time.monotonic())
         self.log.info("stopping_task", job=key[0], stage=key[1], partition=key[2], on_runner=stopping)
+
+    def _suspend_task(self, instruction: SuspendTask) -> None:
+        """Ask the batch task to park, and wait (GIL released) until it has, briefly: the latency
+        task carried out next then runs alone."""
+        signal = self.runner.batch_signal(instruction.key)
+        if signal is None:
+            return
+        asked = time.monotonic()
+        signal.suspend(asked)
+        key = instruction.key
+        if signal.parked.wait(SUSPEND_WAIT):
+            self.log.debug("task_suspended", job=key[0], stage=key[1], partition=key[2],
+                           latency_ms=round((time.monotonic() - asked) * 1000, 3))
+        else:  # a long record (one C call, or user code between two safe points): it parks when it returns
+            self.log.debug("task_suspension_slow", job=key[0], stage=key[1], partition=key[2], waited_ms=SUSPEND_WAIT * 1000)
+
+    def _resume_task(self, instruction: ResumeTask) -> None:
+        signal = self.runner.batch_signal(instruction.key)
+        if signal is not None:
+            suspended = time.monotonic() - signal.requested_at
+            signal.resume(time.monotonic(), instruction.slice)
+            key = instruction.key
+            self.log.debug("task_resumed", job=key[0], stage=key[1], partition=key[2], slice=instruction.slice,
+                           suspended_ms=round(suspended * 1000, 3))
+
+    def _preempt_task(self, instruction: PreemptTask) -> None:
+        signal = self.runner.batch_signal(instruction.key)
+        if signal is not None:
+            signal.kill(time.monotonic())
 
     def _checkpoint_state(self, instruction: CheckpointState) -> None:
         table = self.runner.states.get((instruction.state_id, instruction.partition))
@@ -266,6 +317,7 @@ class ExecutorServer:
 
     def _discard_work(self, instruction: DiscardWork) -> None:
         self.generation += 1
+        self.runner.abandon(time.monotonic())  # their results would be ignored; a suspended one must not stay parked
         self.runner.states.clear()
 
     # --- peers ----------------------------------------------------------------------------------
@@ -295,9 +347,10 @@ class ExecutorServer:
     # --- the runner -----------------------------------------------------------------------------
 
     def _run(self, run: RunTask) -> None:
-        """Short stages run on the loop thread (no thread hand-off), each as a timer due now, so
-        the loop polls its sockets between two tasks; others run on the runner thread."""
-        if self.runner.expected_seconds(run.task.stage_key, run.spec) < self.settings.inline_task_max:
+        """Short latency stages run on the loop thread (no thread hand-off), each as a timer due
+        now, so the loop polls its sockets between two tasks; others run on the runner thread, and
+        batch tasks always on the batch thread (they can be suspended only there)."""
+        if run.task.priority != "batch" and self.runner.expected_seconds(run.task.stage_key, run.spec) < self.settings.inline_task_max:
             generation = self.generation
             self.loop.call_later(0, lambda: self._run_inline(run, generation))
         else:

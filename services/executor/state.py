@@ -40,6 +40,7 @@ from squall.services.executor.events import (
     HeldDue,
     SchedulerForgotUs,
     ShuffleMetaRestarted,
+    SliceOver,
     Started,
     StatesLoaded,
     TaskCompleted,
@@ -53,6 +54,8 @@ from squall.services.executor.instructions import (
     PruneMapCheckpoints,
     ToScheduler,
 )
+from squall.services.executor.local_scheduler import BATCH
+from squall.services.executor.preemption import PreemptionCounters
 from squall.services.executor.registration import Registration
 from squall.services.executor.reports import Failure
 from squall.services.executor.task_flow import TaskFlow
@@ -79,12 +82,14 @@ class ExecutorState:
         self.registration = Registration(RegisterExecutor(executor_id=executor_id, incarnation=incarnation, data_address=data_address,
                                                           slots=settings.executor_slots, pid=pid))
         self.stories = Stories(story_length)  # kept when the work is written off: a story may span it
+        self.counters = PreemptionCounters()  # kept too: they count over the executor's life
         self.flow = self._new_flow()
         self._handlers: dict[object, Callable[[Any], list[Instruction]]] = {
             Started: lambda e: self.registration.start(e.now),
             Tick: self._tick,
             HeldDue: self._held_due,
             TaskCompleted: lambda e: self.flow.completed(e.task, e.outcome),
+            SliceOver: lambda e: self.flow.slice_over(e.key),
             SchedulerForgotUs: self._forgot_us,
             ShuffleMetaRestarted: self._shuffle_meta_restarted,
             CheckpointsWritten: self._checkpoints_written,
@@ -108,11 +113,12 @@ class ExecutorState:
             (Received, FetchBlocks): lambda e: [self.flow.outputs.serve(e.peer, e.msg)],
             (Received, Ping): lambda e: [Send(e.peer, Pong(nonce=e.msg.nonce, service="executor"))],
             (TrackedAsked, GetTracked): lambda e: [
-                Send(e.peer, tracked_reply("executor", {**self.tracked(), **e.server_sizes}, e.msg.heap))],
+                Send(e.peer, tracked_reply("executor", {**self.tracked(), **e.server_sizes}, e.msg.heap,
+                                           {**self.counters.as_dict(), **e.server_counters}))],
         }
 
     def _new_flow(self) -> TaskFlow:
-        return TaskFlow(self.executor_id, self.data_address, self.settings, self.wall_offset, self.stories)
+        return TaskFlow(self.executor_id, self.data_address, self.settings, self.wall_offset, self.stories, self.counters)
 
     # --- the one way in -------------------------------------------------------------------------
 
@@ -143,6 +149,13 @@ class ExecutorState:
             **{f"local.{k}": v for k, v in flow.local.tracked().items()},
             **{f"keyed.{k}": v for k, v in flow.keyed.tracked().items()},
         }
+
+    def load(self) -> tuple[int, int, int]:
+        """Tasks launched here and not over, latency and batch, and suspended ones (heartbeats)."""
+        flow = self.flow
+        batch = sum(1 for local in flow.tasks.values() if local.lane == BATCH)
+        suspended = 1 if flow.batch_running is not None and flow.batch_running.state is TaskState.SUSPENDED else 0
+        return len(flow.tasks) - batch, batch, suspended
 
     def story(self, key: TaskKey) -> list[tuple[TaskState | None, TaskState, str, float]]:
         """The task's recent transitions: (from, to, stimulus id, time), oldest first."""

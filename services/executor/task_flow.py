@@ -9,6 +9,14 @@ local-scheduler order. Each group is reported once, when all its tasks here are 
 (group_ledger.py). A stateful partition applies each batch once, in order (keyed_partitions.py).
 Every task moves through the states of task_states.py by `_transition`, which keeps its story.
 
+Two lanes (Neptune): at most one latency task runs (`running`: inline or on the runner thread)
+and at most one batch task (`batch_running`, on a thread of its own), running or suspended. A
+latency task to run while the batch task runs preempts it as settings.preemption says: "suspend"
+parks it at its next safe point, "kill" abandons it (it runs again from its start), "none" lets
+the latency task wait. Once latency work is over the batch task resumes; if latency work kept it
+suspended for batch_max_suspension, it gets a slice of batch_slice seconds between two latency
+tasks instead. A new batch task starts only when no latency task runs or waits to.
+
 `now` and `stimulus` are those of the event being handled (ExecutorState.handle sets them).
 """
 
@@ -27,14 +35,18 @@ from squall.services.executor.instructions import (
     CheckpointState,
     DropStates,
     Instruction,
+    PreemptTask,
     RestoreState,
+    ResumeTask,
     RunTask,
     StopTask,
+    SuspendTask,
     ToScheduler,
 )
 from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
-from squall.services.executor.local_scheduler import LocalScheduler, LocalTask
+from squall.services.executor.local_scheduler import BATCH, LATENCY, LocalScheduler, LocalTask
 from squall.services.executor.map_outputs import MapOutputStore
+from squall.services.executor.preemption import PreemptionCounters
 from squall.services.executor.reports import Failure, task_failed, task_finished
 from squall.services.executor.shuffle_inputs import Arrivals, ShuffleInputs
 from squall.services.executor.task_states import (
@@ -43,11 +55,14 @@ from squall.services.executor.task_states import (
     FAILED,
     HELD,
     NEW,
+    ON_BATCH_LANE,
     ON_RUNNER,
     ORPHANED,
     PARKED,
+    PREEMPTED,
     READY,
     RUNNING,
+    SUSPENDED,
     WAITING,
     Stories,
     TaskKey,
@@ -57,7 +72,8 @@ from squall.services.executor.tasks import TaskOutput
 
 
 class TaskFlow:
-    def __init__(self, executor_id: str, data_address: str, settings: Settings, wall_offset: float, stories: Stories) -> None:
+    def __init__(self, executor_id: str, data_address: str, settings: Settings, wall_offset: float, stories: Stories,
+                 counters: PreemptionCounters | None = None) -> None:
         self.executor_id = executor_id
         self.settings = settings
         self.wall_offset = wall_offset  # time.time() - time.monotonic(): batch times are wall-clock
@@ -70,8 +86,13 @@ class TaskFlow:
         self.inputs = ShuffleInputs(settings)
         self.local = LocalScheduler()
         self.tasks: dict[TaskKey, LocalTask] = {}  # launched here and not over (the running one included)
-        self.running: LocalTask | None = None
+        self.running: LocalTask | None = None  # the latency lane's task
         self.started = 0.0  # when the running task was handed to the runner
+        self.batch_running: LocalTask | None = None  # the batch lane's task (running, suspended, or on its way out)
+        self.batch_started = 0.0
+        self.suspended_since = 0.0  # when the batch task was last suspended
+        self.slicing = False  # the batch task runs a starvation slice: latency tasks wait for its end (SliceOver)
+        self.counters = counters if counters is not None else PreemptionCounters()
         self.barrier = False
         self.groups = GroupLedger(executor_id)
         self.held = HeldTasks()  # source tasks waiting for their batch's time
@@ -79,12 +100,19 @@ class TaskFlow:
 
     def validate(self) -> None:
         """Check the invariants tying the tables together (tests call it after every event)."""
-        running = self.running
+        running, batch = self.running, self.batch_running
         if running is not None:
             assert running.state in ON_RUNNER and self.tasks.get(running.key) is running, running
+            assert running.lane == LATENCY, f"the latency lane runs {running}"
+        if batch is not None:
+            assert batch.state in ON_BATCH_LANE and self.tasks.get(batch.key) is batch, batch
+            assert batch.lane == BATCH, f"the batch lane runs {batch}"
+        assert not self.slicing or batch is not None, "a slice with no batch task"
         for key, local in self.tasks.items():
             assert local.key == key and local.state is not None and local.state not in (DONE, FAILED), local
-            assert (local.state in ON_RUNNER) == (local is running), f"{key} is {local.state} but the runner has {running}"
+            on_lane = local is running or local is batch
+            assert (local.state in ON_BATCH_LANE) == on_lane, f"{key} is {local.state} but the runner has {running}, the batch lane {batch}"
+            assert local.state not in (SUSPENDED, PREEMPTED) or local is batch, f"{key} is {local.state} off the batch lane"
         for local in self.local.queued():
             assert local.state is READY and self.tasks.get(local.key) is local, local
         queued = {local.key for local in self.local.queued()}
@@ -147,14 +175,20 @@ class TaskFlow:
         if running is not None and running.state is not ORPHANED and running.spec.state is not None \
                 and (running.spec.state.state_id, running.task.partition) == key:
             self._transition(running, ORPHANED)  # it works on the table being replaced: its batch does not count
+        out: list[Instruction] = []
+        batch = self.batch_running
+        if batch is not None and batch.state in (RUNNING, SUSPENDED) and batch.spec.state is not None \
+                and (batch.spec.state.state_id, batch.task.partition) == key:
+            self._transition(batch, ORPHANED)  # the same; and stopped, so that a suspended one does not stay parked
+            out.append(StopTask(batch.key))
         if isinstance(loaded, str):
             self.keyed.drop(key)
             unreadable[key] = loaded
-            return [DropStates([key[0]], key[1])]
-        batch, table = loaded if loaded is not None else (restore.first_batch - 1, {})
-        self.keyed.restore(key, batch)
+            return [*out, DropStates([key[0]], key[1])]
+        applied, table = loaded if loaded is not None else (restore.first_batch - 1, {})
+        self.keyed.restore(key, applied)
         log = Log("info", "state_restored", {"state": key[0], "partition": key[1], "batch": loaded[0] if loaded else None})
-        return [RestoreState(key[0], key[1], table), log]
+        return [*out, RestoreState(key[0], key[1], table), log]
 
     def _accept(self, task: TaskDescriptor, group_id: int | None) -> list[Instruction]:
         spec = self.stages.get(task.stage_key)
@@ -230,11 +264,58 @@ class TaskFlow:
         self.local.push(local)
 
     def _next(self) -> list[Instruction]:
+        """Hand each free lane its next task, as the lanes' rules say (module docstring)."""
         if self.running is not None:
+            out: list[Instruction] = []
+        else:
+            out = self._start(LATENCY) if self.batch_running is None else self._next_latency()
+        # The latency lane still free: no latency task could start (none runnable, or all held
+        # by the barrier, perhaps behind a batch reducer), so a batch task may.
+        if self.running is None and self.batch_running is None and self.local.has_runnable(BATCH):
+            out += self._start(BATCH)
+        return out
+
+    def _next_latency(self) -> list[Instruction]:
+        """The latency lane is free and the batch lane busy: resume, slice, preempt or wait."""
+        batch = self.batch_running
+        assert batch is not None
+        if batch.state is SUSPENDED:
+            starved = self.now - self.suspended_since >= self.settings.batch_max_suspension
+            if starved and self.local.has_runnable(LATENCY):
+                self.counters.slices += 1
+                self.slicing = True
+                self._transition(batch, RUNNING)
+                return [ResumeTask(batch.key, self.settings.batch_slice)]
+            out = self._start(LATENCY)
+            if self.running is None:  # no latency task to run after all: the batch task goes on
+                self.counters.resumes += 1
+                self._transition(batch, RUNNING)
+                out.append(ResumeTask(batch.key))
+            return out
+        if batch.state is not RUNNING:  # on its way out (cancelled, orphaned, preempted): no contest
+            return self._start(LATENCY)
+        if self.slicing or self.settings.preemption == "none" or not self.local.has_runnable(LATENCY):
             return []
+        out = self._start(LATENCY)
+        if self.running is None:
+            return out
+        # Stateful tasks are never killed: a batch half applied to its table cannot be run again
+        # from its start (some records would count twice), so they are suspended instead.
+        if self.settings.preemption == "kill" and batch.spec.state is None:
+            self.counters.kills += 1
+            self._transition(batch, PREEMPTED)
+            return [PreemptTask(batch.key), *out]
+        self.counters.suspensions += 1
+        self._transition(batch, SUSPENDED)
+        self.suspended_since = self.now
+        return [SuspendTask(batch.key), *out]
+
+    def _start(self, lane: int) -> list[Instruction]:
+        """The lane's next runnable task goes to it (stateful tasks whose batch was applied
+        meanwhile are done at once on the way)."""
         out: list[Instruction] = []
         while True:
-            local = self.local.pop(self.barrier)
+            local = self.local.pop(self.barrier, lane)
             if local is None:
                 return out
             state = local.spec.state
@@ -243,20 +324,41 @@ class TaskFlow:
                 break
             out += self._already_applied(local)  # its first attempt applied it meanwhile
         self._transition(local, RUNNING)
-        self.running, self.started = local, self.now
+        if lane == LATENCY:
+            self.running, self.started = local, self.now
+        else:
+            self.batch_running, self.batch_started = local, self.now
         inputs = [local.inputs[p] for p in sorted(local.inputs)]
         code = {k: self.code[k] for k in local.spec.code_keys() if k in self.code}
         return [*out, RunTask(local.task, local.spec, inputs, code)]
 
+    def slice_over(self, key: TaskKey) -> list[Instruction]:
+        """The batch task ran its slice and parked itself again: latency tasks go on."""
+        batch = self.batch_running
+        if batch is None or batch.key != key or not self.slicing:
+            return []  # over meanwhile
+        self.slicing = False
+        if batch.state is not RUNNING:  # its job is over meanwhile, or its partition restored: not parked for long
+            return [ResumeTask(batch.key)]
+        self._transition(batch, SUSPENDED)
+        self.suspended_since = self.now
+        return self._next()
+
     def completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
-        """The runner is done with the running task."""
-        running = self.running
-        if running is None or running.key != task.key:
-            return []  # it was written off meanwhile
-        self.running = None
+        """A lane is done with its task."""
+        running, started = self.running, self.started
+        if running is not None and running.key == task.key:
+            self.running = None
+        else:
+            running, started = self.batch_running, self.batch_started
+            if running is None or running.key != task.key:
+                return []  # it was written off meanwhile
+            self.batch_running, self.slicing = None, False
+            if running.state is PREEMPTED and isinstance(outcome, Failure) and outcome.error_type == "Preempted":
+                return self._run_again(running, started) + self._next()
         self.tasks.pop(task.key, None)
         self.local.finished(running)
-        self.groups.ran(running.group_id, self.now - self.started, outcome.skipped if isinstance(outcome, TaskOutput) else 0)
+        self.groups.ran(running.group_id, self.now - started, outcome.skipped if isinstance(outcome, TaskOutput) else 0)
         if running.state is ORPHANED:
             return self._task_over(running, advance=False) + self._next()
         out: list[Instruction] = []
@@ -269,11 +371,21 @@ class TaskFlow:
                 out.append(CheckpointState(state.state_id, task.partition, task.batch))
         if running.state is CANCELLED:
             if running.group_id is None:  # BSP: the scheduler still counts the slot as taken
-                out.append(ToScheduler(task_finished(self.executor_id, task, TaskOutput([], False), self.started, self.now)))
+                out.append(ToScheduler(task_finished(self.executor_id, task, TaskOutput([], False), started, self.now)))
             return out + self._task_over(running) + self._next()
         if isinstance(outcome, Failure):
             return out + self._report_failure(task, running.group_id, outcome, running) + self._next()
-        return out + self._complete(running, outcome, self.started) + self._next()
+        return out + self._complete(running, outcome, started) + self._next()
+
+    def _run_again(self, local: LocalTask, started: float) -> list[Instruction]:
+        """A killed batch task came back from its safe point: it waits to run from its start
+        again, with the same inputs (it still holds them); what it had done is thrown away."""
+        thrown_away = self.now - started
+        self.counters.thrown_away_seconds += thrown_away
+        self._ready(local)
+        key = local.key
+        return [Log("info", "task_preempted", {"job": key[0], "stage": key[1], "partition": key[2],
+                                                "thrown_away": round(thrown_away, 4)})]
 
     def _complete(self, local: LocalTask, outcome: TaskOutput, started: float) -> list[Instruction]:
         """A task's output is ready: send it on (a replay_only task's goes nowhere)."""
@@ -349,6 +461,12 @@ class TaskFlow:
                 if local.state is RUNNING:
                     self._transition(local, CANCELLED)
                 continue
+            if local is self.batch_running:
+                if local.state in (RUNNING, SUSPENDED):
+                    out.append(self._wind_down(local, cancelled))
+                if local.state in (RUNNING, SUSPENDED, PREEMPTED):  # a preempted one is on its way out already
+                    self._transition(local, CANCELLED)
+                continue
             del self.tasks[key]
             self.local.finished(local)
             if local.group_id is None:
@@ -359,11 +477,21 @@ class TaskFlow:
                 out += self._task_over(local, advance=False)  # never ran: its batch is not applied
         return out + self._next()
 
+    def _wind_down(self, local: LocalTask, cancelled: bool) -> Instruction:
+        """The batch task's job is over: it must not stay parked. It is stopped (its output is
+        dropped, and the lane is wanted), unless it is stateful and its job only released: then it
+        finishes, as the latency lane's task does, so the output of the batch it applies is kept
+        for replays (stopped after its state's update, the batch would count twice)."""
+        if local.spec.state is None or cancelled:
+            return StopTask(local.key)
+        return ResumeTask(local.key)
+
     def cancel(self, jobs: set[str]) -> list[Instruction]:
         """Their run was cancelled: everything of theirs goes as on a release (queued tasks, blocks
         here and in the inbox, look-ups and fetches), and so do source tasks held for their batch's
         time and map outputs not yet registered. The running task is asked to stop at its next safe
-        point; when it returns, its output is dropped and the runner takes the next task."""
+        point; when it returns, its output is dropped and the runner takes the next task (the batch
+        lane's task is stopped by release)."""
         self.held.drop_jobs(jobs)
         running = self.running
         stop: list[Instruction] = [StopTask(running.key)] if running is not None and running.key[0] in jobs else []

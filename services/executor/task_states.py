@@ -5,12 +5,16 @@
     parked (batch b of a state before b - 1 is over) --b - 1 over--> ready
     running --its job released or cancelled--> cancelled (still on the runner until it returns)
     running --its partition restored from a checkpoint meanwhile--> orphaned (its batch does not count)
+    running (batch) --a latency task to run--> suspended --latency work over--> running
+    running (batch) --a latency task to run, preemption "kill"--> preempted --its thread returns--> ready
 
 A task not yet over may be cancelled (its job released) or fail (an input lost, a report that
 cannot travel). Done, failed, cancelled and orphaned are final; a cancelled or orphaned task the
 runner still has stays the running one until the runner returns it. A stateful task whose batch
-was applied already is done at once (it takes the output kept from then). `suspended` is reserved
-for tasks put aside to be resumed later: nothing enters it yet. The story log keeps the newest
+was applied already is done at once (it takes the output kept from then). Only a batch task is
+ever suspended (its thread parked at a safe point, to be resumed where it stopped) or preempted
+(abandoned at its next safe point, to run again from its start); either stays the batch lane's
+task until its thread returns it. The story log keeps the newest
 transitions of all tasks in one ring, so its size never depends on how long the executor runs.
 """
 
@@ -30,7 +34,8 @@ class TaskState(Enum):
     RUNNING = "running"
     CANCELLED = "cancelled"  # its job ended; if it was running, the runner still has it
     ORPHANED = "orphaned"  # running while its partition was taken over from a checkpoint
-    SUSPENDED = "suspended"  # put aside, to be resumed (reserved)
+    SUSPENDED = "suspended"  # a batch task parked at a safe point while latency work runs
+    PREEMPTED = "preempted"  # a batch task abandoned for latency work: it runs again from its start
     DONE = "done"
     FAILED = "failed"
 
@@ -41,9 +46,11 @@ class TaskState(Enum):
 
 WAITING, HELD, PARKED, READY, RUNNING = TaskState.WAITING, TaskState.HELD, TaskState.PARKED, TaskState.READY, TaskState.RUNNING
 CANCELLED, ORPHANED, DONE, FAILED = TaskState.CANCELLED, TaskState.ORPHANED, TaskState.DONE, TaskState.FAILED
+SUSPENDED, PREEMPTED = TaskState.SUSPENDED, TaskState.PREEMPTED
 
 OVER = frozenset({DONE, FAILED, CANCELLED, ORPHANED})
-ON_RUNNER = frozenset({RUNNING, CANCELLED, ORPHANED})  # a task the runner has (at most one)
+ON_RUNNER = frozenset({RUNNING, CANCELLED, ORPHANED})  # a task the latency lane has (at most one)
+ON_BATCH_LANE = ON_RUNNER | {SUSPENDED, PREEMPTED}  # a task the batch lane has (at most one)
 QUEUED = frozenset({WAITING, HELD, PARKED, READY})
 NEW = None  # the state before a task's first transition
 
@@ -55,6 +62,10 @@ ALLOWED: frozenset[tuple[TaskState | None, TaskState]] = frozenset(
     | {(s, FAILED) for s in (*QUEUED, RUNNING)}
     | {(s, CANCELLED) for s in (*QUEUED, RUNNING)}
     | {(RUNNING, ORPHANED), (CANCELLED, ORPHANED)}
+    | {(RUNNING, SUSPENDED), (SUSPENDED, RUNNING), (SUSPENDED, CANCELLED), (SUSPENDED, ORPHANED)}
+    | {(RUNNING, PREEMPTED), (PREEMPTED, READY), (PREEMPTED, CANCELLED)}
+    # A task asked to park or die may pass its last safe point first, and finish or fail.
+    | {(s, t) for s in (SUSPENDED, PREEMPTED) for t in (DONE, FAILED)}
 )
 
 

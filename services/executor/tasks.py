@@ -23,6 +23,9 @@ from squall.common.plan import (
     StageSpec,
 )
 from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
+from squall.services.executor.safe_points import StopSignal, TaskCancelled, TaskPreempted, checked
+
+__all__ = ["CodeCache", "RecordError", "StateTables", "StopSignal", "TaskCancelled", "TaskOutput", "TaskPreempted", "run_task"]
 
 
 class CodeCache:
@@ -66,33 +69,6 @@ class RecordError(TypeError):
 StateTables = dict[tuple[str, int], dict[Any, Any]]  # (state id, partition) -> key -> state
 
 
-class TaskCancelled(BaseException):
-    """The task's run was cancelled; raised at the task's next safe point. A BaseException, so a
-    user function's `except Exception` (or bad_records="skip") cannot swallow it."""
-
-
-class StopSignal:
-    """Set (from the executor's loop thread) when the running task's run is cancelled; the task
-    reads it between records. One attribute read per record: setting it needs no lock."""
-
-    __slots__ = ("stopped", "requested_at")
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self.requested_at = 0.0  # monotonic time of the request, for the executor's log
-
-
-def until_stopped(records: Iterable[Any], stop: StopSignal) -> Iterator[Any]:
-    """The records, checking between two of them whether the task must stop. A record that one
-    long call (user code, C code) takes is finished first: the check comes when it returns."""
-    for record in records:
-        if stop.stopped:
-            raise TaskCancelled("the run was cancelled")
-        yield record
-    if stop.stopped:
-        raise TaskCancelled("the run was cancelled")
-
-
 def run_task(
     spec: StageSpec,
     partition: int,
@@ -101,18 +77,19 @@ def run_task(
     states: StateTables | None = None,
     batch: int = 0,
     discard_output: bool = False,
-    stop: StopSignal | None = None,
+    signal: StopSignal | None = None,
 ) -> TaskOutput:
     """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
     `states` holds the keyed state of this executor's stateful partitions; `batch` is the task's
     micro-batch (windows close at its end). `discard_output`: a rebuild of keyed state, whose
-    records go nowhere, so they are run through but never serialized. `stop`: checked between
-    records as they enter the pipeline and as they leave it (a step that reads its whole input
-    first, or makes many records of one, is still stopped); raises TaskCancelled when set."""
+    records go nowhere, so they are run through but never serialized. `signal`: read at the safe
+    points between records as they enter the pipeline and as they leave it (a step that reads its
+    whole input first, or makes many records of one, can still be stopped or suspended there);
+    see safe_points.py."""
     skips.reset()
     records: Iterable[Any] = read_input(spec, partition, inputs, code)
-    if stop is not None:
-        records = until_stopped(records, stop)
+    if signal is not None:
+        records = checked(records, signal)
     if spec.state is not None:
         table = (states if states is not None else {}).setdefault((spec.state.state_id, partition), {})
         if spec.state.kind == "window":
@@ -121,8 +98,8 @@ def run_task(
             records = update_state(records, table, code.load(spec.state.fn))
     for blob in spec.ops:
         records = code.load(blob)(iter(records))
-    if stop is not None:
-        records = until_stopped(records, stop)
+    if signal is not None:
+        records = checked(records, signal)
     if discard_output:
         for _ in records:
             pass

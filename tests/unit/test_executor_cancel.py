@@ -137,13 +137,13 @@ def key(fn) -> str:
 
 def run(ops_: list[str], records: int = 1000, stop: StopSignal | None = None) -> list:
     spec = StageSpec(partitions=1, input=RangeSource(start=0, stop=records, step=1, partitions=1), ops=ops_, output=ResultWrite())
-    return run_task(spec, 0, [], CodeCache(CODE), stop=stop).blocks
+    return run_task(spec, 0, [], CodeCache(CODE), signal=stop).blocks
 
 
 def cancel_at_ten(x: int) -> int:
     SEEN.append(x)
     if x == 10:
-        STOP.stopped = True  # as the executor's loop thread does, while the task runs
+        STOP.stop(0.0)  # as the executor's loop thread does, while the task runs
     return x
 
 
@@ -163,7 +163,7 @@ def read_all_first(records):  # a pipeline step that reads its whole input befor
 
 @pytest.fixture(autouse=True)
 def fresh_signal():
-    STOP.stopped = False
+    STOP.stopped = STOP.pending = False
     SEEN.clear()
     yield
 
@@ -181,7 +181,7 @@ def test_a_task_stops_within_a_record_or_two_of_its_signal(step):
 
 
 def test_a_task_whose_signal_was_set_before_it_started_runs_no_record():
-    STOP.stopped = True
+    STOP.stop(0.0)
     with pytest.raises(TaskCancelled):
         run([key(functools.partial(ops.map_op, cancel_at_ten))], stop=STOP)
     assert SEEN == []
