@@ -169,6 +169,10 @@ class Settings:
     # latencies, group sizes): their percentiles describe the recent past (100 s of 100 ms
     # batches), in constant memory that fills within a stream's first minutes.
     metrics_window: int = 1_000
+    # Every service hands the free pages of its C heap back to the operating system this often
+    # (seconds; glibc's malloc_trim, a no-op elsewhere; 0: never), so that the holes message
+    # buffers of many sizes leave in malloc's heaps do not make a long-running process grow.
+    memory_trim_interval: float = 30.0
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
     log_level: str = "info"
     log_format: str = "auto"
@@ -188,6 +192,8 @@ class Settings:
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be {', '.join(choices[:-1])} or {choices[-1]}")
         if not (0 <= self.group_overhead_lower < self.group_overhead_upper <= 1):
             raise SettingsError("group_overhead_lower < group_overhead_upper must both lie in [0, 1]")
+        if self.memory_trim_interval < 0:
+            raise SettingsError("memory_trim_interval (SQUALL_MEMORY_TRIM_INTERVAL) must not be negative")
         if not (0 <= self.batch_nice <= 19):
             raise SettingsError("batch_nice (SQUALL_BATCH_NICE) must be between 0 and 19")
         if not (0 <= self.inline_task_max <= 1):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from squall.common import protocol, security
+from squall.common import c_heap, protocol, security
 from squall.common.protocol import ErrorReply, Message, ProtocolError
 from squall.common.settings import Settings
 
@@ -178,6 +178,8 @@ class ServiceLoop:
         signal.signal(signal.SIGINT, self.stop)
         if self.settings.parent_pid:
             self.every(0.25, self._check_parent)
+        if self.settings.memory_trim_interval > 0:  # free C-heap pages back to the OS (common.c_heap)
+            self.every(self.settings.memory_trim_interval, c_heap.trim)
         while self._running:
             timeout_ms = self._run_due_timers()
             for sock, _ in self.poller.poll(timeout_ms):
