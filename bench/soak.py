@@ -7,7 +7,9 @@ eventfds (each ZeroMQ socket and context holds one), threads; the cluster's chec
 (bytes and files); each service's tracked tables (GetTracked: entries in every per-job and
 per-batch table) and, with --heap, its live Python objects by type; and the YSB windows' p99
 latency per minute. It prints a row per minute, then per process the growth after the warm-up,
-extrapolated per hour from a least-squares line, and (with the plot extra) a PNG.
+extrapolated per hour from a least-squares line, where it grew (anonymous or file-backed pages;
+the C heap's bytes in use and free), and (with the plot extra) a PNG. The sampling runs in a
+process of its own, so that what it keeps does not grow the driver it measures.
 
     python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--trace FRAMES] [--plot soak.png]
 """
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
+import pickle
+import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.common.quantiles import quantile
-from squall.common.tracked import allocator, heap_by_line
+from squall.common.tracked import heap_by_line
 
 from bench import machine
 from squall import LocalCluster, Settings, sources
@@ -98,11 +103,11 @@ def service_addresses(cluster: LocalCluster, ctx: Any) -> dict[str, str]:
     return addresses
 
 
-def ask_services(cluster: LocalCluster, addresses: dict[str, str], sample: Sample, heap: bool) -> None:
+def ask_services(settings: Settings, addresses: dict[str, str], sample: Sample, heap: bool) -> None:
     """Each service's tracked entries (summed over its tables) into its process row; its heap by type."""
     for name, address in addresses.items():
         try:
-            answer = tracked(address, cluster.settings, timeout=5.0, heap=heap)
+            answer = tracked(address, settings, timeout=5.0, heap=heap)
         except TimeoutError:
             continue
         if sample.process.get(name):
@@ -111,10 +116,6 @@ def ask_services(cluster: LocalCluster, addresses: dict[str, str], sample: Sampl
         if heap:
             sample.heap[name] = answer.heap
             sample.traced[name] = answer.traced
-    if sample.process.get("driver"):
-        sample.process["driver"].update(allocated(allocator()))
-    if heap:
-        sample.traced["driver"] = heap_by_line()
 
 
 def allocated(figures: dict[str, int]) -> dict[str, float]:
@@ -186,43 +187,70 @@ def main(argv: list[str] | None = None) -> int:
     print(machine.header("bench.soak", argv))
     print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
           f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s\n")
-    samples: list[Sample] = []
     with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         pids = {"driver": os.getpid(), **cluster.pids}
-        addresses = service_addresses(cluster, ctx)
-        checkpoints = Path(cluster.settings.checkpoint_root)
         latencies = WindowLatencies(started=time.time())
         streams = [ysb_stream(ctx, args.rate, args.window, args.batch_interval, latencies)]  # type: ignore[arg-type]
         if args.job == "both":
             streams.append(running_count(ctx, args.state_rate, args.batch_interval))
         started = time.time()
         end = started + (args.warmup + args.minutes) * 60
-        next_sample, printed = started, -1
-        names = list(pids)
-        print(f"{'minute':>6} {'p99 ms':>7} {'ckpt files':>10} {'ckpt MiB':>8} " + " ".join(f"{n[:10]:>10}" for n in names) + "   (RSS MiB)")
-        try:
-            while time.time() < end:
-                time.sleep(max(0.0, next_sample - time.time()))
-                next_sample += args.sample
-                files, mib = directory_usage(checkpoints)
-                sample = Sample(time.time() - started, {n: process_sample(pid) for n, pid in pids.items()}, files, mib)
-                ask_services(cluster, addresses, sample, args.heap)
-                samples.append(sample)
-                minute = int(sample.at // 60)
-                if minute > printed:
-                    printed = minute
-                    # the newest minute whose windows are all in (its p99 is taken when the next begins)
-                    done = [m for m in latencies.p99_by_minute if m < minute]
-                    lat = latencies.p99_by_minute[max(done)] * 1000 if done else math.nan
-                    print(f"{minute:>6} {lat:>7.0f} {files:>10} {mib:>8.1f} "
-                          + " ".join(f"{sample.process[n].get('rss_mib', math.nan):>10.1f}" for n in names), flush=True)
-        finally:
-            for stream in streams:
-                stream.stop()
+        # The sampling runs in a process of its own: the samples it keeps must not grow the
+        # driver it measures.
+        spawn = multiprocessing.get_context("spawn")
+        with tempfile.TemporaryDirectory() as scratch:
+            out = os.path.join(scratch, "samples.pickle")
+            sampler = spawn.Process(target=sample_until, args=(pids, service_addresses(cluster, ctx), cluster.settings,
+                                                              cluster.settings.checkpoint_root, started, end, args.sample,
+                                                              args.heap, out))
+            sampler.start()
+            try:
+                driver_traced: list[dict[str, int]] = []
+                if args.trace:  # the driver's own allocation sites, at the warm-up's end and at the end
+                    time.sleep(max(0.0, started + args.warmup * 60 - time.time()))
+                    driver_traced.append(heap_by_line())
+                sampler.join()
+                if args.trace:
+                    driver_traced.append(heap_by_line())
+            finally:
+                for stream in streams:
+                    stream.stop()
+                if sampler.is_alive():
+                    sampler.terminate()
+            with open(out, "rb") as samples_file:
+                samples: list[Sample] = pickle.load(samples_file)
+    names = list(pids)
+    measured = [s for s in samples if s.at >= args.warmup * 60]
+    if len(driver_traced) == 2 and len(measured) >= 2:
+        measured[0].traced["driver"], measured[-1].traced["driver"] = driver_traced
     report(samples, names, args.warmup * 60, latencies)
     if args.plot:
         plot(samples, names, args.plot)
     return 0
+
+
+def sample_until(pids: dict[str, int], addresses: dict[str, str], settings: Settings, checkpoint_root: str,
+                 started: float, end: float, interval: float, heap: bool, out: str) -> None:
+    """The sampler process: a sample every `interval` seconds until `end`, a row printed each
+    minute, and every sample pickled to `out` at the end."""
+    samples: list[Sample] = []
+    names = list(pids)
+    print(f"{'minute':>6} {'ckpt files':>10} {'ckpt MiB':>8} " + " ".join(f"{n[:10]:>10}" for n in names) + "   (RSS MiB)")
+    next_sample, printed = started, -1
+    while time.time() < end:
+        time.sleep(max(0.0, next_sample - time.time()))
+        next_sample += interval
+        files, mib = directory_usage(Path(checkpoint_root))
+        sample = Sample(time.time() - started, {n: process_sample(pid) for n, pid in pids.items()}, files, mib)
+        ask_services(settings, addresses, sample, heap)
+        samples.append(sample)
+        minute = int(sample.at // 60)
+        if minute > printed:
+            printed = minute
+            print(f"{minute:>6} {files:>10} {mib:>8.1f} "
+                  + " ".join(f"{sample.process[n].get('rss_mib', math.nan):>10.1f}" for n in names), flush=True)
+    with open(out, "wb") as samples_file:
+        pickle.dump(samples, samples_file)
 
 
 def report(samples: list[Sample], names: list[str], warmup_seconds: float, latencies: WindowLatencies) -> None:
@@ -268,6 +296,7 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
         values = [latencies.p99_by_minute[m] * 1000 for m in minutes]
         print(f"window p99 per minute after the warm-up: min {min(values):.0f} ms, max {max(values):.0f} ms, "
               f"first {values[0]:.0f} ms, last {values[-1]:.0f} ms ({latencies.windows:,} windows in all)")
+        print("  by minute (ms): " + " ".join(f"{v:.0f}" for v in values))
 
 
 def shorten(site: str) -> str:
