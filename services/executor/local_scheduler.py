@@ -31,6 +31,7 @@ class LocalTask:
     group_id: int | None  # None for a BSP task
     inputs: dict[int, object] = field(default_factory=dict)  # map partition -> block
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
+    killed: bool = False  # preempted by "kill" once: its run from the start is not killed again
     # Computed once: both are read several times for every task on the executor's hot path.
     key: TaskKey = field(init=False)
     is_reducer: bool = field(init=False)

@@ -296,12 +296,18 @@ class TaskFlow:
             return self._start(LATENCY)
         if self.slicing or self.settings.preemption == "none" or not self.local.has_runnable(LATENCY):
             return []
+        # Stateful tasks are never killed: a batch half applied to its table cannot be run again
+        # from its start (some records would count twice), so they are suspended instead. A task
+        # is killed once at most: killed at every latency task, a task longer than the stream's
+        # batch interval would never finish; its run from the start goes to its end (as "none").
+        kill = self.settings.preemption == "kill" and batch.spec.state is None
+        if kill and batch.killed:
+            return []
         out = self._start(LATENCY)
         if self.running is None:
             return out
-        # Stateful tasks are never killed: a batch half applied to its table cannot be run again
-        # from its start (some records would count twice), so they are suspended instead.
-        if self.settings.preemption == "kill" and batch.spec.state is None:
+        if kill:
+            batch.killed = True
             self.counters.kills += 1
             self._transition(batch, PREEMPTED)
             return [PreemptTask(batch.key), *out]

@@ -156,6 +156,18 @@ def test_kill_mode_abandons_the_batch_task_and_runs_it_again_from_its_start_with
     assert [g.group_id for g in to_scheduler(ex.task_done(b, OUT, 2.0), GroupDone)] == [1]
 
 
+def test_kill_mode_kills_a_task_once_its_run_from_the_start_goes_to_its_end():
+    ex = executor(preemption="kill")
+    b, lat, lat2 = task("b", "batch"), task("l", "latency"), task("l2", "latency")
+    launch(ex, b, group_id=1)
+    assert lane_instructions(launch(ex, lat, group_id=2, now=1.0)) == [("PreemptTask", b.key), ("run", lat.key)]
+    ex.task_done(b, PREEMPTED, 1.1)
+    assert runs(ex.task_done(lat, OUT, 1.2)) == [b]  # its second run
+    assert lane_instructions(launch(ex, lat2, group_id=3, now=1.3)) == []  # not killed again: the latency task waits
+    assert ex.counters.kills == 1 and ex.tasks[lat2.key].state is S.READY
+    assert runs(ex.task_done(b, OUT, 2.0)) == [lat2]
+
+
 def test_kill_mode_a_killed_task_that_finished_before_its_safe_point_keeps_its_output():
     ex = executor(preemption="kill")
     b, lat = task("b", "batch"), task("l", "latency")
