@@ -138,6 +138,9 @@ class TaskSignal(StopSignal):
             woken = True
 
 
+NEVER = StopSignal()  # the signal of a task nothing can stop (an inline one): its checks cost one read
+
+
 def checked(records: Iterable[Any], signal: StopSignal) -> Iterator[Any]:
     """The records, with a safe point between two of them. A record that one long call (user
     code, C code) takes is finished first: the check comes when it returns."""

@@ -23,7 +23,7 @@ from squall.common.plan import (
     StageSpec,
 )
 from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
-from squall.services.executor.safe_points import StopSignal, TaskCancelled, TaskPreempted, checked
+from squall.services.executor.safe_points import NEVER, StopSignal, TaskCancelled, TaskPreempted, checked
 
 __all__ = ["CodeCache", "RecordError", "StateTables", "StopSignal", "TaskCancelled", "TaskOutput", "TaskPreempted", "run_task"]
 
@@ -87,7 +87,7 @@ def run_task(
     whole input first, or makes many records of one, can still be stopped or suspended there);
     see safe_points.py."""
     skips.reset()
-    records: Iterable[Any] = read_input(spec, partition, inputs, code)
+    records: Iterable[Any] = read_input(spec, partition, inputs, code, signal or NEVER)
     if signal is not None:
         records = checked(records, signal)
     if spec.state is not None:
@@ -107,11 +107,14 @@ def run_task(
     if isinstance(spec.output, ResultWrite):
         block = dumps_block(list(records))
         return TaskOutput(blocks=[block], is_result=True, skipped=skips.count())
-    blocks = write_shuffle(spec.output, records, code)
+    blocks = write_shuffle(spec.output, records, code, signal or NEVER)
     return TaskOutput(blocks=blocks, is_result=False, skipped=skips.count())
 
 
-def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache) -> Iterator[Any]:
+def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache,
+               signal: StopSignal = NEVER) -> Iterator[Any]:
+    """The records a task reads. A shuffle's blocks are merged before the first record comes out,
+    so the merge has safe points of its own: one per record merged."""
     source = spec.input
     if isinstance(source, RangeSource):
         return iter(source.partition_bounds(partition))
@@ -124,6 +127,8 @@ def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview]
     merge = _merger(source.aggregator, code)
     for block in inputs:
         for key, value in loads_block(block):
+            if signal.pending:
+                signal.safe_point()
             if key in merged:
                 merged[key] = merge(merged[key], value)
             else:
@@ -145,7 +150,7 @@ def update_state(groups: Iterable[Any], table: dict[Any, Any], fn: Callable[[lis
     return [(key, state) for key, state in updates if state is not None]
 
 
-def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache) -> list[bytes]:
+def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache, signal: StopSignal = NEVER) -> list[bytes]:
     """Partition (key, value) records by key, combining values of a key map-side."""
     buckets: list[dict[Any, Any]] = [{} for _ in range(output.partitions)]
     agg = output.aggregator
@@ -166,7 +171,12 @@ def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache)
                 bucket[key].append(value)
             else:
                 bucket[key] = [value]
-    return [dumps_block(list(b.items())) for b in buckets]
+    blocks = []
+    for bucket in buckets:  # a safe point between two blocks' serialization
+        if signal.pending:
+            signal.safe_point()
+        blocks.append(dumps_block(list(bucket.items())))
+    return blocks
 
 
 def _merger(agg: Aggregator, code: CodeCache) -> Callable[[Any, Any], Any]:
