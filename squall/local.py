@@ -180,9 +180,12 @@ class LocalCluster:
             # The driver's directory: functions from the user's own modules beside the script
             # are pickled by reference, and the executors import them from there.
             cwd=os.getcwd(),
-            # Own session: a Ctrl-C typed at the driver's terminal interrupts the driver only,
-            # which then tears the cluster down itself (a REPL user keeps the cluster).
-            start_new_session=True,
+            # Own process group: a Ctrl-C typed at the driver's terminal interrupts the driver
+            # only, which then tears the cluster down itself (a REPL user keeps the cluster).
+            # Not an own session: Linux gives each session its own scheduling group (autogroup),
+            # with an equal share of the CPU whatever its threads' niceness, and latency tasks
+            # only win the CPU from other executors' batch tasks (Settings.batch_nice) within one.
+            process_group=0,
             preexec_fn=_die_with_parent if in_main_thread and sys.platform == "linux" else None,
         )
         log.close()
