@@ -45,6 +45,7 @@ from squall.services.executor.preemption import suspension_figures
 from squall.services.executor.reports import Failure
 from squall.services.executor.runner import Runner
 from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES, SCHEDULER_MESSAGES, ExecutorState
+from squall.services.executor.task_states import TaskKey
 from squall.services.executor.tasks import TaskOutput
 from zmq.utils.monitor import recv_monitor_message
 
@@ -265,8 +266,15 @@ class ExecutorServer:
             suspended = time.monotonic() - signal.requested_at
             signal.resume(time.monotonic(), instruction.slice)
             key = instruction.key
+            if instruction.slice:  # the slice ends on the loop's clock too, whenever the OS runs the task
+                generation = self.generation
+                self.loop.call_later(instruction.slice, lambda: self._slice_time_up(key, generation))
             self.log.debug("task_resumed", job=key[0], stage=key[1], partition=key[2], slice=instruction.slice,
                            suspended_ms=round(suspended * 1000, 3))
+
+    def _slice_time_up(self, key: TaskKey, generation: int) -> None:
+        if generation == self.generation:
+            self.handle(events.SliceOver(now=time.monotonic(), stimulus_id=stimulus("slice-time-up"), key=key))
 
     def _preempt_task(self, instruction: PreemptTask) -> None:
         signal = self.runner.batch_signal(instruction.key)

@@ -339,16 +339,18 @@ class TaskFlow:
         return [*out, RunTask(local.task, local.spec, inputs, code)]
 
     def slice_over(self, key: TaskKey) -> list[Instruction]:
-        """The batch task ran its slice and parked itself again: latency tasks go on."""
+        """The batch task's slice is over: it parked itself again, or its time is up by the loop's
+        clock (a niced thread the OS ran late must not hold latency tasks up: SuspendTask parks it
+        at its next safe point, and is a no-op for a task parked already). Latency tasks go on."""
         batch = self.batch_running
         if batch is None or batch.key != key or not self.slicing:
-            return []  # over meanwhile
+            return []  # over meanwhile, or the other of the two notices of one slice
         self.slicing = False
         if batch.state is not RUNNING:  # its job is over meanwhile, or its partition restored: not parked for long
             return [ResumeTask(batch.key)]
         self._transition(batch, SUSPENDED)
         self.suspended_since = self.now
-        return self._next()
+        return [SuspendTask(batch.key), *self._next()]
 
     def completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
         """A lane is done with its task."""
