@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
+from squall.common.quantiles import quantile
+
 
 @dataclass(slots=True)
 class PreemptionCounters:
@@ -22,11 +24,9 @@ class PreemptionCounters:
 
 def suspension_figures(seconds: Collection[float]) -> dict[str, float]:
     """Suspension latency (a suspend request to the task parked), in ms, over the kept ones."""
-    ordered = sorted(seconds)
-    if not ordered:
+    if not seconds:
         return {"suspension_p50_ms": 0.0, "suspension_p99_ms": 0.0, "suspension_max_ms": 0.0}
-
-    def at(fraction: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 4)
-
-    return {"suspension_p50_ms": at(0.5), "suspension_p99_ms": at(0.99), "suspension_max_ms": at(1.0)}
+    values = list(seconds)
+    return {"suspension_p50_ms": round(quantile(values, 0.5) * 1000, 4),
+            "suspension_p99_ms": round(quantile(values, 0.99) * 1000, 4),
+            "suspension_max_ms": round(max(values) * 1000, 4)}
