@@ -188,6 +188,8 @@ class ExecutorState:
         out = self.registration.retry_if_due(event.now)
         if self.flow.held:
             out += self.flow.release_held()
+        elif self.flow.batch_suspended():  # its latency work may have been in flight past batch_max_suspension
+            out += self.flow.next_tasks()
         arrivals = self.flow.inputs.expire(event.now)  # look-ups and fetches past their deadline
         return out + self.flow.arrived(arrivals) if arrivals.failed else out
 

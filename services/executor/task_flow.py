@@ -263,6 +263,14 @@ class TaskFlow:
         self._transition(local, READY)
         self.local.push(local)
 
+    def batch_suspended(self) -> bool:
+        return self.batch_running is not None and self.batch_running.state is SUSPENDED
+
+    def next_tasks(self) -> list[Instruction]:
+        """What the lanes take next: on the clock's tick, a batch task suspended past
+        batch_max_suspension for latency work still in flight goes on."""
+        return self._next()
+
     def _next(self) -> list[Instruction]:
         """Hand each free lane its next task, as the lanes' rules say (module docstring)."""
         if self.running is not None:
@@ -287,7 +295,10 @@ class TaskFlow:
                 self._transition(batch, RUNNING)
                 return [ResumeTask(batch.key, self.settings.batch_slice)]
             out = self._start(LATENCY)
-            if self.running is None:  # no latency task to run after all: the batch task goes on
+            # No latency task to run after all: the batch task goes on, unless a latency reducer
+            # here is being fed (it runs within milliseconds; until it has, the batch task would
+            # only take the CPU from the mappers feeding it, here or on executors beside this one).
+            if self.running is None and (starved or not self._latency_imminent()):
                 self.counters.resumes += 1
                 self._transition(batch, RUNNING)
                 out.append(ResumeTask(batch.key))
@@ -315,6 +326,11 @@ class TaskFlow:
         self._transition(batch, SUSPENDED)
         self.suspended_since = self.now
         return [SuspendTask(batch.key), *out]
+
+    def _latency_imminent(self) -> bool:
+        """A latency reducer here has some of its inputs and waits for the rest: its mappers run
+        now. (A scan of the tasks here, made only while a batch task is suspended.)"""
+        return any(t.lane == LATENCY and t.state is WAITING and t.inputs for t in self.tasks.values())
 
     def _start(self, lane: int) -> list[Instruction]:
         """The lane's next runnable task goes to it (stateful tasks whose batch was applied

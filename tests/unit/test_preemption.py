@@ -7,6 +7,7 @@ released job is stopped, never left parked."""
 from __future__ import annotations
 
 import pytest
+from squall.common.core import Tick
 from squall.common.plan import RangeSource, ResultWrite, StageSpec, StateUpdate
 from squall.common.protocol import (
     CancelJobs,
@@ -96,6 +97,33 @@ def test_the_suspended_task_finishing_before_it_parked_is_taken_as_done():
     launch(ex, lat, group_id=2, now=1.0)
     actions = ex.task_done(b, OUT, 1.01)  # it had passed its last safe point
     assert [g.group_id for g in to_scheduler(actions, GroupDone)] == [1] and ex.batch_running is None
+
+
+def test_a_suspended_task_stays_parked_while_a_latency_reducer_here_is_being_fed():
+    ex = executor(batch_max_suspension=0.2)
+    spec = reduce_spec(maps=2, reduces=1)
+    b, mapper, reducer = task("b", "batch"), task("l", "latency"), task("r", "latency", spec=spec)
+    launch(ex, b, group_id=1)
+    ex.launch_group(LaunchGroup(group_id=2, tasks=[reducer], stages={spec.key(): spec}), 0.5)
+    assert lane_instructions(launch(ex, mapper, group_id=3, now=1.0)) == [("SuspendTask", b.key), ("run", mapper.key)]
+    push(ex, 0, b"block", job_id="r")  # the reducer's first input (the other mapper runs elsewhere)
+    assert lane_instructions(ex.task_done(mapper, OUT, 1.01)) == []  # not resumed: the reducer is imminent
+    assert ex.tasks[b.key].state is S.SUSPENDED
+    assert lane_instructions(ex.feed(Tick(now=1.1, stimulus_id="tick"))) == []
+    assert lane_instructions(push(ex, 1, b"block", job_id="r")) == [("run", reducer.key)]
+    assert lane_instructions(ex.task_done(reducer, OUT, 1.12)) == [("resume", b.key, 0.0)]
+
+
+def test_a_suspended_task_waiting_for_a_latency_reducer_past_the_bound_goes_on():
+    ex = executor(batch_max_suspension=0.2)
+    spec = reduce_spec(maps=2, reduces=1)
+    b, mapper, reducer = task("b", "batch"), task("l", "latency"), task("r", "latency", spec=spec)
+    launch(ex, b, group_id=1)
+    ex.launch_group(LaunchGroup(group_id=2, tasks=[reducer], stages={spec.key(): spec}), 0.5)
+    launch(ex, mapper, group_id=3, now=1.0)
+    push(ex, 0, b"block", job_id="r")
+    ex.task_done(mapper, OUT, 1.01)
+    assert lane_instructions(ex.feed(Tick(now=1.25, stimulus_id="tick"))) == [("resume", b.key, 0.0)]
 
 
 def test_a_new_batch_task_waits_for_the_latency_lane_and_for_ready_latency_tasks():
