@@ -170,8 +170,9 @@ class Settings:
     # batches), in constant memory that fills within a stream's first minutes.
     metrics_window: int = 1_000
     # Every service hands the free pages of its C heap back to the operating system this often
-    # (seconds; glibc's malloc_trim, a no-op elsewhere; 0: never), so that the holes message
-    # buffers of many sizes leave in malloc's heaps do not make a long-running process grow.
+    # (seconds; glibc's malloc_trim, a no-op elsewhere), and has blocks of 128 KiB and more mapped
+    # on their own, so that the holes message buffers of many sizes leave in malloc's heaps do not
+    # make a long-running process grow (common/c_heap.py). 0: neither.
     memory_trim_interval: float = 30.0
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
     log_level: str = "info"

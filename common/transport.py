@@ -179,6 +179,7 @@ class ServiceLoop:
         if self.settings.parent_pid:
             self.every(0.25, self._check_parent)
         if self.settings.memory_trim_interval > 0:  # free C-heap pages back to the OS (common.c_heap)
+            c_heap.map_large_blocks()
             self.every(self.settings.memory_trim_interval, c_heap.trim)
         while self._running:
             timeout_ms = self._run_due_timers()

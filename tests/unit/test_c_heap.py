@@ -54,6 +54,16 @@ def test_trim_gives_free_pages_in_the_middle_of_the_heap_back(holes: list[bytear
     assert len(holes) == BLOCKS // 2
 
 
+def test_large_blocks_stay_mapped_on_their_own_after_a_larger_one_is_freed() -> None:
+    c_heap.map_large_blocks()
+    freed = bytearray(4 * 2**20)  # unpinned, freeing it would raise glibc's threshold to 4 MiB
+    del freed
+    before = c_heap.allocator()["malloc_mapped_blocks"]
+    block = bytearray(512 * 1024)
+    assert c_heap.allocator()["malloc_mapped_blocks"] == before + 1, "a 512 KiB block came from the heap"
+    del block
+
+
 def run_loop_for(interval: float, seconds: float, until: float) -> float:
     """Run a service loop with memory_trim_interval=`interval` until resident memory is below
     `until` MiB or `seconds` pass; the resident memory at the end."""
