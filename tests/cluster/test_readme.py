@@ -35,3 +35,13 @@ def test_the_stream_example_writes_windows(tmp_path: Path) -> None:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert "latency" in out.getvalue()
     assert any(tmp_path.iterdir()), "the stream wrote no batch"
+
+
+def test_the_priorities_example_runs_a_stream_beside_a_batch_job() -> None:
+    block = python_blocks()[2]
+    assert 'priority="latency"' in block
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile("import operator\nimport squall\nfrom squall import sources\n" + block, "README.md", "exec"),
+             {"__name__": "readme"})
+    assert out.getvalue().splitlines() == ["True True"]
