@@ -55,10 +55,11 @@ def allocator() -> dict[str, int]:
             "malloc_free": info.fordblks, "malloc_mapped_blocks": info.hblks, "python_blocks": sys.getallocatedblocks()}
 
 
-def trim() -> bool:
-    """Give the C heap's free pages back to the operating system; True if any went back."""
+def trim() -> None:
+    """Give the C heap's free pages back to the operating system."""
     libc = _libc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)

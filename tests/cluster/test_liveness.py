@@ -152,10 +152,12 @@ def test_an_executor_whose_loop_is_stuck_while_its_heartbeat_thread_beats_is_rep
 
     settings = fast_settings(hung_timeout=0.5, log_format="json")
     with LocalCluster(executors=1, settings=settings) as cluster, cluster.connect() as ctx:
-        for _ in range(2):  # quick tasks: the executor learns to run this stage inline, on its loop thread
-            assert ctx.range(2, partitions=2).map(quick_then_stuck).collect() == [0, 1]
+        # Quick latency tasks: the executor learns to run this stage inline, on its loop thread
+        # (batch tasks never run inline).
+        for _ in range(2):
+            assert ctx.range(2, partitions=2).map(quick_then_stuck).collect(priority="latency") == [0, 1]
         stuck.touch()
-        job = Background(ctx.range(2, partitions=2).map(quick_then_stuck).collect)
+        job = Background(lambda: ctx.range(2, partitions=2).map(quick_then_stuck).collect(priority="latency"))
         (info,) = wait_until(lambda: [e for e in ctx.status().executors if e.hung], timeout=10, interval=0.05,
                              what="the executor reported hung in the status")
         assert "batch 0 of run" in info.hung and info.silent_for > settings.hung_timeout, info
