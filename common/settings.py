@@ -120,7 +120,7 @@ class Settings:
     preemption: str = "suspend"
     batch_max_suspension: float = 0.2
     batch_slice: float = 0.002
-    batch_nice: int = 10
+    batch_nice: int = 19
     # Where latency tasks go: "load_balance" (executors running the least batch work first),
     # "random", or "locality" (where their input is: keyed-state partitions stay with their owner
     # under every policy). Batch tasks go first to executors running the least latency work.
