@@ -35,6 +35,7 @@ from typing import Any
 from squall.common.quantiles import quantile
 
 from bench import machine
+from bench.plotting import pyplot
 from squall import LocalCluster, Settings
 from squall.health import tracked
 from squall.windows import WindowResult
@@ -151,13 +152,8 @@ def format_table(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("--plot needs matplotlib: pip install -e '.[plot]'")
+    plt = pyplot(path)
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:

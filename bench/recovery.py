@@ -41,6 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from bench import machine
+from bench.plotting import pyplot
 from squall import LocalCluster, Settings, StreamError, sources
 from squall.recovery_stats import batch_points, latencies_before, peak_latency_after, recovery_time, steady_latency
 
@@ -221,14 +222,9 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, work: Work
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"\nno plot: matplotlib is not installed (pip install -e '.[plot]'), so {path} was not drawn")
+    plt = pyplot(path)
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors, labelled = {"parallel": "tab:blue", "single": "tab:orange"}, set()
     for r in rows:  # every run of a mode in its color, so the spread between runs shows

@@ -32,6 +32,7 @@ from squall.common.quantiles import quantile
 from squall.common.tracked import heap_by_line
 
 from bench import machine
+from bench.plotting import pyplot
 from squall import LocalCluster, Settings, sources
 from squall.health import tracked
 from squall.windows import WindowResult
@@ -305,13 +306,8 @@ def shorten(site: str) -> str:
 
 
 def plot(samples: list[Sample], names: list[str], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("--plot needs matplotlib: pip install -e '.[plot]'")
+    plt = pyplot(path)
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(9, 5))
     for name in names:

@@ -99,12 +99,18 @@ def test_the_suspended_task_finishing_before_it_parked_is_taken_as_done():
     assert [g.group_id for g in to_scheduler(actions, GroupDone)] == [1] and ex.batch_running is None
 
 
-def test_a_suspended_task_stays_parked_while_a_latency_reducer_here_is_being_fed():
+def batch_task_beside_a_latency_reducer() -> tuple[Executor, TaskDescriptor, TaskDescriptor, TaskDescriptor]:
+    """A running batch task, and a latency reducer of two mappers waiting here (not yet fed)."""
     ex = executor(batch_max_suspension=0.2)
     spec = reduce_spec(maps=2, reduces=1)
     b, mapper, reducer = task("b", "batch"), task("l", "latency"), task("r", "latency", spec=spec)
     launch(ex, b, group_id=1)
     ex.launch_group(LaunchGroup(group_id=2, tasks=[reducer], stages={spec.key(): spec}), 0.5)
+    return ex, b, mapper, reducer
+
+
+def test_a_suspended_task_stays_parked_while_a_latency_reducer_here_is_being_fed():
+    ex, b, mapper, reducer = batch_task_beside_a_latency_reducer()
     assert lane_instructions(launch(ex, mapper, group_id=3, now=1.0)) == [("SuspendTask", b.key), ("run", mapper.key)]
     push(ex, 0, b"block", job_id="r")  # the reducer's first input (the other mapper runs elsewhere)
     assert lane_instructions(ex.task_done(mapper, OUT, 1.01)) == []  # not resumed: the reducer is imminent
@@ -115,11 +121,7 @@ def test_a_suspended_task_stays_parked_while_a_latency_reducer_here_is_being_fed
 
 
 def test_a_suspended_task_waiting_for_a_latency_reducer_past_the_bound_goes_on():
-    ex = executor(batch_max_suspension=0.2)
-    spec = reduce_spec(maps=2, reduces=1)
-    b, mapper, reducer = task("b", "batch"), task("l", "latency"), task("r", "latency", spec=spec)
-    launch(ex, b, group_id=1)
-    ex.launch_group(LaunchGroup(group_id=2, tasks=[reducer], stages={spec.key(): spec}), 0.5)
+    ex, b, mapper, reducer = batch_task_beside_a_latency_reducer()
     launch(ex, mapper, group_id=3, now=1.0)
     push(ex, 0, b"block", job_id="r")
     ex.task_done(mapper, OUT, 1.01)
