@@ -138,15 +138,24 @@ def test_auto_group_size_grows_when_boundaries_cost_too_much_and_settles_within_
     got, sink = collector()
     stream = ctx.stream(sources.generator(lambda p, b: [b], partitions=2), batch_interval=0.002, group_size="auto")
     stream = stream.foreach_batch(sink).start()
-    wait_until(lambda: len(stream.metrics_state.group_sizes) >= 12, timeout=30, what="a dozen groups")
-    stream.stop(timeout=20)
-    sizes, overheads = list(stream.metrics_state.group_sizes), list(stream.metrics_state.overheads)
-    assert sizes[0] == 1 and max(sizes) > 1  # at 2 ms batches one batch per group costs too much
     settings = ctx.settings
     cap = int(settings.group_max_seconds / 0.002)
+
+    def settled() -> bool:
+        # Three groups in a row inside the band (or at the cap). The tuner reacts to a group only
+        # after it ends, so any single group may be out of band on a noisy machine; settling means
+        # such excursions end.
+        # A group's size is recorded when it is submitted, its overhead when it ends: pair them from
+        # the first group (the window of 1,000 groups is not reached before this settles).
+        overheads = list(stream.metrics_state.overheads)
+        recent = list(zip(stream.metrics_state.group_sizes, overheads))[-3:]
+        return len(recent) == 3 and all(o <= settings.group_overhead_upper or s == cap for s, o in recent)
+
+    wait_until(lambda: len(stream.metrics_state.group_sizes) >= 12 and settled(), timeout=60, what="settled")
+    stream.stop(timeout=20)
+    sizes = list(stream.metrics_state.group_sizes)
+    assert sizes[0] == 1 and max(sizes) > 1  # at 2 ms batches one batch per group costs too much
     assert all(size <= cap for size in sizes)
-    for size, overhead in zip(sizes[-3:], overheads[-3:], strict=True):  # after warm-up
-        assert overhead <= settings.group_overhead_upper or size == cap
     assert [b for b, _ in got] == list(range(len(got)))
 
 
