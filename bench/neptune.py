@@ -19,7 +19,8 @@ of the word count's run, and the seconds of batch work thrown away by kill. Outp
 every window count against plain Python over the same events, the word counts against a plain
 Python count.
 
-    python -m bench.neptune [--rate 100000] [--words 20000000] [--modes suspend kill none] [--plot neptune.png]
+    python -m bench.neptune [--rate 100000] [--words 20000000] [--modes suspend kill none]
+                            [--batch-lanes process thread] [--plot neptune.png]
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def ms(value: float | None) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = (f"{'row':<18} {'LC p50 ms':>9} {'LC p99 ms':>9} {'batch s':>8} {'susp p50 ms':>11} {'susp p99 ms':>11} "
+    head = (f"{'row':<26} {'LC p50 ms':>9} {'LC p99 ms':>9} {'batch s':>8} {'susp p50 ms':>11} {'susp p99 ms':>11} "
             f"{'susp/s':>7} {'thrown s':>8} {'outputs exact':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -146,7 +147,7 @@ def format_table(rows: list[Row]) -> str:
         thrown = f"{r.total('thrown_away_seconds'):.1f}" if r.batch_seconds else "-"
         checks = [c for c in (r.lc_correct, r.batch_correct) if c is not None]
         exact = "yes" if checks and all(checks) else "NO" if checks else "-"
-        lines.append(f"{r.name:<18} {p50:>9} {p99:>9} {batch:>8} {'-' if s50 is None else f'{s50:.2f}':>11} "
+        lines.append(f"{r.name:<26} {p50:>9} {p99:>9} {batch:>8} {'-' if s50 is None else f'{s50:.2f}':>11} "
                      f"{'-' if s99 is None else f'{s99:.2f}':>11} {per_second:>7} {thrown:>8} {exact:>13}")
     return "\n".join(lines)
 
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=16, help="the word count's map partitions (reduce: half)")
     parser.add_argument("--executors", type=int, default=4)
     parser.add_argument("--modes", nargs="+", default=["suspend", "kill", "none"], choices=["suspend", "kill", "none"])
+    parser.add_argument("--batch-lanes", nargs="+", default=["process"], choices=["process", "thread"],
+                        help="where executors run batch tasks (Settings.batch_lane): one row per mode and lane")
     parser.add_argument("--plot", metavar="PNG", help="draw the LC batch latency over time per row (needs matplotlib)")
     args = parser.parse_args(argv)
     print(machine.header("bench.neptune", argv))
@@ -189,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows), flush=True)
     rows.append(run_row("batch alone", base, args, expected, stream=False, batch=True))
     for mode in args.modes:
-        rows.append(run_row(f"both, {mode}", base.replace(preemption=mode), args, expected, stream=True, batch=True))
-        print(f"\n{format_table(rows)}", flush=True)
+        for lane in args.batch_lanes:
+            name = f"both, {mode}" + (f" ({lane})" if len(args.batch_lanes) > 1 else "")
+            rows.append(run_row(name, base.replace(preemption=mode, batch_lane=lane), args, expected, stream=True, batch=True))
+            print(f"\n{format_table(rows)}", flush=True)
     alone = rows[0].lc_latencies
     for r in rows[2:]:
         if alone and r.lc_latencies:
             print(f"{r.name}: LC p99 {quantile(r.lc_latencies, 0.99) / quantile(alone, 0.99):.2f}x alone", end="")
-            none = next((x for x in rows if x.name == "both, none"), None)
+            none = next((x for x in rows if x.name.startswith("both, none")), None)
             if none is not None and none.batch_seconds and r.batch_seconds:
                 print(f"; batch job {r.batch_seconds / none.batch_seconds:.2f}x its time under none", end="")
             print()

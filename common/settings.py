@@ -53,6 +53,7 @@ _CHOICES = {
     "log_format": ("auto", "json", "console"),
     "preemption": ("suspend", "kill", "none"),
     "lc_placement": ("load_balance", "random", "locality"),
+    "batch_lane": ("process", "thread"),
 }
 
 
@@ -115,12 +116,17 @@ class Settings:
     # away); "none" lets the latency task wait until the batch task is over. Every mode gives the
     # same results. A batch task is never starved: once latency work has kept it suspended for
     # batch_max_suspension seconds, it runs for batch_slice seconds before the next latency task.
-    # Batch tasks run on a thread of their own at batch_nice (Linux niceness, 0 for none), so that
-    # the operating system, too, puts other executors' latency tasks first on a busy machine.
+    # Batch tasks run at batch_nice (Linux niceness, 0 for none), so that the operating system,
+    # too, puts other executors' latency tasks first on a busy machine. batch_lane "process" runs
+    # them in a child process of the executor, which "suspend" stops and continues (SIGSTOP,
+    # SIGCONT): no batch task then holds the GIL that the executor's latency work needs.
+    # "thread" runs them on a thread of the executor, parked at safe points; stateful batch tasks
+    # (a batch-priority stream with keyed state) always run there, beside their tables.
     preemption: str = "suspend"
     batch_max_suspension: float = 0.2
     batch_slice: float = 0.002
     batch_nice: int = 19
+    batch_lane: str = "process"
     # Where latency tasks go: "load_balance" (executors running the least batch work first),
     # "random", or "locality" (where their input is: keyed-state partitions stay with their owner
     # under every policy). Batch tasks go first to executors running the least latency work.

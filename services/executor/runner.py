@@ -29,6 +29,7 @@ from squall.common.serialization import SerializationError
 from squall.services.executor.checkpoints import Checkpointer
 from squall.services.executor.instructions import RunTask
 from squall.services.executor.lanes import Done, Lane
+from squall.services.executor.process_lane import ProcessLane, ProcessSignal
 from squall.services.executor.reports import Failure
 from squall.services.executor.safe_points import TaskSignal
 from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, TaskPreempted, run_task
@@ -36,6 +37,22 @@ from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, T
 # Stage key -> pipeline key, remembered for this many stages: a stream's source stages change with
 # every batch, so the memo must not grow with them.
 PIPELINE_MEMO = 128
+
+
+def execute(run: RunTask, views: list[bytes | memoryview], code: CodeCache, tables: StateTables,
+            signal: StopSignal | None) -> TaskOutput | Failure:
+    """Run the task; what it raised becomes the Failure its report carries."""
+    task = run.task
+    try:
+        return run_task(run.spec, task.partition, views, code, tables, task.batch, task.replay_only, signal)
+    except TaskCancelled as exc:
+        return Failure("task", "Cancelled", str(exc))
+    except TaskPreempted as exc:
+        return Failure("task", "Preempted", str(exc))
+    except SerializationError as exc:
+        return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
+    except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure
+        return Failure("task", type(exc).__name__, str(exc) or repr(exc), traceback.format_exc())
 
 
 class TaskCode(Mapping[str, bytes]):
@@ -66,7 +83,7 @@ class TaskCode(Mapping[str, bytes]):
 
 
 class Runner:
-    def __init__(self, log: Any, checkpoints: Checkpointer | None = None, batch_nice: int = 0) -> None:
+    def __init__(self, log: Any, checkpoints: Checkpointer | None = None, batch_nice: int = 0, batch_lane: str = "thread") -> None:
         self.log = log
         self.checkpoints = checkpoints
         self.task_code = TaskCode()
@@ -77,7 +94,11 @@ class Runner:
         self._pipelines: dict[str, str] = {}  # stage key -> pipeline key
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self.latency = Lane("squall-runner", self._execute, self.done, self.wakeup, log)
+        # Batch tasks: in a process of their own (process_lane.py says why), except stateful ones,
+        # whose tables live here; those, and all of them with batch_lane "thread", on a thread.
         self.batch = Lane("squall-batch", self._execute, self.done, self.wakeup, log, suspendable=True, nice=batch_nice)
+        self.batch_process = ProcessLane("squall-batch-process", self._from_checkpoint, self.done, self.wakeup, log,
+                                         nice=batch_nice) if batch_lane == "process" else None
 
     def tracked(self) -> dict[str, int]:
         return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),
@@ -108,27 +129,39 @@ class Runner:
 
     def submit(self, generation: int, run: RunTask) -> None:
         """To its lane's thread: the batch lane for a batch task, the runner thread otherwise."""
-        lane = self.batch if run.task.priority == "batch" else self.latency
+        lane: Lane | ProcessLane = self.latency
+        if run.task.priority == "batch":
+            lane = self.batch_process if self.batch_process is not None and run.spec.state is None else self.batch
         lane.submit(generation, run, self._tables_for(run.spec, run.task.partition))
 
     def stop(self, key: tuple[str, int, int], now: float) -> bool:
         """Ask the task submitted under `key` to stop at its next safe point (between records);
         False if it is no lane's task. (Inline tasks are short: they are not stopped.)"""
-        signal = self.latency.signal(key) or self.batch.signal(key)
+        signal = self.latency.signal(key) or self.batch.signal(key) or self._process_signal(key)
         if signal is None:
             return False
         signal.stop(now)
         return True
 
-    def batch_signal(self, key: tuple[str, int, int]) -> TaskSignal | None:
-        """The batch task's signal (to suspend, resume or kill it), if `key` is the batch lane's."""
+    def batch_signal(self, key: tuple[str, int, int]) -> TaskSignal | ProcessSignal | None:
+        """The batch task's signal (to suspend, resume or kill it), if `key` is a batch lane's."""
         signal = self.batch.signal(key)
-        return signal if isinstance(signal, TaskSignal) else None
+        return signal if isinstance(signal, TaskSignal) else self._process_signal(key)
+
+    def _process_signal(self, key: tuple[str, int, int]) -> ProcessSignal | None:
+        return self.batch_process.signal(key) if self.batch_process is not None else None
+
+    def suspension_seconds(self) -> list[float]:
+        """The batch lanes' suspension latencies (the newest each kept)."""
+        process = self.batch_process.suspension_seconds if self.batch_process is not None else ()
+        return [*self.batch.suspension_seconds, *process]
 
     def abandon(self, now: float) -> None:
         """Everything run so far is written off: both lanes' tasks stop at their next safe point."""
         self.latency.abandon(now)
         self.batch.abandon(now)
+        if self.batch_process is not None:
+            self.batch_process.abandon(now)
 
     def run_inline(self, run: RunTask) -> TaskOutput | Failure:
         """Execute on the calling thread (the loop), timing the stage like the runner thread does."""
@@ -151,6 +184,17 @@ class Runner:
         suspended one does not stay parked); do not wait for user code to finish."""
         self.latency.close()
         self.batch.close()
+        if self.batch_process is not None:
+            self.batch_process.close()
+
+    def _from_checkpoint(self, run: RunTask) -> TaskOutput | None:
+        """A replayed map task's output, read from its first attempt's checkpoint, if it wrote one."""
+        task = run.task
+        if task.attempt and task.map_checkpoint and self.checkpoints is not None:
+            blocks = self._checkpointed_output(task, run.spec)
+            if blocks is not None:
+                return TaskOutput(blocks=blocks, is_result=False)
+        return None
 
     def _checkpointed_output(self, task: TaskDescriptor, spec: StageSpec) -> list[bytes] | None:
         """A replayed map task's output as its first attempt checkpointed it, if it did."""
@@ -168,20 +212,11 @@ class Runner:
         self.task_code.blobs = run.code
         views = cast(list[bytes | memoryview], [frame.buffer if hasattr(frame, "buffer") else frame for frame in run.inputs])
         started = time.perf_counter()
-        if task.attempt and task.map_checkpoint and self.checkpoints is not None:
-            blocks = self._checkpointed_output(task, spec)
-            if blocks is not None:
-                return TaskOutput(blocks=blocks, is_result=False)
+        checkpointed = self._from_checkpoint(run)
+        if checkpointed is not None:
+            return checkpointed
         try:
-            return run_task(spec, task.partition, views, self.code, tables, task.batch, task.replay_only, signal)
-        except TaskCancelled as exc:
-            return Failure("task", "Cancelled", str(exc))
-        except TaskPreempted as exc:
-            return Failure("task", "Preempted", str(exc))
-        except SerializationError as exc:
-            return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
-        except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure
-            return Failure("task", type(exc).__name__, str(exc) or repr(exc), traceback.format_exc())
+            return execute(run, views, self.code, tables, signal)
         finally:
             elapsed = time.perf_counter() - started
             pipeline = self._pipeline(task.stage_key, spec)

@@ -81,7 +81,7 @@ class ExecutorServer:
                                    wall_offset=time.time() - time.monotonic())
         self.generation = 0  # bumped by DiscardWork, so results of tasks written off are ignored
         self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
-        self.runner = Runner(self.log, self.checkpoints, settings.batch_nice)
+        self.runner = Runner(self.log, self.checkpoints, settings.batch_nice, settings.batch_lane)
         broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
@@ -178,7 +178,7 @@ class ExecutorServer:
         now, stimulus_id = time.monotonic(), stimulus(type(msg).__name__)
         if isinstance(msg, GetTracked):
             self.handle(events.TrackedAsked(now=now, stimulus_id=stimulus_id, msg=msg, peer=peer, server_sizes=self.tracked(),
-                                            server_counters=suspension_figures(self.runner.batch.suspension_seconds)))
+                                            server_counters=suspension_figures(self.runner.suspension_seconds())))
         else:
             self.handle(Received(now=now, stimulus_id=stimulus_id, msg=msg, payloads=payloads, peer=peer))
 

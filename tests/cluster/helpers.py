@@ -4,6 +4,7 @@ the plain-Python meaning of shuffles."""
 from __future__ import annotations
 
 import operator
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,11 @@ from squall import sources
 from squall.sources import rate_batch
 
 BIG = 1 << 30  # decode limit for replies we read in tests
+
+
+def executor_pid() -> int:
+    """In a task: the pid of the executor running it (batch tasks run in its batch process)."""
+    return int(os.environ.get("SQUALL_EXECUTOR_PID", os.getpid()))
 
 
 def raw_dealer(address: str, settings: Settings | None = None) -> zmq.Socket:

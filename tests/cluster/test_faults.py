@@ -19,7 +19,7 @@ from squall.common.serialization import SerializationError
 import squall
 from squall import LocalCluster
 from tests.cluster import user_module
-from tests.cluster.helpers import Background, free_tcp_port, run_with_deadline
+from tests.cluster.helpers import Background, executor_pid, free_tcp_port, run_with_deadline
 from tests.conftest import fast_settings
 from tests.polling import wait_until
 
@@ -155,7 +155,7 @@ def kill_executor_1_mid_map(cluster: LocalCluster, ctx: squall.Context, tmp_path
     the job (running in the background) and when the kill happened."""
 
     def slow(x):  # type: ignore[no-untyped-def]
-        (tmp_path / f"map-{os.getpid()}").touch()
+        (tmp_path / f"map-{executor_pid()}").touch()
         time.sleep(0.3)
         return (x % 3, x)
 
@@ -202,7 +202,7 @@ def test_executor_holding_map_output_dies_between_bsp_stages(tmp_path: Path) -> 
     with LocalCluster(executors=4, settings=settings) as cluster, cluster.connect() as ctx:
 
         def slow_reduce(kv):  # type: ignore[no-untyped-def]
-            (tmp_path / f"reduce-{os.getpid()}").touch()
+            (tmp_path / f"reduce-{executor_pid()}").touch()
             time.sleep(1.0)
             return kv
 
@@ -230,7 +230,7 @@ def test_scheduler_death_mid_job_raises_connection_error(tmp_path: Path) -> None
     with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
 
         def slow(x):  # type: ignore[no-untyped-def]
-            (tmp_path / f"map-{os.getpid()}").touch()
+            (tmp_path / f"map-{executor_pid()}").touch()
             time.sleep(0.5)
             return x
 

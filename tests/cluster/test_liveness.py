@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from squall import LocalCluster, Settings
-from tests.cluster.helpers import Background
+from tests.cluster.helpers import Background, executor_pid
 from tests.conftest import TEST_PUBLIC_KEY, TEST_SECRET_KEY, fast_settings
 from tests.polling import wait_until
 
@@ -78,7 +78,7 @@ def marked_pids(directory: Path) -> set[int]:
 def test_a_stopped_or_killed_executor_is_declared_dead_within_the_budget_and_its_work_replayed(
         sig: signal.Signals, settings: Settings, tmp_path: Path) -> None:
     def slow(x: int) -> tuple[int, int]:
-        (tmp_path / f"map-{os.getpid()}").touch()
+        (tmp_path / f"map-{executor_pid()}").touch()
         time.sleep(0.3)  # sleeping releases the GIL: heartbeats go on
         return (x % 3, x)
 
@@ -122,7 +122,9 @@ def hold_the_gil(x: int) -> int:
 def test_an_executor_silent_past_the_hung_timeout_is_reported_hung_and_its_work_goes_on() -> None:
     settings = fast_settings(hung_timeout=0.5, log_format="json")
     with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
-        job = Background(ctx.range(2, partitions=2).map(hold_the_gil).collect)
+        # A latency task: it runs in the executor's own process (a batch task would hold the GIL of
+        # the executor's batch process, not the executor's: see the next test).
+        job = Background(lambda: ctx.range(2, partitions=2).map(hold_the_gil).collect(priority="latency"))
 
         def hung() -> list[Any]:
             return [e for e in ctx.status().executors if e.hung]
@@ -140,6 +142,21 @@ def test_an_executor_silent_past_the_hung_timeout_is_reported_hung_and_its_work_
         assert [e["executor"] for e in scheduler_events(cluster, "executor_beating_again")] == [stuck[0].executor_id]
         assert scheduler_events(cluster, "executor_lost") == []
         assert len(ctx.status().executors) == 2
+
+
+def test_a_batch_task_holding_the_gil_leaves_its_executor_responsive() -> None:
+    """Batch tasks run in the executor's batch process: one stuck in a C call that keeps the GIL
+    stops neither the executor's loop nor its heartbeats (on a thread of the executor, it would)."""
+    settings = fast_settings(hung_timeout=0.5, log_format="json")
+    with LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
+        job = Background(ctx.range(2, partitions=2).map(hold_the_gil).collect)
+        began = time.monotonic()
+        while not job.join(timeout=0.1):
+            assert [e.executor_id for e in ctx.status().executors if e.hung] == []
+            assert time.monotonic() - began < 20, "the job never finished"
+        assert job.outcome == [0, 1]
+        assert time.monotonic() - began >= 3  # the GIL was held as long as the test needs
+        assert scheduler_events(cluster, "executor_hung") == []
 
 
 def test_an_executor_whose_loop_is_stuck_while_its_heartbeat_thread_beats_is_reported_hung(tmp_path: Path) -> None:

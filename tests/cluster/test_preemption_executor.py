@@ -1,11 +1,13 @@
 """A real executor server (in this process, on loopback sockets; the test plays the scheduler)
 running a batch task when a latency task arrives: the batch task is suspended while the latency
 task runs (it makes no progress meanwhile), heartbeats and GetTracked say so, it resumes when the
-latency task is over, and a cancel stops it."""
+latency task is over, and a cancel stops it. On both batch lanes: the executor's batch process,
+and its batch thread."""
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,13 +29,27 @@ from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
-SEEN = [0]  # records the batch task went through (this process runs it)
+SEEN = [0]  # records the batch task went through, in the process that runs it
+PROGRESS = "SQUALL_TEST_PROGRESS"  # names the file where it says so (a batch process inherits it)
 LATENCY_MAY_END = threading.Event()
 
 
 def count(x: int) -> int:
     SEEN[0] += 1
+    if SEEN[0] % 100 == 0:
+        fd = os.open(os.environ[PROGRESS], os.O_WRONLY | os.O_CREAT)
+        os.pwrite(fd, SEEN[0].to_bytes(8, "little"), 0)
+        os.close(fd)
     return x
+
+
+def seen() -> int:
+    """Records the batch task went through (to the last hundred), wherever it runs."""
+    try:
+        with open(os.environ[PROGRESS], "rb") as f:
+            return int.from_bytes(f.read(8), "little")
+    except FileNotFoundError:
+        return 0
 
 
 def never(x: int) -> bool:
@@ -69,22 +85,22 @@ def scenario(server: ExecutorServer, sched: Peer, client: Peer, meta_address: st
     batch_spec, batch_code = stage(10**9, functools.partial(ops.map_op, count), functools.partial(ops.filter_op, never))
     batch = protocol.TaskDescriptor(job_id="b", stage_id=0, partition=0, stage_key=batch_spec.key(), priority="batch")
     sched.send(protocol.LaunchGroup(group_id=1, tasks=[batch], stages={batch_spec.key(): batch_spec}, code=batch_code), to=ident)
-    wait_until(lambda: SEEN[0] > 1000, timeout=WAIT, what="the batch task to run")
+    wait_until(lambda: seen() > 1000, timeout=WAIT, what="the batch task to run")
 
     latency_spec, latency_code = stage(3, functools.partial(ops.partition_op, hold))
     latency = protocol.TaskDescriptor(job_id="l", stage_id=0, partition=0, stage_key=latency_spec.key())
     sched.send(protocol.LaunchGroup(group_id=2, tasks=[latency], stages={latency_spec.key(): latency_spec}, code=latency_code), to=ident)
     heartbeat_with(sched.sock, latency_tasks=1, batch_tasks=1, suspended_tasks=1)
-    parked = SEEN[0]
+    parked = seen()
     client.send(protocol.GetTracked())
     _, tracked, _ = client.recv(protocol.Tracked)
     assert isinstance(tracked, protocol.Tracked)
-    assert SEEN[0] == parked  # suspended: not one record more while the latency task runs
+    assert seen() == parked  # suspended: no record more while the latency task runs
 
     LATENCY_MAY_END.set()
     _, done, _ = sched.recv(protocol.GroupDone)
     assert isinstance(done, protocol.GroupDone) and done.group_id == 2
-    wait_until(lambda: SEEN[0] > parked + 1000, timeout=WAIT, what="the batch task to resume")
+    wait_until(lambda: seen() > parked + 1000, timeout=WAIT, what="the batch task to resume")
     sched.send(protocol.CancelJobs(job_ids=["b"]), to=ident)
     _, done, _ = sched.recv(protocol.GroupDone)
     assert isinstance(done, protocol.GroupDone) and done.group_id == 1
@@ -93,14 +109,20 @@ def scenario(server: ExecutorServer, sched: Peer, client: Peer, meta_address: st
 
 
 @pytest.mark.usefixtures("service_loop_in_this_thread")
-def test_a_latency_task_suspends_the_running_batch_task_which_resumes_after_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lane", ["process", "thread"])
+def test_a_latency_task_suspends_the_running_batch_task_which_resumes_after_it(
+        tmp_path: Path, lane: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROGRESS, str(tmp_path / "progress"))
+    SEEN[0] = 0
+    LATENCY_MAY_END.clear()
     ctx = zmq.Context()
     base = fast_settings()
     sched_sock = transport.new_socket(ctx, zmq.ROUTER, base)
     sched_address = transport.bind(sched_sock, "tcp://127.0.0.1:*")
     meta_sock = transport.new_socket(ctx, zmq.ROUTER, base)
     meta_address = transport.bind(meta_sock, "tcp://127.0.0.1:*")
-    settings = fast_settings(scheduler_address=sched_address, executor_bind="tcp://127.0.0.1:*", checkpoint_dir=str(tmp_path))
+    settings = fast_settings(scheduler_address=sched_address, executor_bind="tcp://127.0.0.1:*", checkpoint_dir=str(tmp_path),
+                             batch_lane=lane)
     server = ExecutorServer(settings, structlog.get_logger(), executor_id="e-preempted")
     client_sock = transport.new_socket(ctx, zmq.DEALER, settings)
     client_sock.connect(server.data_address)
@@ -130,4 +152,7 @@ def test_a_latency_task_suspends_the_running_batch_task_which_resumes_after_it(t
         raise counters
     assert counters["suspensions"] == 1 and counters["kills"] == 0
     assert 0 < counters["suspension_p50_ms"] <= counters["suspension_max_ms"] < 1000
-    assert not server.runner.batch._thread.is_alive()  # nothing left parked once the executor closed
+    # Nothing left parked, or stopped, once the executor closed.
+    assert not server.runner.batch._thread.is_alive()
+    if server.runner.batch_process is not None:
+        assert server.runner.batch_process._child is None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from squall import LocalCluster, sources
-from tests.cluster.helpers import Background
+from tests.cluster.helpers import Background, executor_pid
 from tests.conftest import fast_settings
 from tests.polling import wait_until
 
@@ -120,7 +120,7 @@ def test_a_stopped_executor_is_declared_dead_and_its_return_changes_nothing() ->
 
 def test_an_executor_joining_mid_stream_takes_work_from_the_next_group(tmp_path) -> None:  # type: ignore[no-untyped-def]
     def marked_events(partition: int, batch: int) -> list[tuple[str, int]]:
-        (tmp_path / f"ran-{os.getpid()}").touch()
+        (tmp_path / f"ran-{executor_pid()}").touch()
         return events(partition, batch)
 
     with LocalCluster(executors=2, settings=fast_settings()) as cluster, cluster.connect() as ctx:
