@@ -14,17 +14,16 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import structlog
-
 from squall.client import Client, SchedulerRestarted
 from squall.common import protocol
 from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, Priority, RunDone
 from squall.common.serialization import loads_block
+from squall.driver_log import driver_log
 from squall.errors import ExecutorLostError, JobError, SchedulerRestartedError, TaskError
 
 Errors = Literal["raise", "return"]
 PRIORITIES: tuple[Priority, ...] = ("latency", "batch")
-log = structlog.get_logger(component="runs")
+log = driver_log("runs")
 
 
 def check_priority(priority: object) -> Priority:

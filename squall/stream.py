@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from squall.common.plan import GeneratorSource, SourceNode, StateNode
 from squall.common.protocol import Priority
 from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
+from squall.driver_log import driver_log
 from squall.errors import JobError, SchedulerRestartedError, SquallError
 from squall.runs import check_priority
 from squall.sources import StreamSource
@@ -31,7 +30,7 @@ from squall.stream_metrics import StreamMetrics
 from squall.tuning import GroupSizeTuner, TunerBounds
 from squall.windows import COUNT, Aggregation, WindowOperator, WindowResult, WindowSpec, reducing, window_fold
 
-log = structlog.get_logger(component="stream")
+log = driver_log("stream")
 
 if TYPE_CHECKING:
     from squall.connection import Connection

@@ -19,12 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import structlog
+from squall.driver_log import driver_log
 
 PREFIX = "squall-local-"
 OWNER_FILE = "owner.json"
 
-log = structlog.get_logger(component="workdirs")
+log = driver_log("workdirs")
 
 
 def create_workdir() -> Path:
