@@ -69,14 +69,14 @@ class ProcessSignal:
 
     def suspend(self, now: float) -> None:
         self.requested_at = now
-        if self._lane.send_signal(signals.SIGSTOP):
+        if self._lane.stop_child():
             self._lane.suspension_seconds.append(time.monotonic() - now)
             self.parked.set()
 
     def resume(self, now: float, slice_seconds: float = 0.0) -> None:
         """Go on (a slice ends on the loop's clock, with another suspend)."""
         self.parked.clear()
-        self._lane.send_signal(signals.SIGCONT)
+        self._lane.continue_child()
 
 
 class ProcessLane:
@@ -91,6 +91,7 @@ class ProcessLane:
         self._wakeup = wakeup
         self._seq = 0
         self._closed = False
+        self._stopped = False  # the loop stopped the child (SIGSTOP) and has not continued it
         self._lock = threading.Lock()  # the child's pipes and pid: the loop signals, the thread restarts it
         self._child: subprocess.Popen[bytes] | None = None
         self._tasks: Connection | None = None
@@ -106,6 +107,8 @@ class ProcessLane:
     def submit(self, generation: int, run: RunTask, tables: StateTables) -> None:
         if tables:
             raise ValueError("a stateful task cannot run in the batch process")  # its table is the executor's
+        if self._stopped:  # suspended for a task that was over already (its outcome on its way to the loop)
+            self.continue_child()
         self._seq += 1
         signal = ProcessSignal(self, self._seq)
         self.current = (run.task.key, signal)
@@ -150,10 +153,18 @@ class ProcessLane:
                 return
             self._signal_child(signals.SIGUSR1)
             self._signal_child(signals.SIGCONT)
+            self._stopped = False
 
-    def send_signal(self, signum: int) -> bool:
+    def stop_child(self) -> bool:
+        """SIGSTOP (the loop's thread only, as continue_child: `_stopped` is the loop's)."""
         with self._lock:
-            return self._signal_child(signum)
+            self._stopped = self._signal_child(signals.SIGSTOP)
+            return self._stopped
+
+    def continue_child(self) -> None:
+        with self._lock:
+            self._signal_child(signals.SIGCONT)
+            self._stopped = False
 
     def _signal_child(self, signum: int) -> bool:
         if self._child is None:

@@ -158,6 +158,15 @@ def test_stop_and_kill_end_a_task_at_its_next_safe_point_suspended_or_not(runner
     assert records(outcome(runner)) == [3 * x for x in range(10)]
 
 
+def test_a_task_suspended_just_as_it_ended_leaves_the_process_free_for_the_next(runner: Runner) -> None:
+    runner.submit(0, run("a", counting, 10))
+    signal = signal_of(runner, "a")
+    assert records(outcome(runner)) == [3 * x for x in range(10)]
+    signal.suspend(time.monotonic())  # the loop had yet to hear that the task was over
+    runner.submit(1, run("b", counting, 10))
+    assert records(outcome(runner)) == [3 * x for x in range(10)]
+
+
 def test_a_user_exception_in_the_batch_process_is_a_task_failure_with_its_traceback(runner: Runner) -> None:
     runner.submit(0, run("b", raises, 10))
     out = outcome(runner)
