@@ -15,9 +15,9 @@ in FAIR mode with the same pools, so only the concurrency differs):
 - "Spark LC alone": the stream of bench.ysb_spark (rate source at `rate` rows/s, events made by
   Spark SQL expressions, generator "sql": far cheaper than the Python UDF, so Spark sustains a
   higher rate), a trigger every `batch_interval`, `window`-second tumbling windows, update mode;
-  measured for `lc_seconds` after WARMUP_SECONDS from its first batch with input;
+  measured for `lc_seconds` after SPARK_WARMUP_SECONDS from its first batch with input;
 - "Spark batch alone": bench.neptune's word count, the same lines made by the same `line()`;
-- "Spark both, FAIR pools": the stream, and after the warm-up the word count beside it; the LC
+- "Spark both, FAIR pools": the stream, and after the same warm-up the word count beside it; the LC
   figures are those of the stream's batches whose sink finished while the word count ran.
 
 LC latency is per micro-batch, the analogue of Squall's "batch end to sink": for each batch with
@@ -54,7 +54,7 @@ from functools import partial
 from operator import add
 from typing import Any, TypeVar
 
-from bench.neptune import WARMUP_SECONDS, WORDS_PER_LINE, Row, expected_word_count, line
+from bench.neptune import WORDS_PER_LINE, Row, expected_word_count, line
 from bench.peers import WORKERS
 from bench.ysb_spark import (
     PARTITIONS,
@@ -78,11 +78,16 @@ LATENCY_POOL, BATCH_POOL, DEFAULT_POOL = "latency", "batch", "default"
 LATENCY_WEIGHT = 1000
 POOL_PROPERTY = "spark.scheduler.pool"
 WORD_COUNT_GROUP = "neptune-word-count"
-# Half the highest rate Spark sustained alone (p99 batch latency <= SUSTAINED_P99_SECONDS) in
-# `python -m bench.neptune_spark --rates 5000 10000 20000 40000`: the LC stream runs at about half
-# of what the machine sustains.
-DEFAULT_SPARK_RATE = 10_000
+# Half the highest rate Spark sustained alone with p99 batch latency <= SUSTAINED_P99_SECONDS in
+# `python -m bench.neptune_spark --rates 2000 5000 ...` then `--rates 3000 4000` on a 2-core
+# machine shared with other work: 3000/s (p99 0.75 s; 4000/s: 1.14 s, 5000/s: 1.29 s). The LC
+# stream runs at about half of what the machine sustains.
+DEFAULT_SPARK_RATE = 1_500
 SUSTAINED_P99_SECONDS = 1.0
+# Longer than bench.neptune's WARMUP_SECONDS for Squall: Spark's first batches with input plan,
+# generate code and warm the JVM (on this machine they took 14, 6, 2.5, 2 s ... and settled at
+# about a second each only some 30 s after the first), and a row measures the settled stream.
+SPARK_WARMUP_SECONDS = 30.0
 RETAINED = "1000000"  # jobs and stages the status store keeps (default 1000): all of a row's, for the pool check
 
 ROW_LC, ROW_BATCH, ROW_BOTH = "Spark LC alone", "Spark batch alone", "Spark both, FAIR pools"
@@ -231,8 +236,10 @@ def run_row(
     *,
     stream: bool,
     batch: bool,
+    warmup: float = SPARK_WARMUP_SECONDS,
 ) -> dict[str, Any]:
-    """One row on a fresh FAIR-mode Spark; see the module docstring. A dict with name, rate (None
+    """One row on a fresh FAIR-mode Spark, the stream measured from `warmup` seconds after its
+    first batch with input; see the module docstring. A dict with name, rate (None
     without the stream), lc_latencies and window_latencies (seconds), batch_seconds, lc_correct,
     batch_correct, pools_ok (None where not checked), achieved (events/s) and notes; or, if Spark
     cannot start, only name, rate and notes "skipped: why"."""
@@ -259,7 +266,7 @@ def run_row(
             query = threads.submit(_in_pool, sc, LATENCY_POOL, writer.start).result(STARTUP_LIMIT_SECONDS)
         try:
             if query is not None:
-                since = _await_first_input(query, sink, time.time() + STARTUP_LIMIT_SECONDS) + WARMUP_SECONDS
+                since = _await_first_input(query, sink, time.time() + STARTUP_LIMIT_SECONDS) + warmup
                 _await(query, sink, since)
             else:
                 since = time.time()
@@ -348,10 +355,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lc-seconds", type=float, default=20.0)
     parser.add_argument("--batch-interval", type=float, default=0.1)
     parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=SPARK_WARMUP_SECONDS, help="seconds from the first batch with input")
     args = parser.parse_args(argv)
 
     def run(rate: int) -> dict[str, Any]:
-        r = run_row(ROW_LC, rate, 0, 0, args.batch_interval, args.window, args.lc_seconds, None, stream=True, batch=False)
+        r = run_row(ROW_LC, rate, 0, 0, args.batch_interval, args.window, args.lc_seconds, None, stream=True, batch=False,
+                    warmup=args.warmup)
         print(f"{rate:>8,}/s: {r['notes']}", flush=True)
         if r["notes"].startswith("skipped"):
             return {"offered": rate, "skipped": r["notes"]}

@@ -116,6 +116,6 @@ def test_spark_python_workers_run_the_driver_interpreter() -> None:
 @needs_pyspark
 @pytest.mark.timeout(300)
 def test_a_small_mix_runs_in_its_pools_with_exact_outputs() -> None:
-    row = peer.run_row(peer.ROW_BOTH, 1000, 100_000, 4, 0.1, 2.0, 1.0, None, stream=True, batch=True)
+    row = peer.run_row(peer.ROW_BOTH, 1000, 100_000, 4, 0.1, 2.0, 1.0, None, stream=True, batch=True, warmup=2.0)
     assert row["pools_ok"] is True, row["notes"]
     assert row["batch_correct"] is True and row["lc_correct"] is True, row["notes"]
