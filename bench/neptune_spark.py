@@ -6,8 +6,9 @@ pool named by its thread's local property spark.scheduler.pool. Here the pools a
 (weight LATENCY_WEIGHT, minShare = all of the context's cores) and "batch" (weight 1, minShare 0).
 The streaming query is started from a thread whose pool is "latency" (the query's thread, and so
 its jobs, inherit the property), the word count runs in a thread whose pool is "batch". FAIR
-chooses which pool's task takes a free core; it never preempts a running task, so a stream's
-task waits for a word count task to end.
+chooses which pool's task takes a free task slot (local[4]: four); it never preempts a running
+task, so a stream's task waits for a word count task to end. It shares slots, not the CPU: the
+word count's running Python workers and the stream's tasks share the cores as the OS schedules them.
 
 Rows (each on a fresh local[4] Spark from bench.peers, its JVM stopped after the row; all three
 in FAIR mode with the same pools, so only the concurrency differs):
@@ -29,7 +30,7 @@ larger batches (and a lower input rate), not in this latency. The window latency
 update at the driver minus its end, for the windows ending in the measured span that the watermark
 made final before the stop) includes that wait; it is given in the notes.
 
-Checks: the stream's views, summed over all windows after the last batch, against the views among
+Checks: the stream's views, summed over all windows after the last reported batch, against the views among
 the rows the source handed out (rows 0..n-1, event type by row index: every view counted once);
 the word count against bench.neptune's expected_word_count. The pools: Spark's status store
 (the data of its UI, kept without the UI) records each stage's pool; every stage of the query's
