@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-lanes", nargs="+", default=["process"], choices=["process", "thread"],
                         help="where executors run batch tasks (Settings.batch_lane): one row per mode and lane")
     parser.add_argument("--plot", metavar="PNG", help="draw the LC batch latency over time per row (needs matplotlib)")
+    parser.add_argument("--peers", action="store_true", help="then the same mix on PySpark in FAIR pools (bench.neptune_spark)")
+    parser.add_argument("--spark-rate", type=int, help="the Spark stream's offered events per second (default: bench.neptune_spark's)")
     args = parser.parse_args(argv)
     print(machine.header("bench.neptune", argv))
     print(f"LC: YSB at {args.rate:,} events/s, {args.batch_interval * 1000:.0f} ms batches, {args.window:g} s windows; "
@@ -204,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             if none is not None and none.batch_seconds and r.batch_seconds:
                 print(f"; batch job {r.batch_seconds / none.batch_seconds:.2f}x its time under none", end="")
             print()
+    if args.peers:  # Spark's rows after Squall's, at their own rate (in the row name)
+        from bench.neptune_spark import neptune_rows
+
+        rows += neptune_rows(args, expected)
+        print(f"\n{format_table(rows)}", flush=True)
     if args.plot:
         plot(rows, args.plot)
     return 0

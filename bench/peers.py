@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from operator import add
@@ -182,14 +182,18 @@ def _ray_batch_runner(ray: Any, batch: Batch) -> BatchRunner:
 
 
 @contextmanager
-def _spark_engine() -> Iterator[Any]:
+def _spark_engine(conf: Mapping[str, str] | None = None) -> Iterator[Any]:
     """A SparkContext of a local[WORKERS] SparkSession, without UI and logging only errors; the session and its JVM end on exit.
 
     Start-up: launching the JVM and creating the session. Spark's Python workers run this
-    interpreter, not whichever `python3` is first on PATH.
+    interpreter, not whichever `python3` is first on PATH (PySpark's SparkContext takes the
+    interpreter of the functions it ships from PYSPARK_PYTHON, not from spark.pyspark.python, so
+    both are set). `conf`: further Spark settings, for those that only take effect when the
+    context starts (the scheduler mode, for one).
     """
     from pyspark.sql import SparkSession
 
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     builder = (
         SparkSession.builder.master(f"local[{WORKERS}]")
         .appName("drizzle-microbench")
@@ -198,6 +202,8 @@ def _spark_engine() -> Iterator[Any]:
         .config("spark.pyspark.python", sys.executable)
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG}")
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
         try:

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
@@ -127,12 +127,12 @@ def run_spark_ysb(
         return _run_query(spark, rate, seconds, window, batch_interval, generator, output_mode, drain, checkpoint)
 
 
-def _enter_spark(stack: ExitStack) -> Any:
-    """A SparkSession from bench.peers' engine, entered on `stack`; or why it could not start."""
+def _enter_spark(stack: ExitStack, conf: Mapping[str, str] | None = None) -> Any:
+    """A SparkSession from bench.peers' engine (with the Spark settings `conf`), entered on `stack`; or why it could not start."""
     try:
         from bench.peers import _spark_engine
 
-        stack.enter_context(_spark_engine())
+        stack.enter_context(_spark_engine(conf))
         from pyspark.sql import SparkSession
     except ImportError as exc:
         return f"not installed ({exc})"
