@@ -58,10 +58,17 @@ def test_large_blocks_stay_mapped_on_their_own_after_a_larger_one_is_freed() -> 
     c_heap.map_large_blocks()
     freed = bytearray(4 * 2**20)  # unpinned, freeing it would raise glibc's threshold to 4 MiB
     del freed
-    before = c_heap.allocator()["malloc_mapped_blocks"]
-    block = bytearray(512 * 1024)
-    assert c_heap.allocator()["malloc_mapped_blocks"] == before + 1, "a 512 KiB block came from the heap"
-    del block
+    # Other threads of this process (a test's leftover daemon) may map or unmap a block meanwhile:
+    # one clean look out of a few is enough; from the heap, no look would see the block mapped.
+    deltas = []
+    for _ in range(5):
+        before = c_heap.allocator()["malloc_mapped_blocks"]
+        block = bytearray(512 * 1024)
+        deltas.append(c_heap.allocator()["malloc_mapped_blocks"] - before)
+        del block
+        if deltas[-1] == 1:
+            break
+    assert 1 in deltas, f"a 512 KiB block came from the heap (mapped blocks changed by {deltas})"
 
 
 def run_loop_for(interval: float, seconds: float, until: float) -> float:
