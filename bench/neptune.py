@@ -11,16 +11,22 @@ with reduce_by_key), run with collect(), priority "batch" (its default). Rows:
   and after a warm-up the word count starts beside it; the LC figures are those of the stream's
   batches that ended while the word count ran.
 
+With `--batch-lanes process thread`, each mode runs once per batch lane (Settings.batch_lane:
+batch tasks in the executor's batch process, or on a thread of the executor). With `--peers`,
+the same mix then runs on PySpark with FAIR scheduler pools (bench.neptune_spark: the stream in
+a "latency" pool, the word count in a "batch" pool) at the stream rate Spark sustains
+(`--spark-rate`), which the row names.
+
 Each row starts a fresh local cluster (4 executors by default). Columns: the stream's p50/p99
 batch latency (batch end to sink), the word count's completion time, and from the executors'
-counters the suspension latency p50/p99 (a batch task told to suspend until it has parked;
+counters the suspension latency p50/p99 (a batch task told to suspend until it is stopped;
 p50 the median of the executors' medians, p99 the largest of their p99s), suspensions per second
 of the word count's run, and the seconds of batch work thrown away by kill. Outputs are checked:
 every window count against plain Python over the same events, the word counts against a plain
 Python count.
 
     python -m bench.neptune [--rate 100000] [--words 20000000] [--modes suspend kill none]
-                            [--batch-lanes process thread] [--plot neptune.png]
+                            [--batch-lanes process thread] [--peers [--spark-rate 1500]] [--plot neptune.png]
 """
 
 from __future__ import annotations
