@@ -148,7 +148,7 @@ def test_auto_group_size_grows_when_boundaries_cost_too_much_and_settles_within_
         # A group's size is recorded when it is submitted, its overhead when it ends: pair them from
         # the first group (the window of 1,000 groups is not reached before this settles).
         overheads = list(stream.metrics_state.overheads)
-        recent = list(zip(stream.metrics_state.group_sizes, overheads))[-3:]
+        recent = list(zip(stream.metrics_state.group_sizes, overheads, strict=False))[-3:]
         return len(recent) == 3 and all(o <= settings.group_overhead_upper or s == cap for s, o in recent)
 
     wait_until(lambda: len(stream.metrics_state.group_sizes) >= 12 and settled(), timeout=60, what="settled")
