@@ -36,10 +36,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from squall.common.c_heap import allocator
 from squall.common.quantiles import quantile
 from squall.common.resident import resident_by_kind
-from squall.common.tracked import heap_by_line
+from squall.common.tracked import heap_by_line, memory_figures
 
 from bench import machine
 from bench.plotting import pyplot
@@ -130,7 +129,8 @@ def ask_services(settings: Settings, addresses: dict[str, str], sample: Sample, 
             sample.traced[name] = answer.traced
 
 
-COUNTS = ("malloc_mapped_blocks", "pymalloc_arenas", "pymalloc_arenas_highwater")  # allocator figures that are not bytes
+COUNTS = ("malloc_mapped_blocks", "pymalloc_arenas", "pymalloc_arenas_highwater", "gc_collections_0", "gc_collections_1",
+          "gc_collections_2", "gc_collected")  # memory figures that are not bytes
 
 
 def allocated(figures: dict[str, int]) -> dict[str, float]:
@@ -259,7 +259,7 @@ def hand_figures_until(pipe: Connection, sampler: BaseProcess, until: float, int
     """In the driver: send the sampler the driver's allocator figures every `interval` seconds,
     until `until` or the sampler's end."""
     while sampler.is_alive() and time.time() < until:
-        pipe.send(allocator())
+        pipe.send(memory_figures())
         sampler.join(timeout=max(0.0, min(interval, until - time.time())))
 
 
@@ -318,17 +318,22 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
     print("\nwhere resident memory grew, MiB/hour: anonymous (heaps) and file-backed (code paged in) pages; of the "
           "anonymous, malloc's main [heap], the threads' stacks, other anonymous mappings (arenas, mapped blocks); "
           "the C heap's bytes from the system, in use and held free; Python's small-object arenas' bytes mapped, "
-          "in use and free inside them, and arenas (count/hour); Python's small blocks (thousands/hour)")
+          "in use and free inside them, and arenas (count/hour); Python's small blocks (thousands/hour); "
+          "objects the cyclic GC freed (garbage in reference cycles) and its full collections, per hour")
     columns = {"anon": "anon_mib", "file": "file_mib", "[heap]": "resident_heap", "stacks": "resident_stacks",
                "other": "resident_anon_other", "C heap": "malloc_held", "in use": "malloc_in_use", "free": "malloc_free",
                "pymal": "pymalloc_held", "in use ": "pymalloc_in_use", "free ": "pymalloc_free", "arenas": "pymalloc_arenas",
                "py blk": "python_blocks"}
-    print(f"{'process':<12} " + " ".join(f"{title.strip():>7}" for title in columns))
+    counted = {"cyclic": "gc_collected", "gen2": "gc_collections_2"}
+    print(f"{'process':<12} " + " ".join(f"{title.strip():>7}" for title in columns) + " " + " ".join(f"{t:>9}" for t in counted))
     for name in names:
         rows = [s for s in measured if s.process[name]]
-        print(f"{name:<12} " + " ".join(
-            f"{slope_per_hour([(s.at, s.process[name][k]) for s in rows if k in s.process[name]]):>+7.2f}"
-            for k in columns.values()))
+
+        def per_hour(key: str, rows: list[Sample] = rows, name: str = name) -> float:
+            return slope_per_hour([(s.at, s.process[name][key]) for s in rows if key in s.process[name]])
+
+        print(f"{name:<12} " + " ".join(f"{per_hour(k):>+7.2f}" for k in columns.values()) + " "
+              + " ".join(f"{per_hour(k):>+9,.0f}" for k in counted.values()))
     for name in names:
         if first.heap.get(name) and last.heap.get(name):
             grown = sorted(((last.heap[name].get(k, 0) - first.heap[name].get(k, 0), k) for k in last.heap[name]), reverse=True)[:5]

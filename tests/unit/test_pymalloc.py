@@ -44,7 +44,7 @@ def test_small_objects_show_in_use_and_their_arenas_held() -> None:
     objects = [object() for _ in range(200_000)]  # 16 bytes each: 3.2 MB of blocks
     during = pymalloc.figures()
     assert during["pymalloc_in_use"] - before["pymalloc_in_use"] >= 3_000_000
-    assert during["pymalloc_held"] == during["pymalloc_arenas"] * 2**20
+    assert during["pymalloc_held"] % during["pymalloc_arenas"] == 0, "arenas are all of one size"
     assert during["pymalloc_held"] >= during["pymalloc_in_use"] + during["pymalloc_free"]
     assert during["pymalloc_arenas_highwater"] >= during["pymalloc_arenas"] > before["pymalloc_arenas"]
     del objects
