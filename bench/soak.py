@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine.header("bench.soak", argv))
     print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
-          f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s\n")
+          f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s; "
+          f"Python's allocator (PYTHONMALLOC, every process): {os.environ.get('PYTHONMALLOC') or 'pymalloc'}\n")
     with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         pids = {"driver": os.getpid(), **cluster.pids}
         latencies = WindowLatencies(started=time.time())
