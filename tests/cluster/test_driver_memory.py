@@ -10,26 +10,17 @@ from squall.common import c_heap
 
 from squall import LocalCluster, connect, sources
 from tests.conftest import fast_settings
+from tests.heap_holes import BLOCKS, holed_heap, rss_anon_mib
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(90),
               pytest.mark.skipif(sys.platform != "linux" or not c_heap.allocator(), reason="glibc's malloc, /proc")]
 
-BLOCK = 16 * 1024  # below malloc's mmap threshold: these come from the heap itself
-BLOCKS = 4096  # 64 MiB, half of it freed in holes no heap top trim can reach
-
-
-def rss_anon_mib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("RssAnon:"))
-    return int(line.split()[1]) / 1024
-
 
 def test_a_running_stream_trims_its_drivers_heap() -> None:
     with LocalCluster(executors=1, settings=fast_settings()) as cluster, \
             connect(cluster.address, cluster.settings.replace(memory_trim_interval=0.2)) as ctx:
-        blocks = [bytearray(BLOCK) for _ in range(BLOCKS)]
-        del blocks[::2]  # 32 MiB free inside the driver's heap, kept by malloc until trimmed
+        blocks = holed_heap()  # 32 MiB free inside the driver's heap, kept by malloc until trimmed
         holed = rss_anon_mib()
         stream = ctx.stream(sources.rate(100, partitions=1), batch_interval=0.05).foreach_batch(lambda b, records: None).start()
         try:
