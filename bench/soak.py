@@ -7,11 +7,17 @@ eventfds (each ZeroMQ socket and context holds one), threads; the cluster's chec
 (bytes and files); each service's tracked tables (GetTracked: entries in every per-job and
 per-batch table) and, with --heap, its live Python objects by type; and the YSB windows' p99
 latency per minute. It prints a row per minute, then per process the growth after the warm-up,
-extrapolated per hour from a least-squares line, where it grew (anonymous or file-backed pages;
-the C heap's bytes in use and free), and (with the plot extra) a PNG. The sampling runs in a
-process of its own, so that what it keeps does not grow the driver it measures.
+extrapolated per hour from a least-squares line (over the whole measured span and over its last
+half: a growth that tapers off shows as a smaller second figure), where it grew (anonymous or
+file-backed pages; of the anonymous ones malloc's main heap, the threads' stacks and the other
+mappings, common.resident; the C heap's bytes held, in use and free; Python's small-object arenas'
+bytes held, in use and free, common.pymalloc), and (with the plot extra) a PNG. The sampling runs
+in a process of its own, so that what it keeps does not grow the driver it measures; the driver
+hands it its own allocator figures through a pipe. `--save` keeps the samples, and `--report`
+reads them back, so that one run can be measured again after another warm-up.
 
-    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--trace FRAMES] [--plot soak.png]
+    python -m bench.soak [--minutes 30] [--warmup 2] [--rate 100000] [--job ysb|both] [--heap] [--trace FRAMES] [--plot soak.png] [--save samples.pickle]
+    python -m bench.soak --report samples.pickle [--warmup 10] [--minutes 30]
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from squall.common.quantiles import quantile
-from squall.common.tracked import heap_by_line
+from squall.common.resident import resident_by_kind
+from squall.common.tracked import heap_by_line, memory_figures
 
 from bench import machine
 from bench.plotting import pyplot
@@ -86,7 +95,8 @@ def process_sample(pid: int) -> dict[str, float]:
                 continue
     except OSError:
         return {}
-    return {
+    by_kind = {f"resident_{kind}": size / 2**20 for kind, size in resident_by_kind(pid).items()}
+    return by_kind | {
         "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
         # resident anonymous memory is the heaps; file-backed is code and libraries paged in
         "anon_mib": int(status["RssAnon"].split()[0]) / 1024,
@@ -119,9 +129,13 @@ def ask_services(settings: Settings, addresses: dict[str, str], sample: Sample, 
             sample.traced[name] = answer.traced
 
 
+COUNTS = ("malloc_mapped_blocks", "pymalloc_arenas", "pymalloc_arenas_highwater", "gc_collections_0", "gc_collections_1",
+          "gc_collections_2", "gc_collected")  # memory figures that are not bytes
+
+
 def allocated(figures: dict[str, int]) -> dict[str, float]:
-    """The C heap's figures in MiB, Python's small blocks in thousands."""
-    return {k: v / 2**20 if k.startswith("malloc") else v / 1000 for k, v in figures.items()}
+    """The allocators' bytes in MiB, Python's small blocks in thousands, counts as they are."""
+    return {k: v / 1000 if k == "python_blocks" else float(v) if k in COUNTS else v / 2**20 for k, v in figures.items()}
 
 
 def directory_usage(root: Path) -> tuple[int, float]:
@@ -179,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every process under tracemalloc keeping FRAMES frames an allocation, and name the source "
                         "lines whose memory grew (implies --heap; slows the services: use a lower --rate)")
     parser.add_argument("--plot", help="write a PNG of RSS over time here (needs the plot extra)")
+    parser.add_argument("--save", help="keep the samples in this file (for --report)")
+    parser.add_argument("--report", metavar="SAVED", help="run nothing: report the samples --save kept, --minutes after --warmup")
     args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report, "rb") as saved:
+            samples, names, latencies = pickle.load(saved)
+        report([s for s in samples if s.at <= (args.warmup + args.minutes) * 60], names, args.warmup * 60, latencies)
+        return 0
     if args.trace:
         args.heap = True
         os.environ["PYTHONTRACEMALLOC"] = str(args.trace)  # the services inherit it
@@ -187,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine.header("bench.soak", argv))
     print(f"job: {args.job}, YSB at {args.rate:,} events/s, {args.window:g} s windows, {args.batch_interval * 1000:.0f} ms batches, "
-          f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s\n")
+          f"{args.executors} executors; {args.warmup:g} min warm-up, then {args.minutes:g} min measured; a sample every {args.sample:g} s; "
+          f"Python's allocator (PYTHONMALLOC, every process): {os.environ.get('PYTHONMALLOC') or 'pymalloc'}\n")
     with LocalCluster(executors=args.executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         pids = {"driver": os.getpid(), **cluster.pids}
         latencies = WindowLatencies(started=time.time())
@@ -201,16 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         spawn = multiprocessing.get_context("spawn")
         with tempfile.TemporaryDirectory() as scratch:
             out = os.path.join(scratch, "samples.pickle")
+            driver_figures, sampler_end = spawn.Pipe()
             sampler = spawn.Process(target=sample_until, args=(pids, service_addresses(cluster, ctx), cluster.settings,
                                                               cluster.settings.checkpoint_root, started, end, args.sample,
-                                                              args.heap, out))
+                                                              args.heap, out, sampler_end))
             sampler.start()
             try:
                 driver_traced: list[dict[str, int]] = []
                 if args.trace:  # the driver's own allocation sites, at the warm-up's end and at the end
-                    time.sleep(max(0.0, started + args.warmup * 60 - time.time()))
+                    hand_figures_until(driver_figures, sampler, started + args.warmup * 60, args.sample)
                     driver_traced.append(heap_by_line())
-                sampler.join()
+                hand_figures_until(driver_figures, sampler, math.inf, args.sample)
                 if args.trace:
                     driver_traced.append(heap_by_line())
             finally:
@@ -224,17 +247,30 @@ def main(argv: list[str] | None = None) -> int:
     measured = [s for s in samples if s.at >= args.warmup * 60]
     if len(driver_traced) == 2 and len(measured) >= 2:
         measured[0].traced["driver"], measured[-1].traced["driver"] = driver_traced
+    if args.save:
+        with open(args.save, "wb") as saved:
+            pickle.dump((samples, names, latencies), saved)
     report(samples, names, args.warmup * 60, latencies)
     if args.plot:
         plot(samples, names, args.plot)
     return 0
 
 
+def hand_figures_until(pipe: Connection, sampler: BaseProcess, until: float, interval: float) -> None:
+    """In the driver: send the sampler the driver's allocator figures every `interval` seconds,
+    until `until` or the sampler's end."""
+    while sampler.is_alive() and time.time() < until:
+        pipe.send(memory_figures())
+        sampler.join(timeout=max(0.0, min(interval, until - time.time())))
+
+
 def sample_until(pids: dict[str, int], addresses: dict[str, str], settings: Settings, checkpoint_root: str,
-                 started: float, end: float, interval: float, heap: bool, out: str) -> None:
-    """The sampler process: a sample every `interval` seconds until `end`, a row printed each
-    minute, and every sample pickled to `out` at the end."""
+                 started: float, end: float, interval: float, heap: bool, out: str, driver_figures: Connection) -> None:
+    """The sampler process: a sample every `interval` seconds until `end` (with the driver's
+    allocator figures, the latest it sent), a row printed each minute, and every sample pickled
+    to `out` at the end."""
     samples: list[Sample] = []
+    driver: dict[str, int] = {}
     names = list(pids)
     print(f"{'minute':>6} {'ckpt files':>10} {'ckpt MiB':>8} " + " ".join(f"{n[:10]:>10}" for n in names) + "   (RSS MiB)")
     next_sample, printed = started, -1
@@ -244,6 +280,10 @@ def sample_until(pids: dict[str, int], addresses: dict[str, str], settings: Sett
         files, mib = directory_usage(Path(checkpoint_root))
         sample = Sample(time.time() - started, {n: process_sample(pid) for n, pid in pids.items()}, files, mib)
         ask_services(settings, addresses, sample, heap)
+        while driver_figures.poll():
+            driver = driver_figures.recv()
+        if sample.process.get("driver"):
+            sample.process["driver"].update(allocated(driver))
         samples.append(sample)
         minute = int(sample.at // 60)
         if minute > printed:
@@ -262,25 +302,39 @@ def report(samples: list[Sample], names: list[str], warmup_seconds: float, laten
     first, last = measured[0], measured[-1]
     print(f"\nafter the warm-up ({(last.at - first.at) / 60:.1f} min measured); growth = last sample - first, "
           "per hour = least-squares slope")
-    print(f"{'process':<12} {'RSS MiB':>15} {'growth':>8} {'MiB/hour':>9} {'%/hour':>7} {'fds':>9} {'sockets':>9} {'eventfds':>9} {'threads':>9} {'tracked':>11}")
+    later = [s for s in measured if s.at >= (first.at + last.at) / 2]
+    print(f"{'process':<12} {'RSS MiB':>15} {'growth':>8} {'MiB/hour':>9} {'%/hour':>7} {'2nd half':>8} "
+          f"{'fds':>9} {'sockets':>9} {'eventfds':>9} {'threads':>9} {'tracked':>11}")
     for name in names:
         a, b = first.process[name], last.process[name]
         if not a or not b:
             print(f"{name:<12} (exited during the run)")
             continue
         per_hour = slope_per_hour([(s.at, s.process[name]["rss_mib"]) for s in measured if s.process[name]])
+        later_per_hour = slope_per_hour([(s.at, s.process[name]["rss_mib"]) for s in later if s.process[name]])
         print(f"{name:<12} {a['rss_mib']:>6.1f} -> {b['rss_mib']:>6.1f} {b['rss_mib'] - a['rss_mib']:>+8.1f} {per_hour:>+9.2f} "
-              f"{per_hour / a['rss_mib'] * 100:>+6.2f}% "
+              f"{per_hour / a['rss_mib'] * 100:>+6.2f}% {later_per_hour / a['rss_mib'] * 100:>+7.2f}% "
               + " ".join(f"{int(a[k]):>4}->{int(b[k]):<4}" for k in ("fds", "sockets", "eventfds", "threads"))
               + (f" {int(a['tracked']):>5}->{int(b['tracked']):<5}" if "tracked" in a and "tracked" in b else ""))
-    print("\nwhere resident memory grew, MiB/hour: anonymous (heaps) and file-backed (code paged in) pages; "
-          "the C heap's bytes from the system, in use and held free; Python's small blocks (thousands/hour)")
-    print(f"{'process':<12} {'anon':>7} {'file':>7} {'C heap':>7} {'in use':>7} {'free':>7} {'py blk':>7}")
+    print("\nwhere resident memory grew, MiB/hour: anonymous (heaps) and file-backed (code paged in) pages; of the "
+          "anonymous, malloc's main [heap], the threads' stacks, other anonymous mappings (arenas, mapped blocks); "
+          "the C heap's bytes from the system, in use and held free; Python's small-object arenas' bytes mapped, "
+          "in use and free inside them, and arenas (count/hour); Python's small blocks (thousands/hour); "
+          "objects the cyclic GC freed (garbage in reference cycles) and its full collections, per hour")
+    columns = {"anon": "anon_mib", "file": "file_mib", "[heap]": "resident_heap", "stacks": "resident_stacks",
+               "other": "resident_anon_other", "C heap": "malloc_held", "in use": "malloc_in_use", "free": "malloc_free",
+               "pymal": "pymalloc_held", "in use ": "pymalloc_in_use", "free ": "pymalloc_free", "arenas": "pymalloc_arenas",
+               "py blk": "python_blocks"}
+    counted = {"cyclic": "gc_collected", "gen2": "gc_collections_2"}
+    print(f"{'process':<12} " + " ".join(f"{title.strip():>7}" for title in columns) + " " + " ".join(f"{t:>9}" for t in counted))
     for name in names:
         rows = [s for s in measured if s.process[name]]
-        print(f"{name:<12} " + " ".join(
-            f"{slope_per_hour([(s.at, s.process[name][k]) for s in rows if k in s.process[name]]):>+7.2f}"
-            for k in ("anon_mib", "file_mib", "malloc_held", "malloc_in_use", "malloc_free", "python_blocks")))
+
+        def per_hour(key: str, rows: list[Sample] = rows, name: str = name) -> float:
+            return slope_per_hour([(s.at, s.process[name][key]) for s in rows if key in s.process[name]])
+
+        print(f"{name:<12} " + " ".join(f"{per_hour(k):>+7.2f}" for k in columns.values()) + " "
+              + " ".join(f"{per_hour(k):>+9,.0f}" for k in counted.values()))
     for name in names:
         if first.heap.get(name) and last.heap.get(name):
             grown = sorted(((last.heap[name].get(k, 0) - first.heap[name].get(k, 0), k) for k in last.heap[name]), reverse=True)[:5]

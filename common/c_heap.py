@@ -21,6 +21,8 @@ import sys
 from functools import cache
 from typing import Any
 
+from squall.common import pymalloc
+
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -45,14 +47,15 @@ def allocator() -> dict[str, int]:
     """The C heap: bytes malloc has from the system (`malloc_held`, mmapped blocks included), of
     which handed out and not had back (`malloc_in_use`) and free (`malloc_free`: fragmentation or
     not yet returned), and how many blocks are mapped on their own (`malloc_mapped_blocks`);
-    and Python's small-object blocks in use (`python_blocks`; Python's
-    small-object arenas are mapped outside malloc). Empty where glibc's mallinfo2 is missing."""
+    Python's small-object blocks in use (`python_blocks`); and the arenas Python maps outside
+    malloc for those blocks (common.pymalloc: `pymalloc_held`, `pymalloc_in_use`, `pymalloc_free`,
+    `pymalloc_arenas`, `pymalloc_arenas_highwater`). Empty where glibc's mallinfo2 is missing."""
     libc = _libc()
     if libc is None:
         return {}
     info = libc.mallinfo2()
     return {"malloc_held": info.arena + info.hblkhd, "malloc_in_use": info.uordblks + info.hblkhd,
-            "malloc_free": info.fordblks, "malloc_mapped_blocks": info.hblks, "python_blocks": sys.getallocatedblocks()}
+            "malloc_free": info.fordblks, "malloc_mapped_blocks": info.hblks, "python_blocks": sys.getallocatedblocks(), **pymalloc.figures()}
 
 
 def trim() -> None:

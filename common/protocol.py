@@ -180,7 +180,7 @@ class Tracked(Message, frozen=True):
     sizes: dict[str, int]
     heap: dict[str, int] = {}  # live objects by type name
     traced: dict[str, int] = {}  # bytes by allocation site "file:line", when the service runs under tracemalloc
-    allocator: dict[str, int] = {}  # the C heap's bytes in use and free (common.c_heap.allocator)
+    allocator: dict[str, int] = {}  # the allocators' and the cyclic GC's figures (common.tracked.memory_figures)
     counters: dict[str, float] = {}  # what the service has counted since it started (e.g. an executor's suspensions)
 
 

@@ -6,8 +6,10 @@ soak benchmark and the long-run test read these counts; the heap view (gc's obje
 which costs a pass over every object) is there for diagnosing what a count does not show. When the
 process runs under tracemalloc (PYTHONTRACEMALLOC=1), the heap view also names the source lines
 holding the most traced memory, keyed "file:line" with bytes: that is where a slow growth shows.
-Every reply also carries the C allocator's own figures (common.c_heap), which tell a native leak
-from fragmentation when resident memory grows while the Python heap does not.
+Every reply also carries the allocators' own figures (common.c_heap, common.pymalloc), which tell
+a native leak from fragmentation when resident memory grows while the Python heap does not, and the
+cyclic garbage collector's: objects it had to free (garbage in reference cycles, which waits for a
+collection instead of going at once) make the heap's peaks higher than what is live.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def heap_by_line(top: int = HEAP_TYPES) -> dict[str, int]:
     return {" < ".join(f"{f.filename}:{f.lineno}" for f in reversed(list(s.traceback)[-SITE_FRAMES:])): s.size for s in stats}
 
 
+def memory_figures() -> dict[str, int]:
+    """The allocators' figures (common.c_heap.allocator) and the cyclic garbage collector's:
+    collections of each generation so far (`gc_collections_0`..`_2`) and the objects they freed
+    in all (`gc_collected`): garbage in reference cycles, freed only when a collection runs."""
+    stats = gc.get_stats()
+    return {**allocator(), **{f"gc_collections_{generation}": s["collections"] for generation, s in enumerate(stats)},
+            "gc_collected": sum(s["collected"] for s in stats)}
+
+
 def tracked_reply(service: str, sizes: dict[str, int], heap: bool, counters: dict[str, float] | None = None) -> Tracked:
     return Tracked(service=service, sizes=sizes, heap=heap_by_type() if heap else {},
-                   traced=heap_by_line() if heap else {}, allocator=allocator(), counters=counters or {})
+                   traced=heap_by_line() if heap else {}, allocator=memory_figures(), counters=counters or {})

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from squall.common import c_heap
 from squall.common.plan import GeneratorSource, SourceNode, StateNode
 from squall.common.protocol import Priority
 from squall.common.serialization import dumps_function
@@ -235,6 +236,7 @@ class Stream:
         state_ids = [n.state_id for n in template.nodes if isinstance(n, StateNode)]
         checkpoints: dict[str, int] = {}  # keyed state -> the batch its checkpoints reach (from RunDone)
         resume: dict[str, int] | None = None  # set after a scheduler restart: rebuild state first
+        next_trim = time.monotonic() + self.ctx.settings.memory_trim_interval
         try:
             while not self._stopping.is_set():
                 size = tuner.size if tuner is not None else int(self.group_size)
@@ -276,6 +278,7 @@ class Stream:
                     if tuner.observe_overhead(overhead) != previous:
                         log.info("group_size_changed", old=previous, new=tuner.size, overhead=round(overhead, 4))
                 batch += size
+                next_trim = self._trim_if_due(next_trim)
         except BaseException as exc:  # the driver-side thread must report, never die silently
             self._error = exc
         finally:
@@ -283,6 +286,16 @@ class Stream:
                 self.ctx.client.forget_states(state_ids)  # its keyed state and checkpoints can go
             except Exception as exc:  # noqa: BLE001 - the stream's outcome matters more
                 log.warning("forget_states_failed", error=repr(exc))
+
+    def _trim_if_due(self, due: float) -> float:
+        """The driver runs as long as its streams, and each group's results pass through its C heap:
+        like every service, it hands that heap's free pages back to the operating system every
+        memory_trim_interval seconds (common/c_heap.py), between groups. Returns the next due time."""
+        interval = self.ctx.settings.memory_trim_interval
+        if interval <= 0 or time.monotonic() < due:
+            return due
+        c_heap.trim()
+        return time.monotonic() + interval
 
     def _deliver(self, b: int, end: float, outcome: Any) -> None:
         if isinstance(outcome, JobError):

@@ -13,24 +13,15 @@ from squall.common import c_heap
 from squall.common.settings import Settings
 from squall.common.transport import ServiceLoop
 
+from tests.heap_holes import BLOCKS, holed_heap, rss_anon_mib
+
 pytestmark = pytest.mark.skipif(not c_heap.allocator(), reason="glibc's malloc only")
-
-BLOCK = 16 * 1024  # below malloc's mmap threshold: these come from the heap itself
-BLOCKS = 4096  # 64 MiB, half of it freed in holes no heap top trim can reach
-
-
-def rss_anon_mib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("RssAnon:"))
-    return int(line.split()[1]) / 1024
 
 
 @pytest.fixture
 def holes() -> Iterator[list[bytearray]]:
-    """Every other block freed: 32 MiB free inside the heap, kept by malloc until trimmed."""
-    blocks = [bytearray(BLOCK) for _ in range(BLOCKS)]
-    del blocks[::2]
-    yield blocks
+    """32 MiB free inside the heap, kept by malloc until trimmed."""
+    yield holed_heap()
 
 
 @pytest.fixture
