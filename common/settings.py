@@ -127,6 +127,9 @@ class Settings:
     batch_slice: float = 0.002
     batch_nice: int = 19
     batch_lane: str = "process"
+    # The batch process runs in Linux's SCHED_IDLE class: a CPU only when nothing else wants it,
+    # and any other task that wakes up takes the CPU from it at once.
+    batch_sched_idle: bool = True
     # Where latency tasks go: "load_balance" (executors running the least batch work first),
     # "random", or "locality" (where their input is: keyed-state partitions stay with their owner
     # under every policy). Batch tasks go first to executors running the least latency work.

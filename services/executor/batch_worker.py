@@ -1,7 +1,7 @@
 """The batch process: runs an executor's batch tasks one at a time, off its GIL (process_lane.py
 says why and how it is suspended). Started by the executor with three pipe ends:
 
-    python -m squall.services.executor.batch_worker TASKS RESULTS CONTROL NICE PARENT_PID
+    python -m squall.services.executor.batch_worker TASKS RESULTS CONTROL NICE SCHED_IDLE PARENT_PID
 
 It reads (seq, task, spec, inputs, code) from TASKS and writes (seq, outcome) to RESULTS, outcome a
 TaskOutput or a Failure exactly as the executor's own lanes make them. Stop and kill requests are
@@ -114,7 +114,7 @@ def _die_with(parent_pid: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    task_fd, result_fd, control_fd, nice, parent_pid = map(int, argv)
+    task_fd, result_fd, control_fd, nice, sched_idle, parent_pid = map(int, argv)
     _die_with(parent_pid)
     os.environ[EXECUTOR_PID] = str(parent_pid)
     if nice:
@@ -122,6 +122,11 @@ def main(argv: list[str]) -> None:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
         except OSError:
             pass  # refused in some containers: the executor logs batch_nice_refused for its own lanes
+    if sched_idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # lowering one's own class needs no privilege
+        except OSError:
+            pass
     fcntl.fcntl(control_fd, fcntl.F_SETFL, fcntl.fcntl(control_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
     worker = Worker(control_fd)
     signals.signal(signals.SIGUSR1, worker.on_control)

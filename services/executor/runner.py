@@ -83,7 +83,8 @@ class TaskCode(Mapping[str, bytes]):
 
 
 class Runner:
-    def __init__(self, log: Any, checkpoints: Checkpointer | None = None, batch_nice: int = 0, batch_lane: str = "thread") -> None:
+    def __init__(self, log: Any, checkpoints: Checkpointer | None = None, batch_nice: int = 0, batch_lane: str = "thread",
+                 batch_sched_idle: bool = False) -> None:
         self.log = log
         self.checkpoints = checkpoints
         self.task_code = TaskCode()
@@ -98,7 +99,7 @@ class Runner:
         # whose tables live here; those, and all of them with batch_lane "thread", on a thread.
         self.batch = Lane("squall-batch", self._execute, self.done, self.wakeup, log, suspendable=True, nice=batch_nice)
         self.batch_process = ProcessLane("squall-batch-process", self._from_checkpoint, self.done, self.wakeup, log,
-                                         nice=batch_nice) if batch_lane == "process" else None
+                                         nice=batch_nice, sched_idle=batch_sched_idle) if batch_lane == "process" else None
 
     def tracked(self) -> dict[str, int]:
         return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),

@@ -81,7 +81,7 @@ class ExecutorServer:
                                    wall_offset=time.time() - time.monotonic())
         self.generation = 0  # bumped by DiscardWork, so results of tasks written off are ignored
         self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
-        self.runner = Runner(self.log, self.checkpoints, settings.batch_nice, settings.batch_lane)
+        self.runner = Runner(self.log, self.checkpoints, settings.batch_nice, settings.batch_lane, settings.batch_sched_idle)
         broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)

@@ -194,3 +194,15 @@ def test_the_batch_process_runs_at_batch_nice_and_goes_with_its_lane_even_when_s
     runner.close()
     assert runner.batch_process is not None and runner.batch_process.pid is None
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5, what="the batch process gone")
+
+
+def test_the_batch_process_runs_in_the_idle_scheduling_class_when_asked(tmp_path: Path) -> None:
+    idle = Runner(structlog.get_logger(), batch_nice=19, batch_lane="process", batch_sched_idle=True)
+    plain = Runner(structlog.get_logger(), batch_nice=19, batch_lane="process")
+    try:
+        wait_until(lambda: os.sched_getscheduler(pid_of(idle)) == os.SCHED_IDLE, timeout=10, what="SCHED_IDLE")
+        wait_until(lambda: os.getpriority(os.PRIO_PROCESS, pid_of(plain)) == 19, timeout=10, what="the plain one's niceness")
+        assert os.sched_getscheduler(pid_of(plain)) == os.SCHED_OTHER
+    finally:
+        idle.close()
+        plain.close()
