@@ -42,5 +42,6 @@ def header(module: str, argv: list[str] | None = None) -> str:
         f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; CurveZMQ {'off' if settings.plaintext else 'on'}, "
         f"map-output checkpoints {'on' if settings.checkpoint_map_outputs else 'off'}, "
         f"keyed state checkpointed every {settings.checkpoint_every_groups} groups; "
-        f"preemption {settings.preemption}, batch_lane {settings.batch_lane}, batch_nice {settings.batch_nice}",
+        f"preemption {settings.preemption}, batch_lane {settings.batch_lane}, batch_nice {settings.batch_nice}, "
+        f"batch_sched_idle {settings.batch_sched_idle}",
     ])
