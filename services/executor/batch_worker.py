@@ -6,7 +6,8 @@ says why and how it is suspended). Started by the executor with three pipe ends:
 It reads (seq, task, spec, inputs, code) from TASKS and writes (seq, outcome) to RESULTS, outcome a
 TaskOutput or a Failure exactly as the executor's own lanes make them. Stop and kill requests are
 (seq, what) on CONTROL, read when SIGUSR1 says one is there; the task raises at its next safe point.
-It dies with the executor (PR_SET_PDEATHSIG), and ends when TASKS closes.
+It says READY first, once SIGUSR1 is handled; until then the executor only writes requests, which
+it reads when it starts a task. It dies with the executor (PR_SET_PDEATHSIG), and ends when TASKS closes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import FrameType
 
 from squall.common import broadcast_store
 from squall.services.executor.instructions import RunTask
-from squall.services.executor.process_lane import CONTROL, KILL
+from squall.services.executor.process_lane import CONTROL, KILL, READY
 from squall.services.executor.runner import TaskCode, execute
 from squall.services.executor.safe_points import StopSignal, TaskCancelled, TaskPreempted
 from squall.services.executor.tasks import CodeCache
@@ -90,6 +91,7 @@ class Worker:
 
     def run(self, payload: bytes) -> bytes:
         seq, task, spec, inputs, code = pickle.loads(payload)
+        self.on_control(0, None)  # requests written before the executor knew this process could hear them
         self.signal = WorkerSignal()
         what = self.requests.pop(seq, None)
         if what is not None:
@@ -132,6 +134,7 @@ def main(argv: list[str]) -> None:
     signals.signal(signals.SIGUSR1, worker.on_control)
     signals.signal(signals.SIGINT, signals.SIG_IGN)  # a Ctrl-C in the terminal is the executor's to handle
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
+    results.send_bytes(READY)  # from now on SIGUSR1 is handled (its default would end this process)
     while True:
         try:
             payload = tasks.recv_bytes()

@@ -45,6 +45,7 @@ from squall.services.executor.lanes import SUSPENSIONS_KEPT, Done, TaskKey
 from squall.services.executor.reports import Failure
 from squall.services.executor.tasks import StateTables, TaskOutput
 
+READY = b"ready"  # the batch process's first message: it handles SIGUSR1 now
 CONTROL = struct.Struct("<QB")  # (task sequence number, what is asked): one control message
 STOP, KILL = 1, 2
 
@@ -97,6 +98,7 @@ class ProcessLane:
         self._seq = 0
         self._closed = False
         self._stopped = False  # the loop stopped the child (SIGSTOP) and has not continued it
+        self._ready = False  # the child handles SIGUSR1 (it said READY); before, the signal would kill it
         self._lock = threading.Lock()  # the child's pipes and pid: the loop signals, the thread restarts it
         self._child: subprocess.Popen[bytes] | None = None
         self._tasks: Connection | None = None
@@ -156,7 +158,8 @@ class ProcessLane:
                 os.write(self._control, CONTROL.pack(seq, what))
             except OSError:  # the child is gone: the thread reports the task failed
                 return
-            self._signal_child(signals.SIGUSR1)
+            if self._ready:  # else the child reads the request when it starts the task
+                self._signal_child(signals.SIGUSR1)
             self._signal_child(signals.SIGCONT)
             self._stopped = False
 
@@ -195,6 +198,7 @@ class ProcessLane:
             os.close(fd)
         with self._lock:
             self._child = child
+            self._ready = False
             self._tasks = Connection(task_write, readable=False)
             self._results = Connection(result_read, writable=False)
             self._control = control_write
@@ -242,6 +246,11 @@ class ProcessLane:
         assert tasks is not None and results is not None
         inputs = [bytes(cast(memoryview, getattr(frame, "buffer", frame))) for frame in run.inputs]  # zmq frames or bytes
         try:
+            if not self._ready:
+                if results.recv_bytes() != READY:
+                    raise EOFError("the batch process did not start")
+                with self._lock:  # a request written before this is read by the child at the task's start
+                    self._ready = True
             tasks.send_bytes(pickle.dumps((signal.seq, run.task, run.spec, inputs, run.code), protocol=5))
             seq, outcome = pickle.loads(results.recv_bytes())
             assert seq == signal.seq, (seq, signal.seq)

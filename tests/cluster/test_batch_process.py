@@ -158,6 +158,20 @@ def test_stop_and_kill_end_a_task_at_its_next_safe_point_suspended_or_not(runner
     assert records(outcome(runner)) == [3 * x for x in range(10)]
 
 
+def test_a_task_stopped_while_its_batch_process_starts_is_cancelled_and_the_process_lives(runner: Runner) -> None:
+    first = pid_of(runner)
+    runner.submit(0, run("b", counting, 10**9))
+    lane = runner.batch_process
+    assert lane is not None
+    wait_until(lambda: lane._queue.empty(), timeout=5, what="the lane to take the task")
+    assert runner.stop(("b", 0, 0), time.monotonic())  # the process may still be importing
+    out = outcome(runner)
+    assert isinstance(out, Failure) and out.error_type == "Cancelled", out
+    assert pid_of(runner) == first
+    runner.submit(1, run("n", counting, 10))
+    assert records(outcome(runner)) == [3 * x for x in range(10)]
+
+
 def test_a_task_suspended_just_as_it_ended_leaves_the_process_free_for_the_next(runner: Runner) -> None:
     runner.submit(0, run("a", counting, 10))
     signal = signal_of(runner, "a")
