@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from squall.common import transport
 from squall.common.protocol import TaskDescriptor
@@ -35,13 +35,37 @@ SUSPENSIONS_KEPT = 4096  # suspension latencies kept for the percentiles (the ne
 _Work = tuple[int, RunTask, StateTables, StopSignal]
 
 
-class Lane:
+class Stoppable(Protocol):
+    def stop(self, now: float) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+class LatestTask(Generic[S]):
+    """What a lane (thread or process) knows of the task it was given last: its key and signal,
+    through which the loop stops, suspends, resumes or kills it."""
+
+    current: tuple[TaskKey, S] | None = None
+
+    def signal(self, key: TaskKey) -> S | None:
+        """The signal of the task submitted under `key`, if it is the lane's latest."""
+        current = self.current
+        return current[1] if current is not None and current[0] == key else None
+
+    def abandon(self, now: float) -> None:
+        """Whatever the lane runs is written off: stop it (a suspended task wakes up to raise)."""
+        current = self.current
+        if current is not None:
+            current[1].stop(now)
+
+
+class Lane(LatestTask[StopSignal]):
     def __init__(self, name: str, execute: Execute, done: Done, wakeup: transport.Wakeup, log: Any,
                  suspendable: bool = False, nice: int = 0) -> None:
         self.log = log
         self.suspendable = suspendable
         self.nice = nice
-        self.current: tuple[TaskKey, StopSignal] | None = None  # the task last submitted, and its signal
         self.suspension_seconds: deque[float] = deque(maxlen=SUSPENSIONS_KEPT)  # request -> parked, appended by the thread
         self.sliced: deque[tuple[int, TaskKey]] = deque()  # tasks parked again after a slice: (generation, key)
         self._execute = execute
@@ -57,17 +81,6 @@ class Lane:
             TaskSignal(self.suspension_seconds.append, lambda: self._slice_over(generation, key))
         self.current = (key, signal)
         self._queue.put((generation, run, tables, signal))
-
-    def signal(self, key: TaskKey) -> StopSignal | None:
-        """The signal of the task submitted under `key`, if it is the lane's latest."""
-        current = self.current
-        return current[1] if current is not None and current[0] == key else None
-
-    def abandon(self, now: float) -> None:
-        """Whatever the lane runs is written off: stop it (a parked task wakes up to raise)."""
-        current = self.current
-        if current is not None:
-            current[1].stop(now)
 
     def close(self) -> None:
         """Stop the thread after its current task (stopped: a parked one must not stay parked)."""

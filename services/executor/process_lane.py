@@ -41,7 +41,7 @@ from typing import Any, cast
 
 from squall.common import transport
 from squall.services.executor.instructions import RunTask
-from squall.services.executor.lanes import SUSPENSIONS_KEPT, Done, TaskKey
+from squall.services.executor.lanes import SUSPENSIONS_KEPT, Done, LatestTask
 from squall.services.executor.reports import Failure
 from squall.services.executor.tasks import StateTables, TaskOutput
 
@@ -83,15 +83,13 @@ class ProcessSignal:
         self._lane.continue_child()
 
 
-class ProcessLane:
+class ProcessLane(LatestTask[ProcessSignal]):
     def __init__(self, name: str, shortcut: Shortcut, done: Done, wakeup: transport.Wakeup, log: Any, nice: int = 0,
                  sched_idle: bool = False) -> None:
         self.log = log
         self.nice = nice
         self.sched_idle = sched_idle
-        self.current: tuple[TaskKey, ProcessSignal] | None = None
         self.suspension_seconds: deque[float] = deque(maxlen=SUSPENSIONS_KEPT)
-        self.sliced: deque[tuple[int, TaskKey]] = deque()  # always empty: slices end on the loop's clock
         self._shortcut = shortcut
         self._done = done
         self._wakeup = wakeup
@@ -120,15 +118,6 @@ class ProcessLane:
         signal = ProcessSignal(self, self._seq)
         self.current = (run.task.key, signal)
         self._queue.put((generation, run, signal))
-
-    def signal(self, key: TaskKey) -> ProcessSignal | None:
-        current = self.current
-        return current[1] if current is not None and current[0] == key else None
-
-    def abandon(self, now: float) -> None:
-        current = self.current
-        if current is not None:
-            current[1].stop(now)
 
     def close(self) -> None:
         """Stop the thread; the child is killed (whatever it runs is written off)."""
