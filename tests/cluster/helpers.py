@@ -24,6 +24,25 @@ from squall.sources import rate_batch
 BIG = 1 << 30  # decode limit for replies we read in tests
 
 
+PROGRESS = "SQUALL_TEST_PROGRESS"  # names the file a task's progress goes to (a batch process inherits it)
+
+
+def write_progress(records: int) -> None:
+    """In a task: say how many records it went through, wherever it runs (thread or process)."""
+    fd = os.open(os.environ[PROGRESS], os.O_WRONLY | os.O_CREAT)
+    os.pwrite(fd, records.to_bytes(8, "little"), 0)
+    os.close(fd)
+
+
+def read_progress() -> int:
+    """In the test: what the task last said (0 before it said anything)."""
+    try:
+        with open(os.environ[PROGRESS], "rb") as f:
+            return int.from_bytes(f.read(8), "little")
+    except FileNotFoundError:
+        return 0
+
+
 def executor_pid() -> int:
     """In a task: the pid of the executor running it (batch tasks run in its batch process)."""
     return int(os.environ.get("SQUALL_EXECUTOR_PID", os.getpid()))

@@ -29,11 +29,11 @@ from squall.services.executor.runner import Runner
 from squall.services.executor.tasks import TaskOutput
 
 from squall import ops
+from tests.cluster.helpers import PROGRESS, read_progress, write_progress
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
-PROGRESS = "SQUALL_TEST_PROGRESS"  # the file the batch process writes its progress to (inherited)
 BROADCAST = "broadcast-of-the-batch-process"
 SEEN = [0]  # records counted, in the process that runs the task
 
@@ -41,9 +41,7 @@ SEEN = [0]  # records counted, in the process that runs the task
 def counting(x: int) -> int:
     SEEN[0] += 1
     if SEEN[0] % 100 == 0:
-        fd = os.open(os.environ[PROGRESS], os.O_WRONLY | os.O_CREAT)
-        os.pwrite(fd, SEEN[0].to_bytes(8, "little"), 0)
-        os.close(fd)
+        write_progress(SEEN[0])
     return x * broadcast_store.value(BROADCAST)
 
 
@@ -77,14 +75,6 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
     r = Runner(structlog.get_logger(), batch_nice=10, batch_lane="process")
     yield r
     r.close()
-
-
-def seen() -> int:
-    try:
-        with open(os.environ[PROGRESS], "rb") as f:
-            return int.from_bytes(f.read(8), "little")
-    except FileNotFoundError:
-        return 0
 
 
 def process_state(pid: int) -> str:
@@ -122,34 +112,34 @@ def test_a_batch_task_runs_in_the_batch_process_which_knows_its_executor(runner:
 def test_a_suspended_task_makes_no_progress_and_resumes_with_the_output_of_an_uninterrupted_run(runner: Runner) -> None:
     total = 3_000_000
     runner.submit(0, run("b", counting, total))
-    wait_until(lambda: seen() > 1000, timeout=20, what="the batch task to run")
+    wait_until(lambda: read_progress() > 1000, timeout=20, what="the batch task to run")
     signal = signal_of(runner, "b")
     signal.suspend(time.monotonic())
     assert signal.parked.is_set()
     pid = pid_of(runner)
     wait_until(lambda: process_state(pid) == "T", timeout=5, what="the batch process stopped")
-    stopped_at = seen()
+    stopped_at = read_progress()
     for _ in range(5):  # stopped: not one record more, however long
         time.sleep(0.02)
-        assert seen() == stopped_at and process_state(pid) == "T"
+        assert read_progress() == stopped_at and process_state(pid) == "T"
     signal.resume(time.monotonic())
     assert not signal.parked.is_set()
     assert records(outcome(runner)) == [3 * x for x in range(total)]
-    assert seen() == total and stopped_at < total
+    assert read_progress() == total and stopped_at < total
     latencies = runner.suspension_seconds()
     assert len(latencies) == 1 and latencies[0] < 0.001
 
 
 def test_stop_and_kill_end_a_task_at_its_next_safe_point_suspended_or_not(runner: Runner) -> None:
     runner.submit(0, run("b", counting, 10**9))
-    wait_until(lambda: seen() > 1000, timeout=20, what="the batch task to run")
+    wait_until(lambda: read_progress() > 1000, timeout=20, what="the batch task to run")
     signal_of(runner, "b").suspend(time.monotonic())
     assert runner.stop(("b", 0, 0), time.monotonic())  # stopped by the kernel: continued to raise
     out = outcome(runner)
     assert isinstance(out, Failure) and out.error_type == "Cancelled", out
 
     runner.submit(1, run("k", counting, 10**9))
-    wait_until(lambda: seen() > 2000, timeout=20, what="the next batch task to run")
+    wait_until(lambda: read_progress() > 2000, timeout=20, what="the next batch task to run")
     signal_of(runner, "k").kill(time.monotonic())
     out = outcome(runner)
     assert isinstance(out, Failure) and out.error_type == "Preempted", out
@@ -203,7 +193,7 @@ def test_the_batch_process_runs_at_batch_nice_and_goes_with_its_lane_even_when_s
     pid = pid_of(runner)
     wait_until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == 10, timeout=10, what="the batch process's niceness")
     runner.submit(0, run("b", counting, 10**9))
-    wait_until(lambda: seen() > 1000, timeout=20, what="the batch task to run")
+    wait_until(lambda: read_progress() > 1000, timeout=20, what="the batch task to run")
     signal_of(runner, "b").suspend(time.monotonic())
     runner.close()
     assert runner.batch_process is not None and runner.batch_process.pid is None

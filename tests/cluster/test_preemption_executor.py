@@ -7,7 +7,6 @@ and its batch thread."""
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from squall.common.serialization import dumps_function
 from squall.services.executor.server import ExecutorServer
 
 from squall import ops
-from tests.cluster.helpers import BIG
+from tests.cluster.helpers import BIG, PROGRESS, read_progress, write_progress
 from tests.cluster.test_executor_server import WAIT, Peer, service_loop_in_this_thread  # noqa: F401 - a fixture
 from tests.conftest import fast_settings
 from tests.polling import wait_until
@@ -30,26 +29,14 @@ from tests.polling import wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
 SEEN = [0]  # records the batch task went through, in the process that runs it
-PROGRESS = "SQUALL_TEST_PROGRESS"  # names the file where it says so (a batch process inherits it)
 LATENCY_MAY_END = threading.Event()
 
 
 def count(x: int) -> int:
     SEEN[0] += 1
     if SEEN[0] % 100 == 0:
-        fd = os.open(os.environ[PROGRESS], os.O_WRONLY | os.O_CREAT)
-        os.pwrite(fd, SEEN[0].to_bytes(8, "little"), 0)
-        os.close(fd)
+        write_progress(SEEN[0])
     return x
-
-
-def seen() -> int:
-    """Records the batch task went through (to the last hundred), wherever it runs."""
-    try:
-        with open(os.environ[PROGRESS], "rb") as f:
-            return int.from_bytes(f.read(8), "little")
-    except FileNotFoundError:
-        return 0
 
 
 def never(x: int) -> bool:
@@ -85,22 +72,22 @@ def scenario(server: ExecutorServer, sched: Peer, client: Peer, meta_address: st
     batch_spec, batch_code = stage(10**9, functools.partial(ops.map_op, count), functools.partial(ops.filter_op, never))
     batch = protocol.TaskDescriptor(job_id="b", stage_id=0, partition=0, stage_key=batch_spec.key(), priority="batch")
     sched.send(protocol.LaunchGroup(group_id=1, tasks=[batch], stages={batch_spec.key(): batch_spec}, code=batch_code), to=ident)
-    wait_until(lambda: seen() > 1000, timeout=WAIT, what="the batch task to run")
+    wait_until(lambda: read_progress() > 1000, timeout=WAIT, what="the batch task to run")
 
     latency_spec, latency_code = stage(3, functools.partial(ops.partition_op, hold))
     latency = protocol.TaskDescriptor(job_id="l", stage_id=0, partition=0, stage_key=latency_spec.key())
     sched.send(protocol.LaunchGroup(group_id=2, tasks=[latency], stages={latency_spec.key(): latency_spec}, code=latency_code), to=ident)
     heartbeat_with(sched.sock, latency_tasks=1, batch_tasks=1, suspended_tasks=1)
-    parked = seen()
+    parked = read_progress()
     client.send(protocol.GetTracked())
     _, tracked, _ = client.recv(protocol.Tracked)
     assert isinstance(tracked, protocol.Tracked)
-    assert seen() == parked  # suspended: no record more while the latency task runs
+    assert read_progress() == parked  # suspended: no record more while the latency task runs
 
     LATENCY_MAY_END.set()
     _, done, _ = sched.recv(protocol.GroupDone)
     assert isinstance(done, protocol.GroupDone) and done.group_id == 2
-    wait_until(lambda: seen() > parked + 1000, timeout=WAIT, what="the batch task to resume")
+    wait_until(lambda: read_progress() > parked + 1000, timeout=WAIT, what="the batch task to resume")
     sched.send(protocol.CancelJobs(job_ids=["b"]), to=ident)
     _, done, _ = sched.recv(protocol.GroupDone)
     assert isinstance(done, protocol.GroupDone) and done.group_id == 1
