@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -348,6 +349,24 @@ def neptune_rows(args: argparse.Namespace, expected: Mapping[str, int]) -> list[
                 batch_correct=r["batch_correct"]) for r in results]
 
 
+def self_check() -> str:
+    """On a machine with pyspark: Spark's Python workers run this interpreter (shipped functions
+    import squall), and a small mix lands in its pools with exact outputs. "ok", or why not."""
+    from bench.ysb_spark import _enter_spark
+
+    with ExitStack() as stack:
+        spark = _enter_spark(stack)
+        if isinstance(spark, str):
+            return f"skipped: {spark}"
+        workers = spark.sparkContext.parallelize([0], 1).map(lambda _: sys.executable).collect()
+        if workers != [sys.executable]:
+            return f"Spark's Python workers run {workers}, not {sys.executable}"
+    row = run_row(ROW_BOTH, 1000, 100_000, 4, 0.1, 2.0, 1.0, None, stream=True, batch=True, warmup=2.0)
+    if not (row["pools_ok"] and row["batch_correct"] and row["lc_correct"]):
+        return f"the small mix: {row['notes']}"
+    return "ok"
+
+
 def main(argv: list[str] | None = None) -> None:
     """The sustained-rate probe: "Spark LC alone" at each rate, lowest first, until one is not
     sustained (input rate >= 95% of offered and p99 batch latency <= SUSTAINED_P99_SECONDS)."""
@@ -357,7 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-interval", type=float, default=0.1)
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=SPARK_WARMUP_SECONDS, help="seconds from the first batch with input")
+    parser.add_argument("--check", action="store_true", help="first check the Spark peer itself (self_check)")
     args = parser.parse_args(argv)
+    if args.check:
+        print(f"check: {self_check()}", flush=True)
 
     def run(rate: int) -> dict[str, Any]:
         r = run_row(ROW_LC, rate, 0, 0, args.batch_interval, args.window, args.lc_seconds, None, stream=True, batch=False,

@@ -4,9 +4,7 @@ latency from progress reports, the views check, the pool check, and (with pyspar
 from __future__ import annotations
 
 import importlib.util
-import sys
 import xml.etree.ElementTree as ET
-from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +13,6 @@ from bench import neptune_spark as peer
 from squall.ysb import make_event, parse
 
 HAS_PYSPARK = importlib.util.find_spec("pyspark") is not None
-needs_pyspark = pytest.mark.skipif(not HAS_PYSPARK, reason="pyspark is not installed (it is in the [bench] extra)")
 
 T0 = 1_700_000_000.0
 
@@ -99,23 +96,3 @@ def test_without_pyspark_every_row_says_it_was_skipped_and_why() -> None:
     rows = peer.run_spark_mix(1000, 1000, 4, 0.1, 2.0, 1.0)
     assert [r["name"] for r in rows] == [peer.ROW_LC, peer.ROW_BATCH, peer.ROW_BOTH]
     assert all(r["notes"].startswith("skipped: not installed") and not r["lc_latencies"] for r in rows)
-
-
-@needs_pyspark
-@pytest.mark.timeout(180)
-def test_spark_python_workers_run_the_driver_interpreter() -> None:
-    """Functions shipped to Spark's workers import this interpreter's packages (squall's, here)."""
-    from bench.ysb_spark import _enter_spark
-
-    with ExitStack() as stack:
-        spark = _enter_spark(stack)
-        assert not isinstance(spark, str), spark
-        assert spark.sparkContext.parallelize([0], 1).map(lambda _: sys.executable).collect() == [sys.executable]
-
-
-@needs_pyspark
-@pytest.mark.timeout(300)
-def test_a_small_mix_runs_in_its_pools_with_exact_outputs() -> None:
-    row = peer.run_row(peer.ROW_BOTH, 1000, 100_000, 4, 0.1, 2.0, 1.0, None, stream=True, batch=True, warmup=2.0)
-    assert row["pools_ok"] is True, row["notes"]
-    assert row["batch_correct"] is True and row["lc_correct"] is True, row["notes"]
