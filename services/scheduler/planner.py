@@ -84,7 +84,8 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
             shuffle_index = segments[position + 1][1]
             shuffle = nodes[shuffle_index]
             assert isinstance(shuffle, ShuffleNode)
-            output = ShuffleWrite(shuffle_id=shuffle_index, partitions=shuffle.partitions, aggregator=shuffle.aggregator)
+            output = ShuffleWrite(shuffle_id=shuffle_index, partitions=shuffle.partitions, aggregator=shuffle.aggregator,
+                                  partitioner=shuffle.partitioner)
         spec = StageSpec(
             partitions=partitions,
             input=stage_input,
