@@ -115,8 +115,9 @@ class NarrowNode(Struct, tag="narrow", frozen=True):
 
 
 class RangePartitioner(Struct, frozen=True):
-    """Keys go to partitions by range: partition i holds the keys between bounds i-1 and i (in
-    descending order with `descending`), so partition after partition the keys are ordered.
+    """Keys go to partitions by range: partition i holds the keys k with bounds[i-1] < k <= bounds[i]
+    (counted from the last partition with `descending`), so partition after partition the keys
+    are ordered.
     `bounds` is a data block (squall.common.serialization) of partitions - 1 sorted keys: keys
     are any comparable Python values, loaded only by executors."""
 
