@@ -27,7 +27,9 @@ def expand(pattern: str) -> list[str]:
     those whose names start with "." or "_", as Hadoop and Spark skip them), or a glob pattern
     (whose matching directories count as their files). FileNotFoundError names the pattern when
     there are none."""
-    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    literal = os.path.expanduser(pattern)
+    # A path that exists is taken as written, even with glob characters in its name ("[1].txt").
+    matches = [literal] if os.path.exists(literal) else sorted(glob.glob(literal))
     files: list[str] = []
     for match in matches:
         if os.path.isdir(match):

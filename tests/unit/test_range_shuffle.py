@@ -53,12 +53,19 @@ def shuffle_out(records: list, partitions: int, partitioner: RangePartitioner | 
     return [loads_block(block) for block in out.blocks]
 
 
-def test_a_hash_shuffle_encodes_as_it_did_before_range_partitioners():
+def test_hash_shuffles_encode_as_they_did_before_range_partitioners():
     class OldShuffleWrite(msgspec.Struct, tag="shuffle_write", frozen=True):  # the struct without the field
         shuffle_id: int
         partitions: int
         aggregator: Aggregator
 
+    class OldShuffleNode(msgspec.Struct, tag="shuffle", frozen=True):
+        parent: int
+        partitions: int
+        aggregator: Aggregator
+
+    node = msgspec.msgpack.encode(ShuffleNode(parent=0, partitions=3, aggregator=GROUP))
+    assert node == msgspec.msgpack.encode(OldShuffleNode(parent=0, partitions=3, aggregator=GROUP))
     new = msgspec.msgpack.encode(ShuffleWrite(shuffle_id=2, partitions=3, aggregator=GROUP))
     assert new == msgspec.msgpack.encode(OldShuffleWrite(shuffle_id=2, partitions=3, aggregator=GROUP))
     assert msgspec.msgpack.decode(new, type=ShuffleWrite).partitioner is None

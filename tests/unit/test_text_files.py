@@ -115,6 +115,8 @@ def test_expand_files_directories_and_globs(tmp_path):  # type: ignore[no-untype
     assert expand(f"{root}/s*") == [f"{root}/sub/z.txt"]
     with pytest.raises(FileNotFoundError, match=r"nothing\*\.csv"):
         expand(f"{root}/nothing*.csv")
+    write(tmp_path, "run[1].txt", b"y\n")
+    assert expand(f"{root}/run[1].txt") == [f"{root}/run[1].txt"]  # an existing name is not a pattern
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty"):
         expand(f"{root}/empty")
