@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
 class Dataset:
     """An immutable, lazy plan over records in `partitions` partitions (made by Context.range,
-    Context.parallelize, or a transformation of another Dataset).
+    Context.parallelize, Context.text_file, or a transformation of another Dataset).
 
-    Transformations return a new Dataset and run nothing; actions (collect, count, reduce) run
-    the plan as one job. A function that cannot be pickled raises SerializationError where the
-    transformation is written; a failing job raises squall.JobError (TaskError for a user error).
+    Transformations return a new Dataset and run nothing (but sort_by, which samples its keys);
+    actions (collect, count, reduce, sum, take, first, save_as_text_files) run the plan as one
+    job. A function that cannot be pickled raises SerializationError where the transformation is
+    written; a failing job raises squall.JobError (TaskError for a user error).
     """
 
     def __init__(self, ctx: Connection, nodes: tuple[PlanNode, ...], partitions: int) -> None:
@@ -184,7 +185,7 @@ class Dataset:
 
     def save_as_text_files(self, directory: str | os.PathLike[str], priority: Priority = "batch") -> None:
         """Run the plan and write partition i's records, str(record) per line, to the file
-        `directory`/part-0000i, from the executor that computes it (so `directory` must be the same
+        `directory`/part-NNNNN (i in five digits: part-00000, part-00001, ...), from the executor that computes it (so `directory` must be the same
         directory there: the same machine, or a shared volume). Each file appears whole or not at
         all (written under a hidden name, then renamed), and a task run again replaces its file.
         The directory is created; one that exists and is not empty raises FileExistsError before
