@@ -149,3 +149,15 @@ def test_write_part_that_fails_leaves_nothing(tmp_path):  # type: ignore[no-unty
         write_part(str(tmp_path), 1, lines())
     assert os.listdir(tmp_path) == ["part-00000"]  # no temporary file, no torn part-00001
     assert (tmp_path / "part-00000").read_text() == "whole\n"
+
+
+@settings(max_examples=40, deadline=None)
+@given(bodies=st.lists(file_bodies, min_size=1, max_size=30), partitions=st.integers(min_value=1, max_value=50))
+def test_many_files_planned_and_read_give_every_line_in_file_order(bodies, partitions):  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as directory:
+        paths = [write(Path(directory), f"f{i:02d}.txt", data) for i, data in enumerate(bodies)]
+        files = expand(directory)
+        assert files == paths
+        splits = plan_splits([(path, os.path.getsize(path)) for path in files], partitions)
+        read = [line for split in splits for line in read_split(split.path, split.start, split.end)]
+        assert read == [line for data in bodies for line in lines_of(data)]
