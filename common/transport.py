@@ -111,9 +111,20 @@ class Wakeup:
     def __init__(self) -> None:
         self.fd, self._write_fd = os.pipe()
         os.set_blocking(self.fd, False)
+        os.set_blocking(self._write_fd, False)
 
     def signal(self) -> None:
-        os.write(self._write_fd, b"!")
+        try:
+            os.write(self._write_fd, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups not yet drained: the poller will wake anyway
+
+    def close(self) -> None:
+        for fd in (self.fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def drain(self) -> None:
         try:

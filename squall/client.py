@@ -5,6 +5,13 @@ run's jobs), and one for control replies (Pong, ClusterStatus, Metrics). Whoever
 socket for everyone, so a user iterating over one run's results may start another run, or ask
 for the cluster's status, inside the loop. A scheduler that stays silent while something waits
 is reported as a ConnectionError, never a hang.
+
+Several threads may wait at once (a stream's results and a batch action's, say). One of them
+reads the socket (it holds `_lock`); the others sleep on `_arrived`, which the reader notifies
+for every message it sorts, so a message reaches its thread at once, not when that thread next
+gets the socket (which a reader polling for its own run could hold for a whole poll). A thread
+that wants to send interrupts the reader's poll through a pipe (`_senders_wake`), and a
+thread that gives the socket up wakes the sleepers, one of which reads next.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zmq
@@ -61,8 +70,16 @@ class Client:
         except security.SecurityError as exc:
             keyless = not settings.plaintext and not settings.curve_secret_key
             raise ConnectionError(f"cannot connect to {address}: {exc}" + (f"; {LOCAL_CLUSTER_HINT}" if keyless else "")) from None
+        self._lock = threading.Lock()  # held while using the socket
+        self._arrived = threading.Condition()  # guards the mailboxes; notified when one fills or the socket is free
+        self._senders = 0  # threads waiting for the socket to send: a waiting reader lets them go first
+        self._senders_wake = transport.Wakeup()  # ends the reader's poll when a sender waits
+        self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
         self._ctx: zmq.SyncContext = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._senders_wake.fd, zmq.POLLIN)
         probe = ConnectionProbe(self._sock, address, settings)  # before connecting: it sees every attempt
         try:
             self._sock.connect(address)
@@ -70,8 +87,6 @@ class Client:
             probe.close()
             self.close()
             raise ConnectionError(f"cannot connect to {address}: {exc}") from None
-        self._lock = threading.Lock()  # held while using the socket
-        self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
         self._route: dict[str, str] = {}  # job id -> run id
         self._nonce = itertools.count(1)
         self._runs = itertools.count(1)
@@ -97,10 +112,11 @@ class Client:
         if self._sock.closed:
             return
         in_flight = [run_id for run_id in self._boxes if run_id != CONTROL]
-        with self._lock:
+        with self._socket():
             for run_id in in_flight:
                 transport.try_send(self._sock, CancelRun(run_id=run_id))  # never block a close
-        self._sock.close(linger=CANCEL_LINGER_MS if in_flight else 0)
+            self._sock.close(linger=CANCEL_LINGER_MS if in_flight else 0)
+        self._senders_wake.close()
 
     def _check_open(self) -> None:
         if self._sock.closed:
@@ -131,7 +147,7 @@ class Client:
                 raise ConnectionError(f"cannot connect to {self.address}: {probe.refused}")
             if time.monotonic() >= deadline:
                 raise ConnectionError(probe.silence("scheduler", timeout))
-            with self._lock:
+            with self._socket():
                 self._pump(keep_alive=False)
 
     # --- control requests -----------------------------------------------------------------------
@@ -160,9 +176,10 @@ class Client:
     ) -> None:
         """Send a run, with the code its plans name that the scheduler has not had from us; its
         tasks run with `priority` on the executors."""
-        self._boxes[run_id] = deque()
-        for job in jobs:
-            self._route[job.job_id] = run_id
+        with self._arrived:  # the reading thread sorts into these
+            self._boxes[run_id] = deque()
+            for job in jobs:
+                self._route[job.job_id] = run_id
         new_code = {k: v for k, v in code.items() if k not in self.sent_code}
         msg = SubmitJobs(
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
@@ -182,7 +199,7 @@ class Client:
                 f"{self.settings.max_message_bytes}, SQUALL_MAX_MESSAGE_BYTES); parallelize less data "
                 "from the driver, or generate it on the executors",
             )
-        with self._lock:
+        with self._socket():
             transport.send_frames(self._sock, frames)
         self.sent_code.update(new_code)
 
@@ -202,15 +219,16 @@ class Client:
 
     def forget(self, run_id: str) -> None:
         """Stop keeping the run's messages (after RunDone, or when the caller gave up on it)."""
-        self._boxes.pop(run_id, None)
-        for job_id in [j for j, r in self._route.items() if r == run_id]:
-            del self._route[job_id]
+        with self._arrived:
+            self._boxes.pop(run_id, None)
+            for job_id in [j for j, r in self._route.items() if r == run_id]:
+                del self._route[job_id]
 
     # --- plumbing -------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
         self._check_open()
-        with self._lock:
+        with self._socket():
             transport.send(self._sock, msg)
 
     def _control(self, match: Any, timeout: float, what: str) -> Message:
@@ -222,12 +240,34 @@ class Client:
             if isinstance(msg, ErrorReply):
                 raise ConnectionError(f"the scheduler answered {what} with an error: {msg.reason}")
 
+    @contextmanager
+    def _socket(self) -> Iterator[None]:
+        """The socket, to send on: a reader polling it is asked to let go first."""
+        with self._arrived:
+            self._senders += 1
+        try:
+            self._senders_wake.signal()
+            self._lock.acquire()
+        finally:
+            with self._arrived:
+                self._senders -= 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._lock.release()
+        with self._arrived:
+            self._arrived.notify_all()  # a thread waiting for its mailbox may read the socket now
+
     def _wait(self, box: str, what: str, deadline: float | None = None) -> Event:
         started = time.monotonic()
         while True:
-            mailbox = self._boxes.get(box)
-            if mailbox:
-                return mailbox.popleft()
+            with self._arrived:
+                mailbox = self._boxes.get(box)
+                if mailbox:
+                    return mailbox.popleft()
             self._check_open()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -236,20 +276,32 @@ class Client:
                 raise ConnectionError(
                     f"the scheduler at {self.address} has not answered for {self.settings.scheduler_silence_timeout:g}s ({what})"
                 )
-            if self._lock.acquire(timeout=0.05):
+            if not self._senders and self._lock.acquire(blocking=False):
                 try:
                     if not self._boxes.get(box):
                         self._pump(deadline is None)
                 finally:
-                    self._lock.release()
+                    self._release()
+                continue
+            with self._arrived:  # another thread reads (or sends): it wakes us when it sorts a message or lets go
+                if not self._boxes.get(box):
+                    self._arrived.wait(self.RECHECK_SECONDS)
+
+    # How long a thread waiting for its mailbox sleeps before it checks its deadline and the
+    # socket again even if nobody woke it (they do: this is a safety net, not the way in).
+    RECHECK_SECONDS = 0.05
 
     def _pump(self, keep_alive: bool) -> None:
-        """Under the lock: read what has arrived (briefly waiting) and sort it into mailboxes."""
+        """Under the lock: read what has arrived (briefly waiting, unless a sender wants the
+        socket) and sort it into mailboxes."""
         now = time.monotonic()
         if keep_alive and now - self._last_ping > self._ping_every:
             transport.send(self._sock, Ping(nonce=0))
             self._last_ping = now
-        if not self._sock.poll(20):
+        ready = dict(self._poller.poll(0 if self._senders else 20))
+        if self._senders_wake.fd in ready:
+            self._senders_wake.drain()
+        if self._sock not in ready:
             return
         while True:
             try:
@@ -261,7 +313,9 @@ class Client:
                 msg, payloads = protocol.decode(frames, self.settings.max_message_bytes)
             except ProtocolError as exc:
                 raise ConnectionError(f"the scheduler sent a message that does not decode: {exc}") from exc
-            self._sort(msg, payloads)
+            with self._arrived:
+                self._sort(msg, payloads)
+                self._arrived.notify_all()
 
     def _sort(self, msg: Message, payloads: list[object]) -> None:
         if isinstance(msg, Pong) and msg.incarnation and msg.incarnation != self.scheduler_incarnation:

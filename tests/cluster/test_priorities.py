@@ -130,3 +130,47 @@ def test_batch_and_latency_work_side_by_side_on_a_real_cluster_give_exact_result
         assert all(records == sorted((b, p, i) for p in range(2) for i in range(3)) for b, records in got[name]), name
     loads = [(e.latency_tasks, e.batch_tasks, e.suspended_tasks) for e in ctx.status().executors]
     assert len(loads) == 4 and all(n >= 0 for load in loads for n in load)
+
+
+def test_a_thread_waiting_for_one_run_does_not_hold_up_another_threads_results(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One connection, two threads: while one waits for a long batch action, short jobs from the
+    other come back as fast as alone. (The waiting thread reads the socket for both; the other
+    used to get its results only when it next won the socket, some 20-80 ms later.) The
+    heartbeats are the default's: the tests' fast ones make the scheduler write to the driver
+    so often that the socket changed hands anyway."""
+    defaults = squall.Settings()
+    settings = fast_settings(heartbeat_interval=defaults.heartbeat_interval, heartbeat_misses=defaults.heartbeat_misses)
+    with squall.LocalCluster(executors=2, settings=settings) as cluster, cluster.connect() as ctx:
+        _short_jobs_beside_a_waiting_thread(ctx, tmp_path)
+
+
+def _short_jobs_beside_a_waiting_thread(ctx: Any, tmp_path: Any) -> None:
+    import statistics
+    import time
+
+    release = tmp_path / "release"
+
+    def hold(x: int) -> int:  # the long action's one task: runs until the test releases it
+        deadline = time.monotonic() + 30
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return x
+
+    def round_trips() -> list[float]:
+        took = []
+        for _ in range(15):
+            started = time.perf_counter()
+            assert ctx.range(4, partitions=2).collect(priority="latency") == [0, 1, 2, 3]
+            took.append(time.perf_counter() - started)
+        return took
+
+    alone = statistics.median(round_trips())
+    held: list[Any] = []
+    waiter = threading.Thread(target=lambda: held.append(ctx.range(1, partitions=1).map(hold).collect()), daemon=True)
+    waiter.start()
+    wait_until(lambda: any(e.batch_tasks for e in ctx.status().executors), timeout=10, what="the long action's task running")
+    beside = statistics.median(round_trips())
+    release.touch()
+    waiter.join(timeout=20)
+    assert held == [[0]]
+    assert beside <= 2 * alone + 0.005, f"a short job took {beside * 1000:.1f} ms (median) beside a waiting thread, {alone * 1000:.1f} ms alone"
