@@ -19,8 +19,9 @@ a "latency" pool, the word count in a "batch" pool) at the stream rate Spark sus
 
 Each row starts a fresh local cluster (4 executors by default). Columns: the stream's p50/p99
 batch latency (batch end to sink), the word count's completion time, and from the executors'
-counters the suspension latency p50/p99 (a batch task told to suspend until it is stopped;
-p50 the median of the executors' medians, p99 the largest of their p99s), suspensions per second
+counters the suspension latency p50/p99 (a batch task told to suspend until it is stopped; all
+executors' latencies pooled, shown as the upper bound of the histogram bucket the quantile falls
+in, e.g. <=0.05 ms), suspensions per second
 of the word count's run, and the seconds of batch work thrown away by kill. Outputs are checked:
 every window count against plain Python over the same events, the word counts against a plain
 Python count.
@@ -33,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import operator
-import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from squall.common.quantiles import quantile
+from squall.services.executor.preemption import SUSPENSION_BUCKETS_MS
 
 from bench import machine
 from bench.plotting import pyplot
@@ -92,11 +93,21 @@ class Row:
     counters: list[dict[str, float]] = field(default_factory=list)  # one per executor
     series: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency) for the plot
 
-    def suspension(self, q: str) -> float | None:
-        values = [c[f"suspension_{q}_ms"] for c in self.counters if c.get("suspensions")]
-        if not values:
+    def suspension(self, q: float) -> float | None:
+        """The q-quantile of every executor's suspension latencies pooled, in ms: the upper bound of
+        the executors' histogram bucket (SUSPENSION_BUCKETS_MS) it falls in."""
+        total = self.total("suspension_count")
+        if not total:
             return None
-        return statistics.median(values) if q == "p50" else max(values)
+        for bound in SUSPENSION_BUCKETS_MS:
+            if self.total(f"suspension_le_{bound:g}ms") >= q * total:
+                return bound
+        return max(c.get("suspension_max_ms", 0.0) for c in self.counters)
+
+    def suspensions_within(self, bound_ms: float) -> float | None:
+        """The share of all suspensions that took at most `bound_ms` (a bucket bound)."""
+        total = self.total("suspension_count")
+        return self.total(f"suspension_le_{bound_ms:g}ms") / total if total else None
 
     def total(self, name: str) -> float:
         return sum(c.get(name, 0.0) for c in self.counters)
@@ -148,13 +159,13 @@ def format_table(rows: list[Row]) -> str:
         p50 = ms(quantile(lc, 0.5)) if lc else "-"
         p99 = ms(quantile(lc, 0.99)) if lc else "-"
         batch = f"{r.batch_seconds:.1f}" if r.batch_seconds is not None else "-"
-        s50, s99 = r.suspension("p50"), r.suspension("p99")
+        s50, s99 = r.suspension(0.5), r.suspension(0.99)
         per_second = f"{r.total('suspensions') / r.batch_seconds:.1f}" if r.batch_seconds and r.counters else "-"
         thrown = f"{r.total('thrown_away_seconds'):.1f}" if r.batch_seconds else "-"
         checks = [c for c in (r.lc_correct, r.batch_correct) if c is not None]
         exact = "yes" if checks and all(checks) else "NO" if checks else "-"
-        lines.append(f"{r.name:<26} {p50:>9} {p99:>9} {batch:>8} {'-' if s50 is None else f'{s50:.2f}':>11} "
-                     f"{'-' if s99 is None else f'{s99:.2f}':>11} {per_second:>7} {thrown:>8} {exact:>13}")
+        lines.append(f"{r.name:<26} {p50:>9} {p99:>9} {batch:>8} {'-' if s50 is None else f'<={s50:g}':>11} "
+                     f"{'-' if s99 is None else f'<={s99:g}':>11} {per_second:>7} {thrown:>8} {exact:>13}")
     return "\n".join(lines)
 
 
@@ -211,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             none = next((x for x in rows if x.name.startswith("both, none")), None)
             if none is not None and none.batch_seconds and r.batch_seconds:
                 print(f"; batch job {r.batch_seconds / none.batch_seconds:.2f}x its time under none", end="")
+            within = r.suspensions_within(1.0)
+            if within is not None:
+                print(f"; {r.total('suspension_count'):.0f} suspensions, {within:.2%} within 1 ms, "
+                      f"slowest {max(c.get('suspension_max_ms', 0.0) for c in r.counters):.2f} ms", end="")
             print()
     if args.peers:  # Spark's rows after Squall's, at their own rate (in the row name)
         from bench.neptune_spark import neptune_rows
