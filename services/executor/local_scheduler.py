@@ -29,7 +29,7 @@ class LocalTask:
     task: TaskDescriptor
     spec: StageSpec
     group_id: int | None  # None for a BSP task
-    inputs: dict[int, object] = field(default_factory=dict)  # map partition -> block
+    inputs: dict[int, dict[int, object]] = field(default_factory=dict)  # shuffle id -> map partition -> block
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
     killed: bool = False  # preempted by "kill" once: its run from the start is not killed again
     # Computed once: both are read several times for every task on the executor's hot path.
