@@ -62,7 +62,25 @@ def skipping_filter_op(fn: Callable[[Any], bool], records: Iterator[Any]) -> Ite
             yield record
 
 
-SKIPPING = {map_op: skipping_map_op, flat_map_op: skipping_flat_map_op, filter_op: skipping_filter_op}
+def flat_map_values_op(fn: Callable[[Any], Iterable[Any]], records: Iterator[Any]) -> Iterator[Any]:
+    for key, value in records:
+        for out in fn(value):
+            yield key, out
+
+
+def skipping_flat_map_values_op(fn: Callable[[Any], Iterable[Any]], records: Iterator[Any]) -> Iterator[Any]:
+    for key, value in records:
+        try:
+            outs = list(fn(value))
+        except Exception:
+            skips.record_skipped()
+            continue
+        for out in outs:
+            yield key, out
+
+
+SKIPPING = {map_op: skipping_map_op, flat_map_op: skipping_flat_map_op, filter_op: skipping_filter_op,
+            flat_map_values_op: skipping_flat_map_values_op}
 
 
 def count_op(records: Iterator[Any]) -> list[int]:
@@ -78,3 +96,24 @@ def reduce_op(fn: Callable[[Any, Any], Any], records: Iterator[Any]) -> list[Any
     if first is _EMPTY:
         return []
     return [functools.reduce(fn, records, first)]
+
+
+JOINS = ("inner", "left", "right")
+
+
+def join_op(how: str, records: Iterator[Any]) -> Iterator[Any]:
+    """A cogroup's (key, (left values, right values)) -> (key, (a, b)) for every pair; an outer
+    side missing its match pairs with None."""
+    for key, (left, right) in records:
+        if not right:
+            if how == "left":
+                for a in left:
+                    yield key, (a, None)
+        elif not left:
+            if how == "right":
+                for b in right:
+                    yield key, (None, b)
+        else:
+            for a in left:
+                for b in right:
+                    yield key, (a, b)
