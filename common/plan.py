@@ -242,7 +242,7 @@ class StageSpec(Struct, frozen=True):
     def pipeline_key(self) -> str:
         """What the stage's tasks do, whatever they read: equal for the micro-batches of a stream,
         whose sources differ batch by batch. (Executors learn task durations under this key.)"""
-        shape = (type(self.input).__name__, self.ops, self.output, self.state)
+        shape = (_input_shape(self.input), self.ops, self.output, self.state)
         return hashlib.blake2b(msgspec.msgpack.encode(shape), digest_size=16).hexdigest()
 
     def code_keys(self) -> list[str]:
@@ -263,6 +263,13 @@ class StageSpec(Struct, frozen=True):
     @property
     def reads_shuffle(self) -> bool:
         return isinstance(self.input, ShuffleRead) or (isinstance(self.input, UnionInput | CoGroupInput) and _reads_shuffle(self.input))
+
+
+def _input_shape(stage_input: StageInput) -> object:
+    """What a stage reads, without the records themselves (a source's batch or slices)."""
+    if isinstance(stage_input, UnionInput | CoGroupInput):
+        return [type(stage_input).__name__, [(_input_shape(b.input), b.ops, b.grouped) for b in stage_input.branches]]
+    return type(stage_input).__name__
 
 
 def _branch_code_keys(combined: UnionInput | CoGroupInput) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 
 from squall.common import protocol
-from squall.common.plan import Aggregator, Branch, CoGroupInput, ResultWrite, ShuffleRead, StageSpec, UnionInput
+from squall.common.plan import Aggregator, Branch, CoGroupInput, RangeSource, ResultWrite, ShuffleRead, StageSpec, UnionInput
 from squall.common.serialization import dumps_block, dumps_function, loads_block
 from squall.common.settings import Settings
 from squall.services.executor.instructions import RunTask, ToShuffleMeta
@@ -119,3 +119,14 @@ def test_run_task_reads_a_unions_branch_and_applies_its_ops():
     fns = code(add=lambda x, y: x + y, double=functools.partial(ops.map_op, lambda kv: (kv[0], kv[1] * 2)))
     out = run_task(spec, 2, [dumps_block([("k", 1)]), dumps_block([("k", 2)])], fns)  # partition 1 of shuffle 8
     assert loads_block(out.blocks[0]) == [("k", 6)]
+
+
+def test_a_union_task_reading_a_source_branch_runs_at_once_and_is_no_reducer():
+    mixed = StageSpec(partitions=3, input=UnionInput(branches=[
+        Branch(input=RangeSource(start=0, stop=10, step=1, partitions=1), ops=[], partitions=1),
+        Branch(input=read(7), ops=[], partitions=2)]), ops=[], output=ResultWrite())
+    ex = Executor("e1", ME, Settings())
+    source_task, shuffle_task = task(mixed, 0), task(mixed, 2)
+    assert runs(launch(ex, mixed, shuffle_task, source_task)) == [source_task]
+    assert not ex.tasks[source_task.key].is_reducer and ex.tasks[shuffle_task.key].is_reducer
+    assert set(ex.inputs.readers) == {("j", 7, 1)}

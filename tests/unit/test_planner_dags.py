@@ -11,6 +11,7 @@ from squall.common.plan import (
     CoGroupInput,
     CoGroupNode,
     CollectionSource,
+    GeneratorSource,
     LogicalPlan,
     NarrowNode,
     PlanError,
@@ -207,3 +208,14 @@ def test_plans_with_unions_and_cogroups_cover_their_code_and_survive_the_wire():
 def test_malformed_dags_are_rejected(nodes, match):  # type: ignore[no-untyped-def]
     with pytest.raises(PlanError, match=match):
         plan_job(LogicalPlan(nodes=nodes))
+
+
+def test_pipeline_keys_tell_union_stages_apart_by_their_branches_not_their_batches():
+    def union_of(fn: str, batch: int) -> StageSpec:
+        generated = GeneratorSource(fn="gen", partitions=2, batch=batch)
+        nodes = [SourceNode(source=generated), NarrowNode(parent=0, fn=fn), rng(1), UnionNode(parents=[1, 2])]
+        return plan_job(LogicalPlan(nodes=nodes)).result_stage.spec
+
+    assert union_of("f", 0).pipeline_key() == union_of("f", 1).pipeline_key()
+    assert union_of("f", 0).key() != union_of("f", 1).key()
+    assert union_of("f", 0).pipeline_key() != union_of("g", 0).pipeline_key()
