@@ -61,12 +61,11 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
         for parent in node_parents(node):
             if parent >= index:
                 raise PlanError(f"node {index} refers to node {parent}, which does not come before it")
-    planner = _Planner(nodes, list(logical.broadcasts))
     try:
-        planner.stage(len(nodes) - 1, ResultWrite())
-    except RecursionError:
-        raise PlanError("the plan nests shuffles, unions or cogroups too deeply to plan") from None
-    return JobPlan(stages=planner.stages)
+        stages = _Planner(nodes, list(logical.broadcasts)).plan(len(nodes) - 1)
+    except RecursionError:  # unions and cogroups nested inside one stage are walked recursively
+        raise PlanError("the plan nests unions or cogroups too deeply to plan") from None
+    return JobPlan(stages=stages)
 
 
 def node_partitions(nodes: list[PlanNode]) -> list[int]:
@@ -86,10 +85,14 @@ def node_partitions(nodes: list[PlanNode]) -> list[int]:
 
 @dataclass
 class _StageBuild:
-    """What one stage collects while its input tree is walked."""
+    """One stage while it is planned: the node its pipeline ends at, its output, the stages
+    writing the shuffles it reads (planned after it is walked), and its spec once walked."""
 
-    parents: list[int] = field(default_factory=list)
+    root: int
+    output: StageOutput
+    feeders: list[_StageBuild] = field(default_factory=list)
     reads: dict[tuple[object, int], ShuffleRead] = field(default_factory=dict)  # (shuffle, offset) -> its read here
+    spec: StageSpec | None = None
 
 
 class _Planner:
@@ -97,22 +100,40 @@ class _Planner:
         self.nodes = nodes
         self.broadcasts = broadcasts
         self.partitions = node_partitions(nodes)
-        self.stages: list[Stage] = []
         self.used_shuffle_ids: set[int] = set()
         self.fresh_ids = len(nodes)  # ids for shuffles that are not a node's own: past every node index
 
-    def stage(self, root: int, output: StageOutput) -> int:
-        """Plan the stage whose pipeline ends at node `root` (after the stages it reads); its id."""
-        build = _StageBuild()
-        stage_input, ops, state = self._pipeline(root, 0, build, top=True)
-        partitions = self.partitions[root]
+    def plan(self, root: int) -> list[Stage]:
+        """The stages of the job whose result is node `root`, each after the stages it reads.
+        Walked with explicit stacks, not recursion, so a long chain of shuffles plans."""
+        result = _StageBuild(root, ResultWrite())
+        unwalked = [result]
+        while unwalked:
+            build = unwalked.pop()
+            self._walk(build)
+            unwalked.extend(build.feeders)
+        stages: list[Stage] = []
+        ids: dict[int, int] = {}  # id(build) -> its stage id
+        todo: list[tuple[_StageBuild, bool]] = [(result, False)]
+        while todo:  # post-order: the feeders of a stage, in order, then the stage
+            build, feeders_done = todo.pop()
+            if feeders_done:
+                assert build.spec is not None
+                ids[id(build)] = len(stages)
+                stages.append(Stage(stage_id=len(stages), spec=build.spec, parents=[ids[id(f)] for f in build.feeders]))
+            else:
+                todo.append((build, True))
+                todo.extend((feeder, False) for feeder in reversed(build.feeders))
+        return stages
+
+    def _walk(self, build: _StageBuild) -> None:
+        """The stage's spec: its pipeline's input tree, ops and keyed-state step."""
+        stage_input, ops, state = self._pipeline(build.root, 0, build, top=True)
+        partitions = self.partitions[build.root]
         if partitions < 1:
-            raise PlanError(f"stage {len(self.stages)} needs at least one partition")
-        spec = StageSpec(partitions=partitions, input=stage_input, ops=ops, output=output, state=state,
-                         broadcasts=list(self.broadcasts))
-        stage_id = len(self.stages)
-        self.stages.append(Stage(stage_id=stage_id, spec=spec, parents=build.parents))
-        return stage_id
+            raise PlanError(f"the stage ending at node {build.root} needs at least one partition")
+        build.spec = StageSpec(partitions=partitions, input=stage_input, ops=ops, output=build.output, state=state,
+                               broadcasts=list(self.broadcasts))
 
     def _pipeline(self, index: int, offset: int, build: _StageBuild, top: bool = False
                   ) -> tuple[StageInput, list[str], StateUpdate | None]:
@@ -173,8 +194,8 @@ class _Planner:
 
     def _read(self, shuffle: object, node_index: int | None, feeder: int, partitions: int, aggregator: Aggregator,
               offset: int, build: _StageBuild) -> ShuffleRead:
-        """This stage's read of a shuffle of node `feeder`'s records, its map stage planned first.
-        A shuffle node's first use is named by the node's index."""
+        """This stage's read of a shuffle of node `feeder`'s records; its map stage is planned
+        after this one is walked. A shuffle node's first use is named by the node's index."""
         known = build.reads.get((shuffle, offset))
         if known is not None:
             return known
@@ -184,8 +205,7 @@ class _Planner:
             shuffle_id = self.fresh_ids
             self.fresh_ids += 1
         self.used_shuffle_ids.add(shuffle_id)
-        writer = self.stage(feeder, ShuffleWrite(shuffle_id=shuffle_id, partitions=partitions, aggregator=aggregator))
-        build.parents.append(writer)
-        read = ShuffleRead(shuffle_id=shuffle_id, map_partitions=self.stages[writer].spec.partitions, aggregator=aggregator)
+        build.feeders.append(_StageBuild(feeder, ShuffleWrite(shuffle_id=shuffle_id, partitions=partitions, aggregator=aggregator)))
+        read = ShuffleRead(shuffle_id=shuffle_id, map_partitions=self.partitions[feeder], aggregator=aggregator)
         build.reads[(shuffle, offset)] = read
         return read

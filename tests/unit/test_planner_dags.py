@@ -219,3 +219,15 @@ def test_pipeline_keys_tell_union_stages_apart_by_their_branches_not_their_batch
     assert union_of("f", 0).pipeline_key() == union_of("f", 1).pipeline_key()
     assert union_of("f", 0).key() != union_of("f", 1).key()
     assert union_of("f", 0).pipeline_key() != union_of("g", 0).pipeline_key()
+
+
+def test_a_long_iteration_of_shuffled_joins_plans():
+    # x = x.join(other, partitions=2) a thousand times, each shuffling both sides: stages a thousand deep
+    nodes: list = [rng(2), rng(3)]
+    for _ in range(1000):
+        nodes.append(CoGroupNode(parents=[len(nodes) - 1, 1], partitions=2, shuffled=[True, True]))
+        nodes.append(NarrowNode(parent=len(nodes) - 1, fn="join"))
+    job = plan_job(LogicalPlan(nodes=nodes))
+    assert len(job.stages) == 1 + 2 * 1000  # the first source's, and per join its other side's and its own
+    assert all(max(s.parents, default=-1) < s.stage_id for s in job.stages)
+    assert len(job.result_stage.parents) == 2
