@@ -85,7 +85,7 @@ class Dataset:
         as many as now). Value order within a key is not defined."""
         return self._shuffle(Aggregator(kind="group"), partitions)
 
-    # --- several datasets --------------------------------------------------------------------------
+    # --- keyed values, and several datasets: union, cogroup, join --------------------------------
 
     def flat_map_values(self, fn: Callable[[Any], Iterable[Any]]) -> Dataset:
         """(key, value) records -> (key, x) for every x in fn(value); keys stay where they are, so
@@ -121,6 +121,7 @@ class Dataset:
         followed by a pairing of the two lists; any other `how` raises ValueError."""
         if how not in ops.JOINS:
             raise ValueError(f"how must be one of {', '.join(map(repr, ops.JOINS))}, got {how!r}")
+        _check_dataset(other, "join")
         grouped = self.cogroup(other, partitions=partitions)
         return grouped._narrow_raw(functools.partial(ops.join_op, how), keeps_partitioning=True)
 

@@ -1,9 +1,9 @@
 """Gathering a reducer's shuffle inputs: blocks pushed to us, looked up (BSP) and fetched.
 
 Each reducer waiting for input is a reader of one inbox key (job, shuffle, reduce partition) per
-shuffle it reads (a cogroup reads several); the
-blocks land in the inbox, possibly before the reducer's own launch (a mapper elsewhere can be
-faster than our copy of the group). Look-ups and fetches are requests with deadlines, so a dead
+shuffle it reads (a cogroup's task reads several, and runs once all are complete); the blocks
+land in the inbox, possibly before the reducer's own launch (a mapper elsewhere can be faster
+than our copy of the group). Look-ups and fetches are requests with deadlines, so a dead
 peer fails a reducer, never hangs it; an input failing before its reducer arrived fails the
 reducer the moment it does. Pure bookkeeping: each step returns what it found out (`Arrivals`),
 and the core decides what becomes of the tasks.

@@ -3,8 +3,8 @@
 Tasks arrive in two ways. BSP (LaunchTasks): a reducer looks up where its map outputs live
 (shuffle_meta) and fetches them. Drizzle (LaunchGroup): a whole group's share at once; a mapper
 pushes each reduce partition's block straight to the reducer's executor, and a reducer becomes
-runnable the moment all its mappers' blocks are in: no scheduler message between stages
-(shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
+runnable the moment all its mappers' blocks are in, for every shuffle it reads: no scheduler
+message between stages (shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
 local-scheduler order. Each group is reported once, when all its tasks here are over
 (group_ledger.py). A stateful partition applies each batch once, in order (keyed_partitions.py).
 Every task moves through the states of task_states.py by `_transition`, which keeps its story.

@@ -163,6 +163,8 @@ def test_bad_arguments_raise_where_they_are_written(mctx) -> None:  # type: igno
         ds.union([1, 2])
     with pytest.raises(TypeError, match="cogroup takes datasets"):
         ds.cogroup(ds, "x")
+    with pytest.raises(TypeError, match="join takes datasets, got dict"):
+        ds.join({1: 2})
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="partitions must be a positive integer"):
             ds.cogroup(ds, partitions=bad)
