@@ -16,6 +16,10 @@ ShuffleInput = tuple[ShuffleRead, int]  # a shuffle a task reads, and the reduce
 
 def task_shuffles(stage_input: StageInput, partition: int) -> list[ShuffleInput]:
     """The shuffles the task of `partition` reads, one entry per shuffle id, by shuffle id."""
+    if isinstance(stage_input, ShuffleRead):  # the common cases first: every task runs this
+        return [(stage_input, partition)]
+    if not isinstance(stage_input, UnionInput | CoGroupInput):
+        return []
     found: dict[int, ShuffleInput] = {}
     _collect(stage_input, partition, found)
     return [found[shuffle_id] for shuffle_id in sorted(found)]

@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from squall.common.plan import ShuffleRead, StageSpec
+from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
 from squall.common.stage_inputs import task_shuffles
 from squall.services.executor.task_states import TaskState
@@ -41,8 +41,7 @@ class LocalTask:
     def __post_init__(self) -> None:
         self.key = self.task.key
         # A union's task may read a source while the stage's other tasks read shuffles.
-        spec_input = self.spec.input
-        self.is_reducer = isinstance(spec_input, ShuffleRead) or (self.spec.reads_shuffle and bool(task_shuffles(spec_input, self.task.partition)))
+        self.is_reducer = bool(task_shuffles(self.spec.input, self.task.partition))
         self.lane = BATCH if self.task.priority == "batch" else LATENCY
 
 
