@@ -70,7 +70,26 @@ class GeneratorSource(Struct, tag="generator", frozen=True):
     batch: Index = 0
 
 
-Source = RangeSource | CollectionSource | GeneratorSource
+class TextSplit(Struct, frozen=True):
+    """Bytes [start, end) of a text file: the lines that begin there (see common/text_files.py)."""
+
+    path: str
+    start: Index
+    end: Index
+
+
+class TextFileSource(Struct, tag="text_file", frozen=True):
+    """Lines of text files, one partition per split. The paths are read by the executors, so they
+    must name the same files there (the same machine, or a shared volume)."""
+
+    splits: list[TextSplit]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.splits)
+
+
+Source = RangeSource | CollectionSource | GeneratorSource | TextFileSource
 
 
 # --- logical plan (built by the driver) ----------------------------------------------------------
@@ -95,12 +114,26 @@ class NarrowNode(Struct, tag="narrow", frozen=True):
     fn: CodeKey
 
 
-class ShuffleNode(Struct, tag="shuffle", frozen=True):
-    """Repartition (key, value) records by key into `partitions`, combining with `aggregator`."""
+class RangePartitioner(Struct, frozen=True):
+    """Keys go to partitions by range: partition i holds the keys k with bounds[i-1] < k <= bounds[i]
+    (counted from the last partition with `descending`), so partition after partition the keys
+    are ordered.
+    `bounds` is a data block (squall.common.serialization) of partitions - 1 sorted keys: keys
+    are any comparable Python values, loaded only by executors."""
+
+    bounds: bytes
+    descending: bool = False
+
+
+class ShuffleNode(Struct, tag="shuffle", frozen=True, omit_defaults=True):
+    """Repartition (key, value) records by key into `partitions`, combining with `aggregator`.
+    Keys go to partitions by hash, or by range with a `partitioner` (left out of the encoding
+    when absent, so a hash shuffle's bytes, and the content hashes of its stages, stay as they were)."""
 
     parent: Index
     partitions: Count
     aggregator: Aggregator
+    partitioner: RangePartitioner | None = None
 
 
 class StateNode(Struct, tag="state", frozen=True):
@@ -174,10 +207,13 @@ class ShuffleRead(Struct, tag="shuffle_read", frozen=True):
     aggregator: Aggregator
 
 
-class ShuffleWrite(Struct, tag="shuffle_write", frozen=True):
+class ShuffleWrite(Struct, tag="shuffle_write", frozen=True, omit_defaults=True):
+    """A map task's output: partitioned by hash of key, or by `partitioner` (see ShuffleNode)."""
+
     shuffle_id: Index
     partitions: Count
     aggregator: Aggregator
+    partitioner: RangePartitioner | None = None
 
 
 class ResultWrite(Struct, tag="result", frozen=True):
@@ -215,7 +251,7 @@ class CoGroupInput(Struct, tag="cogroup_input", frozen=True):
     branches: Annotated[list[Branch], Meta(min_length=1)]
 
 
-StageInput = RangeSource | CollectionSource | GeneratorSource | ShuffleRead | UnionInput | CoGroupInput
+StageInput = RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead | UnionInput | CoGroupInput
 StageOutput = ShuffleWrite | ResultWrite
 
 

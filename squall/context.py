@@ -3,10 +3,12 @@ are made (running them is the Connection's, squall.connection)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from squall.common.plan import CollectionSource, RangeSource, SourceNode
+from squall.common import text_files
+from squall.common.plan import CollectionSource, RangeSource, SourceNode, TextFileSource
 from squall.common.protocol import Priority
 from squall.common.serialization import dumps_block
 from squall.common.settings import Settings
@@ -34,7 +36,7 @@ class RunningCluster(Protocol):
 class Context(Connection):
     """A driver's connection to one cluster (make it with squall.connect or LocalCluster.connect).
 
-    Makes datasets (range, parallelize) and streams (stream), runs them as jobs, and holds the
+    Makes datasets (range, parallelize, text_file) and streams (stream), runs them as jobs, and holds the
     code and broadcast values they use. Use it as a context manager, or call close() when done.
     Calls that reach the scheduler raise squall.ConnectionError when it cannot be reached, and
     after close() (this context is closed).
@@ -72,6 +74,23 @@ class Context(Connection):
         n = self._partitions(partitions)
         slices = [dumps_block(items[len(items) * i // n : len(items) * (i + 1) // n]) for i in range(n)]
         return Dataset(self, (SourceNode(source=CollectionSource(slices=slices)),), n)
+
+    def text_file(self, path: str | os.PathLike[str], partitions: int | None = None) -> Dataset:
+        """A dataset of the lines of text files (UTF-8, without their newlines), read by the
+        executors: `path` is a file, a directory (its files, but for those whose names start with
+        "." or "_") or a glob pattern, expanded here and sorted; FileNotFoundError names it when
+        nothing matches. The executors open the same paths, so the files must be there too (the
+        same machine, or a shared volume).
+
+        The files are split by byte ranges into at least `partitions` partitions (default:
+        default_parallelism), at least one per file, each file's share by its size; a line belongs
+        to the range its first byte is in, so a big file is read by many tasks. A line that is not
+        UTF-8 fails its task with TextDecodeError naming the file."""
+        pattern = os.fspath(path)
+        files = text_files.expand(pattern)
+        n = self._partitions(partitions)
+        source = TextFileSource(splits=text_files.plan_splits([(file, os.path.getsize(file)) for file in files], n))
+        return Dataset(self, (SourceNode(source=source),), source.partitions)
 
     def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto",
                priority: Priority = "latency") -> Stream:

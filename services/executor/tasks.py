@@ -6,23 +6,26 @@ reports them with their traceback.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from squall.common import skips
+from squall.common import skips, task_partition, text_files
 from squall.common.partitioning import partition_of
 from squall.common.plan import (
     Aggregator,
     CoGroupInput,
     CollectionSource,
     GeneratorSource,
+    RangePartitioner,
     RangeSource,
     ResultWrite,
     ShuffleRead,
     ShuffleWrite,
     StageInput,
     StageSpec,
+    TextFileSource,
     UnionInput,
 )
 from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
@@ -91,6 +94,7 @@ def run_task(
     whole input first, or makes many records of one, can still be stopped or suspended there);
     see safe_points.py."""
     skips.reset()
+    task_partition.enter(partition)
     records: Iterable[Any] = read_input(spec, partition, inputs, code, signal or NEVER)
     if signal is not None:
         records = checked(records, signal)
@@ -137,12 +141,16 @@ def _read(source: StageInput, partition: int, blocks: Mapping[int, list[bytes | 
         return iter(loads_block(source.slices[partition]))
     if isinstance(source, GeneratorSource):
         return iter(code.load(source.fn)(partition, source.batch))
+    if isinstance(source, TextFileSource):
+        split = source.splits[partition]
+        return text_files.read_split(split.path, split.start, split.end)
     if isinstance(source, UnionInput):
         index, own = union_branch(source, partition)
         branch = source.branches[index]
         return iter(_pipeline(_read(branch.input, own, blocks, code, signal), branch.ops, code))
     if isinstance(source, CoGroupInput):
         return _cogroup(source, partition, blocks, code, signal)
+    assert isinstance(source, ShuffleRead)
     merged: dict[Any, Any] = {}
     merge = _merger(source.aggregator, code)
     for block in blocks[source.shuffle_id]:
@@ -197,22 +205,25 @@ def update_state(groups: Iterable[Any], table: dict[Any, Any], fn: Callable[[lis
 
 
 def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache, signal: StopSignal = NEVER) -> list[bytes]:
-    """Partition (key, value) records by key, combining values of a key map-side."""
+    """Partition (key, value) records by key (by hash, or by range with a partitioner), combining
+    values of a key map-side."""
     buckets: list[dict[Any, Any]] = [{} for _ in range(output.partitions)]
     agg = output.aggregator
     n = output.partitions
+    # A hash shuffle calls partition_of directly: a wrapper would cost every record a call.
+    place = None if output.partitioner is None else _range_placer(output.partitioner)
     if agg.kind == "reduce":
         fn = code.load(agg.fn) if agg.fn is not None else None
         if fn is None:
             raise RecordError("a reduce shuffle needs a function")
         for record in records:
             key, value = _pair(record)
-            bucket = buckets[partition_of(key, n)]
+            bucket = buckets[partition_of(key, n) if place is None else place(key)]
             bucket[key] = fn(bucket[key], value) if key in bucket else value
     else:
         for record in records:
             key, value = _pair(record)
-            bucket = buckets[partition_of(key, n)]
+            bucket = buckets[partition_of(key, n) if place is None else place(key)]
             if key in bucket:
                 bucket[key].append(value)
             else:
@@ -223,6 +234,24 @@ def write_shuffle(output: ShuffleWrite, records: Iterable[Any], code: CodeCache,
             signal.safe_point()
         blocks.append(dumps_block(list(bucket.items())))
     return blocks
+
+
+def _range_placer(partitioner: RangePartitioner) -> Callable[[Any], int]:
+    """key -> partition: how many bounds lie below it (ascending), or above it (descending)."""
+    bounds = loads_block(partitioner.bounds)
+    last = len(bounds)
+
+    def place(key: Any) -> int:
+        try:
+            below = bisect.bisect_left(bounds, key)
+        except TypeError as exc:
+            raise RecordError(
+                f"sort keys must compare with each other: key {key!r:.100} ({type(key).__name__}) does not compare "
+                f"with the partition bounds ({type(bounds[0]).__name__}): {exc}"
+            ) from None
+        return last - below if partitioner.descending else below
+
+    return place
 
 
 def _merger(agg: Aggregator, code: CodeCache) -> Callable[[Any, Any], Any]:

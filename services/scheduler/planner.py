@@ -26,6 +26,7 @@ from squall.common.plan import (
     NarrowNode,
     PlanError,
     PlanNode,
+    RangePartitioner,
     ResultWrite,
     ShuffleNode,
     ShuffleRead,
@@ -159,7 +160,8 @@ class _Planner:
         if isinstance(node, SourceNode):
             stage_input = node.source
         elif isinstance(node, ShuffleNode):
-            stage_input = self._read(("node", index), index, node.parent, node.partitions, node.aggregator, offset, build)
+            stage_input = self._read(("node", index), index, node.parent, node.partitions, node.aggregator, offset, build,
+                                     node.partitioner)
         elif isinstance(node, UnionNode):
             branches = []
             for union_parent in node.parents:
@@ -193,7 +195,7 @@ class _Planner:
         return CoGroupInput(branches=branches)
 
     def _read(self, shuffle: object, node_index: int | None, feeder: int, partitions: int, aggregator: Aggregator,
-              offset: int, build: _StageBuild) -> ShuffleRead:
+              offset: int, build: _StageBuild, partitioner: RangePartitioner | None = None) -> ShuffleRead:
         """This stage's read of a shuffle of node `feeder`'s records; its map stage is planned
         after this one is walked. A shuffle node's first use is named by the node's index."""
         known = build.reads.get((shuffle, offset))
@@ -205,7 +207,8 @@ class _Planner:
             shuffle_id = self.fresh_ids
             self.fresh_ids += 1
         self.used_shuffle_ids.add(shuffle_id)
-        build.feeders.append(_StageBuild(feeder, ShuffleWrite(shuffle_id=shuffle_id, partitions=partitions, aggregator=aggregator)))
+        write = ShuffleWrite(shuffle_id=shuffle_id, partitions=partitions, aggregator=aggregator, partitioner=partitioner)
+        build.feeders.append(_StageBuild(feeder, write))
         read = ShuffleRead(shuffle_id=shuffle_id, map_partitions=self.partitions[feeder], aggregator=aggregator)
         build.reads[(shuffle, offset)] = read
         return read

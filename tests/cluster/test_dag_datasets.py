@@ -144,9 +144,11 @@ def test_a_join_after_a_join_and_a_diamond(mctx, mode: str) -> None:  # type: ig
 def test_partitioning_is_kept_or_lost_as_the_keys_are(mctx) -> None:  # type: ignore[no-untyped-def]
     sums = mctx.range(10).map(lambda x: (x % 3, x)).reduce_by_key(operator.add, 4)
     assert sums.hash_partitions == 4 and sums.filter(bool).hash_partitions == 4
-    assert sums.flat_map_values(lambda v: [v, v]).hash_partitions == 4
+    assert sums.flat_map_values(lambda v: [v, v]).hash_partitions == 4 and sums.map_values(str).hash_partitions == 4
     assert sums.group_by_key(2).hash_partitions == 2 and sums.cogroup(sums).hash_partitions == 4
-    for lost in (sums.map(lambda kv: kv), sums.flat_map(lambda kv: [kv]), sums.map_partitions(list), sums.union(sums)):
+    by_range = sums.sort_by(lambda kv: kv[0], partitions=4)  # partitioned by key range, not hash
+    for lost in (sums.map(lambda kv: kv), sums.flat_map(lambda kv: [kv]), sums.map_partitions(list), sums.union(sums),
+                 sums.keys(), sums.distinct(), by_range):
         assert lost.hash_partitions is None
     assert mctx.range(10).hash_partitions is None
     assert sorted(sums.flat_map_values(lambda v: [v, -v]).collect()) == sorted(
@@ -165,7 +167,7 @@ def test_bad_arguments_raise_where_they_are_written(mctx) -> None:  # type: igno
         ds.cogroup(ds, "x")
     with pytest.raises(TypeError, match="join takes datasets, got dict"):
         ds.join({1: 2})
-    for bad in (0, -1, 2.5, True):
+    for bad in (0, -1, 2.5, "3"):
         with pytest.raises(ValueError, match="partitions must be a positive integer"):
             ds.cogroup(ds, partitions=bad)
     with mctx.__class__(mctx.address, mctx.settings) as other:
