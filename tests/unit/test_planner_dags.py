@@ -15,6 +15,7 @@ from squall.common.plan import (
     LogicalPlan,
     NarrowNode,
     PlanError,
+    RangePartitioner,
     RangeSource,
     ShuffleNode,
     ShuffleRead,
@@ -231,3 +232,13 @@ def test_a_long_iteration_of_shuffled_joins_plans():
     assert len(job.stages) == 1 + 2 * 1000  # the first source's, and per join its other side's and its own
     assert all(max(s.parents, default=-1) < s.stage_id for s in job.stages)
     assert len(job.result_stage.parents) == 2
+
+
+def test_a_range_partitioned_shuffle_keeps_its_partitioner_and_a_cogroup_shuffles_it_by_hash():
+    by_range = RangePartitioner(bounds=b"bounds", descending=True)
+    nodes = [rng(3), ShuffleNode(parent=0, partitions=2, aggregator=GROUP, partitioner=by_range), rng(2),
+             CoGroupNode(parents=[1, 2], partitions=2, shuffled=[True, True])]
+    job = plan_job(LogicalPlan(nodes=nodes))
+    writes = {s.spec.output.shuffle_id: s.spec.output for s in job.stages if isinstance(s.spec.output, ShuffleWrite)}
+    assert writes[1].partitioner == by_range  # sort_by's own shuffle
+    assert [w.partitioner for i, w in sorted(writes.items()) if i != 1] == [None, None]  # the cogroup's, by hash
