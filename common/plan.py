@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-Count = Annotated[int, Meta(ge=1, le=1_000_000)]
+MAX_PARTITIONS = 1_000_000
+Count = Annotated[int, Meta(ge=1, le=MAX_PARTITIONS)]
 Index = Annotated[int, Meta(ge=0)]
 CodeKey = Annotated[str, Meta(min_length=1, max_length=64)]
 

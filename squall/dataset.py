@@ -18,6 +18,7 @@ import msgspec
 
 from squall import ops
 from squall.common.plan import (
+    MAX_PARTITIONS,
     Aggregator,
     CoGroupNode,
     LogicalPlan,
@@ -97,6 +98,8 @@ class Dataset:
         dataset, then those of each other in turn (Spark's union)."""
         nodes, ends = self._merged(others, "union")
         partitions = self.partitions + sum(o.partitions for o in others)
+        if partitions > MAX_PARTITIONS:
+            raise ValueError(f"a union of {partitions} partitions is more than {MAX_PARTITIONS}")
         return Dataset(self.ctx, (*nodes, UnionNode(parents=ends)), partitions)
 
     def cogroup(self, *others: Dataset, partitions: int | None = None) -> Dataset:

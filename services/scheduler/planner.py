@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from squall.common.plan import (
+    MAX_PARTITIONS,
     Aggregator,
     Branch,
     CoGroupInput,
@@ -44,6 +45,9 @@ from squall.common.plan import (
 )
 
 MAX_NODES = 100_000
+# Branches and stages a plan may expand to: a dataset used twice is walked twice (x.cogroup(x)
+# done n times is 2**n branches), and planning runs on the scheduler's loop.
+MAX_EXPANSION = 100_000
 COGROUP_SHUFFLE = Aggregator(kind="group")  # a cogroup's shuffled side: values grouped map-side
 
 
@@ -101,6 +105,10 @@ class _Planner:
         self.nodes = nodes
         self.broadcasts = broadcasts
         self.partitions = node_partitions(nodes)
+        for index, count in enumerate(self.partitions):
+            if count > MAX_PARTITIONS:
+                raise PlanError(f"node {index} has {count} partitions, more than {MAX_PARTITIONS}")
+        self.walked = 0  # pipelines walked: branches and stages
         self.used_shuffle_ids: set[int] = set()
         self.fresh_ids = len(nodes)  # ids for shuffles that are not a node's own: past every node index
 
@@ -140,6 +148,10 @@ class _Planner:
                   ) -> tuple[StageInput, list[str], StateUpdate | None]:
         """The input of the pipeline ending at node `index`, its ops in order, and its keyed-state
         step. `offset`: where the pipeline's partitions start among the stage's."""
+        self.walked += 1
+        if self.walked > MAX_EXPANSION:
+            raise PlanError(f"the plan expands to more than {MAX_EXPANSION} stages and branches (a dataset used on "
+                            "both sides of many nested unions or cogroups is walked once per use)")
         ops: list[str] = []
         state: StateUpdate | None = None
         node = self.nodes[index]

@@ -170,6 +170,9 @@ def test_bad_arguments_raise_where_they_are_written(mctx) -> None:  # type: igno
     for bad in (0, -1, 2.5, "3"):
         with pytest.raises(ValueError, match="partitions must be a positive integer"):
             ds.cogroup(ds, partitions=bad)
+    big = mctx.range(10, partitions=600_000)
+    with pytest.raises(ValueError, match="a union of 1200000 partitions is more than 1000000"):
+        big.union(big)
     with mctx.__class__(mctx.address, mctx.settings) as other:
         with pytest.raises(ValueError, match="same context"):
             ds.union(other.range(3))

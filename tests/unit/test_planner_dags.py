@@ -242,3 +242,18 @@ def test_a_range_partitioned_shuffle_keeps_its_partitioner_and_a_cogroup_shuffle
     writes = {s.spec.output.shuffle_id: s.spec.output for s in job.stages if isinstance(s.spec.output, ShuffleWrite)}
     assert writes[1].partitioner == by_range  # sort_by's own shuffle
     assert [w.partitioner for i, w in sorted(writes.items()) if i != 1] == [None, None]  # the cogroup's, by hash
+
+
+def test_a_plan_that_expands_without_bound_is_refused_quickly():
+    # x = x.cogroup(x) forty times, every side read one-to-one: 2**40 branches if walked out
+    nodes: list = [rng(2), ShuffleNode(parent=0, partitions=2, aggregator=ADD)]
+    for _ in range(40):
+        nodes.append(CoGroupNode(parents=[len(nodes) - 1, len(nodes) - 1], partitions=2, shuffled=[False, False]))
+    with pytest.raises(PlanError, match="expands to more than"):
+        plan_job(LogicalPlan(nodes=nodes))
+
+
+def test_a_union_of_too_many_partitions_is_refused():
+    nodes: list = [rng(600_000), rng(600_000), UnionNode(parents=[0, 1])]
+    with pytest.raises(PlanError, match="node 2 has 1200000 partitions"):
+        plan_job(LogicalPlan(nodes=nodes))
