@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-Count = Annotated[int, Meta(ge=1, le=1_000_000)]
+MAX_PARTITIONS = 1_000_000
+Count = Annotated[int, Meta(ge=1, le=MAX_PARTITIONS)]
 Index = Annotated[int, Meta(ge=0)]
 CodeKey = Annotated[str, Meta(min_length=1, max_length=64)]
 
@@ -149,7 +150,35 @@ class StateNode(Struct, tag="state", frozen=True):
     kind: Literal["keyed", "window"] = "keyed"
 
 
-PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode
+class UnionNode(Struct, tag="union", frozen=True):
+    """The partitions of every parent, one parent's after the other's, with no shuffle (Spark's
+    UnionRDD): partition i of the result is partition i - offset of the parent it falls in."""
+
+    parents: Annotated[list[Index], Meta(min_length=1)]
+
+
+class CoGroupNode(Struct, tag="cogroup", frozen=True):
+    """(key, (values of parent 0, values of parent 1, ...)) for every key of any parent, a list
+    per parent, in `partitions` hash partitions. A parent marked in `shuffled` is shuffled there
+    first; the others are already hash-partitioned into `partitions` by key, so each result
+    partition reads their partition of the same index (one-to-one, like Spark's
+    OneToOneDependency), without a shuffle."""
+
+    parents: Annotated[list[Index], Meta(min_length=1)]
+    partitions: Count
+    shuffled: list[bool]
+
+
+PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode | UnionNode | CoGroupNode
+
+
+def node_parents(node: PlanNode) -> list[int]:
+    """The nodes a node reads (none for a source)."""
+    if isinstance(node, SourceNode):
+        return []
+    if isinstance(node, UnionNode | CoGroupNode):
+        return node.parents
+    return [node.parent]
 
 
 class LogicalPlan(Struct, frozen=True):
@@ -200,12 +229,37 @@ class StateUpdate(Struct, frozen=True):
     kind: Literal["keyed", "window"] = "keyed"
 
 
-StageInput = RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead
+class Branch(Struct, frozen=True):
+    """One input of a union or cogroup within a stage: what it reads, the narrow ops applied to
+    that before the union or cogroup, and how many partitions it has. `grouped`: its records are
+    (key, [values]) from a shuffle made for the cogroup, whose lists the cogroup extends."""
+
+    input: StageInput
+    ops: list[CodeKey]
+    partitions: Count
+    grouped: bool = False
+
+
+class UnionInput(Struct, tag="union_input", frozen=True):
+    """The branches' partitions one after the other: a task reads one branch's partition."""
+
+    branches: Annotated[list[Branch], Meta(min_length=1)]
+
+
+class CoGroupInput(Struct, tag="cogroup_input", frozen=True):
+    """Every branch's partition of the task's index, cogrouped by key: (key, (list, list, ...))."""
+
+    branches: Annotated[list[Branch], Meta(min_length=1)]
+
+
+StageInput = RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead | UnionInput | CoGroupInput
 StageOutput = ShuffleWrite | ResultWrite
 
 
 class StageSpec(Struct, frozen=True):
-    """A pipeline of narrow ops between an input and an output; one task per partition.
+    """A pipeline of narrow ops between an input and an output; one task per partition. The
+    input is a source, a shuffle read, or a union or cogroup of branches, each an input of its
+    own and the ops before the union or cogroup point (squall.common.stage_inputs reads the tree).
 
     Ops and aggregators name their code by code_key, so a spec is small and the code itself is
     shipped to each executor once, whatever the number of jobs and batches that use it.
@@ -225,7 +279,7 @@ class StageSpec(Struct, frozen=True):
     def pipeline_key(self) -> str:
         """What the stage's tasks do, whatever they read: equal for the micro-batches of a stream,
         whose sources differ batch by batch. (Executors learn task durations under this key.)"""
-        shape = (type(self.input).__name__, self.ops, self.output, self.state)
+        shape = (_input_shape(self.input), self.ops, self.output, self.state)
         return hashlib.blake2b(msgspec.msgpack.encode(shape), digest_size=16).hexdigest()
 
     def code_keys(self) -> list[str]:
@@ -239,11 +293,39 @@ class StageSpec(Struct, frozen=True):
             agg = getattr(side, "aggregator", None)
             if agg is not None and agg.fn is not None:
                 keys.append(agg.fn)
+        if isinstance(self.input, UnionInput | CoGroupInput):
+            keys.extend(_branch_code_keys(self.input))
         return keys
 
     @property
     def reads_shuffle(self) -> bool:
-        return isinstance(self.input, ShuffleRead)
+        return isinstance(self.input, ShuffleRead) or (isinstance(self.input, UnionInput | CoGroupInput) and _reads_shuffle(self.input))
+
+
+def _input_shape(stage_input: StageInput) -> object:
+    """What a stage reads, without the records themselves (a source's batch or slices)."""
+    if isinstance(stage_input, UnionInput | CoGroupInput):
+        return [type(stage_input).__name__, [(_input_shape(b.input), b.ops, b.grouped) for b in stage_input.branches]]
+    return type(stage_input).__name__
+
+
+def _branch_code_keys(combined: UnionInput | CoGroupInput) -> list[str]:
+    keys: list[str] = []
+    for branch in combined.branches:
+        keys.extend(branch.ops)
+        inner = branch.input
+        if isinstance(inner, GeneratorSource):
+            keys.append(inner.fn)
+        elif isinstance(inner, ShuffleRead) and inner.aggregator.fn is not None:
+            keys.append(inner.aggregator.fn)
+        elif isinstance(inner, UnionInput | CoGroupInput):
+            keys.extend(_branch_code_keys(inner))
+    return keys
+
+
+def _reads_shuffle(combined: UnionInput | CoGroupInput) -> bool:
+    return any(isinstance(b.input, ShuffleRead) or (isinstance(b.input, UnionInput | CoGroupInput) and _reads_shuffle(b.input))
+               for b in combined.branches)
 
 
 class Stage(Struct, frozen=True):

@@ -14,8 +14,22 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from squall import ops
-from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, PlanNode, RangePartitioner, ShuffleNode, StateNode
+from squall.common.plan import (
+    MAX_PARTITIONS,
+    Aggregator,
+    CoGroupNode,
+    LogicalPlan,
+    NarrowNode,
+    PlanNode,
+    RangePartitioner,
+    ShuffleNode,
+    SourceNode,
+    StateNode,
+    UnionNode,
+)
 from squall.common.protocol import Priority
 from squall.common.serialization import SerializationError, dumps_block, dumps_function
 from squall.runs import check_priority
@@ -34,10 +48,14 @@ class Dataset:
     written; a failing job raises squall.JobError (TaskError for a user error).
     """
 
-    def __init__(self, ctx: Connection, nodes: tuple[PlanNode, ...], partitions: int) -> None:
+    def __init__(self, ctx: Connection, nodes: tuple[PlanNode, ...], partitions: int, hash_partitions: int | None = None) -> None:
         self.ctx = ctx
         self.nodes = nodes
         self.partitions = partitions
+        # n when the records are (key, value) pairs, each in partition partition_of(key, n) (after
+        # a shuffle by key, kept by operations that keep keys where they are); None when unknown.
+        # A cogroup or join reads a side partitioned as its result one-to-one, without a shuffle.
+        self.hash_partitions = hash_partitions
 
     def __repr__(self) -> str:
         return f"<Dataset nodes={len(self.nodes)} partitions={self.partitions}>"
@@ -73,12 +91,73 @@ class Dataset:
         as many as now). Value order within a key is not defined."""
         return self._shuffle(Aggregator(kind="group"), partitions)
 
+    # --- several datasets: union, cogroup, join -----------------------------------------------
+
+    def union(self, *others: Dataset) -> Dataset:
+        """Every record of this dataset and of `others`, without a shuffle: the partitions of this
+        dataset, then those of each other in turn (Spark's union)."""
+        nodes, ends = self._merged(others, "union")
+        partitions = self.partitions + sum(o.partitions for o in others)
+        if partitions > MAX_PARTITIONS:
+            raise ValueError(f"a union of {partitions} partitions is more than {MAX_PARTITIONS}")
+        return Dataset(self.ctx, (*nodes, UnionNode(parents=ends)), partitions)
+
+    def cogroup(self, *others: Dataset, partitions: int | None = None) -> Dataset:
+        """(key, value) records of this dataset and `others` -> (key, (values here, values in the
+        first other, ...)), a list per dataset (empty where the key is missing), for every key of
+        any of them, in `partitions` partitions (default: the largest count of a dataset already
+        partitioned by key, else the largest partition count). A dataset already partitioned by
+        key into that many partitions (made by reduce_by_key, group_by_key, cogroup or join, then
+        only filtered or changed in its values) is read partition to partition, not shuffled."""
+        nodes, ends = self._merged(others, "cogroup")
+        sides = (self, *others)
+        n = _partition_count(_cogroup_partitions(sides) if partitions is None else partitions)
+        shuffled = [side.hash_partitions != n for side in sides]
+        node = CoGroupNode(parents=ends, partitions=n, shuffled=shuffled)
+        return Dataset(self.ctx, (*nodes, node), n, hash_partitions=n)
+
+    def join(self, other: Dataset, how: str = "inner", partitions: int | None = None) -> Dataset:
+        """(key, a) here and (key, b) in `other` -> (key, (a, b)) for every such pair. how="left"
+        also gives (key, (a, None)) for keys missing from `other`, "right" (key, (None, b)) for
+        keys missing here; "inner" (the default) neither. Partitions as in cogroup, which it is,
+        followed by a pairing of the two lists; any other `how` raises ValueError."""
+        if how not in ops.JOINS:
+            raise ValueError(f"how must be one of {', '.join(map(repr, ops.JOINS))}, got {how!r}")
+        _check_dataset(other, "join")
+        grouped = self.cogroup(other, partitions=partitions)
+        return grouped._narrow_raw(functools.partial(ops.join_op, how), keeps_partitioning=True)
+
+    def _merged(self, others: tuple[Dataset, ...], what: str) -> tuple[list[PlanNode], list[int]]:
+        """One node list holding this plan and the others', and the index of each one's last node.
+        A node equal to one already in the list (same parents) is the same node: a dataset used on
+        two sides is planned once per stage, and its source is never sent twice."""
+        nodes = list(self.nodes)
+        known: dict[bytes, int] = {}
+        for position, node in enumerate(nodes):
+            known.setdefault(msgspec.msgpack.encode(node), position)
+        ends = [len(nodes) - 1]
+        for other in others:
+            _check_dataset(other, what)
+            if other.ctx is not self.ctx:
+                raise ValueError(f"{what} needs datasets of the same context")
+            where: list[int] = []  # other's node index -> its index in `nodes`
+            for node in other.nodes:
+                moved = _reparented(node, where)
+                encoded = msgspec.msgpack.encode(moved)
+                index = known.get(encoded)
+                if index is None:
+                    index = known[encoded] = len(nodes)
+                    nodes.append(moved)
+                where.append(index)
+            ends.append(where[-1])
+        return nodes, ends
+
     def _update_state(self, fn: Any, state_id: str, kind: str = "keyed") -> Dataset:
         """Keyed state after a group_by_key (streams only: see Stream.update_state_by_key)."""
         if kind == "keyed":
             _check_callable(fn)
         node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id, kind=kind)  # type: ignore[arg-type]
-        return self._with(node, self.partitions)
+        return self._with(node, self.partitions, self.hash_partitions)
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -201,7 +280,7 @@ class Dataset:
 
     def _narrow(self, adapter: Callable[..., Any], fn: Callable[..., Any], *, keeps_partitioning: bool = False) -> Dataset:
         # keeps_partitioning: the operation leaves every record's key as it was, so a dataset
-        # partitioned by key would stay so. Nothing reads it yet.
+        # partitioned by key stays so (and a cogroup or join need not shuffle it).
         _check_callable(fn)
         if self.ctx.settings.bad_records == "skip":
             adapter = ops.SKIPPING.get(adapter, adapter)  # per-record functions skip and count
@@ -209,18 +288,42 @@ class Dataset:
             blob = dumps_function(functools.partial(adapter, fn))
         except SerializationError as exc:
             raise SerializationError(f"cannot ship {_name(fn)} to executors: {exc.__cause__ or exc}") from exc
-        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(blob)), self.partitions)
+        node = NarrowNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(blob))
+        return self._with(node, self.partitions, self.hash_partitions if keeps_partitioning else None)
 
-    def _narrow_raw(self, partition_fn: Callable[[Iterator[Any]], Iterable[Any]]) -> Dataset:
+    def _narrow_raw(self, partition_fn: Callable[[Iterator[Any]], Iterable[Any]], *, keeps_partitioning: bool = False) -> Dataset:
         key = self.ctx.register_code(_dumps(partition_fn))
-        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=key), self.partitions)
+        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=key), self.partitions,
+                          self.hash_partitions if keeps_partitioning else None)
 
     def _shuffle(self, aggregator: Aggregator, partitions: int | None, partitioner: RangePartitioner | None = None) -> Dataset:
         n = _partition_count(self.partitions if partitions is None else partitions)
-        return self._with(ShuffleNode(parent=len(self.nodes) - 1, partitions=n, aggregator=aggregator, partitioner=partitioner), n)
+        node = ShuffleNode(parent=len(self.nodes) - 1, partitions=n, aggregator=aggregator, partitioner=partitioner)
+        return self._with(node, n, n if partitioner is None else None)  # by range, it is not partitioned by hash
 
-    def _with(self, node: PlanNode, partitions: int) -> Dataset:
-        return Dataset(self.ctx, (*self.nodes, node), partitions)
+    def _with(self, node: PlanNode, partitions: int, hash_partitions: int | None = None) -> Dataset:
+        return Dataset(self.ctx, (*self.nodes, node), partitions, hash_partitions)
+
+
+def _check_dataset(other: object, what: str) -> None:
+    if not isinstance(other, Dataset):
+        raise TypeError(f"{what} takes datasets, got {type(other).__name__}: {other!r:.100}")
+
+
+def _cogroup_partitions(sides: tuple[Dataset, ...]) -> int:
+    """Spark's default: the largest partitioned side's count (so it need not move), else the
+    largest side's."""
+    partitioned = [side.hash_partitions for side in sides if side.hash_partitions is not None]
+    return max(partitioned) if partitioned else max(side.partitions for side in sides)
+
+
+def _reparented(node: PlanNode, where: list[int]) -> PlanNode:
+    """`node` with its parents renumbered by `where` (old index -> new)."""
+    if isinstance(node, UnionNode | CoGroupNode):
+        return msgspec.structs.replace(node, parents=[where[p] for p in node.parents])
+    if isinstance(node, SourceNode):
+        return node
+    return msgspec.structs.replace(node, parent=where[node.parent])
 
 
 def _partition_count(n: object) -> int:

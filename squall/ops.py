@@ -214,3 +214,27 @@ def save_text_op(directory: str, records: Iterator[Any]) -> list[Any]:
     """Write the partition's records, str(record) per line, as its part file; nothing comes back."""
     text_files.write_part(directory, task_partition.current(), map(str, records))
     return []
+
+
+# --- join ----------------------------------------------------------------------------------------
+
+
+JOINS = ("inner", "left", "right")
+
+
+def join_op(how: str, records: Iterator[Any]) -> Iterator[Any]:
+    """A cogroup's (key, (left values, right values)) -> (key, (a, b)) for every pair; an outer
+    side missing its match pairs with None."""
+    for key, (left, right) in records:
+        if not right:
+            if how == "left":
+                for a in left:
+                    yield key, (a, None)
+        elif not left:
+            if how == "right":
+                for b in right:
+                    yield key, (None, b)
+        else:
+            for a in left:
+                for b in right:
+                    yield key, (a, b)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
+from squall.common.stage_inputs import task_shuffles
 from squall.services.executor.task_states import TaskState
 
 TaskKey = tuple[str, int, int]
@@ -29,7 +30,7 @@ class LocalTask:
     task: TaskDescriptor
     spec: StageSpec
     group_id: int | None  # None for a BSP task
-    inputs: dict[int, object] = field(default_factory=dict)  # map partition -> block
+    inputs: dict[int, dict[int, object]] = field(default_factory=dict)  # shuffle id -> map partition -> block
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
     killed: bool = False  # preempted by "kill" once: its run from the start is not killed again
     # Computed once: both are read several times for every task on the executor's hot path.
@@ -39,7 +40,8 @@ class LocalTask:
 
     def __post_init__(self) -> None:
         self.key = self.task.key
-        self.is_reducer = self.spec.reads_shuffle
+        # A union's task may read a source while the stage's other tasks read shuffles.
+        self.is_reducer = bool(task_shuffles(self.spec.input, self.task.partition))
         self.lane = BATCH if self.task.priority == "batch" else LATENCY
 
 

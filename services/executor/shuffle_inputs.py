@@ -1,8 +1,9 @@
 """Gathering a reducer's shuffle inputs: blocks pushed to us, looked up (BSP) and fetched.
 
-Each reducer waiting for input is a reader of its inbox key (job, shuffle, reduce partition); the
-blocks land in the inbox, possibly before the reducer's own launch (a mapper elsewhere can be
-faster than our copy of the group). Look-ups and fetches are requests with deadlines, so a dead
+Each reducer waiting for input is a reader of one inbox key (job, shuffle, reduce partition) per
+shuffle it reads (a cogroup's task reads several, and runs once all are complete); the blocks
+land in the inbox, possibly before the reducer's own launch (a mapper elsewhere can be faster
+than our copy of the group). Look-ups and fetches are requests with deadlines, so a dead
 peer fails a reducer, never hangs it; an input failing before its reducer arrived fails the
 reducer the moment it does. Pure bookkeeping: each step returns what it found out (`Arrivals`),
 and the core decides what becomes of the tasks.
@@ -83,19 +84,24 @@ class ShuffleInputs:
             self._fail(inbox_key, reason, error_type, out)
         return blocks, out
 
-    def take_if_complete(self, inbox_key: InboxKey) -> bool:
-        """True, and the reader is done with, when all its blocks are in."""
-        reader = self.readers.get(inbox_key)
-        if reader is None or len(reader.blocks) < reader.expected:
-            return False
-        self.drop_reader(inbox_key)
-        for request_id in [i for i, r in self._requests.items() if r.inbox_key == inbox_key]:
-            del self._requests[request_id]
+    def take_if_complete(self, inbox_keys: list[InboxKey]) -> bool:
+        """True, and the readers are done with, when all blocks of all of a task's inputs are in."""
+        for inbox_key in inbox_keys:
+            reader = self.readers.get(inbox_key)
+            if reader is None or len(reader.blocks) < reader.expected:
+                return False
+        self.drop_readers(inbox_keys)
         return True
 
-    def drop_reader(self, inbox_key: InboxKey) -> None:
-        self.readers.pop(inbox_key, None)
-        self.inbox.discard(inbox_key)
+    def drop_readers(self, inbox_keys: list[InboxKey]) -> None:
+        """A task's inputs are no longer wanted (complete, failed, or already applied)."""
+        for inbox_key in inbox_keys:
+            self.readers.pop(inbox_key, None)
+            self.inbox.discard(inbox_key)
+        if self._requests:
+            keys = set(inbox_keys)
+            for request_id in [i for i, r in self._requests.items() if r.inbox_key in keys]:
+                del self._requests[request_id]
 
     def look_up(self, inbox_key: InboxKey, expected: int, now: float) -> ToShuffleMeta:
         """BSP: ask shuffle_meta where a reducer's inputs live."""

@@ -3,8 +3,8 @@
 Tasks arrive in two ways. BSP (LaunchTasks): a reducer looks up where its map outputs live
 (shuffle_meta) and fetches them. Drizzle (LaunchGroup): a whole group's share at once; a mapper
 pushes each reduce partition's block straight to the reducer's executor, and a reducer becomes
-runnable the moment all its mappers' blocks are in: no scheduler message between stages
-(shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
+runnable the moment all its mappers' blocks are in, for every shuffle it reads: no scheduler
+message between stages (shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
 local-scheduler order. Each group is reported once, when all its tasks here are over
 (group_ledger.py). A stateful partition applies each batch once, in order (keyed_partitions.py).
 Every task moves through the states of task_states.py by `_transition`, which keeps its story.
@@ -28,8 +28,10 @@ from squall.common.core import Log
 from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
 from squall.common.protocol import GroupDone, LaunchGroup, LaunchTasks, ResultPartition, StateRestore, TaskDescriptor, fits
 from squall.common.settings import Settings
+from squall.common.stage_inputs import task_shuffles
 from squall.services.executor.group_ledger import GroupLedger
 from squall.services.executor.held_tasks import HeldTasks
+from squall.services.executor.inbox import InboxKey
 from squall.services.executor.instructions import (
     CheckpointMapOutput,
     CheckpointState,
@@ -203,7 +205,8 @@ class TaskFlow:
             self.keyed.launched(key, task.batch)
             if self.keyed.applied(key, task.batch):
                 return self._already_applied(local)
-        if not isinstance(spec.input, ShuffleRead):
+        reads = task_shuffles(spec.input, task.partition)
+        if not reads:
             release_at = task.not_before - self.wall_offset
             if task.not_before and release_at > self.now:  # a stream batch whose interval is not over
                 self._transition(local, HELD)
@@ -211,14 +214,18 @@ class TaskFlow:
             else:
                 self._ready(local)
             return []
-        inbox_key = (task.job_id, spec.input.shuffle_id, task.partition)
-        local.inputs, arrivals = self.inputs.read(inbox_key, task.key, spec.input.map_partitions)
+        # One inbox key per shuffle it reads (a union's task reads one branch's, a cogroup's all).
+        arrivals = Arrivals()
+        for read, reduce_partition in reads:
+            inbox_key = (task.job_id, read.shuffle_id, reduce_partition)
+            local.inputs[read.shuffle_id], found = self.inputs.read(inbox_key, task.key, read.map_partitions)
+            arrivals.failed += found.failed
         self._transition(local, WAITING)
         if arrivals.failed:
             return self.arrived(arrivals, run_next=False)
         if group_id is not None:
             return self._maybe_runnable(local)
-        return [self.inputs.look_up(inbox_key, spec.input.map_partitions, self.now)]
+        return [self.inputs.look_up((task.job_id, read.shuffle_id, r), read.map_partitions, self.now) for read, r in reads]
 
     def release_held(self) -> list[Instruction]:
         """Make the source tasks whose batch time has come runnable."""
@@ -239,14 +246,13 @@ class TaskFlow:
         for key, error_type, reason in arrivals.failed:
             local = self.tasks.pop(key, None)
             if local is not None:
+                self.inputs.drop_readers(inbox_keys(local))  # its other inputs are of no use now
                 self.local.finished(local)
                 out += self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason), local)
         return out + self._next() if run_next and (arrivals.complete or arrivals.failed) else out
 
     def _maybe_runnable(self, local: LocalTask) -> list[Instruction]:
-        read = local.spec.input
-        assert isinstance(read, ShuffleRead)
-        if not self.inputs.take_if_complete((local.task.job_id, read.shuffle_id, local.task.partition)):
+        if not self.inputs.take_if_complete(inbox_keys(local)):
             return []
         state = local.spec.state
         if state is not None and local.group_id is not None:
@@ -330,7 +336,7 @@ class TaskFlow:
     def _latency_imminent(self) -> bool:
         """A latency reducer here has some of its inputs and waits for the rest: its mappers run
         now. (A scan of the tasks here, made only while a batch task is suspended.)"""
-        return any(t.lane == LATENCY and t.state is WAITING and t.inputs for t in self.tasks.values())
+        return any(t.lane == LATENCY and t.state is WAITING and any(t.inputs.values()) for t in self.tasks.values())
 
     def _start(self, lane: int) -> list[Instruction]:
         """The lane's next runnable task goes to it (stateful tasks whose batch was applied
@@ -350,7 +356,8 @@ class TaskFlow:
             self.running, self.started = local, self.now
         else:
             self.batch_running, self.batch_started = local, self.now
-        inputs = [local.inputs[p] for p in sorted(local.inputs)]
+        # Flat, shuffle by shuffle in id order, each by map partition (tasks.py splits them again).
+        inputs = [blocks[p] for _, blocks in sorted(local.inputs.items()) for p in sorted(blocks)]
         code = {k: self.code[k] for k in local.spec.code_keys() if k in self.code}
         return [*out, RunTask(local.task, local.spec, inputs, code)]
 
@@ -458,7 +465,7 @@ class TaskFlow:
         assert isinstance(spec.input, ShuffleRead) and spec.state is not None  # keyed state follows a shuffle
         self.tasks.pop(task.key, None)
         self.local.finished(local)
-        self.inputs.drop_reader((task.job_id, spec.input.shuffle_id, task.partition))
+        self.inputs.drop_readers(inbox_keys(local))
         if task.replay_only:
             self._transition(local, DONE)
             return self._task_over(local)
@@ -554,3 +561,11 @@ class TaskFlow:
         """A failed task's story, for the debug log: each state it went through, and what moved it."""
         story = [f"{old.value if old else 'new'}->{new.value} ({stimulus}, {now:.3f})" for old, new, stimulus, now in self.stories.story(key)]
         return Log("debug", "task_story", {"job": key[0], "stage": key[1], "partition": key[2], "error": failure.error_type, "story": story})
+
+
+def inbox_keys(local: LocalTask) -> list[InboxKey]:
+    """The inbox keys of the shuffles a task reads."""
+    task = local.task
+    if isinstance(local.spec.input, ShuffleRead):  # the common case, without walking a tree
+        return [(task.job_id, local.spec.input.shuffle_id, task.partition)]
+    return [(task.job_id, read.shuffle_id, r) for read, r in task_shuffles(local.spec.input, task.partition)]

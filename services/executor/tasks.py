@@ -15,6 +15,7 @@ from squall.common import skips, task_partition, text_files
 from squall.common.partitioning import partition_of
 from squall.common.plan import (
     Aggregator,
+    CoGroupInput,
     CollectionSource,
     GeneratorSource,
     RangePartitioner,
@@ -22,10 +23,13 @@ from squall.common.plan import (
     ResultWrite,
     ShuffleRead,
     ShuffleWrite,
+    StageInput,
     StageSpec,
     TextFileSource,
+    UnionInput,
 )
 from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
+from squall.common.stage_inputs import task_shuffles, union_branch
 from squall.services.executor.safe_points import NEVER, StopSignal, TaskCancelled, TaskPreempted, checked
 
 __all__ = ["CodeCache", "RecordError", "StateTables", "StopSignal", "TaskCancelled", "TaskOutput", "TaskPreempted", "run_task"]
@@ -100,8 +104,7 @@ def run_task(
             records = code.load(spec.state.fn).apply(records, table, batch)
         else:
             records = update_state(records, table, code.load(spec.state.fn))
-    for blob in spec.ops:
-        records = code.load(blob)(iter(records))
+    records = _pipeline(records, spec.ops, code)
     if signal is not None:
         records = checked(records, signal)
     if discard_output:
@@ -118,8 +121,20 @@ def run_task(
 def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache,
                signal: StopSignal = NEVER) -> Iterator[Any]:
     """The records a task reads. A shuffle's blocks are merged before the first record comes out,
-    so the merge has safe points of its own: one per record merged."""
-    source = spec.input
+    so the merge has safe points of its own: one per record merged. `inputs` holds the blocks of
+    every shuffle the task reads, shuffle by shuffle in id order (see stage_inputs.task_shuffles)."""
+    if isinstance(spec.input, ShuffleRead):
+        return _read(spec.input, partition, {spec.input.shuffle_id: inputs}, code, signal)
+    blocks: dict[int, list[bytes | memoryview]] = {}
+    start = 0
+    for read, _ in task_shuffles(spec.input, partition):
+        blocks[read.shuffle_id] = inputs[start : start + read.map_partitions]
+        start += read.map_partitions
+    return _read(spec.input, partition, blocks, code, signal)
+
+
+def _read(source: StageInput, partition: int, blocks: Mapping[int, list[bytes | memoryview]], code: CodeCache,
+          signal: StopSignal) -> Iterator[Any]:
     if isinstance(source, RangeSource):
         return iter(source.partition_bounds(partition))
     if isinstance(source, CollectionSource):
@@ -129,10 +144,16 @@ def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview]
     if isinstance(source, TextFileSource):
         split = source.splits[partition]
         return text_files.read_split(split.path, split.start, split.end)
+    if isinstance(source, UnionInput):
+        index, own = union_branch(source, partition)
+        branch = source.branches[index]
+        return iter(_pipeline(_read(branch.input, own, blocks, code, signal), branch.ops, code))
+    if isinstance(source, CoGroupInput):
+        return _cogroup(source, partition, blocks, code, signal)
     assert isinstance(source, ShuffleRead)
     merged: dict[Any, Any] = {}
     merge = _merger(source.aggregator, code)
-    for block in inputs:
+    for block in blocks[source.shuffle_id]:
         for key, value in loads_block(block):
             if signal.pending:
                 signal.safe_point()
@@ -141,6 +162,32 @@ def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview]
             else:
                 merged[key] = value
     return iter(merged.items())
+
+
+def _pipeline(records: Iterable[Any], ops: list[str], code: CodeCache) -> Iterable[Any]:
+    for blob in ops:
+        records = code.load(blob)(iter(records))
+    return records
+
+
+def _cogroup(cogroup: CoGroupInput, partition: int, blocks: Mapping[int, list[bytes | memoryview]], code: CodeCache,
+             signal: StopSignal) -> Iterator[Any]:
+    """(key, (values of branch 0, values of branch 1, ...)) for every key of any branch."""
+    sides = len(cogroup.branches)
+    groups: dict[Any, tuple[list[Any], ...]] = {}
+    for side, branch in enumerate(cogroup.branches):
+        for record in _pipeline(_read(branch.input, partition, blocks, code, signal), branch.ops, code):
+            if signal.pending:
+                signal.safe_point()
+            key, value = _pair(record, "a cogroup or join")
+            lists = groups.get(key)
+            if lists is None:
+                lists = groups[key] = tuple([] for _ in range(sides))
+            if branch.grouped:
+                lists[side].extend(value)  # (key, values) of the shuffle made for the cogroup
+            else:
+                lists[side].append(value)
+    return iter(groups.items())
 
 
 def update_state(groups: Iterable[Any], table: dict[Any, Any], fn: Callable[[list[Any], Any], Any]) -> list[Any]:
@@ -221,13 +268,13 @@ def _extend(a: list[Any], b: list[Any]) -> list[Any]:
     return a
 
 
-def _pair(record: Any) -> tuple[Any, Any]:
+def _pair(record: Any, needs: str = "a shuffle") -> tuple[Any, Any]:
     if type(record) is tuple and len(record) == 2:
         return record
     try:
         key, value = record
     except (TypeError, ValueError):
         raise RecordError(
-            f"a shuffle needs (key, value) pairs, got {type(record).__name__}: {record!r:.200}"
+            f"{needs} needs (key, value) pairs, got {type(record).__name__}: {record!r:.200}"
         ) from None
     return key, value

@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from squall.common.plan import JobPlan, Stage
+from squall.common.plan import JobPlan, ShuffleWrite, Stage
 from squall.common.protocol import GroupStats, Priority, TaskDescriptor
+from squall.common.stage_inputs import shuffle_readers
 from squall.services.scheduler.membership import ExecutorRecord
 
 
@@ -149,10 +150,7 @@ def place_group(
         home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]
         for stage in reversed(stages[: last_stage + 1]):
             readers = [s for s in stages[: last_stage + 1] if stage.stage_id in s.parents]
-            push_to = [e.data_address for e in home[readers[0].stage_id]] if readers else []
-            if readers and readers[0].stage_id in job.restrict:
-                wanted = job.restrict[readers[0].stage_id]
-                push_to = [address if p in wanted else "" for p, address in enumerate(push_to)]
+            push_to = _push_to(stage, readers[0], home[readers[0].stage_id], job.restrict) if readers else []
             feeds_state = bool(readers) and readers[0].spec.state is not None and book is not None and book.map_outputs
             partitions = range(stage.spec.partitions)
             if stage.stage_id in job.restrict:
@@ -180,6 +178,17 @@ def place_group(
                 )
                 job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)
     return {eid: tasks for eid, tasks in share.items() if tasks}
+
+
+def _push_to(stage: Stage, reader: Stage, reader_homes: list[ExecutorRecord], restrict: dict[int, set[int]]) -> list[str]:
+    """Where a map task of `stage` pushes each reduce partition's block: the executor of the one
+    task of `reader` that reads it (in a union, the reader's partitions are offset; "": none
+    wants it, in a rebuild restricted to some partitions)."""
+    output = stage.spec.output
+    assert isinstance(output, ShuffleWrite), f"stage {stage.stage_id} is read but writes no shuffle"
+    reading = shuffle_readers(reader.spec)[output.shuffle_id]
+    wanted = restrict.get(reader.stage_id)
+    return [reader_homes[p].data_address if p >= 0 and (wanted is None or p in wanted) else "" for p in reading]
 
 
 def map_checkpoint_key(state_id: str, batch: int, stage_id: int, partition: int) -> str:

@@ -66,7 +66,7 @@ def test_map_done_pushes_to_each_remote_address_and_delivers_locally():
     assert pushes[A].payloads == (b"b1", b"b3")
     assert pushes[B].msg == protocol.PushBlocks(job_id="j", shuffle_id=7, map_partition=0, reduce_partitions=[2])
     assert pushes[B].payloads == (b"b2",)
-    assert ex.tasks[r0.key].inputs == {0: b"b0"}  # the local reducer's block, without a message
+    assert ex.tasks[r0.key].inputs == {7: {0: b"b0"}}  # the local reducer's block, without a message
     assert ex.outputs.blocks[("j", 7, 0)] == [b"b0", b"b1", b"b2", b"b3"]  # kept for fetches
     assert not [a for a in actions if isinstance(a, ToShuffleMeta)]  # locations wait for the group's end
     assert not to_scheduler(actions, protocol.TaskFinished)  # Drizzle: no per-task report

@@ -125,7 +125,7 @@ def test_map_outputs_take_local_blocks_and_fetch_remote_ones_per_address():
     for f in fetches.values():
         assert (f.job_id, f.shuffle_id, f.reduce_partition) == ("j", 7, 1)
     assert fetches["tcp://a:1"].request_id != fetches["tcp://b:1"].request_id
-    assert ex.tasks[("j", 1, 1)].inputs == {3: b"L1"}  # the reduce partition's local block
+    assert ex.tasks[("j", 1, 1)].inputs == {7: {3: b"L1"}}  # the reduce partition's local block, of shuffle 7
     assert ex.running is None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode
+from squall.common.plan import Aggregator, LogicalPlan, NarrowNode, RangeSource, ShuffleNode, SourceNode, UnionNode
 from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
 from squall.services.scheduler.membership import ExecutorRecord
 from squall.services.scheduler.planner import plan_job
@@ -141,3 +141,17 @@ def test_auto_placement_spreads_small_groups_and_rotates_large_ones():
     large = place_group([planned(f"j{b}", b, 4, 4) for b in range(4)], ex, "auto")
     for eid, tasks in large.items():
         assert {t.batch for t in tasks if t.stage_id == 1} == {int(eid[1:])}
+
+
+def test_mappers_feeding_a_union_push_to_the_union_task_at_their_branchs_offset():
+    ex = executors(3)
+    nodes = [SourceNode(source=RangeSource(start=0, stop=100, step=1, partitions=2)), ShuffleNode(parent=0, partitions=2, aggregator=ADD),
+             SourceNode(source=RangeSource(start=0, stop=50, step=1, partitions=3)), ShuffleNode(parent=2, partitions=4, aggregator=ADD),
+             UnionNode(parents=[1, 3])]
+    plan = plan_job(LogicalPlan(nodes=nodes))
+    job = PlannedJob("j", 0, plan, [s.spec.key() for s in plan.stages])
+    tasks = [t for share in place_group([job], ex, "spread").values() for t in share]
+    first = {tuple(t.push_to) for t in tasks if t.stage_id == 0}
+    second = {tuple(t.push_to) for t in tasks if t.stage_id == 1}
+    assert first == {tuple(ex[p % 3].data_address for p in range(2))}  # union partitions 0, 1
+    assert second == {tuple(ex[p % 3].data_address for p in range(2, 6))}  # union partitions 2..5: offset by the first branch
