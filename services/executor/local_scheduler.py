@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
-from squall.common.stage_inputs import task_shuffles
+from squall.common.stage_inputs import ShuffleInput, task_shuffles
+from squall.services.executor.inbox import InboxKey
 from squall.services.executor.task_states import TaskState
 
 TaskKey = tuple[str, int, int]
@@ -33,15 +34,19 @@ class LocalTask:
     inputs: dict[int, dict[int, object]] = field(default_factory=dict)  # shuffle id -> map partition -> block
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
     killed: bool = False  # preempted by "kill" once: its run from the start is not killed again
-    # Computed once: both are read several times for every task on the executor's hot path.
+    # Computed once: they are read several times for every task on the executor's hot path.
     key: TaskKey = field(init=False)
+    reads: list[ShuffleInput] = field(init=False)  # the shuffles it reads, with its reduce partition of each
+    inbox_keys: list[InboxKey] = field(init=False)  # (job, shuffle, reduce partition) of each
     is_reducer: bool = field(init=False)
     lane: int = field(init=False)  # LATENCY or BATCH, by the task's priority
 
     def __post_init__(self) -> None:
         self.key = self.task.key
         # A union's task may read a source while the stage's other tasks read shuffles.
-        self.is_reducer = bool(task_shuffles(self.spec.input, self.task.partition))
+        self.reads = task_shuffles(self.spec.input, self.task.partition)
+        self.inbox_keys = [(self.task.job_id, read.shuffle_id, r) for read, r in self.reads]
+        self.is_reducer = bool(self.reads)
         self.lane = BATCH if self.task.priority == "batch" else LATENCY
 
 

@@ -28,10 +28,8 @@ from squall.common.core import Log
 from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
 from squall.common.protocol import GroupDone, LaunchGroup, LaunchTasks, ResultPartition, StateRestore, TaskDescriptor, fits
 from squall.common.settings import Settings
-from squall.common.stage_inputs import task_shuffles
 from squall.services.executor.group_ledger import GroupLedger
 from squall.services.executor.held_tasks import HeldTasks
-from squall.services.executor.inbox import InboxKey
 from squall.services.executor.instructions import (
     CheckpointMapOutput,
     CheckpointState,
@@ -205,8 +203,7 @@ class TaskFlow:
             self.keyed.launched(key, task.batch)
             if self.keyed.applied(key, task.batch):
                 return self._already_applied(local)
-        reads = task_shuffles(spec.input, task.partition)
-        if not reads:
+        if not local.reads:
             release_at = task.not_before - self.wall_offset
             if task.not_before and release_at > self.now:  # a stream batch whose interval is not over
                 self._transition(local, HELD)
@@ -216,8 +213,7 @@ class TaskFlow:
             return []
         # One inbox key per shuffle it reads (a union's task reads one branch's, a cogroup's all).
         arrivals = Arrivals()
-        for read, reduce_partition in reads:
-            inbox_key = (task.job_id, read.shuffle_id, reduce_partition)
+        for (read, _), inbox_key in zip(local.reads, local.inbox_keys, strict=True):
             local.inputs[read.shuffle_id], found = self.inputs.read(inbox_key, task.key, read.map_partitions)
             arrivals.failed += found.failed
         self._transition(local, WAITING)
@@ -225,7 +221,8 @@ class TaskFlow:
             return self.arrived(arrivals, run_next=False)
         if group_id is not None:
             return self._maybe_runnable(local)
-        return [self.inputs.look_up((task.job_id, read.shuffle_id, r), read.map_partitions, self.now) for read, r in reads]
+        return [self.inputs.look_up(inbox_key, read.map_partitions, self.now)
+                for (read, _), inbox_key in zip(local.reads, local.inbox_keys, strict=True)]
 
     def release_held(self) -> list[Instruction]:
         """Make the source tasks whose batch time has come runnable."""
@@ -246,13 +243,13 @@ class TaskFlow:
         for key, error_type, reason in arrivals.failed:
             local = self.tasks.pop(key, None)
             if local is not None:
-                self.inputs.drop_readers(inbox_keys(local))  # its other inputs are of no use now
+                self.inputs.drop_readers(local.inbox_keys)  # its other inputs are of no use now
                 self.local.finished(local)
                 out += self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason), local)
         return out + self._next() if run_next and (arrivals.complete or arrivals.failed) else out
 
     def _maybe_runnable(self, local: LocalTask) -> list[Instruction]:
-        if not self.inputs.take_if_complete(inbox_keys(local)):
+        if not self.inputs.take_if_complete(local.inbox_keys):
             return []
         state = local.spec.state
         if state is not None and local.group_id is not None:
@@ -465,7 +462,7 @@ class TaskFlow:
         assert isinstance(spec.input, ShuffleRead) and spec.state is not None  # keyed state follows a shuffle
         self.tasks.pop(task.key, None)
         self.local.finished(local)
-        self.inputs.drop_readers(inbox_keys(local))
+        self.inputs.drop_readers(local.inbox_keys)
         if task.replay_only:
             self._transition(local, DONE)
             return self._task_over(local)
@@ -562,10 +559,3 @@ class TaskFlow:
         story = [f"{old.value if old else 'new'}->{new.value} ({stimulus}, {now:.3f})" for old, new, stimulus, now in self.stories.story(key)]
         return Log("debug", "task_story", {"job": key[0], "stage": key[1], "partition": key[2], "error": failure.error_type, "story": story})
 
-
-def inbox_keys(local: LocalTask) -> list[InboxKey]:
-    """The inbox keys of the shuffles a task reads."""
-    task = local.task
-    if isinstance(local.spec.input, ShuffleRead):  # the common case, without walking a tree
-        return [(task.job_id, local.spec.input.shuffle_id, task.partition)]
-    return [(task.job_id, read.shuffle_id, r) for read, r in task_shuffles(local.spec.input, task.partition)]
