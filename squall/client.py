@@ -242,15 +242,17 @@ class Client:
 
     @contextmanager
     def _socket(self) -> Iterator[None]:
-        """The socket, to send on: a reader polling it is asked to let go first."""
-        with self._arrived:
-            self._senders += 1
-        try:
-            self._senders_wake.signal()
-            self._lock.acquire()
-        finally:
+        """The socket, to send on: a reader polling it is asked to let go first (only then is the
+        pipe written: most sends find the socket free)."""
+        if not self._lock.acquire(blocking=False):
             with self._arrived:
-                self._senders -= 1
+                self._senders += 1
+            try:
+                self._senders_wake.signal()
+                self._lock.acquire()
+            finally:
+                with self._arrived:
+                    self._senders -= 1
         try:
             yield
         finally:
