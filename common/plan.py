@@ -18,6 +18,7 @@ MAX_PARTITIONS = 1_000_000
 Count = Annotated[int, Meta(ge=1, le=MAX_PARTITIONS)]
 Index = Annotated[int, Meta(ge=0)]
 CodeKey = Annotated[str, Meta(min_length=1, max_length=64)]
+DatasetId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def code_key(blob: bytes) -> str:
@@ -169,12 +170,29 @@ class CoGroupNode(Struct, tag="cogroup", frozen=True):
     shuffled: list[bool]
 
 
-PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode | UnionNode | CoGroupNode
+class PersistNode(Struct, tag="persist", frozen=True):
+    """The parent's records, kept by the executors that compute them (Dataset.persist): a later
+    job reads a partition an executor holds instead of computing it again. `dataset_id` names the
+    blocks on the executors and in the block directory (shuffle_meta)."""
+
+    parent: Index
+    dataset_id: DatasetId
+
+
+class HeldNode(Struct, tag="held", frozen=True):
+    """A persisted dataset of which executors hold every partition: the scheduler puts it in place
+    of a PersistNode and the lineage below it, which then is not planned. Drivers never send it."""
+
+    dataset_id: DatasetId
+    partitions: Count
+
+
+PlanNode = SourceNode | NarrowNode | ShuffleNode | StateNode | UnionNode | CoGroupNode | PersistNode | HeldNode
 
 
 def node_parents(node: PlanNode) -> list[int]:
     """The nodes a node reads (none for a source)."""
-    if isinstance(node, SourceNode):
+    if isinstance(node, SourceNode | HeldNode):
         return []
     if isinstance(node, UnionNode | CoGroupNode):
         return node.parents
@@ -252,7 +270,19 @@ class CoGroupInput(Struct, tag="cogroup_input", frozen=True):
     branches: Annotated[list[Branch], Meta(min_length=1)]
 
 
-StageInput = RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead | UnionInput | CoGroupInput
+class PersistedInput(Struct, tag="persisted_input", frozen=True):
+    """Partition p of a persisted dataset (PersistNode). A task told where the block is
+    (TaskDescriptor.persisted) reads it, from its own memory or the holder's; any other task
+    computes it from `fallback`, the dataset's lineage within this stage, and its executor keeps
+    it. No fallback: executors hold every partition, and the lineage below was not planned."""
+
+    dataset_id: DatasetId
+    partitions: Count
+    fallback: Branch | None = None
+
+
+StageInput = (RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead | UnionInput | CoGroupInput
+              | PersistedInput)
 StageOutput = ShuffleWrite | ResultWrite
 
 
@@ -293,39 +323,50 @@ class StageSpec(Struct, frozen=True):
             agg = getattr(side, "aggregator", None)
             if agg is not None and agg.fn is not None:
                 keys.append(agg.fn)
-        if isinstance(self.input, UnionInput | CoGroupInput):
+        if isinstance(self.input, UnionInput | CoGroupInput | PersistedInput):
             keys.extend(_branch_code_keys(self.input))
         return keys
 
     @property
     def reads_shuffle(self) -> bool:
-        return isinstance(self.input, ShuffleRead) or (isinstance(self.input, UnionInput | CoGroupInput) and _reads_shuffle(self.input))
+        return _reads_shuffle(self.input)
 
 
 def _input_shape(stage_input: StageInput) -> object:
     """What a stage reads, without the records themselves (a source's batch or slices)."""
     if isinstance(stage_input, UnionInput | CoGroupInput):
         return [type(stage_input).__name__, [(_input_shape(b.input), b.ops, b.grouped) for b in stage_input.branches]]
+    if isinstance(stage_input, PersistedInput):
+        fallback = stage_input.fallback
+        return [stage_input.dataset_id, None if fallback is None else (_input_shape(fallback.input), fallback.ops)]
     return type(stage_input).__name__
 
 
-def _branch_code_keys(combined: UnionInput | CoGroupInput) -> list[str]:
+def _branches(stage_input: StageInput) -> list[Branch]:
+    """The branches nested directly in a stage input (a persisted input's fallback is one)."""
+    if isinstance(stage_input, UnionInput | CoGroupInput):
+        return stage_input.branches
+    if isinstance(stage_input, PersistedInput) and stage_input.fallback is not None:
+        return [stage_input.fallback]
+    return []
+
+
+def _branch_code_keys(combined: StageInput) -> list[str]:
     keys: list[str] = []
-    for branch in combined.branches:
+    for branch in _branches(combined):
         keys.extend(branch.ops)
         inner = branch.input
         if isinstance(inner, GeneratorSource):
             keys.append(inner.fn)
         elif isinstance(inner, ShuffleRead) and inner.aggregator.fn is not None:
             keys.append(inner.aggregator.fn)
-        elif isinstance(inner, UnionInput | CoGroupInput):
+        else:
             keys.extend(_branch_code_keys(inner))
     return keys
 
 
-def _reads_shuffle(combined: UnionInput | CoGroupInput) -> bool:
-    return any(isinstance(b.input, ShuffleRead) or (isinstance(b.input, UnionInput | CoGroupInput) and _reads_shuffle(b.input))
-               for b in combined.branches)
+def _reads_shuffle(stage_input: StageInput) -> bool:
+    return isinstance(stage_input, ShuffleRead) or any(_reads_shuffle(b.input) for b in _branches(stage_input))
 
 
 class Stage(Struct, frozen=True):

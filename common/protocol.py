@@ -276,6 +276,10 @@ class TaskDescriptor(Struct, frozen=True):
     replay_only: bool = False
     # "latency" tasks run before, and suspend, "batch" tasks (Settings.preemption).
     priority: Priority = "latency"
+    # Persisted datasets (PersistedInput) whose partition this task reads as a block: dataset id ->
+    # the data address of the executor holding it (this executor's own: from its memory). Those
+    # it is not told of, it computes from their fallback and keeps.
+    persisted: dict[str, str] = {}
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -364,7 +368,9 @@ class TaskFailed(Message, frozen=True):
     stage_id: Index
     partition: Index
     attempt: Index
-    kind: Literal["task", "fetch", "code"]
+    # "block": a persisted block the task was told to read is gone (evicted, or its holder lost);
+    # the scheduler plans the job again.
+    kind: Literal["task", "fetch", "code", "block"]
     error_type: str
     message: str
     traceback: str = ""
@@ -456,7 +462,73 @@ class ForgetExecutor(Message, frozen=True):
     executor_id: Id
 
 
+# --- persisted datasets: the block directory (shuffle_meta) ------------------------------------
+
+
+class PersistedBlock(Struct, frozen=True, array_like=True):
+    """A partition of a persisted dataset an executor holds, and its size in bytes."""
+
+    dataset_id: Id
+    partition: Index
+    size: Index = 0
+
+
+class RegisterPersisted(Message, frozen=True):
+    """Executor -> shuffle_meta: it now holds these blocks (reachable at `address`)."""
+
+    executor_id: Id
+    address: str
+    blocks: list[PersistedBlock]
+
+
+class DroppedPersisted(Message, frozen=True):
+    """Executor -> shuffle_meta: it no longer holds these blocks (evicted to stay in its budget)."""
+
+    executor_id: Id
+    blocks: list[PersistedBlock]
+
+
+class LookupPersisted(Message, frozen=True):
+    """Scheduler -> shuffle_meta: which executors hold which partitions of these datasets."""
+
+    request_id: Index
+    dataset_ids: list[str]
+
+
+class PersistedLocations(Message, frozen=True):
+    """shuffle_meta -> scheduler: dataset id -> partition -> the executors holding it (a dataset
+    or partition no one holds is left out)."""
+
+    request_id: Index
+    holders: dict[str, dict[int, list[str]]]
+
+
+class ForgetPersisted(Message, frozen=True):
+    """Drop these persisted datasets: driver -> scheduler (Dataset.unpersist), which tells
+    shuffle_meta and every executor."""
+
+    dataset_ids: list[str]
+
+
 # --- executor <-> executor -----------------------------------------------------------------------
+
+
+class FetchPersisted(Message, frozen=True):
+    """Ask a holder for a persisted block; the answer is a PersistedData, or an ErrorReply with
+    this request id when the holder no longer has it."""
+
+    request_id: Index
+    dataset_id: Id
+    partition: Index
+
+
+class PersistedData(Message, frozen=True):
+    """A persisted block, in one payload frame."""
+
+    request_id: Index
+
+    def payload_count(self) -> int:
+        return 1
 
 
 class FetchBlocks(Message, frozen=True):
@@ -539,6 +611,13 @@ AnyMessage = (
     | Blocks
     | PushBlocks
     | BlocksReady
+    | RegisterPersisted
+    | DroppedPersisted
+    | LookupPersisted
+    | PersistedLocations
+    | ForgetPersisted
+    | FetchPersisted
+    | PersistedData
 )
 
 _encoder = msgspec.msgpack.Encoder()

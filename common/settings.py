@@ -41,6 +41,8 @@ _MINIMUMS = {
     "group_size": 1,
     "executor_slots": 1,
     "executor_stage_cache": 1,
+    "persist_memory": 0,
+    "plan_cache_nodes": 1,
     "metrics_window": 1,
     "max_message_bytes": 1024,
     "checkpoint_every_groups": 1,
@@ -174,6 +176,16 @@ class Settings:
     # Stage specs an executor keeps (with the code they use): past this, the scheduler has it
     # forget the least recently used ones that no job in flight uses; they are sent again if needed.
     executor_stage_cache: int = 256
+    # Persisted datasets (Dataset.persist): the bytes of serialized partitions an executor keeps.
+    # Past it, the least recently used partitions are dropped (and computed again from their
+    # lineage when a job needs them); a partition larger than all of it is never kept.
+    persist_memory: int = 512 * 1024 * 1024
+    # Plan deltas: a driver sends the scheduler only the plan nodes it has not sent before (and
+    # the ids of the rest), so submitting a job costs the same however long its lineage. False:
+    # the whole plan every job (for comparison). The scheduler keeps this many nodes, least
+    # recently used first out; a job naming a node it dropped is sent again whole.
+    plan_deltas: bool = True
+    plan_cache_nodes: int = 100_000
     # Streams keep the most recent this-many samples of each metric series (batch and window
     # latencies, group sizes): their percentiles describe the recent past (100 s of 100 ms
     # batches), in constant memory that fills within a stream's first minutes.

@@ -33,6 +33,7 @@ from squall.common.protocol import (
     CancelRun,
     ClusterStatus,
     ErrorReply,
+    ForgetPersisted,
     ForgetStates,
     GetClusterStatus,
     GetMetrics,
@@ -212,6 +213,11 @@ class Client:
         """A stream ended: the cluster may drop its keyed state and checkpoints."""
         if state_ids and not self._sock.closed:
             self._send(ForgetStates(state_ids=state_ids))
+
+    def forget_persisted(self, dataset_ids: list[str]) -> None:
+        """Persisted datasets the driver unpersisted: the cluster drops their blocks."""
+        if dataset_ids and not self._sock.closed:
+            self._send(ForgetPersisted(dataset_ids=dataset_ids))
 
     def next_event(self, run_id: str) -> Event:
         """The run's next message (JobDone, JobFailed, RunDone), waiting as needed."""

@@ -71,6 +71,10 @@ class Connection:
             self.broadcasts.append(key)
         return Broadcast(key, value, local=True)
 
+    def unpersist(self, dataset_ids: list[str]) -> None:
+        """The cluster may drop these persisted datasets' blocks (Dataset.unpersist)."""
+        self.client.forget_persisted(dataset_ids)
+
     def register_code(self, blob: bytes) -> str:
         """Keep a serialized function (or broadcast value) for the jobs that use it; returns its
         content key. Datasets call this themselves: users do not need to."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,10 @@ from squall.common.plan import (
     MAX_PARTITIONS,
     Aggregator,
     CoGroupNode,
+    HeldNode,
     LogicalPlan,
     NarrowNode,
+    PersistNode,
     PlanNode,
     RangePartitioner,
     ShuffleNode,
@@ -158,6 +161,42 @@ class Dataset:
             _check_callable(fn)
         node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id, kind=kind)  # type: ignore[arg-type]
         return self._with(node, self.partitions, self.hash_partitions)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def persist(self) -> Dataset:
+        """Keep this dataset's partitions in executor memory once a job has computed them, so later
+        jobs read them instead of computing them again; returns this dataset.
+
+        As in Spark, it marks this dataset itself (datasets made from it from now on read the
+        kept partitions); nothing runs until an action. Partitions go to the executors that
+        compute them, within each executor's budget (persist_memory): past it the least recently
+        used ones are dropped, and computed again from their lineage when a job needs them, as
+        are those of an executor that is lost. Calling it again does nothing."""
+        if not isinstance(self.nodes[-1], PersistNode):
+            node = PersistNode(parent=len(self.nodes) - 1, dataset_id=uuid.uuid4().hex)
+            self.nodes = (*self.nodes, node)
+        return self
+
+    def cache(self) -> Dataset:
+        """persist(), as Spark names it."""
+        return self.persist()
+
+    @property
+    def is_persisted(self) -> bool:
+        """Whether persist() marked this dataset (and unpersist() did not clear it since)."""
+        return isinstance(self.nodes[-1], PersistNode)
+
+    def unpersist(self) -> Dataset:
+        """Drop this dataset's kept partitions from every executor (at once: nothing waits for
+        it), and stop keeping them: later jobs compute it from its lineage. Datasets made from it
+        while it was persisted compute it too. Returns this dataset; on a dataset not persisted
+        it does nothing."""
+        last = self.nodes[-1]
+        if isinstance(last, PersistNode):
+            self.nodes = self.nodes[:-1]  # persist() appended it last
+            self.ctx.unpersist([last.dataset_id])
+        return self
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -321,7 +360,7 @@ def _reparented(node: PlanNode, where: list[int]) -> PlanNode:
     """`node` with its parents renumbered by `where` (old index -> new)."""
     if isinstance(node, UnionNode | CoGroupNode):
         return msgspec.structs.replace(node, parents=[where[p] for p in node.parents])
-    if isinstance(node, SourceNode):
+    if isinstance(node, SourceNode | HeldNode):
         return node
     return msgspec.structs.replace(node, parent=where[node.parent])
 

@@ -6,6 +6,11 @@ branches (each with the narrow ops before the union or cogroup point). A cogroup
 already hash-partitioned as the result is read partition to partition within the stage; any
 other is shuffled first.
 
+A persisted dataset (PersistNode) is a PersistedInput whose fallback is its lineage within the
+stage: a task reads the block where one is held, and computes (and keeps) it otherwise. Where
+every partition is held, the scheduler has put a HeldNode in its place: its lineage is not
+planned at all. A persisted dataset since unpersisted is planned as if never persisted.
+
 Every (shuffle, reduce partition) has exactly one reader task, so that a mapper knows where to
 push each block: a shuffle node reached again from another stage, or at another place of a union,
 is planned again under a new shuffle id (its map stage runs once per reader). Reached again at
@@ -14,6 +19,7 @@ the same place of the same stage (a dataset on both sides of a cogroup), it is r
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from squall.common.plan import (
@@ -22,9 +28,12 @@ from squall.common.plan import (
     Branch,
     CoGroupInput,
     CoGroupNode,
+    HeldNode,
     JobPlan,
     LogicalPlan,
     NarrowNode,
+    PersistedInput,
+    PersistNode,
     PlanError,
     PlanNode,
     RangePartitioner,
@@ -51,11 +60,12 @@ MAX_EXPANSION = 100_000
 COGROUP_SHUFFLE = Aggregator(kind="group")  # a cogroup's shuffled side: values grouped map-side
 
 
-def plan_job(logical: LogicalPlan) -> JobPlan:
+def plan_job(logical: LogicalPlan, unpersisted: Container[str] = ()) -> JobPlan:
     """Stages in dependency order (every stage after the stages it reads), the result stage last.
 
     Consecutive narrow nodes are fused into one stage's pipeline; each shuffle ends the stage that
-    writes it and starts the stage that reads it.
+    writes it and starts the stage that reads it. Persist nodes of `unpersisted` datasets are
+    passed through.
     """
     nodes = logical.nodes
     if not nodes:
@@ -67,7 +77,7 @@ def plan_job(logical: LogicalPlan) -> JobPlan:
             if parent >= index:
                 raise PlanError(f"node {index} refers to node {parent}, which does not come before it")
     try:
-        stages = _Planner(nodes, list(logical.broadcasts)).plan(len(nodes) - 1)
+        stages = _Planner(nodes, list(logical.broadcasts), unpersisted).plan(len(nodes) - 1)
     except RecursionError:  # unions and cogroups nested inside one stage are walked recursively
         raise PlanError("the plan nests unions or cogroups too deeply to plan") from None
     return JobPlan(stages=stages)
@@ -79,7 +89,7 @@ def node_partitions(nodes: list[PlanNode]) -> list[int]:
     for node in nodes:
         if isinstance(node, SourceNode):
             counts.append(node.source.partitions)
-        elif isinstance(node, ShuffleNode | CoGroupNode):
+        elif isinstance(node, ShuffleNode | CoGroupNode | HeldNode):
             counts.append(node.partitions)
         elif isinstance(node, UnionNode):
             counts.append(sum(counts[p] for p in node.parents))
@@ -101,9 +111,10 @@ class _StageBuild:
 
 
 class _Planner:
-    def __init__(self, nodes: list[PlanNode], broadcasts: list[str]) -> None:
+    def __init__(self, nodes: list[PlanNode], broadcasts: list[str], unpersisted: Container[str] = ()) -> None:
         self.nodes = nodes
         self.broadcasts = broadcasts
+        self.unpersisted = unpersisted
         self.partitions = node_partitions(nodes)
         for index, count in enumerate(self.partitions):
             if count > MAX_PARTITIONS:
@@ -155,13 +166,15 @@ class _Planner:
         ops: list[str] = []
         state: StateUpdate | None = None
         node = self.nodes[index]
-        while isinstance(node, NarrowNode | StateNode):
-            if isinstance(node, StateNode):
+        while isinstance(node, NarrowNode | StateNode) or (isinstance(node, PersistNode) and node.dataset_id in self.unpersisted):
+            if isinstance(node, PersistNode):
+                pass  # unpersisted: its records flow through
+            elif isinstance(node, StateNode):
                 parent = self.nodes[node.parent]
                 if not isinstance(parent, ShuffleNode) or parent.aggregator.kind != "group":
                     raise PlanError(f"keyed state (node {index}) must come right after a grouping shuffle")
                 if not top:
-                    raise PlanError(f"keyed state (node {index}) cannot feed a union or a cogroup")
+                    raise PlanError(f"keyed state (node {index}) cannot feed a union, a cogroup or a persisted dataset")
                 state = StateUpdate(fn=node.fn, state_id=node.state_id, kind=node.kind)
             else:
                 ops.append(node.fn)
@@ -174,6 +187,10 @@ class _Planner:
         elif isinstance(node, ShuffleNode):
             stage_input = self._read(("node", index), index, node.parent, node.partitions, node.aggregator, offset, build,
                                      node.partitioner)
+        elif isinstance(node, PersistNode):
+            stage_input = PersistedInput(node.dataset_id, self.partitions[index], self._branch(node.parent, offset, build))
+        elif isinstance(node, HeldNode):
+            stage_input = PersistedInput(node.dataset_id, node.partitions)
         elif isinstance(node, UnionNode):
             branches = []
             for union_parent in node.parents:
