@@ -466,10 +466,12 @@ class ForgetExecutor(Message, frozen=True):
 
 
 class PersistedBlock(Struct, frozen=True, array_like=True):
-    """A partition of a persisted dataset an executor holds, and its size in bytes."""
+    """A partition of a persisted dataset an executor holds, of how many the dataset has, and its
+    size in bytes."""
 
     dataset_id: Id
     partition: Index
+    partitions: Annotated[int, Meta(ge=1)]
     size: Index = 0
 
 
@@ -497,10 +499,11 @@ class LookupPersisted(Message, frozen=True):
 
 class PersistedLocations(Message, frozen=True):
     """shuffle_meta -> scheduler: dataset id -> partition -> the executors holding it (a dataset
-    or partition no one holds is left out)."""
+    or partition no one holds is left out), and each dataset's partition count."""
 
     request_id: Index
     holders: dict[str, dict[int, list[str]]]
+    partitions: dict[str, int] = {}
 
 
 class ForgetPersisted(Message, frozen=True):
