@@ -58,11 +58,11 @@ class ListPlan:
         if len(reached) == len(nodes) and not any(isinstance(n, HeldNode) for n in reached.values()):
             return self.plan  # nothing cut
         where: dict[int, int] = {}
-        nodes: list[PlanNode] = []
+        kept: list[PlanNode] = []
         for index in sorted(reached):
-            where[index] = len(nodes)
-            nodes.append(_renumbered(reached[index], where))
-        return LogicalPlan(nodes=nodes, broadcasts=self.plan.broadcasts)
+            where[index] = len(kept)
+            kept.append(_renumbered(reached[index], where))
+        return LogicalPlan(nodes=kept, broadcasts=self.plan.broadcasts)
 
     def _reached(self, known: Mapping[str, int], look_below_unknown: bool) -> dict[int, PlanNode]:
         """Index -> node for the nodes reached from the result: a held persist node as a HeldNode
