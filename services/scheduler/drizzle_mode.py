@@ -15,6 +15,7 @@ and `advance` (move a run on: its next groups, or its end).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from squall.common.core import Log, Send
@@ -66,6 +67,8 @@ class DrizzleMode:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
         dispatched: list[Instruction] = []
         while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
+            if any(job.needs_blocks for job in itertools.islice(run.queue, run.group_size)):
+                return dispatched + self._advance(run, now)  # planned first, around the blocks held then
             dispatched += self._dispatch_group(run, now)
         return dispatched
 

@@ -480,7 +480,7 @@ class SchedulerState:
         if run is None:
             return []
         live = self.members.executors
-        for job in run.queue:
+        for job in itertools.islice(run.queue, run.group_size if run.preschedule else 1):  # those that asked
             if not job.needs_blocks:
                 continue
             for dataset_id in asked:

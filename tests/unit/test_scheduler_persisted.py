@@ -163,3 +163,15 @@ def test_bsp_tasks_are_told_where_the_blocks_they_read_are():
     launched = [t for m in sends(actions, LaunchTasks) for t in m.tasks]
     assert {t.partition for t in launched} == {0, 1}
     assert all(set(t.persisted) == {"ds"} for t in launched)
+
+
+def test_each_group_of_a_run_is_planned_around_the_blocks_held_when_it_goes_out():
+    s = state("e1", "e2")
+    (first,) = lookups(submit(s, 3, 1, plan=persisted_plan(partitions=2)))
+    actions = answer(s, first, {}, {})
+    assert len(launches(actions)) > 0
+    (second,) = lookups(actions)  # the next group waits for its own answer, not the first's
+    assert [g for g in (launches(actions),)] and second.request_id != first.request_id
+    actions = answer(s, second, {"ds": {0: ["e1"], 1: ["e2"]}}, {"ds": 2})
+    readers = [t for m in launches(actions).values() for t in m.tasks]
+    assert readers and all(t.persisted for t in readers) and all(t.job_id == "r.1" for t in readers)
