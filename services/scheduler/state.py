@@ -538,7 +538,7 @@ class SchedulerState:
             replanned = self.drizzle.replan(msg, now)
             if replanned is not None:
                 return replanned
-        kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
+        kind: FailureKind = "fetch" if msg.kind in ("fetch", "block") else "task"
         where = f"stage {msg.stage_id}, partition {msg.partition} on executor {msg.executor_id}"
         details = dict(error_type=msg.error_type, traceback=msg.traceback, stage_id=msg.stage_id, partition=msg.partition)
         prescheduled = self.drizzle.task_failed(msg, kind, where, details)
