@@ -4,7 +4,6 @@ whole cut out of its lineage."""
 from __future__ import annotations
 
 import pytest
-
 from squall.common.plan import (
     Aggregator,
     CoGroupNode,
