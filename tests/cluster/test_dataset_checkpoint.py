@@ -68,14 +68,18 @@ def test_bad_priority_raises_before_anything_runs(ctx) -> None:  # type: ignore[
     assert len(ds.nodes) == 2
 
 
-@pytest.mark.xfail(strict=True, raises=TaskError, reason="executors do not read persisted datasets yet")
-def test_a_persisted_dataset_stays_persisted_under_its_id(ctx) -> None:  # type: ignore[no-untyped-def]
-    ds = ctx.range(20, partitions=2).map(lambda x: x * 2).persist()
+def test_a_persisted_dataset_stays_persisted_under_its_id(ctx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stop = tmp_path / "stop"
+    ds = ctx.range(20, partitions=2).map(lambda x: guarded(stop, x)).persist()
     dataset_id = ds.nodes[-1].dataset_id
-    ds.checkpoint()
+    assert ds.checkpoint() is ds
+    stop.touch()
     assert ds.is_persisted and len(ds.nodes) == 2
     assert isinstance(ds.nodes[1], PersistNode) and ds.nodes[1].dataset_id == dataset_id
-    assert ds.collect() == [x * 2 for x in range(20)]
+    expected = [(x % 5, x) for x in range(20)]
+    assert ds.collect() == expected
+    assert ds.unpersist() is ds and len(ds.nodes) == 1
+    assert ds.collect() == expected  # from the checkpoint alone
 
 
 def test_a_missing_or_damaged_checkpoint_fails_the_job_naming_it(cluster: LocalCluster, ctx) -> None:  # type: ignore[no-untyped-def]
