@@ -98,7 +98,7 @@ class Sizes:
     checkpoint_every: int = 10
 
 
-# Tiny: until executors keep persisted partitions, every iteration computes its whole lineage again.
+# Tiny: a check, in seconds, that every row runs and matches its reference.
 QUICK = Sizes(edges=400, vertices=50, iterations=10, ratings=300, users=30, items=12, passes=5, batches=12, records=40,
               keys=30, partitions=4, checkpoint_every=3)
 
