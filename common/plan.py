@@ -91,7 +91,15 @@ class TextFileSource(Struct, tag="text_file", frozen=True):
         return len(self.splits)
 
 
-Source = RangeSource | CollectionSource | GeneratorSource | TextFileSource
+class CheckpointSource(Struct, tag="checkpoint", frozen=True):
+    """A dataset's partitions as Dataset.checkpoint() wrote them to the executors' checkpoint
+    store (squall.common.dataset_checkpoints), read back in place of the lineage that made them."""
+
+    checkpoint_id: DatasetId
+    partitions: Count
+
+
+Source = RangeSource | CollectionSource | GeneratorSource | TextFileSource | CheckpointSource
 
 
 # --- logical plan (built by the driver) ----------------------------------------------------------
@@ -281,8 +289,8 @@ class PersistedInput(Struct, tag="persisted_input", frozen=True):
     fallback: Branch | None = None
 
 
-StageInput = (RangeSource | CollectionSource | GeneratorSource | TextFileSource | ShuffleRead | UnionInput | CoGroupInput
-              | PersistedInput)
+StageInput = (RangeSource | CollectionSource | GeneratorSource | TextFileSource | CheckpointSource | ShuffleRead | UnionInput
+              | CoGroupInput | PersistedInput)
 StageOutput = ShuffleWrite | ResultWrite
 
 

@@ -21,6 +21,7 @@ from squall import ops
 from squall.common.plan import (
     MAX_PARTITIONS,
     Aggregator,
+    CheckpointSource,
     CoGroupNode,
     HeldNode,
     LogicalPlan,
@@ -196,6 +197,28 @@ class Dataset:
         if isinstance(last, PersistNode):
             self.nodes = self.nodes[:-1]  # persist() appended it last
             self.ctx.unpersist([last.dataset_id])
+        return self
+
+    def checkpoint(self, priority: Priority = "batch") -> Dataset:
+        """Write this dataset's partitions to the cluster's checkpoint store now, and from now on
+        read them from there instead of computing them from its lineage, which is cut; returns
+        this dataset (marked in place, as Spark's checkpoint; but written at once, by a job run
+        with `priority` as in collect, not at the next action).
+
+        Each task writes its partition before it reports, whole or not at all, to its executor's
+        checkpoint_dir: every executor must see the same one (a shared volume across machines),
+        so that any can read what another wrote, after that one is lost too. The dataset keeps
+        its partitions and their partitioning by key (a cogroup or join still reads it without a
+        shuffle), and stays persisted if it was (the kept partitions stay; one lost is read from
+        the checkpoint). Datasets made from it before keep the old lineage. A job that finds a
+        partition missing or damaged in the store fails with a TaskError naming it. Checkpoints
+        stay in the store: nothing deletes them."""
+        check_priority(priority)
+        checkpoint_id = uuid.uuid4().hex
+        self._narrow_raw(functools.partial(ops.checkpoint_op, checkpoint_id)).collect(priority)
+        source = SourceNode(source=CheckpointSource(checkpoint_id=checkpoint_id, partitions=self.partitions))
+        last = self.nodes[-1]
+        self.nodes = (source, PersistNode(parent=0, dataset_id=last.dataset_id)) if isinstance(last, PersistNode) else (source,)
         return self
 
     # --- actions --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from squall.common import skips, task_partition, text_files
+from squall.common import dataset_checkpoints, skips, task_partition, text_files
 
 
 def map_op(fn: Callable[[Any], Any], records: Iterator[Any]) -> Iterator[Any]:
@@ -213,6 +213,15 @@ def sorted_groups_op(descending: bool, groups: Iterator[tuple[Any, list[Any]]]) 
 def save_text_op(directory: str, records: Iterator[Any]) -> list[Any]:
     """Write the partition's records, str(record) per line, as its part file; nothing comes back."""
     text_files.write_part(directory, task_partition.current(), map(str, records))
+    return []
+
+
+# --- checkpoint ----------------------------------------------------------------------------------
+
+
+def checkpoint_op(checkpoint_id: str, records: Iterator[Any]) -> list[Any]:
+    """Write the partition's records to the executor's checkpoint store (Dataset.checkpoint); nothing comes back."""
+    dataset_checkpoints.write_partition(checkpoint_id, task_partition.current(), records)
     return []
 
 

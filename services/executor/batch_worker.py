@@ -1,7 +1,7 @@
 """The batch process: runs an executor's batch tasks one at a time, off its GIL (process_lane.py
 says why and how it is suspended). Started by the executor with three pipe ends:
 
-    python -m squall.services.executor.batch_worker TASKS RESULTS CONTROL NICE SCHED_IDLE PARENT_PID
+    python -m squall.services.executor.batch_worker TASKS RESULTS CONTROL NICE SCHED_IDLE PARENT_PID CHECKPOINT_DIR
 
 It reads (seq, task, spec, inputs, code, persisted blocks) from TASKS and writes (seq, outcome) to
 RESULTS, outcome a TaskOutput (with the persisted blocks the task computed) or a Failure exactly as
@@ -9,6 +9,8 @@ the executor's own lanes make them. Stop and kill requests are
 (seq, what) on CONTROL, read when SIGUSR1 says one is there; the task raises at its next safe point.
 It says READY first, once SIGUSR1 is handled; until then the executor only writes requests, which
 it reads when it starts a task. It dies with the executor (PR_SET_PDEATHSIG), and ends when TASKS closes.
+CHECKPOINT_DIR is the executor's checkpoint store, which its tasks write dataset checkpoints to and
+read them from (empty: none).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 from multiprocessing.connection import Connection
 from types import FrameType
 
-from squall.common import broadcast_store
+from squall.common import broadcast_store, dataset_checkpoints
+from squall.common.checkpoint_store import DirectoryStore
 from squall.services.executor.instructions import RunTask
 from squall.services.executor.process_lane import CONTROL, KILL, READY
 from squall.services.executor.runner import TaskCode, execute
@@ -117,8 +120,9 @@ def _die_with(parent_pid: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    task_fd, result_fd, control_fd, nice, sched_idle, parent_pid = map(int, argv)
+    task_fd, result_fd, control_fd, nice, sched_idle, parent_pid = map(int, argv[:6])
     _die_with(parent_pid)
+    dataset_checkpoints.install(DirectoryStore(argv[6]) if argv[6] else None)
     os.environ[EXECUTOR_PID] = str(parent_pid)
     if nice:
         try:

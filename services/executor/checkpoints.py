@@ -34,6 +34,7 @@ def state_prefix(state_id: str, partition: int) -> str:
 class Checkpointer:
     def __init__(self, root: str, log: Any, store: CheckpointStore | None = None) -> None:
         self.log = log
+        self.root = root  # where the executor's batch process opens the same store (dataset checkpoints)
         self.store = store if store is not None else DirectoryStore(root)
         self.writer = AsyncWriter(self.store, on_error=self._write_failed)
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd for written()

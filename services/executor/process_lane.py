@@ -85,10 +85,11 @@ class ProcessSignal:
 
 class ProcessLane(LatestTask[ProcessSignal]):
     def __init__(self, name: str, shortcut: Shortcut, done: Done, wakeup: transport.Wakeup, log: Any, nice: int = 0,
-                 sched_idle: bool = False) -> None:
+                 sched_idle: bool = False, checkpoint_root: str = "") -> None:
         self.log = log
         self.nice = nice
         self.sched_idle = sched_idle
+        self.checkpoint_root = checkpoint_root  # the executor's checkpoint store, for the child's tasks ("": none)
         self.suspension_seconds: deque[float] = deque(maxlen=SUSPENSIONS_KEPT)
         self._shortcut = shortcut
         self._done = done
@@ -181,7 +182,7 @@ class ProcessLane(LatestTask[ProcessSignal]):
         fds = (task_read, result_write, control_read)
         child = subprocess.Popen(
             [sys.executable, "-m", "squall.services.executor.batch_worker", *map(str, fds), str(self.nice), str(int(self.sched_idle)),
-             str(os.getpid())],
+             str(os.getpid()), self.checkpoint_root],
             pass_fds=fds, stdin=subprocess.DEVNULL)
         for fd in fds:
             os.close(fd)

@@ -114,8 +114,10 @@ class Runner:
         # Batch tasks: in a process of their own (process_lane.py says why), except stateful ones,
         # whose tables live here; those, and all of them with batch_lane "thread", on a thread.
         self.batch = Lane("squall-batch", self._execute, self.done, self.wakeup, log, suspendable=True, nice=batch_nice)
+        root = checkpoints.root if checkpoints is not None else ""  # its tasks read and write dataset checkpoints there
         self.batch_process = ProcessLane("squall-batch-process", self._from_checkpoint, self.done, self.wakeup, log,
-                                         nice=batch_nice, sched_idle=batch_sched_idle) if batch_lane == "process" else None
+                                         nice=batch_nice, sched_idle=batch_sched_idle, checkpoint_root=root,
+                                         ) if batch_lane == "process" else None
 
     def tracked(self) -> dict[str, int]:
         return {"done": len(self.done), "durations": len(self._durations), "pipelines": len(self._pipelines),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from squall.common import broadcast_store, security, transport
+from squall.common import broadcast_store, dataset_checkpoints, security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
 from squall.common.protocol import GetTracked, LaunchGroup, Message, TaskDescriptor
 from squall.common.settings import Settings
@@ -83,6 +83,7 @@ class ExecutorServer:
         self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
         self.runner = Runner(self.log, self.checkpoints, settings.batch_nice, settings.batch_lane, settings.batch_sched_idle)
         broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
+        dataset_checkpoints.install(self.checkpoints.store)  # where tasks write and read Dataset.checkpoint()'s partitions
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)

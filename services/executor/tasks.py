@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from squall.common import skips, task_partition, text_files
+from squall.common import dataset_checkpoints, skips, task_partition, text_files
 from squall.common.partitioning import partition_of
 from squall.common.plan import (
     Aggregator,
+    CheckpointSource,
     CoGroupInput,
     CollectionSource,
     GeneratorSource,
@@ -178,6 +179,8 @@ def _read(source: StageInput, partition: int, reading: _Reading) -> Iterator[Any
     if isinstance(source, TextFileSource):
         split = source.splits[partition]
         return text_files.read_split(split.path, split.start, split.end)
+    if isinstance(source, CheckpointSource):
+        return dataset_checkpoints.read_partition(source.checkpoint_id, partition)
     if isinstance(source, UnionInput):
         index, own = union_branch(source, partition)
         branch = source.branches[index]
