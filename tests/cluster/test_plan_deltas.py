@@ -79,11 +79,22 @@ def test_a_job_naming_nodes_the_scheduler_dropped_is_sent_again_whole_and_gives_
     with LocalCluster(executors=2, settings=settings) as cluster, \
             squall.connect(cluster.address, settings.replace(plan_cache_nodes=100_000)) as ctx:
         sums, sizes = chained_sums(ctx, 30)
-        group_sums = ctx.run_jobs([ctx.parallelize(START, 2).map(inc) for _ in range(3)], group_size=3)
+        # Several jobs of one run, each naming nodes of a lineage the scheduler mostly dropped:
+        chain = ctx.parallelize(range(20), 2)
+        for _ in range(10):
+            chain = chain.map(inc)
+        assert chain.sum() == sum(range(20)) + 20 * 10
+        jobs = [chain.map(inc)]
+        for _ in range(2):
+            jobs.append(jobs[-1].map(inc))
+        results = ctx.run_jobs(jobs, group_size=3)
+        assert ctx.last_run is not None
+        resent = ctx.last_run.submitted_bytes
     assert sums == expected_sums(30)
-    assert group_sums == [[x + 1 for x in START]] * 3
     assert any(len(sent) == 2 for sent in sizes), "some job was sent again whole"
     assert all(len(sent) <= 2 for sent in sizes), "a job is sent again at most once"
+    assert [sorted(result) for result in results] == [[x + 11 + k for x in range(20)] for k in range(3)]
+    assert len(resent) == 4, "the run, then each of its jobs again whole"
 
 
 def test_after_a_scheduler_restart_the_driver_sends_its_plan_nodes_and_code_again() -> None:
