@@ -2,8 +2,10 @@
 
 With plan deltas (Settings.plan_deltas) a driver sends each plan node once, and later jobs name
 it by id; an iterative job whose lineage grows every round thus sends only its new nodes. The
-cache keeps `plan_cache_nodes` nodes, least recently used first out. A job that names a node it
-no longer holds raises MissingNodes, and its driver sends that job again whole.
+cache keeps `plan_cache_nodes` nodes, least recently used first out, and no more data than one
+message may carry (the records of parallelized collections, a sort's bounds): a driver that
+parallelizes a new collection every job must not make the scheduler keep them all. A job that
+names a node it no longer holds raises MissingNodes, and its driver sends that job again whole.
 
 A node's id is the hash of its content and its parents' ids (plan.node_id), checked as each node
 comes in: a driver's wrong id fails its job's plan, it never makes another job's plan wrong.
@@ -19,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from squall.common.plan import (
+    CollectionSource,
     HeldNode,
     LogicalPlan,
     NodeDef,
@@ -26,6 +29,8 @@ from squall.common.plan import (
     PlanDelta,
     PlanError,
     PlanNode,
+    ShuffleNode,
+    SourceNode,
     node_id,
     node_parents,
     reparented,
@@ -47,13 +52,16 @@ class MissingNodes(Exception):
 
 
 class PlanCache:
-    """Node definitions by id, at most `limit` of them, the least recently used first out."""
+    """Node definitions by id, at most `limit` of them holding at most `data_limit` bytes of data
+    blocks, the least recently used first out."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, data_limit: int) -> None:
         if limit < 1:
             raise ValueError(f"a plan cache holds at least one node, not {limit}")
         self.limit = limit
+        self.data_limit = data_limit
         self.nodes: OrderedDict[str, NodeDef] = OrderedDict()  # least recently used first
+        self.data_bytes = 0  # of the nodes held
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -74,11 +82,14 @@ class PlanCache:
         for parent in _named(delta):
             if parent in self.nodes:
                 self.nodes.move_to_end(parent)  # in use again: it stays
-        self.nodes.update(own)
-        for ident in own:
+        for ident, definition in own.items():
+            if ident not in self.nodes:
+                self.data_bytes += data_bytes(definition.node)
+            self.nodes[ident] = definition
             self.nodes.move_to_end(ident)
-        while len(self.nodes) > self.limit:
-            self.nodes.popitem(last=False)
+        while len(self.nodes) > self.limit or (self.data_bytes > self.data_limit and self.nodes):
+            _, dropped = self.nodes.popitem(last=False)
+            self.data_bytes -= data_bytes(dropped.node)
         return DeltaPlan(self, delta.root, own, delta.broadcasts)
 
     def get(self, ident: str) -> NodeDef | None:
@@ -102,6 +113,15 @@ class PlanCache:
                 raise PlanError(f"plan node {definition.id} is not what its id says (its content or parents differ)")
             own[definition.id] = definition
         return own
+
+
+def data_bytes(node: PlanNode) -> int:
+    """The bytes of data blocks a node carries: a collection's records, a range partitioner's bounds."""
+    if isinstance(node, SourceNode) and isinstance(node.source, CollectionSource):
+        return sum(len(block) for block in node.source.slices)
+    if isinstance(node, ShuffleNode) and node.partitioner is not None:
+        return len(node.partitioner.bounds)
+    return 0
 
 
 def _named(delta: PlanDelta) -> Iterable[str]:

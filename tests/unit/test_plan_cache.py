@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from squall.common.plan import (
     Aggregator,
     CoGroupNode,
+    CollectionSource,
     HeldNode,
     LogicalPlan,
     NarrowNode,
@@ -31,6 +32,7 @@ from squall.services.scheduler.plan_sources import ListPlan
 from squall.lineage import PlanVertex, delta, from_nodes, plan_nodes
 
 pytestmark = pytest.mark.timeout(60)
+DATA_LIMIT = 1 << 20
 
 
 def source(stop: int = 10, partitions: int = 2) -> PlanVertex:
@@ -50,14 +52,14 @@ def job(tip: PlanVertex, sent: set[str] | None = None, broadcasts: list[str] | N
 
 
 def test_a_whole_plan_is_a_list_plan_and_touches_no_cache() -> None:
-    cache = PlanCache(10)
+    cache = PlanCache(10, DATA_LIMIT)
     plan = LogicalPlan(nodes=plan_nodes(narrow(source())))
     held = cache.source(JobSpec(job_id="j", plan=plan))
     assert isinstance(held, ListPlan) and held.resolve({}) == plan and len(cache) == 0
 
 
 def test_a_delta_over_nodes_sent_before_resolves_to_the_whole_plan() -> None:
-    cache = PlanCache(100)
+    cache = PlanCache(100, DATA_LIMIT)
     first = persist(narrow(source()), "d1")
     cache.source(job(first))
     second = narrow(narrow(first, "g"), "h")
@@ -71,7 +73,7 @@ def test_a_delta_over_nodes_sent_before_resolves_to_the_whole_plan() -> None:
 
 
 def test_the_cache_keeps_its_bound_dropping_the_least_recently_used_first() -> None:
-    cache = PlanCache(3)
+    cache = PlanCache(3, DATA_LIMIT)
     sources = [source(stop) for stop in range(1, 6)]
     for vertex in sources[:3]:
         cache.source(job(vertex))
@@ -82,8 +84,20 @@ def test_the_cache_keeps_its_bound_dropping_the_least_recently_used_first() -> N
     assert set(cache.nodes) == {sources[0].id, sources[3].id, sources[4].id}
 
 
+def test_the_cache_keeps_no_more_collection_records_than_its_data_limit() -> None:
+    cache = PlanCache(100, data_limit=250)
+    collections = [PlanVertex(SourceNode(source=CollectionSource(slices=[bytes([i]) * 100]))) for i in range(4)]
+    for vertex in collections:
+        cache.source(job(vertex))
+    assert set(cache.nodes) == {collections[2].id, collections[3].id} and cache.data_bytes == 200
+    alone = PlanVertex(SourceNode(source=CollectionSource(slices=[b"x" * 1_000])))
+    held = cache.source(job(alone))  # more than the limit alone: its job still has it
+    assert len(cache) == 0 and cache.data_bytes == 0
+    assert held.resolve({}) == LogicalPlan(nodes=[alone.node])
+
+
 def test_a_jobs_own_new_nodes_stay_with_it_however_small_the_cache() -> None:
-    cache = PlanCache(1)
+    cache = PlanCache(1, DATA_LIMIT)
     tip = narrow(narrow(source()), "g")
     held = cache.source(job(tip))
     assert len(cache) == 1
@@ -91,7 +105,7 @@ def test_a_jobs_own_new_nodes_stay_with_it_however_small_the_cache() -> None:
 
 
 def test_a_node_whose_id_does_not_match_its_content_fails_the_plan_and_is_not_kept() -> None:
-    cache = PlanCache(10)
+    cache = PlanCache(10, DATA_LIMIT)
     tip = narrow(source())
     good = job(tip).delta
     assert good is not None
@@ -108,7 +122,7 @@ def test_a_node_whose_id_does_not_match_its_content_fails_the_plan_and_is_not_ke
 
 
 def test_missing_parents_and_roots_are_named() -> None:
-    cache = PlanCache(10)
+    cache = PlanCache(10, DATA_LIMIT)
     base = narrow(source())
     top = narrow(base, "g")
     with pytest.raises(MissingNodes) as missing:
@@ -121,7 +135,7 @@ def test_missing_parents_and_roots_are_named() -> None:
 
 
 def test_resolving_raises_missing_nodes_when_the_cache_dropped_one_since_intake() -> None:
-    cache = PlanCache(2)
+    cache = PlanCache(2, DATA_LIMIT)
     first = narrow(narrow(source()), "g")
     cache.source(job(first))  # the cache keeps the last 2 of its 3 nodes
     top = narrow(first, "h")
@@ -133,7 +147,7 @@ def test_resolving_raises_missing_nodes_when_the_cache_dropped_one_since_intake(
 
 
 def test_nothing_below_a_dataset_held_whole_is_walked_so_its_lineage_may_be_gone() -> None:
-    cache = PlanCache(3)
+    cache = PlanCache(3, DATA_LIMIT)
     long_lineage = source()
     for _ in range(1_000):
         long_lineage = narrow(long_lineage)
@@ -184,7 +198,7 @@ def random_plan(steps: list[tuple[str, list[int]]]) -> tuple[PlanVertex, list[st
 def test_a_delta_plan_answers_as_the_whole_plan_does_for_any_datasets_held(steps: list[tuple[str, list[int]]], data: st.DataObject) -> None:
     tip, datasets = random_plan(steps)
     whole = ListPlan(LogicalPlan(nodes=plan_nodes(tip), broadcasts=["b"]))
-    cache = PlanCache(10_000)
+    cache = PlanCache(10_000, DATA_LIMIT)
     split = data.draw(st.integers(0, len(plan_nodes(tip))))  # some nodes sent by an earlier job
     earlier = from_nodes(plan_nodes(tip)[:split]) if split else None
     sent: set[str] = set()
