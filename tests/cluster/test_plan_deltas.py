@@ -107,9 +107,12 @@ def test_after_a_scheduler_restart_the_driver_sends_its_plan_nodes_and_code_agai
         cluster.processes["scheduler"].wait(timeout=5)
         cluster.restart_service("scheduler")
         cluster.wait_for_executors(2, timeout=30)
-        # A union adds no code: its delta names only nodes the new scheduler never had.
+        ctx.client.ping()  # the driver hears of the new scheduler: what it had sent is gone
+        # A union adds no code: without its lineage the new scheduler could not plan it.
         assert sorted(ds.union(ds).collect()) == sorted([x + 5 for x in START] * 2)
+        assert ctx.last_run is not None and len(ctx.last_run.submitted_bytes) == 1, "sent whole at once, not after a miss"
         assert ds.map(inc).sum() == expected_sums(6)[-1]
+        assert len(ctx.last_run.submitted_bytes) == 1
 
 
 # --- lineage graphs on a real connection (no job runs) --------------------------------------
