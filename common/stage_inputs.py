@@ -13,7 +13,7 @@ partition) one reader task.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from squall.common.plan import CoGroupInput, PersistedInput, PlanError, ShuffleRead, StageInput, StageSpec, UnionInput
 
@@ -43,6 +43,31 @@ def task_persisted(stage_input: StageInput, partition: int, held: Collection[str
     found: dict[str, PersistedRead] = {}
     _collect(stage_input, partition, held, None, found)
     return list(found.values())
+
+
+def blocks_read(stage_input: StageInput, partition: int, has_block: Callable[[str, int], bool]) -> list[PersistedRead]:
+    """The persisted partitions the task of `partition` reads as blocks, when it reads every one
+    that `has_block` says exists (and computes the others from their fallbacks, reading what
+    those reach): the scheduler's view of a task, before it tells the task (TaskDescriptor.persisted)."""
+    if not isinstance(stage_input, _NESTED):
+        return []
+    found: dict[str, PersistedRead] = {}
+    _blocks(stage_input, partition, has_block, found)
+    return list(found.values())
+
+
+def _blocks(stage_input: StageInput, partition: int, has_block: Callable[[str, int], bool], found: dict[str, PersistedRead]) -> None:
+    if isinstance(stage_input, CoGroupInput):
+        for branch in stage_input.branches:
+            _blocks(branch.input, partition, has_block, found)
+    elif isinstance(stage_input, UnionInput):
+        index, local = union_branch(stage_input, partition)
+        _blocks(stage_input.branches[index].input, local, has_block, found)
+    elif isinstance(stage_input, PersistedInput):
+        if stage_input.fallback is None or has_block(stage_input.dataset_id, partition):
+            found.setdefault(stage_input.dataset_id, (stage_input, partition))
+        else:
+            _blocks(stage_input.fallback.input, partition, has_block, found)
 
 
 def _collect(stage_input: StageInput, partition: int, held: Collection[str], shuffles: dict[int, ShuffleInput] | None,

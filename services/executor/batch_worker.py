@@ -3,8 +3,9 @@ says why and how it is suspended). Started by the executor with three pipe ends:
 
     python -m squall.services.executor.batch_worker TASKS RESULTS CONTROL NICE SCHED_IDLE PARENT_PID
 
-It reads (seq, task, spec, inputs, code) from TASKS and writes (seq, outcome) to RESULTS, outcome a
-TaskOutput or a Failure exactly as the executor's own lanes make them. Stop and kill requests are
+It reads (seq, task, spec, inputs, code, persisted blocks) from TASKS and writes (seq, outcome) to
+RESULTS, outcome a TaskOutput (with the persisted blocks the task computed) or a Failure exactly as
+the executor's own lanes make them. Stop and kill requests are
 (seq, what) on CONTROL, read when SIGUSR1 says one is there; the task raises at its next safe point.
 It says READY first, once SIGUSR1 is handled; until then the executor only writes requests, which
 it reads when it starts a task. It dies with the executor (PR_SET_PDEATHSIG), and ends when TASKS closes.
@@ -90,7 +91,7 @@ class Worker:
             del self.requests[old]
 
     def run(self, payload: bytes) -> bytes:
-        seq, task, spec, inputs, code = pickle.loads(payload)
+        seq, task, spec, inputs, code, persisted = pickle.loads(payload)
         self.on_control(0, None)  # requests written before the executor knew this process could hear them
         self.signal = WorkerSignal()
         what = self.requests.pop(seq, None)
@@ -99,7 +100,7 @@ class Worker:
         self.seq = seq
         self.task_code.blobs = code
         try:
-            outcome = execute(RunTask(task, spec, inputs, code), inputs, self.code, {}, self.signal)
+            outcome = execute(RunTask(task, spec, inputs, code, persisted), inputs, self.code, {}, self.signal, persisted)
         finally:
             self.seq = -1
         return pickle.dumps((seq, outcome), protocol=5)

@@ -35,12 +35,14 @@ class ToPeer:
 @dataclass(frozen=True)
 class RunTask:
     """Run a task whose inputs are all present. It carries the pickled code its stage needs (the
-    runner keeps no store of its own that the loop could change under it)."""
+    runner keeps no store of its own that the loop could change under it), and the persisted
+    blocks it reads (dataset id -> block)."""
 
     task: TaskDescriptor
     spec: StageSpec
     inputs: list[object]
     code: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    persisted: dict[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

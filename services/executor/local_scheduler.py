@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from squall.common.plan import StageSpec
 from squall.common.protocol import TaskDescriptor
-from squall.common.stage_inputs import ShuffleInput, task_shuffles
+from squall.common.stage_inputs import PersistedRead, ShuffleInput, task_persisted, task_shuffles
 from squall.services.executor.inbox import InboxKey
 from squall.services.executor.task_states import TaskState
 
@@ -32,19 +32,27 @@ class LocalTask:
     spec: StageSpec
     group_id: int | None  # None for a BSP task
     inputs: dict[int, dict[int, object]] = field(default_factory=dict)  # shuffle id -> map partition -> block
+    blocks: dict[str, object] = field(default_factory=dict)  # persisted dataset id -> the block of it read, once all are in
     state: TaskState | None = None  # None until its first transition (ExecutorState._transition)
     killed: bool = False  # preempted by "kill" once: its run from the start is not killed again
     # Computed once: they are read several times for every task on the executor's hot path.
     key: TaskKey = field(init=False)
     reads: list[ShuffleInput] = field(init=False)  # the shuffles it reads, with its reduce partition of each
+    blocks_read: list[PersistedRead] = field(init=False)  # the persisted partitions it reads as blocks (TaskDescriptor.persisted)
+    unplaced: list[PersistedRead] = field(init=False)  # persisted partitions it can neither read nor compute (no lineage)
     inbox_keys: list[InboxKey] = field(init=False)  # (job, shuffle, reduce partition) of each
     is_reducer: bool = field(init=False)
     lane: int = field(init=False)  # LATENCY or BATCH, by the task's priority
 
     def __post_init__(self) -> None:
         self.key = self.task.key
-        # A union's task may read a source while the stage's other tasks read shuffles.
-        self.reads = task_shuffles(self.spec.input, self.task.partition)
+        # A union's task may read a source while the stage's other tasks read shuffles; a task
+        # that reads a persisted partition as a block reads none of the shuffles below it.
+        held = self.task.persisted.keys()
+        self.reads = task_shuffles(self.spec.input, self.task.partition, held)
+        persisted = task_persisted(self.spec.input, self.task.partition, held)
+        self.blocks_read = [r for r in persisted if r[0].dataset_id in held]
+        self.unplaced = [r for r in persisted if r[0].dataset_id not in held and r[0].fallback is None]
         self.inbox_keys = [(self.task.job_id, read.shuffle_id, r) for read, r in self.reads]
         self.is_reducer = bool(self.reads)
         self.lane = BATCH if self.task.priority == "batch" else LATENCY

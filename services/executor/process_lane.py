@@ -234,13 +234,14 @@ class ProcessLane(LatestTask[ProcessSignal]):
         tasks, results = self._tasks, self._results
         assert tasks is not None and results is not None
         inputs = [bytes(cast(memoryview, getattr(frame, "buffer", frame))) for frame in run.inputs]  # zmq frames or bytes
+        persisted = {dataset_id: bytes(cast(memoryview, getattr(frame, "buffer", frame))) for dataset_id, frame in run.persisted.items()}
         try:
             if not self._ready:
                 if results.recv_bytes() != READY:
                     raise EOFError("the batch process did not start")
                 with self._lock:  # a request written before this is read by the child at the task's start
                     self._ready = True
-            tasks.send_bytes(pickle.dumps((signal.seq, run.task, run.spec, inputs, run.code), protocol=5))
+            tasks.send_bytes(pickle.dumps((signal.seq, run.task, run.spec, inputs, run.code, persisted), protocol=5))
             seq, outcome = pickle.loads(results.recv_bytes())
             assert seq == signal.seq, (seq, signal.seq)
             return outcome  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from squall.services.executor.tasks import TaskOutput
 
 @dataclass(frozen=True)
 class Failure:
-    kind: Literal["task", "fetch", "code"]
+    kind: Literal["task", "fetch", "code", "block"]
     error_type: str
     message: str
     traceback: str = ""

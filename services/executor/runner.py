@@ -32,7 +32,16 @@ from squall.services.executor.lanes import Done, Lane
 from squall.services.executor.process_lane import ProcessLane, ProcessSignal
 from squall.services.executor.reports import Failure
 from squall.services.executor.safe_points import TaskSignal
-from squall.services.executor.tasks import CodeCache, StateTables, StopSignal, TaskCancelled, TaskOutput, TaskPreempted, run_task
+from squall.services.executor.tasks import (
+    BlockMissing,
+    CodeCache,
+    StateTables,
+    StopSignal,
+    TaskCancelled,
+    TaskOutput,
+    TaskPreempted,
+    run_task,
+)
 
 # Stage key -> pipeline key, remembered for this many stages: a stream's source stages change with
 # every batch, so the memo must not grow with them.
@@ -40,11 +49,13 @@ PIPELINE_MEMO = 128
 
 
 def execute(run: RunTask, views: list[bytes | memoryview], code: CodeCache, tables: StateTables,
-            signal: StopSignal | None) -> TaskOutput | Failure:
+            signal: StopSignal | None, persisted: Mapping[str, bytes | memoryview] | None = None) -> TaskOutput | Failure:
     """Run the task; what it raised becomes the Failure its report carries."""
     task = run.task
     try:
-        return run_task(run.spec, task.partition, views, code, tables, task.batch, task.replay_only, signal)
+        return run_task(run.spec, task.partition, views, code, tables, task.batch, task.replay_only, signal, persisted)
+    except BlockMissing as exc:
+        return Failure("block", "BlockLost", str(exc))
     except TaskCancelled as exc:
         return Failure("task", "Cancelled", str(exc))
     except TaskPreempted as exc:
@@ -53,6 +64,11 @@ def execute(run: RunTask, views: list[bytes | memoryview], code: CodeCache, tabl
         return Failure("code", type(exc).__name__, str(exc), traceback.format_exc())
     except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() is a task failure
         return Failure("task", type(exc).__name__, str(exc) or repr(exc), traceback.format_exc())
+
+
+def _view(frame: object) -> object:
+    """A block's bytes: a ZeroMQ frame's buffer, or the bytes themselves."""
+    return frame.buffer if hasattr(frame, "buffer") else frame
 
 
 class TaskCode(Mapping[str, bytes]):
@@ -211,13 +227,14 @@ class Runner:
     def _execute(self, run: RunTask, tables: StateTables, signal: StopSignal | None = None) -> TaskOutput | Failure:
         task, spec = run.task, run.spec
         self.task_code.blobs = run.code
-        views = cast(list[bytes | memoryview], [frame.buffer if hasattr(frame, "buffer") else frame for frame in run.inputs])
+        views = cast(list[bytes | memoryview], [_view(frame) for frame in run.inputs])
+        persisted = {dataset_id: cast(bytes | memoryview, _view(frame)) for dataset_id, frame in run.persisted.items()}
         started = time.perf_counter()
         checkpointed = self._from_checkpoint(run)
         if checkpointed is not None:
             return checkpointed
         try:
-            return execute(run, views, self.code, tables, signal)
+            return execute(run, views, self.code, tables, signal, persisted)
         finally:
             elapsed = time.perf_counter() - started
             pipeline = self._pipeline(task.stage_key, spec)

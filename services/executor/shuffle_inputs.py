@@ -12,6 +12,7 @@ and the core decides what becomes of the tasks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from squall.common.core import ToShuffleMeta
@@ -28,11 +29,20 @@ BlockKey = tuple[str, int, int]  # (job_id, shuffle_id, map_partition)
 @dataclass
 class Arrivals:
     """What a step found out: messages to send, readers whose inputs are all in, readers whose
-    input failed (task, error type, reason)."""
+    input failed (task, error type, reason), and (persisted_reads.py) tasks whose persisted block
+    is not where the scheduler said (task, reason)."""
 
     sends: list[ToPeer | ToShuffleMeta] = field(default_factory=list)
     complete: list[TaskKey] = field(default_factory=list)
     failed: list[tuple[TaskKey, str, str]] = field(default_factory=list)
+    lost: list[tuple[TaskKey, str]] = field(default_factory=list)
+
+    def __iadd__(self, other: Arrivals) -> Arrivals:
+        self.sends += other.sends
+        self.complete += other.complete
+        self.failed += other.failed
+        self.lost += other.lost
+        return self
 
 
 @dataclass
@@ -53,14 +63,14 @@ class _Request:
 
 
 class ShuffleInputs:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, request_ids: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.inbox = ShuffleInbox()
         self.readers: dict[InboxKey, _Reader] = {}
         self._requests: dict[int, _Request] = {}
         self._failed: dict[InboxKey, tuple[str, str]] = {}  # failed before their reducer arrived
         self._released = RecentIds()  # jobs over: their late blocks are dropped
-        self._ids = itertools.count(1)
+        self._request_ids = request_ids or itertools.count(1).__next__  # the executor's, shared with persisted_reads.py
 
     def tracked(self) -> dict[str, int]:
         return {
@@ -205,7 +215,7 @@ class ShuffleInputs:
                            map_partitions=map_partitions)
 
     def _request(self, inbox_key: InboxKey, what: str, deadline: float) -> int:
-        request_id = next(self._ids)
+        request_id = self._request_ids()
         self._requests[request_id] = _Request(inbox_key, what, deadline)
         return request_id
 

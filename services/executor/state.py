@@ -10,18 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from squall.common.core import Event, Log, Received, Send, Tick
+from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.protocol import (
     Blocks,
     BlocksReady,
     CancelJobs,
+    DroppedPersisted,
     ErrorReply,
     FetchBlocks,
+    FetchPersisted,
+    ForgetPersisted,
     ForgetStates,
     GetTracked,
     LaunchGroup,
     LaunchTasks,
     MapOutputs,
+    PersistedData,
     Ping,
     Pong,
     PruneCheckpoints,
@@ -67,9 +71,9 @@ STORY_LENGTH = 1000  # task transitions kept, all tasks together
 
 # What each connection may carry (the server drops anything else, with a warning).
 SCHEDULER_MESSAGES = (Registered, Reregister, LaunchTasks, LaunchGroup, ReleaseJob, CancelJobs, PruneCheckpoints,
-                      ForgetStates, ErrorReply, Pong)
-PEER_MESSAGES = (Blocks, MapOutputs, ErrorReply)  # answers from other executors and shuffle_meta
-BLOCK_SOCKET_MESSAGES = (FetchBlocks, PushBlocks, BlocksReady, Ping, GetTracked)
+                      ForgetStates, ForgetPersisted, ErrorReply, Pong)
+PEER_MESSAGES = (Blocks, MapOutputs, PersistedData, ErrorReply)  # answers from other executors and shuffle_meta
+BLOCK_SOCKET_MESSAGES = (FetchBlocks, FetchPersisted, PushBlocks, BlocksReady, Ping, GetTracked)
 
 
 class ExecutorState:
@@ -102,15 +106,18 @@ class ExecutorState:
             (FromScheduler, CancelJobs): lambda e: self.flow.cancel(set(e.msg.job_ids)),
             (FromScheduler, PruneCheckpoints): lambda e: [PruneMapCheckpoints(e.msg.state_id, e.msg.before)],
             (FromScheduler, ForgetStates): self._forget_states,
+            (FromScheduler, ForgetPersisted): self._forget_persisted,
             (FromScheduler, ErrorReply): lambda e: [Log("warning", "scheduler_error", {"reason": e.msg.reason})],
             (FromScheduler, Pong): lambda e: [],
             (Received, Blocks): lambda e: self.flow.arrived(self.flow.inputs.fetched(e.msg, e.payloads)),
             (Received, MapOutputs): lambda e: self.flow.arrived(
                 self.flow.inputs.located(e.msg, self.executor_id, self.flow.outputs.blocks, e.now)),
-            (Received, ErrorReply): lambda e: self.flow.arrived(self.flow.inputs.refused(e.msg)),
+            (Received, ErrorReply): lambda e: self.flow.refused(e.msg),
+            (Received, PersistedData): lambda e: self.flow.arrived(self.flow.block_reads.answered(e.msg, e.payloads)),
             (Received, PushBlocks): lambda e: self.flow.arrived(self.flow.inputs.pushed(e.msg, e.payloads)),
             (Received, BlocksReady): lambda e: self.flow.arrived(self.flow.inputs.blocks_ready(e.msg, e.now)),
             (Received, FetchBlocks): lambda e: [self.flow.outputs.serve(e.peer, e.msg)],
+            (Received, FetchPersisted): lambda e: [self.flow.block_reads.serve(e.peer, e.msg)],
             (Received, Ping): lambda e: [Send(e.peer, Pong(nonce=e.msg.nonce, service="executor"))],
             (TrackedAsked, GetTracked): lambda e: [
                 Send(e.peer, tracked_reply("executor", {**self.tracked(), **e.server_sizes}, e.msg.heap,
@@ -146,6 +153,8 @@ class ExecutorState:
             "held": len(flow.held),
             **flow.outputs.tracked(),
             **flow.inputs.tracked(),
+            **flow.persisted.tracked(),
+            **flow.block_reads.tracked(),
             **{f"local.{k}": v for k, v in flow.local.tracked().items()},
             **{f"keyed.{k}": v for k, v in flow.keyed.tracked().items()},
         }
@@ -177,12 +186,14 @@ class ExecutorState:
         return self.registration.accepted(msg.shuffle_meta_address)
 
     def _forgot_us(self, event: Event) -> list[Instruction]:
-        """The scheduler wrote our work off: all of it goes, and we register again."""
+        """The scheduler wrote our work off: all of it goes, and we register again. The persisted
+        blocks go too, and the block directory hears of it, so that no job is sent here for them."""
         out = self.registration.forgotten(event.now)
         if out is None:
             return []  # registering again already
+        held = self.flow.persisted.held()
         self.flow = self._new_flow()
-        return out
+        return out + [ToShuffleMeta(DroppedPersisted(executor_id=self.executor_id, blocks=held))] if held else out
 
     def _tick(self, event: Tick) -> list[Instruction]:
         out = self.registration.retry_if_due(event.now)
@@ -191,7 +202,8 @@ class ExecutorState:
         elif self.flow.batch_suspended():  # its latency work may have been in flight past batch_max_suspension
             out += self.flow.next_tasks()
         arrivals = self.flow.inputs.expire(event.now)  # look-ups and fetches past their deadline
-        return out + self.flow.arrived(arrivals) if arrivals.failed else out
+        arrivals += self.flow.block_reads.expire(event.now)
+        return out + self.flow.arrived(arrivals) if arrivals.failed or arrivals.lost else out
 
     def _held_due(self, event: HeldDue) -> list[Instruction]:
         self.flow.held.woken()
@@ -210,10 +222,19 @@ class ExecutorState:
         self.flow.keyed.forget(set(msg.state_ids))
         return [DropStates(msg.state_ids), ForgetCheckpoints(msg.state_ids)]
 
+    def _forget_persisted(self, event: FromScheduler) -> list[Instruction]:
+        """A driver unpersisted these datasets: their blocks here go (the scheduler tells the
+        block directory itself). Tasks that read one already have it."""
+        msg = event.msg
+        assert isinstance(msg, ForgetPersisted)
+        self.flow.persisted.drop(msg.dataset_ids)
+        return []
+
     def _shuffle_meta_restarted(self, event: ShuffleMetaRestarted) -> list[Instruction]:
-        """shuffle_meta came back empty: tell it every map output held here again, and repeat the
-        look-ups it had not answered (it rebuilds from the executors' reports)."""
-        return [Log("warning", "shuffle_meta_reconnected"), *self.flow.outputs.register_all(), *self.flow.inputs.pending_lookups()]
+        """shuffle_meta came back empty: tell it every map output and persisted block held here
+        again, and repeat the look-ups it had not answered (it rebuilds from the executors' reports)."""
+        return [Log("warning", "shuffle_meta_reconnected"), *self.flow.outputs.register_all(), *self.flow.register_blocks(),
+                *self.flow.inputs.pending_lookups()]
 
     def _checkpoints_written(self, event: CheckpointsWritten) -> list[Instruction]:
         if not event.written:

@@ -4,8 +4,11 @@ Tasks arrive in two ways. BSP (LaunchTasks): a reducer looks up where its map ou
 (shuffle_meta) and fetches them. Drizzle (LaunchGroup): a whole group's share at once; a mapper
 pushes each reduce partition's block straight to the reducer's executor, and a reducer becomes
 runnable the moment all its mappers' blocks are in, for every shuffle it reads: no scheduler
-message between stages (shuffle_inputs.py, map_outputs.py). Runnable tasks go to the runner one at a time in
-local-scheduler order. Each group is reported once, when all its tasks here are over
+message between stages (shuffle_inputs.py, map_outputs.py). A task told to read a persisted
+partition as a block waits for it too (persisted_reads.py); a task that computed persisted
+partitions hands their blocks back with its output, and they are kept here (persisted.py) and
+registered with the block directory before the task is reported. Runnable tasks go to the
+runner one at a time in local-scheduler order. Each group is reported once, when all its tasks here are over
 (group_ledger.py). A stateful partition applies each batch once, in order (keyed_partitions.py).
 Every task moves through the states of task_states.py by `_transition`, which keeps its story.
 
@@ -22,11 +25,23 @@ tasks instead. A new batch task starts only when no latency task runs or waits t
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from squall.common.core import Log
+from squall.common.core import Log, ToShuffleMeta
 from squall.common.plan import ShuffleRead, ShuffleWrite, StageSpec
-from squall.common.protocol import GroupDone, LaunchGroup, LaunchTasks, ResultPartition, StateRestore, TaskDescriptor, fits
+from squall.common.protocol import (
+    DroppedPersisted,
+    ErrorReply,
+    GroupDone,
+    LaunchGroup,
+    LaunchTasks,
+    RegisterPersisted,
+    ResultPartition,
+    StateRestore,
+    TaskDescriptor,
+    fits,
+)
 from squall.common.settings import Settings
 from squall.services.executor.group_ledger import GroupLedger
 from squall.services.executor.held_tasks import HeldTasks
@@ -46,6 +61,8 @@ from squall.services.executor.instructions import (
 from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
 from squall.services.executor.local_scheduler import BATCH, LATENCY, LocalScheduler, LocalTask
 from squall.services.executor.map_outputs import MapOutputStore
+from squall.services.executor.persisted import MadeBlock, PersistedStore
+from squall.services.executor.persisted_reads import PersistedReads
 from squall.services.executor.preemption import PreemptionCounters
 from squall.services.executor.reports import Failure, task_failed, task_finished
 from squall.services.executor.shuffle_inputs import Arrivals, ShuffleInputs
@@ -75,6 +92,7 @@ class TaskFlow:
     def __init__(self, executor_id: str, data_address: str, settings: Settings, wall_offset: float, stories: Stories,
                  counters: PreemptionCounters | None = None) -> None:
         self.executor_id = executor_id
+        self.data_address = data_address
         self.settings = settings
         self.wall_offset = wall_offset  # time.time() - time.monotonic(): batch times are wall-clock
         self.stories = stories
@@ -83,7 +101,10 @@ class TaskFlow:
         self.stages: dict[str, StageSpec] = {}
         self.code: dict[str, bytes] = {}  # pickled code by code key; each RunTask carries its stage's
         self.outputs = MapOutputStore(executor_id, data_address, settings)
-        self.inputs = ShuffleInputs(settings)
+        request_ids = itertools.count(1).__next__  # one sequence for every request a peer answers
+        self.inputs = ShuffleInputs(settings, request_ids)
+        self.persisted = PersistedStore(settings.persist_memory)
+        self.block_reads = PersistedReads(settings, self.persisted, data_address, request_ids)
         self.local = LocalScheduler()
         self.tasks: dict[TaskKey, LocalTask] = {}  # launched here and not over (the running one included)
         self.running: LocalTask | None = None  # the latency lane's task
@@ -116,12 +137,17 @@ class TaskFlow:
         for local in self.local.queued():
             assert local.state is READY and self.tasks.get(local.key) is local, local
         queued = {local.key for local in self.local.queued()}
-        readers = {reader.task_key for reader in self.inputs.readers.values()}
+        readers = {reader.task_key for reader in self.inputs.readers.values()} | self.block_reads.waiting.keys()
         held = self.held.keys()
         for key, local in self.tasks.items():
             assert local.state is not READY or key in queued, f"{key} is ready but not queued"
             assert local.state is not WAITING or key in readers, f"{key} waits for inputs nobody delivers"
             assert local.state is not HELD or key in held, f"{key} is held without a release time"
+        for key in self.block_reads.waiting:
+            task = self.tasks.get(key)
+            assert task is not None and task.state is WAITING, f"blocks fetched for {key}: {task}"
+        self.block_reads.validate()
+        self.persisted.validate()
         for inbox_key, reader in self.inputs.readers.items():
             task = self.tasks.get(reader.task_key)
             assert task is not None and task.state is WAITING, f"reader of {inbox_key}: {task}"
@@ -203,14 +229,20 @@ class TaskFlow:
             self.keyed.launched(key, task.batch)
             if self.keyed.applied(key, task.batch):
                 return self._already_applied(local)
-        if not local.reads:
+        fetches: list[Instruction] = []
+        if local.unplaced or local.blocks_read:
+            found = self._gather_blocks(local)
+            if found.lost:
+                return self.arrived(found, run_next=False)
+            fetches += found.sends
+        if not local.reads and not self.block_reads.waits(task.key):
             release_at = task.not_before - self.wall_offset
             if task.not_before and release_at > self.now:  # a stream batch whose interval is not over
                 self._transition(local, HELD)
                 self.held.hold(local, release_at)
             else:
                 self._ready(local)
-            return []
+            return fetches
         # One inbox key per shuffle it reads (a union's task reads one branch's, a cogroup's all).
         arrivals = Arrivals()
         for (read, _), inbox_key in zip(local.reads, local.inbox_keys, strict=True):
@@ -218,11 +250,22 @@ class TaskFlow:
             arrivals.failed += found.failed
         self._transition(local, WAITING)
         if arrivals.failed:
-            return self.arrived(arrivals, run_next=False)
+            return self.arrived(arrivals, run_next=False)  # its fetches of blocks are dropped: their answers find nothing
         if group_id is not None:
-            return self._maybe_runnable(local)
-        return [self.inputs.look_up(inbox_key, read.map_partitions, self.now)
-                for (read, _), inbox_key in zip(local.reads, local.inbox_keys, strict=True)]
+            return fetches + self._maybe_runnable(local)
+        return fetches + [self.inputs.look_up(inbox_key, read.map_partitions, self.now)
+                          for (read, _), inbox_key in zip(local.reads, local.inbox_keys, strict=True)]
+
+    def _gather_blocks(self, local: LocalTask) -> Arrivals:
+        """The persisted blocks the task reads: from the store here, or fetched from their holder.
+        A persisted partition it can neither read nor compute means the scheduler placed it
+        wrong: lost too, so the job is planned again."""
+        if local.unplaced:
+            read, partition = local.unplaced[0]
+            reason = (f"partition {partition} of persisted dataset {read.dataset_id} was not said to be held anywhere, "
+                      "and the lineage to compute it was not planned")
+            return Arrivals(lost=[(local.key, reason)])
+        return self.block_reads.gather(local.key, local.blocks_read, local.task.persisted, local.blocks, self.now)
 
     def release_held(self) -> list[Instruction]:
         """Make the source tasks whose batch time has come runnable."""
@@ -240,16 +283,24 @@ class TaskFlow:
             local = self.tasks.get(key)
             if local is not None and local.state is WAITING:
                 out += self._maybe_runnable(local)
-        for key, error_type, reason in arrivals.failed:
+        failures = [(key, Failure("fetch", error_type, reason)) for key, error_type, reason in arrivals.failed]
+        failures += [(key, Failure("block", "BlockLost", reason)) for key, reason in arrivals.lost]
+        for key, failure in failures:
             local = self.tasks.pop(key, None)
             if local is not None:
                 self.inputs.drop_readers(local.inbox_keys)  # its other inputs are of no use now
+                self.block_reads.drop(key)
                 self.local.finished(local)
-                out += self._report_failure(local.task, local.group_id, Failure("fetch", error_type, reason), local)
-        return out + self._next() if run_next and (arrivals.complete or arrivals.failed) else out
+                out += self._report_failure(local.task, local.group_id, failure, local)
+        return out + self._next() if run_next and (arrivals.complete or failures) else out
+
+    def refused(self, msg: ErrorReply) -> list[Instruction]:
+        """A peer or shuffle_meta could not answer a request: a fetch of a block, or of shuffle input."""
+        found = self.block_reads.refused(msg)
+        return self.arrived(found if found is not None else self.inputs.refused(msg))
 
     def _maybe_runnable(self, local: LocalTask) -> list[Instruction]:
-        if not self.inputs.take_if_complete(local.inbox_keys):
+        if self.block_reads.waits(local.key) or not self.inputs.take_if_complete(local.inbox_keys):
             return []
         state = local.spec.state
         if state is not None and local.group_id is not None:
@@ -356,7 +407,7 @@ class TaskFlow:
         # Flat, shuffle by shuffle in id order, each by map partition (tasks.py splits them again).
         inputs = [blocks[p] for _, blocks in sorted(local.inputs.items()) for p in sorted(blocks)]
         code = {k: self.code[k] for k in local.spec.code_keys() if k in self.code}
-        return [*out, RunTask(local.task, local.spec, inputs, code)]
+        return [*out, RunTask(local.task, local.spec, inputs, code, local.blocks)]
 
     def slice_over(self, key: TaskKey) -> list[Instruction]:
         """The batch task's slice is over: it parked itself again, or its time is up by the loop's
@@ -373,7 +424,33 @@ class TaskFlow:
         return [SuspendTask(batch.key), *self._next()]
 
     def completed(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
-        """A lane is done with its task."""
+        """A lane is done with its task. The persisted blocks it computed are kept whatever becomes
+        of it (their records are right even if the task's own output goes nowhere), and the block
+        directory hears of them before the task's report leaves: the next job's look-up there
+        follows that report."""
+        kept = self._keep_blocks(outcome.persisted) if isinstance(outcome, TaskOutput) and outcome.persisted else []
+        return kept + self._lane_done(task, outcome)
+
+    def _keep_blocks(self, made: list[MadeBlock]) -> list[Instruction]:
+        kept = self.persisted.keep(made)
+        out: list[Instruction] = []
+        if kept.dropped:
+            out.append(ToShuffleMeta(DroppedPersisted(executor_id=self.executor_id, blocks=kept.dropped)))
+        if kept.held:
+            out.append(ToShuffleMeta(RegisterPersisted(executor_id=self.executor_id, address=self.data_address, blocks=kept.held)))
+        for dataset_id, size in kept.too_large:
+            out.append(Log("warning", "persisted_block_too_large", {
+                "dataset": dataset_id, "bytes": size, "persist_memory": self.persisted.budget,
+                "hint": "a partition larger than persist_memory (SQUALL_PERSIST_MEMORY) is computed again by every job "
+                        "that reads it: raise the budget, or use more partitions"}))
+        return out
+
+    def register_blocks(self) -> list[Instruction]:
+        """Every persisted block held here, for a block directory that restarted empty."""
+        held = self.persisted.held()
+        return [ToShuffleMeta(RegisterPersisted(executor_id=self.executor_id, address=self.data_address, blocks=held))] if held else []
+
+    def _lane_done(self, task: TaskDescriptor, outcome: TaskOutput | Failure) -> list[Instruction]:
         running, started = self.running, self.started
         if running is not None and running.key == task.key:
             self.running = None
@@ -481,6 +558,7 @@ class TaskFlow:
             self.keyed.release(jobs)
         self.outputs.release(jobs, cancelled)
         self.inputs.release(jobs)
+        self.block_reads.release(jobs)
         self.local.remove_jobs(jobs)
         out: list[Instruction] = []
         for key in [k for k in self.tasks if k[0] in jobs]:

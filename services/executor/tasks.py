@@ -1,5 +1,9 @@
 """Running one task: read the stage input, apply its pipeline, write shuffle blocks or a result.
 
+A persisted partition (PersistedInput) is read from its block when the task was given one;
+otherwise it is computed from its lineage, and its block goes back with the task's output for
+the executor to keep (TaskOutput.persisted).
+
 Pure computation on the runner thread: no sockets. User code errors propagate to the caller, which
 reports them with their traceback.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from squall.common import skips, task_partition, text_files
@@ -18,6 +22,7 @@ from squall.common.plan import (
     CoGroupInput,
     CollectionSource,
     GeneratorSource,
+    PersistedInput,
     RangePartitioner,
     RangeSource,
     ResultWrite,
@@ -30,9 +35,11 @@ from squall.common.plan import (
 )
 from squall.common.serialization import SerializationError, dumps_block, loads_block, loads_function
 from squall.common.stage_inputs import task_shuffles, union_branch
+from squall.services.executor.persisted import MadeBlock
 from squall.services.executor.safe_points import NEVER, StopSignal, TaskCancelled, TaskPreempted, checked
 
-__all__ = ["CodeCache", "RecordError", "StateTables", "StopSignal", "TaskCancelled", "TaskOutput", "TaskPreempted", "run_task"]
+__all__ = ["BlockMissing", "CodeCache", "RecordError", "StateTables", "StopSignal", "TaskCancelled", "TaskOutput", "TaskPreempted",
+           "run_task"]
 
 
 class CodeCache:
@@ -63,6 +70,7 @@ class TaskOutput:
     blocks: list[bytes]  # one per reduce partition (shuffle write) or exactly one (result)
     is_result: bool
     skipped: int = 0  # records user functions raised on, skipped (bad_records="skip")
+    persisted: list[MadeBlock] = field(default_factory=list)  # persisted partitions the task computed, for the executor to keep
 
     @property
     def size(self) -> int:
@@ -71,6 +79,22 @@ class TaskOutput:
 
 class RecordError(TypeError):
     """A record that does not fit what the stage expects (e.g. not a (key, value) pair)."""
+
+
+class BlockMissing(LookupError):
+    """A persisted partition the task must read as a block (it has no lineage here to compute it
+    from) that it was not given: the scheduler placed the task wrong, and plans the job again."""
+
+
+@dataclass
+class _Reading:
+    """What a task's input tree is read with, and (`made`) the persisted blocks it computes."""
+
+    shuffles: Mapping[int, list[bytes | memoryview]]  # shuffle id -> the blocks read of it
+    persisted: Mapping[str, bytes | memoryview]  # dataset id -> the block given
+    code: CodeCache
+    signal: StopSignal
+    made: list[MadeBlock]
 
 
 StateTables = dict[tuple[str, int], dict[Any, Any]]  # (state id, partition) -> key -> state
@@ -85,6 +109,7 @@ def run_task(
     batch: int = 0,
     discard_output: bool = False,
     signal: StopSignal | None = None,
+    persisted: Mapping[str, bytes | memoryview] | None = None,
 ) -> TaskOutput:
     """Execute one task. `inputs` are the shuffle blocks this partition reads (empty otherwise);
     `states` holds the keyed state of this executor's stateful partitions; `batch` is the task's
@@ -92,10 +117,12 @@ def run_task(
     records go nowhere, so they are run through but never serialized. `signal`: read at the safe
     points between records as they enter the pipeline and as they leave it (a step that reads its
     whole input first, or makes many records of one, can still be stopped or suspended there);
-    see safe_points.py."""
+    see safe_points.py. `persisted`: the blocks of persisted partitions the task reads, by dataset
+    id (TaskDescriptor.persisted); the others it reads it computes, and returns their blocks."""
     skips.reset()
     task_partition.enter(partition)
-    records: Iterable[Any] = read_input(spec, partition, inputs, code, signal or NEVER)
+    made: list[MadeBlock] = []
+    records: Iterable[Any] = read_input(spec, partition, inputs, code, signal or NEVER, persisted or {}, made)
     if signal is not None:
         records = checked(records, signal)
     if spec.state is not None:
@@ -110,31 +137,38 @@ def run_task(
     if discard_output:
         for _ in records:
             pass
-        return TaskOutput(blocks=[], is_result=isinstance(spec.output, ResultWrite), skipped=skips.count())
+        return TaskOutput(blocks=[], is_result=isinstance(spec.output, ResultWrite), skipped=skips.count(), persisted=made)
     if isinstance(spec.output, ResultWrite):
         block = dumps_block(list(records))
-        return TaskOutput(blocks=[block], is_result=True, skipped=skips.count())
+        return TaskOutput(blocks=[block], is_result=True, skipped=skips.count(), persisted=made)
     blocks = write_shuffle(spec.output, records, code, signal or NEVER)
-    return TaskOutput(blocks=blocks, is_result=False, skipped=skips.count())
+    return TaskOutput(blocks=blocks, is_result=False, skipped=skips.count(), persisted=made)
 
 
 def read_input(spec: StageSpec, partition: int, inputs: list[bytes | memoryview], code: CodeCache,
-               signal: StopSignal = NEVER) -> Iterator[Any]:
+               signal: StopSignal = NEVER, persisted: Mapping[str, bytes | memoryview] | None = None,
+               made: list[MadeBlock] | None = None) -> Iterator[Any]:
     """The records a task reads. A shuffle's blocks are merged before the first record comes out,
     so the merge has safe points of its own: one per record merged. `inputs` holds the blocks of
-    every shuffle the task reads, shuffle by shuffle in id order (see stage_inputs.task_shuffles)."""
+    every shuffle the task reads, shuffle by shuffle in id order (see stage_inputs.task_shuffles:
+    none below a persisted partition given as a block, in `persisted`). The blocks of persisted
+    partitions computed instead are appended to `made`."""
+    given = persisted or {}
+    reading = _Reading({}, given, code, signal, made if made is not None else [])
     if isinstance(spec.input, ShuffleRead):
-        return _read(spec.input, partition, {spec.input.shuffle_id: inputs}, code, signal)
-    blocks: dict[int, list[bytes | memoryview]] = {}
+        reading.shuffles = {spec.input.shuffle_id: inputs}
+        return _read(spec.input, partition, reading)
+    shuffles: dict[int, list[bytes | memoryview]] = {}
     start = 0
-    for read, _ in task_shuffles(spec.input, partition):
-        blocks[read.shuffle_id] = inputs[start : start + read.map_partitions]
+    for read, _ in task_shuffles(spec.input, partition, given.keys()):
+        shuffles[read.shuffle_id] = inputs[start : start + read.map_partitions]
         start += read.map_partitions
-    return _read(spec.input, partition, blocks, code, signal)
+    reading.shuffles = shuffles
+    return _read(spec.input, partition, reading)
 
 
-def _read(source: StageInput, partition: int, blocks: Mapping[int, list[bytes | memoryview]], code: CodeCache,
-          signal: StopSignal) -> Iterator[Any]:
+def _read(source: StageInput, partition: int, reading: _Reading) -> Iterator[Any]:
+    code, signal = reading.code, reading.signal
     if isinstance(source, RangeSource):
         return iter(source.partition_bounds(partition))
     if isinstance(source, CollectionSource):
@@ -147,13 +181,15 @@ def _read(source: StageInput, partition: int, blocks: Mapping[int, list[bytes | 
     if isinstance(source, UnionInput):
         index, own = union_branch(source, partition)
         branch = source.branches[index]
-        return iter(_pipeline(_read(branch.input, own, blocks, code, signal), branch.ops, code))
+        return iter(_pipeline(_read(branch.input, own, reading), branch.ops, code))
     if isinstance(source, CoGroupInput):
-        return _cogroup(source, partition, blocks, code, signal)
+        return _cogroup(source, partition, reading)
+    if isinstance(source, PersistedInput):
+        return _persisted(source, partition, reading)
     assert isinstance(source, ShuffleRead)
     merged: dict[Any, Any] = {}
     merge = _merger(source.aggregator, code)
-    for block in blocks[source.shuffle_id]:
+    for block in reading.shuffles[source.shuffle_id]:
         for key, value in loads_block(block):
             if signal.pending:
                 signal.safe_point()
@@ -170,13 +206,33 @@ def _pipeline(records: Iterable[Any], ops: list[str], code: CodeCache) -> Iterab
     return records
 
 
-def _cogroup(cogroup: CoGroupInput, partition: int, blocks: Mapping[int, list[bytes | memoryview]], code: CodeCache,
-             signal: StopSignal) -> Iterator[Any]:
+def _persisted(source: PersistedInput, partition: int, reading: _Reading) -> Iterator[Any]:
+    """A persisted partition: its block, when given; else its lineage's records, whose block is
+    made (before any op downstream sees, and may change, a record) and kept in `reading.made`."""
+    block = reading.persisted.get(source.dataset_id)
+    if block is not None:
+        return iter(loads_block(block))
+    fallback = source.fallback
+    if fallback is None:
+        raise BlockMissing(f"partition {partition} of persisted dataset {source.dataset_id} was not given to this task, "
+                           "and the lineage to compute it was not planned")
+    signal = reading.signal
+    records = []
+    for record in _pipeline(_read(fallback.input, partition, reading), fallback.ops, reading.code):
+        if signal.pending:
+            signal.safe_point()
+        records.append(record)
+    reading.made.append((source.dataset_id, partition, source.partitions, dumps_block(records)))
+    return iter(records)
+
+
+def _cogroup(cogroup: CoGroupInput, partition: int, reading: _Reading) -> Iterator[Any]:
     """(key, (values of branch 0, values of branch 1, ...)) for every key of any branch."""
     sides = len(cogroup.branches)
     groups: dict[Any, tuple[list[Any], ...]] = {}
+    code, signal = reading.code, reading.signal
     for side, branch in enumerate(cogroup.branches):
-        for record in _pipeline(_read(branch.input, partition, blocks, code, signal), branch.ops, code):
+        for record in _pipeline(_read(branch.input, partition, reading), branch.ops, code):
             if signal.pending:
                 signal.safe_point()
             key, value = _pair(record, "a cogroup or join")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from squall.common.plan import JobPlan
+from squall.common.stage_inputs import PersistedRead
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 
@@ -36,6 +37,9 @@ class BspJob:
     results: dict[int, object] = field(default_factory=dict)
     # Content hash of each stage's spec: the name executors cache its code under.
     stage_keys: list[str] = field(default_factory=list)
+    # Persisted blocks its tasks read: (stage, partition) -> the blocks, and who holds them.
+    reads: dict[tuple[int, int], list[PersistedRead]] = field(default_factory=dict)
+    blocks: dict[str, dict[int, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.progress:

@@ -16,6 +16,7 @@ from squall.common.core import Send
 from squall.common.protocol import FailureKind, JobFailed, LaunchTasks, TaskDescriptor, TaskFinished
 from squall.services.scheduler.bsp_jobs import BspJob, TaskKey
 from squall.services.scheduler.events import Instruction
+from squall.services.scheduler.groups import block_addresses, task_blocks
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
 from squall.services.scheduler.membership import Membership
 from squall.services.scheduler.placement import FreeSlots, PlacementPolicy
@@ -39,8 +40,10 @@ class BspMode:
     def start(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next queued job."""
         planned = run.queue.popleft()
+        live = {record.executor_id: record for record in self.members.live()}
         job = BspJob(
-            job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch, not_before=planned.not_before
+            job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch, not_before=planned.not_before,
+            reads=task_blocks(planned, live), blocks=planned.blocks,
         )
         run.bsp = job
         self.jobs[job.job_id] = (run, job)
@@ -123,9 +126,10 @@ class BspMode:
             job.placed[(stage_id, partition)] = record.executor_id
             job.touched.add(record.executor_id)
             not_before = 0.0 if job.plan.stages[stage_id].parents else job.not_before
+            persisted = block_addresses(job.reads.get((stage_id, partition)), record, job.blocks, self.members.executors)
             task = TaskDescriptor(
                 job_id=job_id, stage_id=stage_id, partition=partition, stage_key=job.stage_keys[stage_id], not_before=not_before,
-                priority=run.priority,
+                priority=run.priority, persisted=persisted,
             )
             batches.setdefault(record.executor_id, []).append(task)
         instructions: list[Instruction] = []

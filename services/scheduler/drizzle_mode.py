@@ -15,6 +15,7 @@ and `advance` (move a run on: its next groups, or its end).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from squall.common.core import Log, Send
@@ -66,6 +67,8 @@ class DrizzleMode:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
         dispatched: list[Instruction] = []
         while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
+            if any(job.needs_blocks for job in itertools.islice(run.queue, run.group_size)):
+                return dispatched + self._advance(run, now)  # planned first, around the blocks held then
             dispatched += self._dispatch_group(run, now)
         return dispatched
 
@@ -191,6 +194,21 @@ class DrizzleMode:
             return self._fail(run, nxt, kind, message, **details) if nxt is not None else []
         message = f"task failed in batch {job.batch} (job {job.job_id}), {where}: {msg.error_type}: {msg.message}"
         return self._fail(run, job, kind, message, **details)
+
+    def replan(self, msg: TaskFailed, now: float) -> list[Instruction] | None:
+        """A task found a persisted block it was placed to read gone (evicted, or its holder
+        lost): the run's unfinished jobs go again as new attempts, each planned afresh around the
+        blocks held now (None: no such job in flight)."""
+        entry = self.prescheduled.get(msg.job_id)
+        if entry is None:
+            return None
+        run, job = entry
+        if job.over:
+            return []
+        job.replans += 1  # its next attempt inherits the count; past a bound, it reads no blocks
+        lost = Log("info", "block_lost", {"job": job.job_id, "stage": msg.stage_id, "partition": msg.partition,
+                                          "executor": msg.executor_id, "reason": msg.message})
+        return [lost, *self._replay_run(run, "", []), *self._advance(run, now)]
 
     def executor_lost(self, executor_id: str, why: str, moved: list[tuple[str, int, str]], now: float) -> list[Instruction]:
         """Runs with unfinished tasks there replay them on the survivors (or fail, with none left);

@@ -23,8 +23,11 @@ from typing import Literal, Protocol
 
 from squall.common.plan import JobPlan, ShuffleWrite, Stage
 from squall.common.protocol import GroupStats, Priority, TaskDescriptor
-from squall.common.stage_inputs import shuffle_readers
+from squall.common.stage_inputs import PersistedRead, blocks_read, shuffle_readers
 from squall.services.scheduler.membership import ExecutorRecord
+from squall.services.scheduler.plan_sources import PlanSource
+
+Holders = dict[str, dict[int, list[str]]]  # dataset id -> partition -> executors holding it (block directory)
 
 
 @dataclass
@@ -47,6 +50,16 @@ class PlannedJob:
     attempt: int = 0
     replay_only: bool = False
     restrict: dict[int, set[int]] = field(default_factory=dict)
+    # A plan that reaches persisted datasets is planned at dispatch, not on arrival: `source`
+    # holds it, and each attempt asks the block directory (shuffle_meta) what executors hold
+    # (`known`: dataset -> its partition count when held whole, 0 when not; `blocks`: who holds
+    # which partition) before its stages are planned around them. `replans`: attempts planned
+    # again because a block was gone when a task came to read it.
+    source: PlanSource | None = None
+    needs_blocks: bool = False
+    known: dict[str, int] = field(default_factory=dict)
+    blocks: Holders = field(default_factory=dict)
+    replans: int = 0
 
     @property
     def wire_id(self) -> str:
@@ -54,10 +67,12 @@ class PlannedJob:
         return self.job_id if self.attempt == 0 else f"{self.job_id}~{'r' if self.replay_only else ''}{self.attempt}"
 
     def fork(self, attempt: int, replay_only: bool = False, restrict: dict[int, set[int]] | None = None) -> PlannedJob:
-        """A fresh attempt of this job (results and placement start empty)."""
+        """A fresh attempt of this job (results and placement start empty; a plan that reaches
+        persisted datasets is planned again, around the blocks held by then)."""
         return PlannedJob(
             self.job_id, self.batch, self.plan, self.stage_keys, self.not_before,
             attempt=attempt, replay_only=replay_only, restrict=dict(restrict or {}),
+            source=self.source, needs_blocks=self.source is not None, replans=self.replans,
         )
 
     @property
@@ -136,12 +151,16 @@ def place_group(
     share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
     for job in jobs:
         stages = job.plan.stages
+        reads = task_blocks(job, by_id)
 
         def executor_of(stage: Stage, partition: int) -> ExecutorRecord:
             state = stage.spec.state
             if state is not None and book is not None:
                 default = executors[partition % n].executor_id
                 return by_id.get(book.owner(state.state_id, partition, default), executors[partition % n])
+            read = reads.get((stage.stage_id, partition))  # noqa: B023 - used within this iteration
+            if read:
+                return _holder(read, job.blocks, ordered, by_id)  # noqa: B023 - used within this iteration
             if stage.parents and per_batch and state is None:
                 return ordered[job.batch % n]  # noqa: B023 - used within this iteration
             return ordered[partition % n]
@@ -150,7 +169,7 @@ def place_group(
         home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]
         for stage in reversed(stages[: last_stage + 1]):
             readers = [s for s in stages[: last_stage + 1] if stage.stage_id in s.parents]
-            push_to = _push_to(stage, readers[0], home[readers[0].stage_id], job.restrict) if readers else []
+            push_to = _push_to(stage, readers[0], home[readers[0].stage_id], job.restrict, _read_as_blocks(reads, readers[0])) if readers else []
             feeds_state = bool(readers) and readers[0].spec.state is not None and book is not None and book.map_outputs
             partitions = range(stage.spec.partitions)
             if stage.stage_id in job.restrict:
@@ -174,21 +193,73 @@ def place_group(
                         else "",
                         replay_only=job.replay_only and stage.stage_id == last_stage,
                         priority=priority,
+                        persisted=block_addresses(reads.get((stage.stage_id, partition)), executor, job.blocks, by_id),
                     )
                 )
                 job.placed.setdefault(executor.executor_id, set()).add(stage.stage_id)
     return {eid: tasks for eid, tasks in share.items() if tasks}
 
 
-def _push_to(stage: Stage, reader: Stage, reader_homes: list[ExecutorRecord], restrict: dict[int, set[int]]) -> list[str]:
+def _push_to(stage: Stage, reader: Stage, reader_homes: list[ExecutorRecord], restrict: dict[int, set[int]],
+             held: dict[str, set[int]]) -> list[str]:
     """Where a map task of `stage` pushes each reduce partition's block: the executor of the one
     task of `reader` that reads it (in a union, the reader's partitions are offset; "": none
-    wants it, in a rebuild restricted to some partitions)."""
+    wants it, in a rebuild restricted to some partitions, or where the reader reads a persisted
+    block instead of the lineage this shuffle is part of)."""
     output = stage.spec.output
     assert isinstance(output, ShuffleWrite), f"stage {stage.stage_id} is read but writes no shuffle"
-    reading = shuffle_readers(reader.spec)[output.shuffle_id]
+    reading = shuffle_readers(reader.spec, held)[output.shuffle_id]
     wanted = restrict.get(reader.stage_id)
     return [reader_homes[p].data_address if p >= 0 and (wanted is None or p in wanted) else "" for p in reading]
+
+
+def task_blocks(job: PlannedJob, by_id: dict[str, ExecutorRecord]) -> dict[tuple[int, int], list[PersistedRead]]:
+    """(stage, partition) -> the persisted partitions that task reads as blocks (held by a live
+    executor, as the block directory said); empty for a job that reaches no persisted dataset."""
+    if not job.blocks:
+        return {}
+
+    def has_block(dataset_id: str, partition: int) -> bool:
+        return any(e in by_id for e in job.blocks.get(dataset_id, {}).get(partition, ()))
+
+    reads: dict[tuple[int, int], list[PersistedRead]] = {}
+    for stage in job.plan.stages:
+        for partition in range(stage.spec.partitions):
+            found = blocks_read(stage.spec.input, partition, has_block)
+            if found:
+                reads[(stage.stage_id, partition)] = found
+    return reads
+
+
+def _holder(read: list[PersistedRead], blocks: Holders, ordered: list[ExecutorRecord], by_id: dict[str, ExecutorRecord]) -> ExecutorRecord:
+    """Where a task reading these blocks runs: an executor holding all of them if one does (the
+    first in the policy's order), else one holding the first (it fetches the others)."""
+    holding = [{e for e in blocks.get(d.dataset_id, {}).get(p, ()) if e in by_id} for d, p in read]
+    wanted = set.intersection(*holding) or holding[0] or set(by_id)  # none left: the task says so, and is planned again
+    return next(record for record in ordered if record.executor_id in wanted)
+
+
+def block_addresses(read: list[PersistedRead] | None, executor: ExecutorRecord, blocks: Holders, by_id: dict[str, ExecutorRecord]) -> dict[str, str]:
+    """Dataset id -> where the task reads its block: its own executor when that holds it."""
+    if not read:
+        return {}
+    where: dict[str, str] = {}
+    for persisted, partition in read:
+        holders = [e for e in blocks.get(persisted.dataset_id, {}).get(partition, ()) if e in by_id]
+        if executor.executor_id in holders:
+            where[persisted.dataset_id] = executor.data_address
+        else:  # "": no holder is left; the task reports the block gone
+            where[persisted.dataset_id] = by_id[min(holders)].data_address if holders else ""
+    return where
+
+
+def _read_as_blocks(reads: dict[tuple[int, int], list[PersistedRead]], stage: Stage) -> dict[str, set[int]]:
+    """Dataset id -> its partitions that `stage`'s tasks read as blocks."""
+    held: dict[str, set[int]] = {}
+    for partition in range(stage.spec.partitions):
+        for persisted, index in reads.get((stage.stage_id, partition), ()):
+            held.setdefault(persisted.dataset_id, set()).add(index)
+    return held
 
 
 def map_checkpoint_key(state_id: str, batch: int, stage_id: int, partition: int) -> str:

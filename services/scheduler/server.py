@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 from squall.common import security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
-from squall.common.protocol import ErrorReply, Message, Pong
+from squall.common.protocol import ErrorReply, Message, PersistedLocations, Pong
 from squall.common.settings import Settings
 from squall.services.scheduler.driver_watch import DriverWatch
 from squall.services.scheduler.events import (
@@ -49,9 +49,11 @@ class SchedulerServer:
         keep_alive = Pong(nonce=0, service="scheduler", incarnation=self.state.incarnation)
         self.drivers = DriverWatch(self.sock, keep_alive, lambda m: self.loop.add_reader(m, self._on_driver_disconnect))
         # Every message type the core takes goes to it; drain_router answers any other with ErrorReply.
-        # shuffle_meta never answers the scheduler, except with errors.
-        self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles() if t is not ErrorReply}
-        self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta}
+        # shuffle_meta answers the scheduler's block look-ups (persisted datasets), and errors:
+        # those come only on its own socket.
+        from_meta = (ErrorReply, PersistedLocations)
+        self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles() if t not in from_meta}
+        self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta, PersistedLocations: self._receive_from_meta}
         if ready_file:
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint, shuffle_meta=settings.shuffle_meta_address)

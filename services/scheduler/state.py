@@ -22,18 +22,20 @@ call it after every event).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
-from squall.common.plan import PlanError, StageSpec
+from squall.common.plan import JobPlan, PlanError, StageSpec
 from squall.common.protocol import (
     CancelRun,
     ErrorReply,
     FailureKind,
     ForgetExecutor,
     ForgetJob,
+    ForgetPersisted,
     ForgetStates,
     GetClusterStatus,
     GetMetrics,
@@ -42,8 +44,10 @@ from squall.common.protocol import (
     Heartbeat,
     JobDone,
     JobFailed,
+    LookupPersisted,
     Message,
     Metrics,
+    PersistedLocations,
     Ping,
     Pong,
     PruneCheckpoints,
@@ -58,12 +62,13 @@ from squall.common.protocol import (
     TaskFailed,
     TaskFinished,
 )
+from squall.common.recent_ids import RecentIds
 from squall.common.settings import Settings
 from squall.common.tracked import tracked_reply
 from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.bsp_mode import BspMode
 from squall.services.scheduler.cancellation import stop_run
-from squall.services.scheduler.drizzle_mode import DrizzleMode
+from squall.services.scheduler.drizzle_mode import GROUPS_IN_FLIGHT, DrizzleMode
 from squall.services.scheduler.events import (
     ConnectionDropped,
     DriversGone,
@@ -77,6 +82,7 @@ from squall.services.scheduler.groups import PlannedJob
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.placement import PlacementPolicy
+from squall.services.scheduler.plan_sources import ListPlan
 from squall.services.scheduler.planner import plan_job
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Shipment, ShippedPlan
@@ -84,6 +90,10 @@ from squall.services.scheduler.shipped import Shipment, ShippedPlan
 # After a connection to the ROUTER dropped, probe the drivers for this long: the ROUTER may forget
 # the peer a moment after its monitor reports the drop (the probes go out on each tick).
 PROBE_WINDOW = 0.25
+
+# Plans a job again this many times when a persisted block it was placed to read is gone by the
+# time it runs (evicted, or its holder lost); past this it computes everything from lineage.
+MAX_REPLANS = 3
 
 HUNG_NOTE = ("its process answers, but its heartbeats or its loop have stopped: a call holding the GIL, a task "
              "blocking the loop, or a deadlock; its work is left running")
@@ -115,6 +125,13 @@ class SchedulerState:
         self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance)
         self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
+        # Persisted datasets: each driver's (dropped when it goes), those unpersisted (planned as
+        # if never persisted, should a plan still reach them), and the block directory look-ups
+        # in flight: request id -> (run, datasets asked about, when asked).
+        self.driver_datasets: dict[bytes, set[str]] = {}
+        self.unpersisted = RecentIds()
+        self.lookups: dict[int, tuple[str, list[str], float]] = {}
+        self._lookup_ids = 0
         self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
         self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
         # Messages handled and sent, by type (GetMetrics): shows what the scheduler is (not) involved in.
@@ -125,6 +142,8 @@ class SchedulerState:
             Heartbeat: self._on_heartbeat,
             SubmitJobs: self._on_submit,
             CancelRun: self._on_cancel,
+            ForgetPersisted: self._on_forget_persisted,
+            PersistedLocations: self._on_persisted_locations,
             TaskFinished: self._on_task_finished,
             TaskFailed: self._on_task_failed,
             ResultPartition: self._on_result_partition,
@@ -181,6 +200,8 @@ class SchedulerState:
             "bsp_jobs": len(self.bsp.jobs),
             "pending": len(self.bsp.pending),
             "driver_states": len(self.driver_states),
+            "driver_datasets": sum(len(d) for d in self.driver_datasets.values()),
+            "block_lookups": len(self.lookups),
             "executors": len(records),
             "executor_stages": sum(len(r.shipped) for r in records),
             "executor_code": sum(len(r.shipped.code_uses) for r in records),
@@ -248,6 +269,8 @@ class SchedulerState:
             instructions.append(Log("warning", "executor_hung", details))
         expired = self.members.expired(now)
         instructions += self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
+        if self.lookups:
+            instructions += self._expire_lookups(now)
         if now <= self._probe_until:
             instructions += self._probe_drivers()
         return instructions
@@ -314,6 +337,11 @@ class SchedulerState:
         for spec in msg.jobs:
             batch = spec.batch if spec.batch >= 0 else position
             position += 0 if spec.replay_only else 1
+            source = ListPlan(spec.plan)
+            if source.persisted({}):  # planned at dispatch, around the blocks executors hold then
+                job = PlannedJob(spec.job_id, batch, JobPlan(stages=[]), [], spec.not_before, source=source, needs_blocks=True)
+                run.queue.append(job)
+                continue
             try:
                 plan = plan_job(spec.plan)
             except PlanError as exc:
@@ -366,9 +394,131 @@ class SchedulerState:
                 failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
                 actions.append(Send(run.driver, failed))
             return actions + self._advance(run, now)
+        if (run.bsp is not None) if not run.preschedule else len(run.groups) >= GROUPS_IN_FLIGHT:
+            return []
+        planning = self._plan_next(run, now)
+        if planning is not None:
+            return planning
         if not run.preschedule:
-            return self.bsp.start(run, now) if run.bsp is None else []
+            return self.bsp.start(run, now)
         return self.drizzle.dispatch(run, now)
+
+    # --- persisted datasets ---------------------------------------------------------------------
+
+    def _plan_next(self, run: SubmittedRun, now: float) -> list[Instruction] | None:
+        """Plan the jobs that go out next (a group, or a BSP job) whose plans reach persisted
+        datasets: None when they all are; else the look-ups to wait for (or, if some failed to
+        plan, their failures and the run moved on)."""
+        count = run.group_size if run.preschedule else 1
+        waiting = [job for job in itertools.islice(run.queue, count) if job.needs_blocks]
+        if not waiting:
+            return None
+        if any(entry[0] == run.run_id for entry in self.lookups.values()):
+            return []  # its answer plans them
+        ask: set[str] = set()
+        failed: list[Instruction] = []
+        for job in waiting:
+            unknown = self._unknown_datasets(job)
+            if unknown:
+                ask |= unknown
+                continue
+            failure = self._plan_around_blocks(run, job)
+            if failure is not None:
+                failed.append(failure)
+        if failed:
+            run.queue = deque(job for job in run.queue if not job.failed)
+            return failed + self._advance(run, now)
+        if not ask:
+            return None
+        self._lookup_ids += 1
+        self.lookups[self._lookup_ids] = (run.run_id, sorted(ask), now)
+        return [ToShuffleMeta(LookupPersisted(request_id=self._lookup_ids, dataset_ids=sorted(ask)))]
+
+    def _unknown_datasets(self, job: PlannedJob) -> set[str]:
+        """The persisted datasets the job reaches that the directory has not been asked about
+        (unpersisted ones are known at once: as not held). Past MAX_REPLANS nothing is asked:
+        every dataset is computed from its lineage."""
+        assert job.source is not None
+        while True:
+            unknown = job.source.persisted(job.known)
+            settled = {d for d in unknown if d in self.unpersisted or job.replans > MAX_REPLANS}
+            if not settled:
+                return unknown
+            for dataset_id in settled:
+                job.known[dataset_id] = 0
+
+    def _plan_around_blocks(self, run: SubmittedRun, job: PlannedJob) -> Instruction | None:
+        """Plan a job's stages with the datasets held whole cut out of its lineage; a plan that
+        cannot run fails its job (returned)."""
+        assert job.source is not None
+        try:
+            job.plan = plan_job(job.source.resolve(job.known), self.unpersisted)
+        except PlanError as exc:
+            job.failed = True
+            return Send(run.driver, JobFailed(job_id=job.job_id, kind="plan", message=str(exc), batch=job.batch))
+        job.stage_keys = [stage.spec.key() for stage in job.plan.stages]
+        job.needs_blocks = False
+        self.book.register(job)
+        run.state_ids |= self.book.state_ids(job)
+        datasets = {d for d in job.known if d not in self.unpersisted}
+        if datasets:
+            self.driver_datasets.setdefault(run.driver, set()).update(datasets)
+        return None
+
+    def _on_persisted_locations(self, ev: Received) -> list[Instruction]:
+        msg = cast(PersistedLocations, ev.msg)
+        entry = self.lookups.pop(msg.request_id, None)
+        if entry is None:
+            return []  # answered after its deadline, or its run is gone
+        return self._learn_blocks(entry[0], entry[1], msg.holders, msg.partitions, ev.now)
+
+    def _learn_blocks(self, run_id: str, asked: list[str], holders: dict[str, dict[int, list[str]]], partitions: dict[str, int],
+                      now: float) -> list[Instruction]:
+        """The directory's answer (or none, past the deadline): which partitions live executors
+        hold. The run's waiting jobs take it in, and the run moves on."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return []
+        live = self.members.executors
+        for job in itertools.islice(run.queue, run.group_size if run.preschedule else 1):  # those that asked
+            if not job.needs_blocks:
+                continue
+            for dataset_id in asked:
+                held = {p: [e for e in es if e in live] for p, es in holders.get(dataset_id, {}).items()}
+                held = {p: es for p, es in held.items() if es}
+                count = partitions.get(dataset_id, 0)
+                job.known[dataset_id] = count if count and all(p in held for p in range(count)) else 0
+                if held:
+                    job.blocks[dataset_id] = held
+        return self._advance(run, now)
+
+    def _on_forget_persisted(self, ev: Received) -> list[Instruction]:
+        """A driver unpersisted datasets: the directory and every executor drop their blocks."""
+        dataset_ids = cast(ForgetPersisted, ev.msg).dataset_ids
+        return self._forget_persisted(dataset_ids)
+
+    def _forget_persisted(self, dataset_ids: list[str]) -> list[Instruction]:
+        if not dataset_ids:
+            return []
+        for dataset_id in dataset_ids:
+            self.unpersisted.add(dataset_id)
+        for driver, datasets in list(self.driver_datasets.items()):
+            datasets.difference_update(dataset_ids)
+            if not datasets:
+                del self.driver_datasets[driver]
+        forget = ForgetPersisted(dataset_ids=dataset_ids)
+        return [ToShuffleMeta(forget), *(Send(record.peer, forget) for record in self.members.live())]
+
+    def _expire_lookups(self, now: float) -> list[Instruction]:
+        """A look-up unanswered past shuffle_lookup_timeout (shuffle_meta down or restarting):
+        plan as if nothing were held. Slower, never wrong, never stuck."""
+        late = [rid for rid, (_, _, asked_at) in self.lookups.items() if now - asked_at > self.settings.shuffle_lookup_timeout]
+        instructions: list[Instruction] = []
+        for rid in late:
+            run_id, asked, _ = self.lookups.pop(rid)
+            instructions.append(Log("warning", "block_lookup_timed_out", {"run": run_id, "datasets": len(asked)}))
+            instructions += self._learn_blocks(run_id, asked, {}, {}, now)
+        return instructions
 
     # --- tasks and groups -----------------------------------------------------------------------
 
@@ -384,7 +534,11 @@ class SchedulerState:
     def _on_task_failed(self, ev: Received) -> list[Instruction]:
         msg, now = cast(TaskFailed, ev.msg), ev.now
         self.bsp.free_slot(msg.executor_id, (msg.job_id, msg.stage_id, msg.partition))
-        kind: FailureKind = "fetch" if msg.kind == "fetch" else "task"
+        if msg.kind == "block":  # a persisted block it was to read is gone: plan the job again
+            replanned = self.drizzle.replan(msg, now)
+            if replanned is not None:
+                return replanned
+        kind: FailureKind = "fetch" if msg.kind in ("fetch", "block") else "task"
         where = f"stage {msg.stage_id}, partition {msg.partition} on executor {msg.executor_id}"
         details = dict(error_type=msg.error_type, traceback=msg.traceback, stage_id=msg.stage_id, partition=msg.partition)
         prescheduled = self.drizzle.task_failed(msg, kind, where, details)
@@ -455,8 +609,9 @@ class SchedulerState:
     # --- drivers that vanished ------------------------------------------------------------------
 
     def drivers(self) -> set[bytes]:
-        """Drivers the scheduler holds something for: runs in flight, or keyed state of their streams."""
-        return {run.driver for run in self.runs.values()} | set(self.driver_states)
+        """Drivers the scheduler holds something for: runs in flight, keyed state of their
+        streams, or persisted datasets."""
+        return {run.driver for run in self.runs.values()} | set(self.driver_states) | set(self.driver_datasets)
 
     def _on_connection_dropped(self, ev: ConnectionDropped) -> list[Instruction]:
         """Whose connection dropped, the ROUTER tells only when asked: ask it for a while."""
@@ -477,13 +632,17 @@ class SchedulerState:
 
     def _driver_lost(self, driver: bytes, now: float) -> list[Instruction]:
         """A driver's connection is gone (its process died, or its context closed): cancel its
-        runs, and forget the keyed state of its streams (no one can resume them)."""
+        runs, forget the keyed state of its streams (no one can resume them) and drop its
+        persisted datasets (no one can read them)."""
         instructions: list[Instruction] = []
         for run in [r for r in self.runs.values() if r.driver == driver]:
             instructions += self._cancel_run(run, "its driver is gone", now)
         states = self.driver_states.pop(driver, set())
         if states:
             instructions += self._forget_states(sorted(states))
+        datasets = self.driver_datasets.pop(driver, set())
+        if datasets:
+            instructions += self._forget_persisted(sorted(datasets))
         return [i for i in instructions if not (isinstance(i, Send) and i.peer == driver)]  # it hears nothing more
 
     # --- invariants -----------------------------------------------------------------------------
@@ -520,3 +679,4 @@ class SchedulerState:
                     assert executor_id in executors, f"BSP task {job_id}/{stage_id}/{partition} waits on executor {executor_id}, which is gone"
         assert all(key[0] in self.bsp.jobs for key in self.bsp.pending), "a pending BSP task of a job no longer in flight"
         assert all(self.driver_states.values()), "a driver kept with no keyed state"
+        assert all(self.driver_datasets.values()), "a driver kept with no persisted dataset"

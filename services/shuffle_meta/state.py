@@ -5,6 +5,10 @@ Reducers look up all outputs of a shuffle; a look-up that arrives before every e
 is registered waits (the registration travels off the critical path and may be overtaken) and is
 answered as soon as the set is complete, or with an error when its deadline passes.
 
+It is also the cluster's block directory (block_directory.py): which executors hold which
+partitions of persisted datasets. Look-ups there are answered at once with what is known; the
+server hands them over after the other messages read with them (server.py says why).
+
 One entry: `handle(event)` (a Received message, or a Tick that fails look-ups past their
 deadline), through one dispatch table; its instructions are Sends to the asking peer.
 `validate()` checks the tables agree (tests call it after every event).
@@ -18,20 +22,26 @@ from typing import Any, cast
 
 from squall.common.core import Event, Received, Send, Tick
 from squall.common.protocol import (
+    DroppedPersisted,
     ErrorReply,
     ForgetExecutor,
     ForgetJob,
+    ForgetPersisted,
     GetTracked,
     LookupMapOutputs,
+    LookupPersisted,
     MapLocation,
     MapOutputs,
     Message,
+    PersistedLocations,
     Ping,
     Pong,
     RegisterMapOutputs,
+    RegisterPersisted,
 )
 from squall.common.recent_ids import RecentIds
 from squall.common.tracked import tracked_reply
+from squall.services.shuffle_meta.block_directory import BlockDirectory
 
 ShuffleKey = tuple[str, int]
 
@@ -49,11 +59,16 @@ class ShuffleMetaState:
         self.waiters: dict[ShuffleKey, list[_Waiter]] = {}
         # Jobs already over: a registration that overtook nothing but arrives late is ignored.
         self.forgotten = RecentIds()
+        self.directory = BlockDirectory()
         self._handlers: dict[type, Callable[[Any], list[Send]]] = {
             RegisterMapOutputs: self._on_register,
             LookupMapOutputs: self._on_lookup,
             ForgetJob: self._on_forget_job,
             ForgetExecutor: self._on_forget_executor,
+            RegisterPersisted: self._on_register_persisted,
+            DroppedPersisted: self._on_dropped_persisted,
+            LookupPersisted: self._on_lookup_persisted,
+            ForgetPersisted: self._on_forget_persisted,
             Ping: self._on_ping,
             GetTracked: self._on_get_tracked,
             Tick: self._on_tick,
@@ -76,6 +91,7 @@ class ShuffleMetaState:
             assert waiting, f"an empty list of waiters for {job_id}/{shuffle_id}"
             have = len(self.outputs.get((job_id, shuffle_id), {}))
             assert all(w.request.expected > have for w in waiting), f"a look-up of {job_id}/{shuffle_id} that could be answered waits"
+        self.directory.validate()
 
     def _on_register(self, ev: Received) -> list[Send]:
         return [r for o in cast(RegisterMapOutputs, ev.msg).outputs for r in self._register(o.job_id, o.shuffle_id, o.location)]
@@ -87,7 +103,28 @@ class ShuffleMetaState:
         return [r for job_id in cast(ForgetJob, ev.msg).job_ids for r in self._forget_job(job_id)]
 
     def _on_forget_executor(self, ev: Received) -> list[Send]:
-        self._forget_executor(cast(ForgetExecutor, ev.msg).executor_id)
+        executor_id = cast(ForgetExecutor, ev.msg).executor_id
+        self._forget_executor(executor_id)
+        self.directory.forget_executor(executor_id)
+        return []
+
+    def _on_register_persisted(self, ev: Received) -> list[Send]:
+        msg = cast(RegisterPersisted, ev.msg)
+        self.directory.register(msg.executor_id, msg.blocks)
+        return []
+
+    def _on_dropped_persisted(self, ev: Received) -> list[Send]:
+        msg = cast(DroppedPersisted, ev.msg)
+        self.directory.drop(msg.executor_id, [(b.dataset_id, b.partition) for b in msg.blocks])
+        return []
+
+    def _on_lookup_persisted(self, ev: Received) -> list[Send]:
+        msg = cast(LookupPersisted, ev.msg)
+        holders, partitions = self.directory.locations(msg.dataset_ids)
+        return [Send(cast(bytes, ev.peer), PersistedLocations(request_id=msg.request_id, holders=holders, partitions=partitions))]
+
+    def _on_forget_persisted(self, ev: Received) -> list[Send]:
+        self.directory.forget(cast(ForgetPersisted, ev.msg).dataset_ids)
         return []
 
     def _on_ping(self, ev: Received) -> list[Send]:
@@ -101,7 +138,8 @@ class ShuffleMetaState:
 
     def tracked(self) -> dict[str, int]:
         """Entries in each table (GetTracked): all bounded while jobs come and go."""
-        return {"outputs": len(self.outputs), "waiters": len(self.waiters), "forgotten": len(self.forgotten)}
+        return {"outputs": len(self.outputs), "waiters": len(self.waiters), "forgotten": len(self.forgotten),
+                **self.directory.tracked()}
 
     def _register(self, job_id: str, shuffle_id: int, location: MapLocation) -> list[Send]:
         if job_id in self.forgotten:

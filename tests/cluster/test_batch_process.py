@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import structlog
 from squall.common import broadcast_store
-from squall.common.plan import RangeSource, ResultWrite, StageSpec, code_key
+from squall.common.plan import Branch, PersistedInput, RangeSource, ResultWrite, StageSpec, code_key
 from squall.common.protocol import TaskDescriptor
-from squall.common.serialization import dumps_function, loads_block
+from squall.common.serialization import dumps_block, dumps_function, loads_block
 from squall.services.executor.instructions import RunTask
 from squall.services.executor.process_lane import ProcessSignal
 from squall.services.executor.reports import Failure
@@ -43,6 +43,10 @@ def counting(x: int) -> int:
     if SEEN[0] % 100 == 0:
         write_progress(SEEN[0])
     return x * broadcast_store.value(BROADCAST)
+
+
+def other(x: int) -> int:
+    return -x
 
 
 def whoami(x: int) -> tuple[int, int]:
@@ -107,6 +111,20 @@ def test_a_batch_task_runs_in_the_batch_process_which_knows_its_executor(runner:
     runner.submit(0, run("b", whoami, 3))
     assert records(outcome(runner)) == [(pid_of(runner), os.getpid())] * 3
     assert pid_of(runner) != os.getpid()
+
+
+def test_persisted_blocks_cross_the_pipe_both_ways(runner: Runner) -> None:
+    """The block a task reads goes down to the batch process with it; the block it computes comes
+    back with its output."""
+    pickled = dumps_function(functools.partial(ops.map_op, other))
+    inner = PersistedInput("inner", 1)  # read as a block: no lineage here
+    outer = PersistedInput("outer", 1, Branch(input=inner, ops=[code_key(pickled)], partitions=1))  # computed from it
+    spec = StageSpec(partitions=1, input=outer, ops=[], output=ResultWrite())
+    task = TaskDescriptor(job_id="b", stage_id=0, partition=0, stage_key=spec.key(), priority="batch", persisted={"inner": "tcp://x:1"})
+    runner.submit(0, RunTask(task, spec, [], {code_key(pickled): pickled}, {"inner": dumps_block([1, 2, 3])}))
+    out = outcome(runner)
+    assert records(out) == [-1, -2, -3]
+    assert isinstance(out, TaskOutput) and [(d, p, n, loads_block(b)) for d, p, n, b in out.persisted] == [("outer", 0, 1, [-1, -2, -3])]
 
 
 def test_a_suspended_task_makes_no_progress_and_resumes_with_the_output_of_an_uninterrupted_run(runner: Runner) -> None:

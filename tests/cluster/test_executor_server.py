@@ -22,7 +22,17 @@ import structlog
 import zmq
 from squall.common import protocol, transport
 from squall.common.core import Event, Received, Send, ToShuffleMeta
-from squall.common.plan import Aggregator, RangeSource, ResultWrite, ShuffleRead, ShuffleWrite, StageSpec, code_key
+from squall.common.plan import (
+    Aggregator,
+    Branch,
+    PersistedInput,
+    RangeSource,
+    ResultWrite,
+    ShuffleRead,
+    ShuffleWrite,
+    StageSpec,
+    code_key,
+)
 from squall.common.serialization import dumps_block, dumps_function
 from squall.services.executor.events import FromScheduler
 from squall.services.executor.instructions import Instruction, RunTask, ToPeer, ToScheduler
@@ -112,6 +122,19 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     meta.send(protocol.ErrorReply(reason="no such shuffle", request_id=lookup.request_id), to=meta_ident)
     sched.recv(protocol.TaskFailed)
 
+    # persisted blocks: one computed and kept here (and registered), one fetched from its holder
+    persisted = StageSpec(partitions=1, input=PersistedInput("d", 1, Branch(input=source.input, ops=[], partitions=1)), ops=[],
+                          output=ResultWrite())
+    sched.send(protocol.LaunchTasks(tasks=[bsp_task(2, 0, persisted)], stages={persisted.key(): persisted}), to=ident)
+    meta.recv(protocol.RegisterPersisted)
+    sched.recv(protocol.TaskFinished)
+    elsewhere = protocol.TaskDescriptor(job_id="bsp", stage_id=3, partition=0, stage_key=persisted.key(), persisted={"d": other_address})
+    sched.send(protocol.LaunchTasks(tasks=[elsewhere]), to=ident)
+    _, fetch_persisted, _ = other.recv(protocol.FetchPersisted)
+    assert isinstance(fetch_persisted, protocol.FetchPersisted)
+    other.send(protocol.PersistedData(request_id=fetch_persisted.request_id), (dumps_block([1, 2]),), to=other_ident)
+    sched.recv(protocol.TaskFinished)
+
     # Drizzle: a map task whose block is pushed to the other executor; the group is reported
     blob = dumps_function(functools.partial(ops.map_op, to_pair))
     mapper = StageSpec(partitions=1, input=RangeSource(start=0, stop=6, step=1, partitions=1), ops=[code_key(blob)],
@@ -129,6 +152,8 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     client.recv(protocol.Tracked)
     client.send(protocol.FetchBlocks(request_id=3, job_id="dz", shuffle_id=9, reduce_partition=0, map_partitions=[0]))
     client.recv(protocol.Blocks)
+    client.send(protocol.FetchPersisted(request_id=4, dataset_id="d", partition=0))
+    client.recv(protocol.PersistedData)
     client.send(protocol.PushBlocks(job_id="early", shuffle_id=3, map_partition=0, reduce_partitions=[0]), (b"block",))
     client.send(protocol.BlocksReady(job_id="early", shuffle_id=3, map_partition=1, reduce_partitions=[0], address=other_address))
     _, fetch, _ = other.recv(protocol.FetchBlocks)
@@ -138,6 +163,7 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     # the scheduler's housekeeping, then it forgets us: we register again, on a fresh connection
     housekeeping = (protocol.ReleaseJob(job_ids=["early"]), protocol.CancelJobs(job_ids=["dz"]),
                     protocol.PruneCheckpoints(state_id="s", before=1), protocol.ForgetStates(state_ids=["s"]),
+                    protocol.ForgetPersisted(dataset_ids=["d"]),
                     protocol.ErrorReply(reason="just so"), protocol.Pong(nonce=1, service="scheduler"))
     for msg in housekeeping:
         sched.send(msg, to=ident)
@@ -230,7 +256,7 @@ def test_every_message_goes_through_handle_and_the_server_sends_exactly_what_han
     assert all(not isinstance(i, ToPeer) or i.address == addresses["other"] for i in instructions)
     for name in expected:
         assert received[name] == expected[name], name
-    assert [type(m) for _, m, _ in sched.got] == [protocol.RegisterExecutor, protocol.TaskFinished, protocol.TaskFinished, protocol.TaskFailed, protocol.GroupDone,
-                                                  protocol.RegisterExecutor]
-    assert [type(m) for _, m, _ in client.got] == [protocol.Pong, protocol.Tracked, protocol.Blocks]
-    assert [type(m) for _, m, _ in other.got] == [protocol.FetchBlocks, protocol.PushBlocks, protocol.FetchBlocks]
+    assert [type(m) for _, m, _ in sched.got] == [protocol.RegisterExecutor, protocol.TaskFinished, protocol.TaskFinished, protocol.TaskFailed,
+                                                  protocol.TaskFinished, protocol.TaskFinished, protocol.GroupDone, protocol.RegisterExecutor]
+    assert [type(m) for _, m, _ in client.got] == [protocol.Pong, protocol.Tracked, protocol.Blocks, protocol.PersistedData]
+    assert [type(m) for _, m, _ in other.got] == [protocol.FetchBlocks, protocol.FetchPersisted, protocol.PushBlocks, protocol.FetchBlocks]

@@ -7,7 +7,22 @@ from __future__ import annotations
 import zmq
 from squall.common import protocol, transport
 from squall.common.core import Tick
-from squall.common.protocol import ErrorReply, ForgetExecutor, ForgetJob, GetTracked, MapOutputs, Ping, Pong, Tracked
+from squall.common.protocol import (
+    DroppedPersisted,
+    ErrorReply,
+    ForgetExecutor,
+    ForgetJob,
+    ForgetPersisted,
+    GetTracked,
+    LookupPersisted,
+    MapOutputs,
+    PersistedBlock,
+    PersistedLocations,
+    Ping,
+    Pong,
+    RegisterPersisted,
+    Tracked,
+)
 from squall.services.shuffle_meta.server import ShuffleMetaServer
 
 from tests.cluster.live_server import Inbox, Recorder, RecordingLog, dealer, drain, serve_while
@@ -45,9 +60,15 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         transport.send(reducer, lookup(request_id=3, job_id="k", shuffle_id=0, expected=1))
         transport.send(scheduler, ForgetJob(job_ids=["k"]))  # fails the look-up waiting for it
         replies(b"r1", 3)
+        transport.send(mapper, RegisterPersisted(executor_id="x1", address="tcp://x1:1", blocks=[PersistedBlock("d", 0, 2, 10),
+                                                                                                  PersistedBlock("d", 1, 2, 10)]))
+        transport.send(mapper, DroppedPersisted(executor_id="x1", blocks=[PersistedBlock("d", 1, 2, 10)]))
+        transport.send(scheduler, LookupPersisted(request_id=5, dataset_ids=["d"]))
+        replies(b"sched", 3)
+        transport.send(scheduler, ForgetPersisted(dataset_ids=["d"]))
         transport.send(scheduler, ForgetExecutor(executor_id="x1"))
         transport.send(scheduler, Ping(nonce=4))  # answered after ForgetExecutor: that one was handled
-        replies(b"sched", 3)
+        replies(b"sched", 4)
 
     try:
         serve_while(server, drive)
@@ -61,5 +82,37 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
     for peer in (b"r1", b"sched"):
         assert inbox[peer] == record.sent_to(peer)
     assert [type(m) for m, _ in inbox[b"r1"]] == [MapOutputs, ErrorReply, ErrorReply]
-    assert [type(m) for m, _ in inbox[b"sched"]] == [Pong, Tracked, Pong]
+    assert [type(m) for m, _ in inbox[b"sched"]] == [Pong, Tracked, PersistedLocations, Pong]
+    assert inbox[b"sched"][2][0] == PersistedLocations(request_id=5, holders={"d": {0: ["x1"]}}, partitions={"d": 2})
     assert record.sent_to(b"x1") == []
+
+
+def test_a_registration_read_with_a_look_up_is_seen_by_it_whichever_came_first() -> None:
+    """The scheduler's look-up for the next job can overtake, on its own connection, the
+    registration of a block the previous job kept: the server reads every message queued and
+    answers look-ups last. Over inproc, what was sent is queued the moment send returns, so the
+    look-up, sent first, is surely read in the same pass as the registration sent after it."""
+    settings = fast_settings(shuffle_meta_bind="tcp://127.0.0.1:*")
+    server = ShuffleMetaServer(settings, RecordingLog())
+    server.sock.bind("inproc://block-directory-order")
+    peers = []
+    for identity in (b"sched", b"x1"):  # the scheduler's connection first: the look-up comes ahead in the queue too
+        sock = server.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect("inproc://block-directory-order")
+        peers.append(sock)
+    scheduler, executor = peers
+    try:
+        transport.send(scheduler, LookupPersisted(request_id=1, dataset_ids=["d"]))
+        transport.send(executor, RegisterPersisted(executor_id="x1", address="tcp://x1:1", blocks=[PersistedBlock("d", 0, 1, 10)]))
+        server._on_readable(server.sock)
+        (answer,) = drain(scheduler, [])
+    finally:
+        for sock in peers:
+            sock.close(0)
+        server.sock.close(0)
+        if server.auth is not None:
+            server.auth.stop()
+        server.ctx.term()
+    assert answer == (PersistedLocations(request_id=1, holders={"d": {0: ["x1"]}}, partitions={"d": 1}), [])

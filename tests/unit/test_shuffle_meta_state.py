@@ -169,4 +169,5 @@ def test_ping_and_tracked_are_answered_through_handle():
     register(s, "j", 4, loc(0))
     assert receive(s, protocol.Ping(nonce=7), peer=b"probe") == [Send(b"probe", protocol.Pong(nonce=7, service="shuffle_meta"))]
     (reply,) = receive(s, protocol.GetTracked(), peer=b"probe")
-    assert reply.peer == b"probe" and reply.msg.sizes == {"outputs": 1, "waiters": 0, "forgotten": 0}
+    assert reply.peer == b"probe" and reply.msg.sizes == {"outputs": 1, "waiters": 0, "forgotten": 0, "persisted_datasets": 0,
+                                                           "persisted_blocks": 0, "persisted_executors": 0, "persisted_forgotten": 0}
