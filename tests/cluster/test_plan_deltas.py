@@ -97,6 +97,17 @@ def test_a_job_naming_nodes_the_scheduler_dropped_is_sent_again_whole_and_gives_
     assert len(resent) == 4, "the run, then each of its jobs again whole"
 
 
+def test_rounds_of_persisted_datasets_need_no_more_nodes_than_a_round_adds() -> None:
+    # Each round's job reads the round before from the executors' blocks: the scheduler walks its
+    # plan down to that dataset only, so a cache of a few nodes never misses the long lineage.
+    settings = fast_settings(plan_cache_nodes=8)
+    with LocalCluster(executors=2, settings=settings) as cluster, \
+            squall.connect(cluster.address, settings.replace(plan_cache_nodes=100_000)) as ctx:
+        sums, sizes = chained_sums(ctx, 40, persist=True)
+    assert sums == expected_sums(40)
+    assert all(len(sent) == 1 for sent in sizes), "no job named a node the scheduler had dropped"
+
+
 def test_after_a_scheduler_restart_the_driver_sends_its_plan_nodes_and_code_again() -> None:
     with LocalCluster(executors=2, settings=fast_settings()) as cluster, cluster.connect() as ctx:
         ds = ctx.parallelize(START, 2)
