@@ -199,7 +199,7 @@ class DriverRun:
         has not heard of yet)."""
         self.client.sent_nodes.clear()
         self._resent.add(i)
-        group_size, preschedule, barrier, first_batch = self._options
+        _, preschedule, barrier, first_batch = self._options
         run_id = self.client.new_run_id()
         job = JobSpec(job_id=f"{run_id}.0", plan=self.datasets[i].plan(), not_before=self.jobs[i].not_before)
         self.index[job.job_id] = i
