@@ -9,6 +9,7 @@ micro-batches of a stream) have identical bytes and can be named by content hash
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -207,6 +208,33 @@ def node_parents(node: PlanNode) -> list[int]:
     return [node.parent]
 
 
+def reparented(node: PlanNode, parents: Sequence[int]) -> PlanNode:
+    """`node` reading `parents` (indices, in the order of its own) instead; PlanError when a node
+    of its kind does not read that many."""
+    if isinstance(node, SourceNode | HeldNode):
+        if parents:
+            raise PlanError(f"a {type(node).__name__} reads no other node, not {len(parents)}")
+        return node
+    if isinstance(node, UnionNode | CoGroupNode):
+        if len(parents) != len(node.parents):
+            raise PlanError(f"this {type(node).__name__} reads {len(node.parents)} nodes, not {len(parents)}")
+        return msgspec.structs.replace(node, parents=list(parents))
+    if len(parents) != 1:
+        raise PlanError(f"a {type(node).__name__} reads one node, not {len(parents)}")
+    return msgspec.structs.replace(node, parent=parents[0])
+
+
+def node_code_keys(node: PlanNode) -> list[str]:
+    """The pickled code a node names."""
+    if isinstance(node, SourceNode) and isinstance(node.source, GeneratorSource):
+        return [node.source.fn]
+    if isinstance(node, NarrowNode | StateNode):
+        return [node.fn]
+    if isinstance(node, ShuffleNode) and node.aggregator.fn is not None:
+        return [node.aggregator.fn]
+    return []
+
+
 class LogicalPlan(Struct, frozen=True):
     """Nodes in topological order; the last node is the one whose partitions the job returns."""
 
@@ -216,12 +244,49 @@ class LogicalPlan(Struct, frozen=True):
     def code_keys(self) -> set[str]:
         keys: set[str] = set(self.broadcasts)
         for node in self.nodes:
-            if isinstance(node, SourceNode) and isinstance(node.source, GeneratorSource):
-                keys.add(node.source.fn)
-            elif isinstance(node, NarrowNode | StateNode):
-                keys.add(node.fn)
-            elif isinstance(node, ShuffleNode) and node.aggregator.fn is not None:
-                keys.add(node.aggregator.fn)
+            keys.update(node_code_keys(node))
+        return keys
+
+
+# --- plan deltas (a driver sends the scheduler only the nodes it lacks) --------------------------
+
+NodeId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")]
+
+
+def node_id(node: PlanNode, parents: Sequence[str]) -> str:
+    """The id that names a node with these parents (their ids) on the driver and the scheduler:
+    the content hash of the node, its parent fields numbered 0, 1, ... as its `parents` are, and
+    of its parents' ids. The same operation on the same parents has the same id, and an id names
+    the node's whole lineage."""
+    digest = hashlib.blake2b(msgspec.msgpack.encode(node), digest_size=16)
+    for parent in parents:
+        digest.update(bytes.fromhex(parent))
+    return digest.hexdigest()
+
+
+class NodeDef(Struct, frozen=True, array_like=True):
+    """A plan node as a delta carries it: its id, the node with its parent fields numbered 0, 1,
+    ... (positions in `parents`), and the ids of the nodes it reads."""
+
+    id: NodeId
+    node: PlanNode
+    parents: list[NodeId] = []
+
+
+class PlanDelta(Struct, frozen=True):
+    """A job's plan as the nodes the scheduler has not had from this driver, parents before the
+    nodes that read them, and the id of the node whose partitions the job returns. The others
+    are named by id: the scheduler keeps what drivers sent (its plan cache)."""
+
+    nodes: list[NodeDef]
+    root: NodeId
+    broadcasts: list[CodeKey] = []
+
+    def code_keys(self) -> set[str]:
+        """The code the new nodes (and the broadcasts) name: the rest came with earlier jobs."""
+        keys: set[str] = set(self.broadcasts)
+        for definition in self.nodes:
+            keys.update(node_code_keys(definition.node))
         return keys
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
-from squall.common.plan import LogicalPlan, StageSpec
+from squall.common.plan import LogicalPlan, PlanDelta, StageSpec
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Index = Annotated[int, Meta(ge=0)]
@@ -65,17 +65,34 @@ class ErrorReply(Message, frozen=True):
 # --- driver <-> scheduler ------------------------------------------------------------------------
 
 
+def _no_plan() -> LogicalPlan:
+    return LogicalPlan(nodes=[])
+
+
 class JobSpec(Struct, frozen=True):
     """One micro-batch (job) of a run: its id, its plan, and (streams) the wall-clock time before
-    which its source tasks must not start: the end of the batch's interval, when its data is in."""
+    which its source tasks must not start: the end of the batch's interval, when its data is in.
+
+    The plan comes whole (`plan`), or as a `delta` over the nodes the scheduler keeps from this
+    driver's earlier jobs (Settings.plan_deltas); with a delta, `plan` is left empty."""
 
     job_id: Id
-    plan: LogicalPlan
+    plan: LogicalPlan = msgspec.field(default_factory=_no_plan)
     not_before: float = 0.0
     # A stream resuming on a restarted scheduler sends the batches since its states' checkpoint
     # again as replay_only jobs (with their batch numbers): they rebuild state, and output nothing.
     replay_only: bool = False
     batch: int = -1  # -1: first_batch plus the job's position among the run's other jobs
+    delta: PlanDelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.delta is not None and self.plan.nodes:
+            raise ValueError(f"job {self.job_id} carries both a whole plan and a plan delta")
+
+    def code_keys(self) -> set[str]:
+        """The code this job names that must have been sent with it or before: its whole plan's,
+        or the new nodes' of its delta (the code of the nodes it names by id came with them)."""
+        return self.plan.code_keys() if self.delta is None else self.delta.code_keys()
 
 
 class SubmitJobs(Message, frozen=True):
@@ -121,7 +138,9 @@ class JobDone(Message, frozen=True):
         return len(self.partitions)
 
 
-FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "missing_code", "cancelled"]
+# "plan_cache_miss": the job's plan delta names nodes the scheduler no longer keeps (plan_cache_nodes);
+# the driver sends that job again with its whole plan.
+FailureKind = Literal["task", "executor_lost", "plan", "fetch", "no_executors", "missing_code", "cancelled", "plan_cache_miss"]
 
 
 class JobFailed(Message, frozen=True):

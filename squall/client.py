@@ -93,6 +93,9 @@ class Client:
         self._runs = itertools.count(1)
         self._session = uuid.uuid4().hex[:8]
         self.sent_code: set[str] = set()  # code keys the scheduler has from this client
+        # Ids of the plan nodes the scheduler has from this client (plan deltas): at most
+        # settings.plan_cache_nodes of them, as the scheduler keeps no more.
+        self.sent_nodes: set[str] = set()
         # Ping often enough that a silent scheduler is noticed within the silence timeout.
         self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
         self._last_heard = time.monotonic()
@@ -173,15 +176,18 @@ class Client:
 
     def submit(
         self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0,
-        resume_states: dict[str, int] | None = None, priority: Priority = "latency",
-    ) -> None:
-        """Send a run, with the code its plans name that the scheduler has not had from us; its
-        tasks run with `priority` on the executors."""
+        resume_states: dict[str, int] | None = None, priority: Priority = "latency", mailbox: str = "", all_code: bool = False,
+    ) -> int:
+        """Send a run, with the code its plans name that the scheduler has not had from us (all
+        of it with `all_code`: the scheduler may have lost it); its tasks run with `priority` on
+        the executors. Its messages go to the mailbox of run `mailbox` when given (a job sent
+        again on that run's behalf), to its own otherwise. Returns the size of the message sent,
+        in bytes."""
         with self._arrived:  # the reading thread sorts into these
-            self._boxes[run_id] = deque()
+            self._boxes[run_id] = self._boxes[mailbox] if mailbox else deque()
             for job in jobs:
                 self._route[job.job_id] = run_id
-        new_code = {k: v for k, v in code.items() if k not in self.sent_code}
+        new_code = dict(code) if all_code else {k: v for k, v in code.items() if k not in self.sent_code}
         msg = SubmitJobs(
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
             resume_states=resume_states or {}, priority=priority,
@@ -203,6 +209,18 @@ class Client:
         with self._socket():
             transport.send_frames(self._sock, frames)
         self.sent_code.update(new_code)
+        for job in jobs:
+            if job.delta is not None:
+                self.sent_nodes.update(definition.id for definition in job.delta.nodes)
+        if len(self.sent_nodes) > self.settings.plan_cache_nodes:
+            self.sent_nodes.clear()  # more than the scheduler keeps: let the next jobs send their lineage again
+        return protocol.frames_size(frames)
+
+    def forget_sent(self) -> None:
+        """The scheduler no longer has what this client sent it (it restarted): later
+        submissions send their code and plan nodes again."""
+        self.sent_code.clear()
+        self.sent_nodes.clear()
 
     def cancel(self, run_id: str) -> None:
         if self._sock.closed:
@@ -328,7 +346,7 @@ class Client:
     def _sort(self, msg: Message, payloads: list[object]) -> None:
         if isinstance(msg, Pong) and msg.incarnation and msg.incarnation != self.scheduler_incarnation:
             if self.scheduler_incarnation:  # a new scheduler process: what ran on the old one is gone
-                self.sent_code.clear()
+                self.forget_sent()
                 for run_id, waiting in self._boxes.items():
                     if run_id != CONTROL:
                         waiting.append((SchedulerRestarted(incarnation=msg.incarnation), []))

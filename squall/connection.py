@@ -5,24 +5,16 @@ hold the Connection they run on, so they need nothing above this module."""
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from squall.broadcast import Broadcast
 from squall.client import Client
-from squall.common.plan import LogicalPlan, code_key
+from squall.common.plan import code_key
 from squall.common.protocol import ClusterStatus, Metrics, Priority
 from squall.common.serialization import SerializationError, dumps_function
 from squall.common.settings import Settings
 from squall.errors import JobError
-from squall.runs import DriverRun, Errors, RunStats, check_priority
-
-
-class Planned(Protocol):
-    """What a run takes: anything with a logical plan (a Dataset)."""
-
-    def plan(self) -> LogicalPlan:
-        """The plan the scheduler is sent for it."""
-        ...
+from squall.runs import DriverRun, Errors, Planned, RunStats, check_priority
 
 
 class Connection:
@@ -129,25 +121,23 @@ class Connection:
         `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
         raised by this call, not when iterating."""
         check_priority(priority)
-        plans = [d.plan() for d in datasets]
-        replay_plans = [d.plan() for d in replays]
-        code = {k: self.code[k] for plan in [*plans, *replay_plans] for k in plan.code_keys()}
         run = DriverRun(
             self.client,
-            plans,
-            code,
+            datasets,
+            self.code,
             group_size=self.settings.group_size if group_size is None else group_size,
             preschedule=self.settings.preschedule if preschedule is None else preschedule,
             barrier=self.settings.barrier if barrier is None else barrier,
             not_before=list(not_before) if not_before is not None else None,
             first_batch=first_batch,
-            replays=replay_plans,
+            replays=replays,
             replay_from=replay_from,
             resume_states=resume_states,
             priority=priority,
+            deltas=self.settings.plan_deltas,
         )
         self.last_run = run.stats
-        if not plans:
+        if not datasets:
             return _no_outcomes()
         return run.results(errors)
 

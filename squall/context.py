@@ -14,6 +14,7 @@ from squall.common.serialization import dumps_block
 from squall.common.settings import Settings
 from squall.connection import Connection
 from squall.dataset import Dataset
+from squall.lineage import PlanVertex
 from squall.sources import StreamSource
 from squall.stream import Stream
 
@@ -65,7 +66,7 @@ class Context(Connection):
         if step == 0:
             raise ValueError("range() step must not be zero")
         n = self._partitions(partitions)
-        return Dataset(self, (SourceNode(source=RangeSource(start=start, stop=stop, step=step, partitions=n)),), n)
+        return Dataset(self, PlanVertex(SourceNode(source=RangeSource(start=start, stop=stop, step=step, partitions=n))), n)
 
     def parallelize(self, data: Iterable[Any], partitions: int | None = None) -> Dataset:
         """A dataset of the driver's own records, split into `partitions` contiguous slices
@@ -73,7 +74,7 @@ class Context(Connection):
         items = list(data)
         n = self._partitions(partitions)
         slices = [dumps_block(items[len(items) * i // n : len(items) * (i + 1) // n]) for i in range(n)]
-        return Dataset(self, (SourceNode(source=CollectionSource(slices=slices)),), n)
+        return Dataset(self, PlanVertex(SourceNode(source=CollectionSource(slices=slices))), n)
 
     def text_file(self, path: str | os.PathLike[str], partitions: int | None = None) -> Dataset:
         """A dataset of the lines of text files (UTF-8, without their newlines), read by the
@@ -90,7 +91,7 @@ class Context(Connection):
         files = text_files.expand(pattern)
         n = self._partitions(partitions)
         source = TextFileSource(splits=text_files.plan_splits([(file, os.path.getsize(file)) for file in files], n))
-        return Dataset(self, (SourceNode(source=source),), source.partitions)
+        return Dataset(self, PlanVertex(SourceNode(source=source)), source.partitions)
 
     def stream(self, source: StreamSource, batch_interval: float = 0.1, group_size: int | str = "auto",
                priority: Priority = "latency") -> Stream:

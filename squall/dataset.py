@@ -4,6 +4,8 @@ Every transformation adds one node to the plan and serializes its function right
 function that cannot be shipped fails where it is written, before anything runs. Actions
 (collect, count, reduce, sum, take, first, save_as_text_files) submit the plan as one job;
 sort_by runs one of its own first, a sample of the keys that places the partitions' bounds.
+A dataset holds the last node of its lineage (squall.lineage), which leads to the others: a job
+sends the scheduler its whole plan, or with plan deltas only the nodes it has not had yet.
 """
 
 from __future__ import annotations
@@ -12,30 +14,28 @@ import functools
 import math
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from squall import ops
+from squall import lineage, ops
 from squall.common.plan import (
     MAX_PARTITIONS,
     Aggregator,
     CheckpointSource,
     CoGroupNode,
-    HeldNode,
     LogicalPlan,
     NarrowNode,
     PersistNode,
+    PlanDelta,
     PlanNode,
     RangePartitioner,
     ShuffleNode,
-    SourceNode,
     StateNode,
     UnionNode,
 )
 from squall.common.protocol import Priority
 from squall.common.serialization import SerializationError, dumps_block, dumps_function
+from squall.lineage import PlanVertex
 from squall.runs import check_priority
 
 if TYPE_CHECKING:
@@ -52,17 +52,27 @@ class Dataset:
     written; a failing job raises squall.JobError (TaskError for a user error).
     """
 
-    def __init__(self, ctx: Connection, nodes: tuple[PlanNode, ...], partitions: int, hash_partitions: int | None = None) -> None:
+    def __init__(self, ctx: Connection, vertex: PlanVertex, partitions: int, hash_partitions: int | None = None) -> None:
         self.ctx = ctx
-        self.nodes = nodes
+        self.vertex = vertex  # its last plan node, which leads to the whole lineage
         self.partitions = partitions
         # n when the records are (key, value) pairs, each in partition partition_of(key, n) (after
         # a shuffle by key, kept by operations that keep keys where they are); None when unknown.
         # A cogroup or join reads a side partitioned as its result one-to-one, without a shuffle.
         self.hash_partitions = hash_partitions
 
+    @classmethod
+    def from_nodes(cls, ctx: Connection, nodes: Sequence[PlanNode], partitions: int, hash_partitions: int | None = None) -> Dataset:
+        """The dataset of the last of `nodes`, a plan's node list (as `nodes` gives it)."""
+        return cls(ctx, lineage.from_nodes(nodes), partitions, hash_partitions)
+
     def __repr__(self) -> str:
-        return f"<Dataset nodes={len(self.nodes)} partitions={self.partitions}>"
+        return f"<Dataset {type(self.vertex.node).__name__} {self.vertex.id} partitions={self.partitions}>"
+
+    @property
+    def nodes(self) -> tuple[PlanNode, ...]:
+        """Its lineage as a plan's node list: each node after those it reads, its own last."""
+        return tuple(lineage.plan_nodes(self.vertex))
 
     # --- narrow transformations -----------------------------------------------------------------
 
@@ -100,11 +110,11 @@ class Dataset:
     def union(self, *others: Dataset) -> Dataset:
         """Every record of this dataset and of `others`, without a shuffle: the partitions of this
         dataset, then those of each other in turn (Spark's union)."""
-        nodes, ends = self._merged(others, "union")
+        sides = self._merged(others, "union")
         partitions = self.partitions + sum(o.partitions for o in others)
         if partitions > MAX_PARTITIONS:
             raise ValueError(f"a union of {partitions} partitions is more than {MAX_PARTITIONS}")
-        return Dataset(self.ctx, (*nodes, UnionNode(parents=ends)), partitions)
+        return Dataset(self.ctx, PlanVertex(UnionNode(parents=list(range(len(sides)))), sides), partitions)
 
     def cogroup(self, *others: Dataset, partitions: int | None = None) -> Dataset:
         """(key, value) records of this dataset and `others` -> (key, (values here, values in the
@@ -113,12 +123,12 @@ class Dataset:
         partitioned by key, else the largest partition count). A dataset already partitioned by
         key into that many partitions (made by reduce_by_key, group_by_key, cogroup or join, then
         only filtered or changed in its values) is read partition to partition, not shuffled."""
-        nodes, ends = self._merged(others, "cogroup")
+        vertices = self._merged(others, "cogroup")
         sides = (self, *others)
         n = _partition_count(_cogroup_partitions(sides) if partitions is None else partitions)
         shuffled = [side.hash_partitions != n for side in sides]
-        node = CoGroupNode(parents=ends, partitions=n, shuffled=shuffled)
-        return Dataset(self.ctx, (*nodes, node), n, hash_partitions=n)
+        node = CoGroupNode(parents=list(range(len(sides))), partitions=n, shuffled=shuffled)
+        return Dataset(self.ctx, PlanVertex(node, vertices), n, hash_partitions=n)
 
     def join(self, other: Dataset, how: str = "inner", partitions: int | None = None) -> Dataset:
         """(key, a) here and (key, b) in `other` -> (key, (a, b)) for every such pair. how="left"
@@ -131,36 +141,22 @@ class Dataset:
         grouped = self.cogroup(other, partitions=partitions)
         return grouped._narrow_raw(functools.partial(ops.join_op, how), keeps_partitioning=True)
 
-    def _merged(self, others: tuple[Dataset, ...], what: str) -> tuple[list[PlanNode], list[int]]:
-        """One node list holding this plan and the others', and the index of each one's last node.
-        A node equal to one already in the list (same parents) is the same node: a dataset used on
-        two sides is planned once per stage, and its source is never sent twice."""
-        nodes = list(self.nodes)
-        known: dict[bytes, int] = {}
-        for position, node in enumerate(nodes):
-            known.setdefault(msgspec.msgpack.encode(node), position)
-        ends = [len(nodes) - 1]
+    def _merged(self, others: tuple[Dataset, ...], what: str) -> list[PlanVertex]:
+        """The plan nodes of this dataset and the others, checked to be datasets of this context.
+        A node reached from several of them (same operation on the same parents: the same id)
+        is one node of the plan: a dataset used on two sides is planned once per stage, and its
+        source is never sent twice."""
         for other in others:
             _check_dataset(other, what)
             if other.ctx is not self.ctx:
                 raise ValueError(f"{what} needs datasets of the same context")
-            where: list[int] = []  # other's node index -> its index in `nodes`
-            for node in other.nodes:
-                moved = _reparented(node, where)
-                encoded = msgspec.msgpack.encode(moved)
-                index = known.get(encoded)
-                if index is None:
-                    index = known[encoded] = len(nodes)
-                    nodes.append(moved)
-                where.append(index)
-            ends.append(where[-1])
-        return nodes, ends
+        return [self.vertex, *(other.vertex for other in others)]
 
     def _update_state(self, fn: Any, state_id: str, kind: str = "keyed") -> Dataset:
         """Keyed state after a group_by_key (streams only: see Stream.update_state_by_key)."""
         if kind == "keyed":
             _check_callable(fn)
-        node = StateNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id, kind=kind)  # type: ignore[arg-type]
+        node = StateNode(parent=0, fn=self.ctx.register_code(_dumps(fn)), state_id=state_id, kind=kind)  # type: ignore[arg-type]
         return self._with(node, self.partitions, self.hash_partitions)
 
     # --- persistence ----------------------------------------------------------------------------
@@ -174,9 +170,8 @@ class Dataset:
         compute them, within each executor's budget (persist_memory): past it the least recently
         used ones are dropped, and computed again from their lineage when a job needs them, as
         are those of an executor that is lost. Calling it again does nothing."""
-        if not isinstance(self.nodes[-1], PersistNode):
-            node = PersistNode(parent=len(self.nodes) - 1, dataset_id=uuid.uuid4().hex)
-            self.nodes = (*self.nodes, node)
+        if not isinstance(self.vertex.node, PersistNode):
+            self.vertex = PlanVertex(PersistNode(parent=0, dataset_id=uuid.uuid4().hex), [self.vertex])
         return self
 
     def cache(self) -> Dataset:
@@ -186,16 +181,16 @@ class Dataset:
     @property
     def is_persisted(self) -> bool:
         """Whether persist() marked this dataset (and unpersist() did not clear it since)."""
-        return isinstance(self.nodes[-1], PersistNode)
+        return isinstance(self.vertex.node, PersistNode)
 
     def unpersist(self) -> Dataset:
         """Drop this dataset's kept partitions from every executor (at once: nothing waits for
         it), and stop keeping them: later jobs compute it from its lineage. Datasets made from it
         while it was persisted compute it too. Returns this dataset; on a dataset not persisted
         it does nothing."""
-        last = self.nodes[-1]
+        last = self.vertex.node
         if isinstance(last, PersistNode):
-            self.nodes = self.nodes[:-1]  # persist() appended it last
+            self.vertex = self.vertex.parents[0]  # persist() put it on top
             self.ctx.unpersist([last.dataset_id])
         return self
 
@@ -225,7 +220,13 @@ class Dataset:
 
     def plan(self) -> LogicalPlan:
         """The logical plan the scheduler is sent for this dataset (its nodes and broadcasts)."""
-        return LogicalPlan(nodes=list(self.nodes), broadcasts=list(self.ctx.broadcasts))
+        return LogicalPlan(nodes=lineage.plan_nodes(self.vertex), broadcasts=list(self.ctx.broadcasts))
+
+    def delta(self, sent: Container[str], sending: set[str]) -> PlanDelta:
+        """What a job on this dataset sends with plan deltas: the nodes of its lineage neither in
+        `sent` (ids the scheduler has from this driver) nor in `sending` (ids an earlier job of
+        the same submission carries; this one's are added), and its broadcasts."""
+        return lineage.delta(self.vertex, sent, sending, list(self.ctx.broadcasts))
 
     def collect(self, priority: Priority = "batch") -> list[Any]:
         """Run the plan and return every record, partition after partition; raises JobError if it fails.
@@ -350,21 +351,22 @@ class Dataset:
             blob = dumps_function(functools.partial(adapter, fn))
         except SerializationError as exc:
             raise SerializationError(f"cannot ship {_name(fn)} to executors: {exc.__cause__ or exc}") from exc
-        node = NarrowNode(parent=len(self.nodes) - 1, fn=self.ctx.register_code(blob))
+        node = NarrowNode(parent=0, fn=self.ctx.register_code(blob))
         return self._with(node, self.partitions, self.hash_partitions if keeps_partitioning else None)
 
     def _narrow_raw(self, partition_fn: Callable[[Iterator[Any]], Iterable[Any]], *, keeps_partitioning: bool = False) -> Dataset:
         key = self.ctx.register_code(_dumps(partition_fn))
-        return self._with(NarrowNode(parent=len(self.nodes) - 1, fn=key), self.partitions,
+        return self._with(NarrowNode(parent=0, fn=key), self.partitions,
                           self.hash_partitions if keeps_partitioning else None)
 
     def _shuffle(self, aggregator: Aggregator, partitions: int | None, partitioner: RangePartitioner | None = None) -> Dataset:
         n = _partition_count(self.partitions if partitions is None else partitions)
-        node = ShuffleNode(parent=len(self.nodes) - 1, partitions=n, aggregator=aggregator, partitioner=partitioner)
+        node = ShuffleNode(parent=0, partitions=n, aggregator=aggregator, partitioner=partitioner)
         return self._with(node, n, n if partitioner is None else None)  # by range, it is not partitioned by hash
 
     def _with(self, node: PlanNode, partitions: int, hash_partitions: int | None = None) -> Dataset:
-        return Dataset(self.ctx, (*self.nodes, node), partitions, hash_partitions)
+        """A dataset of `node` reading this one (its parent field numbered 0)."""
+        return Dataset(self.ctx, PlanVertex(node, [self.vertex]), partitions, hash_partitions)
 
 
 def _check_dataset(other: object, what: str) -> None:
@@ -377,15 +379,6 @@ def _cogroup_partitions(sides: tuple[Dataset, ...]) -> int:
     largest side's."""
     partitioned = [side.hash_partitions for side in sides if side.hash_partitions is not None]
     return max(partitioned) if partitioned else max(side.partitions for side in sides)
-
-
-def _reparented(node: PlanNode, where: list[int]) -> PlanNode:
-    """`node` with its parents renumbered by `where` (old index -> new)."""
-    if isinstance(node, UnionNode | CoGroupNode):
-        return msgspec.structs.replace(node, parents=[where[p] for p in node.parents])
-    if isinstance(node, SourceNode | HeldNode):
-        return node
-    return msgspec.structs.replace(node, parent=where[node.parent])
 
 
 def _partition_count(n: object) -> int:

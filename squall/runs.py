@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Generator
+from collections.abc import Collection, Container, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+import msgspec
 
 from squall.client import Client, SchedulerRestarted
 from squall.common import protocol
+from squall.common.plan import LogicalPlan, PlanDelta
 from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, JobSpec, Priority, RunDone
 from squall.common.serialization import loads_block
 from squall.driver_log import driver_log
@@ -33,6 +36,19 @@ def check_priority(priority: object) -> Priority:
     return priority
 
 
+class Planned(Protocol):
+    """What a run takes: anything with a logical plan (a Dataset)."""
+
+    def plan(self) -> LogicalPlan:
+        """The plan the scheduler is sent for it."""
+        ...
+
+    def delta(self, sent: Container[str], sending: set[str]) -> PlanDelta:
+        """Its plan as a delta over the node ids `sent` and `sending` (adding its new ones to
+        `sending`)."""
+        ...
+
+
 @dataclass
 class RunStats:
     """What a run cost: the scheduler's per-group figures and when each batch came back."""
@@ -47,6 +63,10 @@ class RunStats:
     first_elapsed: float = 0.0
     skipped: int = 0  # bad records skipped (bad_records="skip"); never dropped silently
     checkpoints: dict[str, int] = field(default_factory=dict)  # keyed state id -> batch its checkpoints reach
+    # The size of each SubmitJobs message the run sent, in bytes: one, and one more for each
+    # submission sent again (the scheduler had restarted) or job sent again whole (it no
+    # longer kept plan nodes the job's delta named).
+    submitted_bytes: list[int] = field(default_factory=list)
 
     @property
     def batch_intervals(self) -> list[float]:
@@ -60,43 +80,55 @@ class RunStats:
 class DriverRun:
     """The driver's record of one run it submitted: its jobs (and any replays), what came back for
     each, and its RunStats; results() hands the outcomes over in order and cancels the run if left
-    early."""
+    early.
+
+    With `deltas`, each job carries only the plan nodes the scheduler has not had from this
+    client (Planned.delta). A job whose delta names nodes the scheduler no longer keeps fails
+    with "plan_cache_miss": it is sent again once, whole, as a run of its own whose messages
+    come to this run's mailbox, and the user sees only its result."""
 
     def __init__(
         self,
         client: Client,
-        plans: list[Any],
-        code: dict[str, bytes],
+        datasets: Sequence[Planned],
+        code: Mapping[str, bytes],
         group_size: int,
         preschedule: bool,
         barrier: bool,
         not_before: list[float] | None = None,
         first_batch: int = 0,
-        replays: list[Any] | None = None,
+        replays: Sequence[Planned] = (),
         replay_from: int = 0,
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
+        deltas: bool = False,
     ) -> None:
         self.client = client
         self.priority = check_priority(priority)
         self.first_batch = first_batch
         self.run_id = client.new_run_id()
-        times = not_before or [0.0] * len(plans)
-        if len(times) != len(plans):
-            raise ValueError(f"not_before has {len(times)} times for {len(plans)} jobs")
-        self.jobs = [JobSpec(job_id=f"{self.run_id}.{i}", plan=plan, not_before=t) for i, (plan, t) in enumerate(zip(plans, times, strict=True))]
-        self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
+        times = not_before or [0.0] * len(datasets)
+        if len(times) != len(datasets):
+            raise ValueError(f"not_before has {len(times)} times for {len(datasets)} jobs")
+        self.datasets = list(datasets)
         # A stream resuming on a restarted scheduler: batches that only rebuild state (no output).
-        self.replays = [
-            JobSpec(job_id=f"{self.run_id}.r{i}", plan=plan, replay_only=True, batch=replay_from + i) for i, plan in enumerate(replays or [])
-        ]
+        # The scheduler takes them first.
+        self._planned = [*replays, *datasets]
+        self._deltas = deltas
+        self._code = code  # every piece of code by key (the connection's): each submission takes what it names
+        shells = [JobSpec(job_id=f"{self.run_id}.r{i}", replay_only=True, batch=replay_from + i) for i in range(len(replays))]
+        shells += [JobSpec(job_id=f"{self.run_id}.{i}", not_before=t) for i, t in enumerate(times)]
+        self._sending = self._with_plans(shells)
+        self.jobs = self._sending[len(replays):]
+        self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
         self.resume_states = dict(resume_states or {})
         self.stats = RunStats()
         self._options = (group_size, preschedule, barrier, first_batch)
-        self._code = code
         self._outcome: list[Any] = [None] * len(self.jobs)
         self._complete = [False] * len(self.jobs)
         self._finished = False
+        self._resends: dict[str, int] = {}  # run id -> the job it sends again whole, until that run ends
+        self._resent: set[int] = set()  # jobs sent again whole: a second miss is the job's error
 
     def results(self, errors: Errors = "raise") -> Generator[Any, None, None]:
         """Each job's collected records, in order, as soon as available."""
@@ -111,12 +143,15 @@ class DriverRun:
                 yield outcome
             # Every result is in. The run's own end (with its group figures) follows at once when
             # all went well; after a failure it may wait for slow tasks, so it is not waited for.
-            while not self._finished and not any(isinstance(o, JobError) for o in self._outcome):
+            while (not self._finished or self._resends) and not any(isinstance(o, JobError) for o in self._outcome):
                 self._handle(*self.client.next_event(self.run_id))
         finally:
             if not self._finished:
                 self.client.cancel(self.run_id)  # groups not yet dispatched will not be
-            self.client.forget(self.run_id)
+            for run_id in self._resends:
+                self.client.cancel(run_id)
+            for run_id in [self.run_id, *self._resends]:
+                self.client.forget(run_id)
 
     def _submit(self) -> None:
         group_size, preschedule, barrier, first_batch = self._options
@@ -124,30 +159,74 @@ class DriverRun:
         self.stats.batch_done = [0.0] * len(self.jobs)
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
-            self.client.submit(self.run_id, [*self.replays, *self.jobs], self._code, group_size, preschedule, barrier, first_batch,
-                               self.resume_states, self.priority)
+            sent = self.client.submit(self.run_id, self._sending, self._code_of(self._sending), group_size, preschedule, barrier,
+                                      first_batch, self.resume_states, self.priority)
+            self.stats.submitted_bytes.append(sent)
             first = self.client.next_event(self.run_id)
             if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):
                 self._handle(*first)
                 return
-            # The scheduler lost code we sent earlier (it restarted): drain the refusal, resend all.
+            # The scheduler lost code and plan nodes we sent earlier (it restarted): drain the
+            # refusal, send all again.
             while not isinstance(self.client.next_event(self.run_id)[0], RunDone):
                 pass
-            self.client.sent_code.clear()
+            self.client.forget_sent()
+            self._sending = self._with_plans(self._sending)
+
+    def _with_plans(self, jobs: list[JobSpec]) -> list[JobSpec]:
+        """`jobs` (in the order of the run's plans, replays first) with their plans as this
+        submission sends them: deltas over the nodes the scheduler has from this client, or whole."""
+        if not self._deltas:
+            return [msgspec.structs.replace(job, plan=planned.plan()) for job, planned in zip(jobs, self._planned, strict=True)]
+        sending: set[str] = set()
+        return [
+            msgspec.structs.replace(job, delta=planned.delta(self.client.sent_nodes, sending))
+            for job, planned in zip(jobs, self._planned, strict=True)
+        ]
+
+    def _code_of(self, jobs: list[JobSpec]) -> dict[str, bytes]:
+        """The code these jobs name (Client.submit leaves out what the scheduler has)."""
+        keys: set[str] = set()
+        for job in jobs:
+            keys |= job.code_keys()
+        return {key: self._code[key] for key in keys}
+
+    def _send_whole(self, i: int) -> None:
+        """Job i's delta named plan nodes the scheduler no longer keeps: send it again with its
+        whole plan, as a run of its own whose messages come to this run's mailbox. The nodes this
+        client counted as sent are forgotten, so later deltas send their lineage again. All its
+        code goes with it: the scheduler may have lost more than nodes (a restart this client
+        has not heard of yet)."""
+        self.client.sent_nodes.clear()
+        self._resent.add(i)
+        _, preschedule, barrier, first_batch = self._options
+        run_id = self.client.new_run_id()
+        job = JobSpec(job_id=f"{run_id}.0", plan=self.datasets[i].plan(), not_before=self.jobs[i].not_before)
+        self.index[job.job_id] = i
+        self._resends[run_id] = i
+        try:
+            sent = self.client.submit(run_id, [job], self._code_of([job]), 1, preschedule, barrier, first_batch + i,
+                                      priority=self.priority, mailbox=self.run_id, all_code=True)
+        except JobError as exc:
+            self._resends.pop(run_id)
+            self.client.forget(run_id)
+            self._settle(i, exc)
+            return
+        self.stats.submitted_bytes.append(sent)
 
     def _handle(self, msg: protocol.Message, payloads: list[object]) -> None:
         if isinstance(msg, RunDone):
-            self.stats.groups = list(msg.groups)
-            self.stats.skipped = msg.skipped
-            self.stats.checkpoints = dict(msg.checkpoints)
+            self.stats.skipped += msg.skipped
             if msg.skipped:
-                log.warning("bad_records_skipped", run=self.run_id, records=msg.skipped)
+                log.warning("bad_records_skipped", run=msg.run_id, records=msg.skipped)
+            if msg.run_id != self.run_id:  # a job sent again whole: its own run ended
+                position = self._resends.pop(msg.run_id, None)
+                self._ended([] if position is None else [position])
+                return
+            self.stats.groups = list(msg.groups)
+            self.stats.checkpoints = dict(msg.checkpoints)
             self._finished = True
-            for position, done in enumerate(self._complete):
-                if not done:  # the scheduler never finished it: say so, do not drop it silently
-                    batch = self.first_batch + position
-                    job_id = self.jobs[position].job_id
-                    self._settle(position, JobError(job_id, "cancelled", f"batch {batch} did not run (the run ended first)"))
+            self._ended(set(range(len(self.jobs))) - set(self._resends.values()))
             return
         if isinstance(msg, ErrorReply):
             raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")
@@ -168,7 +247,18 @@ class DriverRun:
             records = itertools.chain.from_iterable(loads_block(protocol.payload_bytes(p)) for p in payloads)
             self._settle(i, list(records))
         elif isinstance(msg, JobFailed):
-            self._settle(i, job_error(msg))
+            if msg.kind == "plan_cache_miss" and i not in self._resent:
+                self._send_whole(i)
+            else:
+                self._settle(i, job_error(msg))
+
+    def _ended(self, positions: Collection[int]) -> None:
+        """The run that was to finish these jobs ended: those it did not finish did not run."""
+        for position in sorted(positions):
+            if not self._complete[position]:  # the scheduler never finished it: say so, do not drop it silently
+                batch = self.first_batch + position
+                job_id = self.jobs[position].job_id
+                self._settle(position, JobError(job_id, "cancelled", f"batch {batch} did not run (the run ended first)"))
 
     def _settle(self, i: int, outcome: Any) -> None:
         if self._complete[i]:

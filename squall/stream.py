@@ -25,6 +25,7 @@ from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.driver_log import driver_log
 from squall.errors import JobError, SchedulerRestartedError, SquallError
+from squall.lineage import PlanVertex
 from squall.runs import check_priority
 from squall.sources import StreamSource
 from squall.stream_metrics import StreamMetrics
@@ -200,7 +201,7 @@ class Stream:
         fn = self.source.batch_function(start, self.batch_interval)
         key = self.ctx.register_code(dumps_function(fn))
         source = GeneratorSource(fn=key, partitions=self.source.partitions, batch=0)
-        ds = Dataset(self.ctx, (SourceNode(source=source),), self.source.partitions)
+        ds = Dataset(self.ctx, PlanVertex(SourceNode(source=source)), self.source.partitions)
         clock = StreamClock(start, self.batch_interval)
         for transform in self._transforms:
             ds = transform(ds, clock)
@@ -210,7 +211,7 @@ class Stream:
         head = template.nodes[0]
         assert isinstance(head, SourceNode) and isinstance(head.source, GeneratorSource)
         source = GeneratorSource(fn=head.source.fn, partitions=head.source.partitions, batch=batch)
-        return Dataset(self.ctx, (SourceNode(source=source), *template.nodes[1:]), template.partitions)
+        return Dataset.from_nodes(self.ctx, (SourceNode(source=source), *template.nodes[1:]), template.partitions)
 
     def _tuner(self) -> GroupSizeTuner | None:
         if self.group_size != "auto":
