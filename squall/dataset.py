@@ -30,6 +30,7 @@ from squall.common.plan import (
     PlanNode,
     RangePartitioner,
     ShuffleNode,
+    SourceNode,
     StateNode,
     UnionNode,
 )
@@ -211,9 +212,9 @@ class Dataset:
         check_priority(priority)
         checkpoint_id = uuid.uuid4().hex
         self._narrow_raw(functools.partial(ops.checkpoint_op, checkpoint_id)).collect(priority)
-        source = SourceNode(source=CheckpointSource(checkpoint_id=checkpoint_id, partitions=self.partitions))
-        last = self.nodes[-1]
-        self.nodes = (source, PersistNode(parent=0, dataset_id=last.dataset_id)) if isinstance(last, PersistNode) else (source,)
+        source = PlanVertex(SourceNode(source=CheckpointSource(checkpoint_id=checkpoint_id, partitions=self.partitions)))
+        last = self.vertex.node
+        self.vertex = PlanVertex(PersistNode(parent=0, dataset_id=last.dataset_id), [source]) if isinstance(last, PersistNode) else source
         return self
 
     # --- actions --------------------------------------------------------------------------------

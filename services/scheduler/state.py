@@ -82,7 +82,7 @@ from squall.services.scheduler.groups import PlannedJob
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.placement import PlacementPolicy
-from squall.services.scheduler.plan_sources import ListPlan
+from squall.services.scheduler.plan_cache import MissingNodes, PlanCache
 from squall.services.scheduler.planner import plan_job
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Shipment, ShippedPlan
@@ -118,6 +118,7 @@ class SchedulerState:
         self.incarnation = incarnation  # new at each start of the service: drivers notice a restart by it
         self.members = Membership(settings.death_timeout, settings.hung_timeout)
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
+        self.plans = PlanCache(settings.plan_cache_nodes, settings.max_message_bytes)  # plan nodes drivers sent (plan deltas)
         self.runs: dict[str, SubmittedRun] = {}
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         # Seeded by the incarnation: random placement differs from one scheduler process to the next.
@@ -194,6 +195,7 @@ class SchedulerState:
         states = self.book.states.values()
         return {
             "code": len(self.code),
+            "plan_nodes": len(self.plans),
             "runs": len(self.runs),
             "run_stats": sum(len(run.stats) for run in self.runs.values()),
             "prescheduled": len(self.drizzle.prescheduled),
@@ -316,7 +318,7 @@ class SchedulerState:
         if msg.run_id in self.runs:
             return self._refuse(peer, msg, "plan", f"run {msg.run_id} is already running")
         self.code.update(msg.code)
-        missing = sorted({k for job in msg.jobs for k in job.plan.code_keys()} - self.code.keys())
+        missing = sorted({k for job in msg.jobs for k in job.code_keys()} - self.code.keys())
         if missing:
             return self._refuse(peer, msg, "missing_code", f"the scheduler lacks code {', '.join(missing[:5])}")
         if not self.members.executors:
@@ -337,13 +339,16 @@ class SchedulerState:
         for spec in msg.jobs:
             batch = spec.batch if spec.batch >= 0 else position
             position += 0 if spec.replay_only else 1
-            source = ListPlan(spec.plan)
-            if source.persisted({}):  # planned at dispatch, around the blocks executors hold then
-                job = PlannedJob(spec.job_id, batch, JobPlan(stages=[]), [], spec.not_before, source=source, needs_blocks=True)
-                run.queue.append(job)
-                continue
             try:
-                plan = plan_job(spec.plan)
+                source = self.plans.source(spec)
+                if source.persisted({}):  # planned at dispatch, around the blocks executors hold then
+                    job = PlannedJob(spec.job_id, batch, JobPlan(stages=[]), [], spec.not_before, source=source, needs_blocks=True)
+                    run.queue.append(job)
+                    continue
+                plan = plan_job(source.resolve({}))
+            except MissingNodes as exc:  # the driver sends the job again, whole
+                actions.append(Send(peer, JobFailed(job_id=spec.job_id, kind="plan_cache_miss", message=str(exc), batch=batch)))
+                continue
             except PlanError as exc:
                 actions.append(Send(peer, JobFailed(job_id=spec.job_id, kind="plan", message=str(exc), batch=batch)))
                 continue
@@ -418,7 +423,12 @@ class SchedulerState:
         ask: set[str] = set()
         failed: list[Instruction] = []
         for job in waiting:
-            unknown = self._unknown_datasets(job)
+            try:
+                unknown = self._unknown_datasets(job)
+            except MissingNodes as exc:  # evicted since it came: the driver sends the job again, whole
+                job.failed = True
+                failed.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="plan_cache_miss", message=str(exc), batch=job.batch)))
+                continue
             if unknown:
                 ask |= unknown
                 continue
@@ -453,6 +463,9 @@ class SchedulerState:
         assert job.source is not None
         try:
             job.plan = plan_job(job.source.resolve(job.known), self.unpersisted)
+        except MissingNodes as exc:
+            job.failed = True
+            return Send(run.driver, JobFailed(job_id=job.job_id, kind="plan_cache_miss", message=str(exc), batch=job.batch))
         except PlanError as exc:
             job.failed = True
             return Send(run.driver, JobFailed(job_id=job.job_id, kind="plan", message=str(exc), batch=job.batch))
