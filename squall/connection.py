@@ -110,6 +110,7 @@ class Connection:
         replay_from: int = 0,
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
+        deltas: bool | None = None,
     ) -> Generator[Any, None, None]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
@@ -119,7 +120,8 @@ class Connection:
         restarted scheduler send `replays` (batches replay_from, replay_from + 1, ... that only
         rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach).
         `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
-        raised by this call, not when iterating."""
+        raised by this call, not when iterating. `deltas` (default: the plan_deltas setting)
+        sends only the plan nodes the scheduler has not had from this driver."""
         check_priority(priority)
         run = DriverRun(
             self.client,
@@ -134,7 +136,7 @@ class Connection:
             replay_from=replay_from,
             resume_states=resume_states,
             priority=priority,
-            deltas=self.settings.plan_deltas,
+            deltas=self.settings.plan_deltas if deltas is None else deltas,
         )
         self.last_run = run.stats
         if not datasets:

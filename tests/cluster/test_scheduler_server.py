@@ -97,10 +97,16 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         transport.send(driver, ForgetStates(state_ids=["counts"]))
         take(b"e1", ForgetStates)
 
-        # shuffle_meta answers the scheduler only with errors
+        # persisted datasets: an unpersist goes on to the executors and shuffle_meta
+        transport.send(driver, protocol.ForgetPersisted(dataset_ids=["ds"]))
+        take(b"e1", protocol.ForgetPersisted)
+
+        # shuffle_meta answers the scheduler's block look-ups, and errors
         wait_until(lambda: drain(meta, at_meta, senders), what="the scheduler's messages at shuffle_meta")
         transport.send(meta, protocol.ErrorReply(reason="a look-up failed"), to=senders[0])
         wait_until(lambda: any(line[1] == "shuffle_meta_error" for line in log.lines), what="the error logged")
+        transport.send(meta, protocol.PersistedLocations(request_id=99, holders={}), to=senders[0])  # of no look-up: ignored
+        wait_until(lambda: protocol.PersistedLocations in record.received_types(), what="the answer taken by handle()")
 
         # a driver that vanishes with a run in flight: probed, found gone, its run cancelled
         transport.send(doomed, protocol.SubmitJobs(run_id="long", jobs=[protocol.JobSpec(job_id=f"l.{i}", plan=PLAN) for i in range(4)]))
