@@ -115,8 +115,9 @@ class Series:
         start = time.perf_counter()
         yield
         self.seconds.append(time.perf_counter() - start)
-        if ctx is not None:  # the figure that plan deltas shrink (None from a driver without it)
-            self.submitted.append(getattr(ctx.last_run, "submitted_bytes", None))
+        if ctx is not None:  # the figure that plan deltas shrink: the bytes of the action's submissions
+            sent = ctx.last_run.submitted_bytes if ctx.last_run is not None else []
+            self.submitted.append(sum(sent) if sent else None)
 
 
 @dataclass
