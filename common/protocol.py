@@ -223,6 +223,7 @@ class ExecutorInfo(Struct, frozen=True):
     latency_tasks: int = 0
     batch_tasks: int = 0
     suspended_tasks: int = 0
+    leaving: bool = False  # decommissioned: handing its work over before it goes
 
 
 class ClusterStatus(Message, frozen=True):
@@ -435,6 +436,49 @@ class ForgetStates(Message, frozen=True):
     state_ids: list[str]
 
 
+# --- scaling in and out (docs/fault-tolerance.md, "Scaling") ------------------------------------
+
+
+class Decommission(Message, frozen=True):
+    """Ask the scheduler to let an executor leave gracefully: no new work goes there, its keyed
+    state partitions are handed over to the others, and once nothing of it is needed the
+    executor is told to go (Leave). Sent by the executor itself (on SIGTERM) or by a person
+    (`squall decommission`); answered with DecommissionAnswer."""
+
+    executor_id: Id
+
+
+class DecommissionAnswer(Message, frozen=True):
+    """`accepted`: the executor is leaving (`partitions`: keyed state partitions it hands over);
+    otherwise `reason` says why it may not (it is unknown, or the last executor taking work)."""
+
+    executor_id: Id
+    accepted: bool
+    reason: str = ""
+    partitions: Index = 0
+
+
+class Leave(Message, frozen=True):
+    """Scheduler -> a decommissioned executor: nothing of yours is needed any more, and you are
+    no longer a member; exit."""
+
+    executor_id: Id
+
+
+class HandOverStates(Message, frozen=True):
+    """Scheduler -> a keyed state partition's owner: checkpoint each (state id, partition) as it
+    is after `batch`, its last batch here (now if applied already, else right after applying it).
+    StateCheckpointed tells the scheduler, which then gives the partition to its new owner."""
+
+    partitions: list[tuple[str, int, int]]  # (state id, partition, batch)
+
+
+class HandedOver(Message, frozen=True):
+    """Scheduler -> a former owner: these (state id, partition) live elsewhere now: drop them."""
+
+    partitions: list[tuple[str, int]]
+
+
 # --- shuffle_meta --------------------------------------------------------------------------------
 
 
@@ -624,6 +668,11 @@ AnyMessage = (
     | StateCheckpointed
     | PruneCheckpoints
     | ForgetStates
+    | Decommission
+    | DecommissionAnswer
+    | Leave
+    | HandOverStates
+    | HandedOver
     | RegisterMapOutputs
     | LookupMapOutputs
     | MapOutputs

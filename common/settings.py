@@ -34,6 +34,8 @@ _POSITIVE_DURATIONS = (
     "scheduler_silence_timeout",
     "shuffle_lookup_timeout",
     "shuffle_fetch_timeout",
+    "handover_timeout",
+    "decommission_timeout",
 )
 # Counts and their smallest allowed value.
 _MINIMUMS = {
@@ -158,6 +160,15 @@ class Settings:
     # a file per map task; off, rebuilds recompute (same output, more CPU during recovery).
     checkpoint_map_outputs: bool = True
     replay: str = "parallel"
+    # Scaling. Keyed state partitions are spread evenly over the executors: when executors join
+    # or leave, partitions move at a group boundary, checkpointed by their old owner after its
+    # last batch and restored by the new one (no replay). A handover whose checkpoint is not in
+    # within handover_timeout is abandoned (the partition stays). An executor told to leave
+    # (SIGTERM, `squall decommission`) exits on its own, as a lost executor, if the scheduler
+    # has not let it go within decommission_timeout.
+    rebalance_state: bool = True
+    handover_timeout: float = 10.0
+    decommission_timeout: float = 30.0
     # Clients: how long connect() waits for the scheduler, and how long a silent scheduler is
     # tolerated while a job runs before the driver gives up.
     connect_timeout: float = 5.0

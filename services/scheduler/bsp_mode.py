@@ -40,7 +40,7 @@ class BspMode:
     def start(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next queued job."""
         planned = run.queue.popleft()
-        live = {record.executor_id: record for record in self.members.live()}
+        live = {record.executor_id: record for record in self.members.placeable()}
         job = BspJob(
             job_id=planned.job_id, driver=run.driver, plan=planned.plan, started=now, batch=planned.batch, not_before=planned.not_before,
             reads=task_blocks(planned, live), blocks=planned.blocks,
@@ -110,7 +110,7 @@ class BspMode:
             return []
         batches: dict[str, list[TaskDescriptor]] = {}
         self._rounds += 1
-        free = FreeSlots(self.members.live(), self.placement, self._rounds)
+        free = FreeSlots(self.members.placeable(), self.placement, self._rounds)
         while self.pending:
             entry = self.jobs.get(self.pending[0][0])
             if entry is None:

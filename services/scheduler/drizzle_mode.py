@@ -46,6 +46,8 @@ GROUPS_IN_FLIGHT = 2
 
 Release = Callable[..., list[Instruction]]  # (job ids, executor ids, superseded=False)
 Advance = Callable[[SubmittedRun, float], list[Instruction]]
+# Asked before each group goes out, with its first job: (hold the group back, instructions).
+BeforeGroup = Callable[[SubmittedRun, PlannedJob, float], tuple[bool, list[Instruction]]]
 
 
 class DrizzleMode:
@@ -62,6 +64,8 @@ class DrizzleMode:
         self.prescheduled: dict[str, tuple[SubmittedRun, PlannedJob]] = {}  # attempt id -> its run and job, while in flight
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
+        # Moving keyed state between executors (handover.py) may hold a run's next group back.
+        self.before_group: BeforeGroup = lambda run, job, now: (False, [])
 
     def dispatch(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
@@ -69,6 +73,10 @@ class DrizzleMode:
         while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
             if any(job.needs_blocks for job in itertools.islice(run.queue, run.group_size)):
                 return dispatched + self._advance(run, now)  # planned first, around the blocks held then
+            hold, handing_over = self.before_group(run, run.queue[0], now)
+            dispatched += handing_over
+            if hold:
+                return dispatched  # dispatched again when the handover is safe
             dispatched += self._dispatch_group(run, now)
         return dispatched
 
@@ -97,7 +105,7 @@ class DrizzleMode:
         A group of first attempts takes executors in the placement policy's order for the run's
         priority; replays and rebuilds are spread over the survivors in id order, as ever."""
         self._group_ids += 1
-        executors = self.members.live()
+        executors = self.members.placeable()
         replay_only = all(job.replay_only for job in jobs)
         if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
             executors = [self.members.executors[restores[0].owner]]

@@ -37,6 +37,7 @@ class ExecutorRecord:
     joined: int = 0  # membership's count of admissions when it joined: tells its watch connection from a predecessor's
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
     hung: str = ""  # what it was running when it was reported hung ("" while it is not)
+    leaving: bool = False  # decommissioned: takes no new work, hands its state over, then goes (decommission.py)
     running: set[TaskKey] = field(default_factory=set)  # BSP tasks in flight
     # Its tasks by priority as its last heartbeat told (launched and not over; suspended: of the
     # batch ones), and the tasks placed there since that beat, which it could not count yet.
@@ -90,6 +91,10 @@ class Membership:
     def live(self) -> list[ExecutorRecord]:
         """Live executors in a stable order (by id)."""
         return [self.executors[k] for k in sorted(self.executors)]
+
+    def placeable(self) -> list[ExecutorRecord]:
+        """Live executors that take new work (not leaving), by id."""
+        return [record for record in self.live() if not record.leaving]
 
     def is_retry(self, msg: RegisterExecutor) -> bool:
         """A repeated registration of the same process (same incarnation and block address)."""
@@ -171,6 +176,7 @@ class Membership:
                     latency_tasks=r.latency_tasks,
                     batch_tasks=r.batch_tasks,
                     suspended_tasks=r.suspended_tasks,
+                    leaving=r.leaving,
                 )
                 for r in self.live()
             ],

@@ -31,6 +31,7 @@ from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.plan import JobPlan, PlanError, StageSpec
 from squall.common.protocol import (
     CancelRun,
+    Decommission,
     ErrorReply,
     FailureKind,
     ForgetExecutor,
@@ -68,6 +69,7 @@ from squall.common.tracked import tracked_reply
 from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.bsp_mode import BspMode
 from squall.services.scheduler.cancellation import stop_run
+from squall.services.scheduler.decommission import Departures
 from squall.services.scheduler.drizzle_mode import GROUPS_IN_FLIGHT, DrizzleMode
 from squall.services.scheduler.events import (
     ConnectionDropped,
@@ -79,6 +81,7 @@ from squall.services.scheduler.events import (
     WatchExecutors,
 )
 from squall.services.scheduler.groups import PlannedJob
+from squall.services.scheduler.handover import Handovers
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.placement import PlacementPolicy
@@ -125,6 +128,10 @@ class SchedulerState:
         self.placement = PlacementPolicy(settings.lc_placement, seed=incarnation)
         self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance)
         self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
+        # Scaling: keyed state moves between executors at group boundaries, and executors leave gracefully.
+        self.handovers = Handovers(self.book, self.members, self.drizzle.prescheduled, settings.rebalance_state, settings.handover_timeout)
+        self.drizzle.before_group = self.handovers.before_group
+        self.departures = Departures(self.members, self.book, self.runs, self.bsp)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
         # Persisted datasets: each driver's (dropped when it goes), those unpersisted (planned as
         # if never persisted, should a plan still reach them), and the block directory look-ups
@@ -140,6 +147,7 @@ class SchedulerState:
         self.sent: Counter[str] = Counter()
         self._handlers: dict[type, Handler] = {
             RegisterExecutor: self._on_register,
+            Decommission: self._on_decommission,
             Heartbeat: self._on_heartbeat,
             SubmitJobs: self._on_submit,
             CancelRun: self._on_cancel,
@@ -209,6 +217,9 @@ class SchedulerState:
             "executor_code": sum(len(r.shipped.code_uses) for r in records),
             "states": len(self.book.states),
             "states_retained": sum(len(s.retained) for s in states),
+            "handovers": len(self.handovers.pending),
+            "held_runs": len(self.handovers.held),
+            "leaving": len(self.departures.asked),
             "message_types": len(self.received) + len(self.sent),
         }
 
@@ -275,6 +286,11 @@ class SchedulerState:
             instructions += self._expire_lookups(now)
         if now <= self._probe_until:
             instructions += self._probe_drivers()
+        if self.handovers.pending:
+            expired = self.handovers.expired(now)
+            instructions += expired + (self._resume_held(now) if expired else [])
+        if self.departures.asked:
+            instructions += self.departures.ready_to_go(now)
         return instructions
 
     def _on_executor_connected(self, ev: ExecutorConnected) -> list[Instruction]:
@@ -292,6 +308,8 @@ class SchedulerState:
         actions: list[Instruction] = []
         for executor_id, reason in gone:
             actions += self._handle_loss(executor_id, reason, now)
+        if gone:
+            actions += self.departures.stay() + self._resume_held(now)
         return actions + (self.bsp.assign() if gone else [])
 
     def _handle_loss(self, executor_id: str, reason: str, now: float) -> list[Instruction]:
@@ -301,8 +319,24 @@ class SchedulerState:
         ]
         why = f"executor {executor_id} was lost ({reason})"
         actions += self.bsp.executor_lost(executor_id, why, now)
+        actions += self.handovers.executor_lost(executor_id)
         moved = self.book.executor_lost(executor_id, [e.executor_id for e in self.members.live()])
         return actions + self.drizzle.executor_lost(executor_id, why, moved, now)
+
+    def _on_decommission(self, ev: Received) -> list[Instruction]:
+        """An executor is to leave (it got SIGTERM, or a person asked): see decommission.py."""
+        return self.departures.request(cast(Decommission, ev.msg), cast(bytes, ev.peer), ev.now)
+
+    def _resume_held(self, now: float) -> list[Instruction]:
+        """Runs whose next group waited for a keyed state handover try again."""
+        instructions: list[Instruction] = []
+        for run_id in self.handovers.waiting_runs():
+            run = self.runs.get(run_id)
+            if run is None:  # cancelled, or its driver gone
+                self.handovers.held.discard(run_id)
+                continue
+            instructions += self._advance(run, now)
+        return instructions
 
     def _work_on(self, executor_id: str) -> str:
         """What the scheduler has on an executor and has not heard the end of, for a person."""
@@ -539,7 +573,8 @@ class SchedulerState:
         return self.drizzle.result_partition(cast(ResultPartition, ev.msg), ev.payloads, ev.now)
 
     def _on_group_done(self, ev: Received) -> list[Instruction]:
-        return self.drizzle.group_done(cast(GroupDone, ev.msg), ev.now)
+        done = self.drizzle.group_done(cast(GroupDone, ev.msg), ev.now)
+        return done + self._resume_held(ev.now) if self.handovers.held else done
 
     def _on_task_finished(self, ev: Received) -> list[Instruction]:
         return self.bsp.task_finished(cast(TaskFinished, ev.msg), ev.payloads, ev.now)
@@ -604,7 +639,7 @@ class SchedulerState:
             oldest = self.book.checkpointed(state_id, partition, batch)
             if oldest is not None and live:
                 actions.append(Send(live[0].peer, PruneCheckpoints(state_id=state_id, before=oldest + 1)))
-        return actions
+        return actions + self._resume_held(ev.now) if self.handovers.held else actions
 
     def _on_forget_states(self, ev: Received) -> list[Instruction]:
         return self._forget_states(cast(ForgetStates, ev.msg).state_ids)
@@ -612,6 +647,7 @@ class SchedulerState:
     def _forget_states(self, state_ids: list[str]) -> list[Instruction]:
         """A stream ended: forget its states here and on every executor."""
         self.book.forget(state_ids)
+        self.handovers.forget(state_ids)
         for driver, states in list(self.driver_states.items()):
             states.difference_update(state_ids)
             if not states:

@@ -24,8 +24,8 @@ CODE = {"gen": b"g" * 10, "fn": b"f" * 10, "update": b"u" * 10}
 EVERY = 3
 
 
-def state(*eids: str, replay: str = "parallel") -> SchedulerState:
-    settings = Settings(shuffle_meta_address="tcp://meta:1", checkpoint_every_groups=EVERY, replay=replay)
+def state(*eids: str, replay: str = "parallel", rebalance: bool = True) -> SchedulerState:
+    settings = Settings(shuffle_meta_address="tcp://meta:1", checkpoint_every_groups=EVERY, replay=replay, rebalance_state=rebalance)
     s = checked(settings)
     for eid in eids:
         receive(s, RegisterExecutor(executor_id=eid, incarnation=f"{eid}-1", data_address=f"tcp://{eid}:1", slots=1), 0.0, peer=eid.encode())
@@ -55,8 +55,8 @@ def owners(launch) -> dict[int, str]:
     return {t.partition: eid for eid, m in launch.items() for t in m.tasks if t.stage_id == 1}
 
 
-def test_stateful_partitions_stay_with_their_owner_across_runs_even_when_executors_join():
-    s = state("e0", "e1")
+def test_without_rebalancing_stateful_partitions_stay_with_their_owner_even_when_executors_join():
+    s = state("e0", "e1", rebalance=False)
     (first,) = run_batches(s, 0, 1, "g0", sources=3)
     receive(s, RegisterExecutor(executor_id="e2", incarnation="e2-1", data_address="tcp://e2:1", slots=1), 0.0, peer=b"e2")
     (later,) = run_batches(s, 1, 1, "g1", sources=3)
