@@ -127,5 +127,5 @@ def serve(make_server: Callable[[], Any], log: Any) -> int:
     except SecurityError as exc:
         log.error("refused_to_start", reason=str(exc))
         return 2
-    server.run()
-    return 0
+    code = server.run()  # a service may say how it ended (an executor that timed out leaving: 1)
+    return code if isinstance(code, int) else 0

@@ -145,6 +145,12 @@ class ServiceLoop:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._running = False
+        self.exit_code = 0  # what the process exits with once run() returns
+        # SIGTERM stops the loop, unless the service leaves gracefully: then on_terminate's
+        # function runs on the loop (not in the signal handler) once per signal.
+        self._terminate: Callable[[], None] | None = None
+        self._term_wakeup: Wakeup | None = None
+        self._terms = self._terms_seen = 0
 
     # --- registration ---------------------------------------------------------------------------
 
@@ -172,10 +178,35 @@ class ServiceLoop:
 
         self.call_later(interval, tick)
 
+    def on_terminate(self, fn: Callable[[], None]) -> None:
+        """Call `fn` on the loop at each SIGTERM instead of stopping (it decides when to stop)."""
+        self._terminate = fn
+        self._term_wakeup = Wakeup()
+        self.add_reader(self._term_wakeup.fd, self._terminated)
+
     # --- running --------------------------------------------------------------------------------
 
     def stop(self, *_: object) -> None:
         self._running = False
+
+    def exit(self, code: int) -> None:
+        """Stop, and have the process exit with `code`."""
+        self.exit_code = code
+        self._running = False
+
+    def _on_sigterm(self, *_: object) -> None:
+        if self._term_wakeup is None:
+            self.stop()
+        else:
+            self._terms += 1
+            self._term_wakeup.signal()
+
+    def _terminated(self, fd: int) -> None:
+        assert self._term_wakeup is not None and self._terminate is not None
+        self._term_wakeup.drain()
+        while self._terms_seen < self._terms:
+            self._terms_seen += 1
+            self._terminate()
 
     def run(self) -> None:
         self._running = True
@@ -185,7 +216,7 @@ class ServiceLoop:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
-        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self.stop)
         if self.settings.parent_pid:
             self.every(0.25, self._check_parent)

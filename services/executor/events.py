@@ -80,3 +80,13 @@ class StatesLoaded(Event):
 
     launch: LaunchGroup
     restored: Restored
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Terminated(Event):
+    """The process got SIGTERM: leave gracefully (departure.py), or at once if asked again."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GraceOver(Event):
+    """decommission_timeout has passed since the first SIGTERM."""

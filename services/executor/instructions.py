@@ -89,7 +89,7 @@ class RestoreState:
 @dataclass(frozen=True)
 class DropStates:
     """State tables go: every partition's of these states (their streams ended), or only
-    `partition`'s (its checkpoint was unreadable)."""
+    `partition`'s (its checkpoint was unreadable, or it was handed over to another executor)."""
 
     state_ids: list[str]
     partition: int | None = None
@@ -155,6 +155,13 @@ class Reconnect:
 
 
 @dataclass(frozen=True)
+class Exit:
+    """Stop the service and exit with `code` (the scheduler let it go, or it gave up waiting)."""
+
+    code: int = 0
+
+
+@dataclass(frozen=True)
 class DiscardWork:
     """Everything run so far is written off: results of tasks started before are ignored, and
     every state table goes."""
@@ -163,5 +170,5 @@ class DiscardWork:
 Instruction = (
     ToScheduler | ToShuffleMeta | ToPeer | Send | Log | RunTask | StopTask | SuspendTask | ResumeTask | PreemptTask
     | CheckpointMapOutput | CheckpointState | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropStates | WakeAt
-    | Activate | Reconnect | DiscardWork
+    | Activate | Reconnect | DiscardWork | Exit
 )

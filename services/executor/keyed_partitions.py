@@ -7,6 +7,10 @@ parked until its predecessor is over. A task for a batch the partition already a
 after another executor died) takes the output kept from the first run instead of running: outputs
 are kept until their job is released as over (not when it is superseded by a replay). A partition
 taken over from a dead owner starts at its checkpoint.
+
+A partition handed over to another executor (the scheduler rebalances, or this one leaves) is
+checkpointed as it is after its last batch here (`hand_over`), then dropped when the scheduler
+says the new owner has it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ class KeyedPartitions:
         self.next_batch: dict[StateKey, int] = {}
         self._parked: dict[StateKey, dict[int, LocalTask]] = {}
         self._kept: dict[StateKey, dict[int, tuple[str, TaskOutput]]] = {}  # batch -> (attempt id, output)
+        self._handing_over: dict[StateKey, int] = {}  # partition -> its last batch here, to checkpoint once applied
 
     def tracked(self) -> dict[str, int]:
         return {
             "next_batch": len(self.next_batch),
             "parked": sum(map(len, self._parked.values())),
             "kept": sum(map(len, self._kept.values())),
+            "handing_over": len(self._handing_over),
         }
 
     def launched(self, key: StateKey, batch: int) -> None:
@@ -68,6 +74,25 @@ class KeyedPartitions:
             for batch in [b for b, (job_id, _) in kept.items() if job_id in job_ids]:
                 del kept[batch]
 
+    def hand_over(self, key: StateKey, batch: int) -> bool | None:
+        """The partition leaves after `batch`: True to checkpoint it now (applied already), False
+        when it will be once applied (`handing_over` says when), None if it cannot be: unknown
+        here, or past that batch."""
+        next_batch = self.next_batch.get(key)
+        if next_batch is None or next_batch > batch + 1:
+            return None
+        if next_batch == batch + 1:
+            return True
+        self._handing_over[key] = batch
+        return False
+
+    def handing_over(self, key: StateKey, batch: int) -> bool:
+        """The partition applied `batch`: whether that is its last here, to checkpoint."""
+        if self._handing_over.get(key) != batch:
+            return False
+        del self._handing_over[key]
+        return True
+
     def restore(self, key: StateKey, batch: int) -> None:
         """Take the partition over as it was after `batch` (its checkpoint, or empty)."""
         self._kept.pop(key, None)
@@ -75,6 +100,7 @@ class KeyedPartitions:
         self.next_batch[key] = batch + 1
 
     def drop(self, key: StateKey) -> None:
+        self._handing_over.pop(key, None)
         self.next_batch.pop(key, None)
         self._parked.pop(key, None)
         self._kept.pop(key, None)
@@ -83,3 +109,4 @@ class KeyedPartitions:
         self.next_batch = {k: v for k, v in self.next_batch.items() if k[0] not in state_ids}
         self._parked = {k: v for k, v in self._parked.items() if k[0] not in state_ids}
         self._kept = {k: v for k, v in self._kept.items() if k[0] not in state_ids}
+        self._handing_over = {k: v for k, v in self._handing_over.items() if k[0] not in state_ids}

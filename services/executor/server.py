@@ -27,6 +27,7 @@ from squall.services.executor.instructions import (
     CheckpointState,
     DiscardWork,
     DropStates,
+    Exit,
     ForgetCheckpoints,
     LoadStates,
     PreemptTask,
@@ -118,7 +119,9 @@ class ExecutorServer:
             Activate: self._activate,
             Reconnect: self._reconnect,
             DiscardWork: self._discard_work,
+            Exit: self._exit,
         }
+        self.loop.on_terminate(self._terminated)  # SIGTERM: leave gracefully (departure.py)
         if ready_file:
             transport.write_ready_file(ready_file, self.data_address)
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
@@ -131,7 +134,8 @@ class ExecutorServer:
             "peers": len(self.peers),
         }
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until stopped; the exit code (0 unless it gave up waiting to leave gracefully)."""
         sys.setswitchinterval(self.settings.executor_switch_interval)
         self.handle(events.Started(now=time.monotonic(), stimulus_id="started"))  # registers with the scheduler
         try:
@@ -149,6 +153,7 @@ class ExecutorServer:
             if self.auth is not None:
                 self.auth.stop()
             self.ctx.term()
+        return self.loop.exit_code
 
     # --- events in ------------------------------------------------------------------------------
 
@@ -191,6 +196,20 @@ class ExecutorServer:
 
     def _on_data(self, sock: zmq.Socket[Any]) -> None:
         transport.drain_router(sock, self.settings, self.log, self.on_block_socket, "an executor's block socket")
+
+    def _terminated(self) -> None:
+        """SIGTERM (each one): the core asks to leave, or exits; the first starts the grace period."""
+        if not self.state.departure.leaving:
+            self.loop.call_later(self.settings.decommission_timeout, self._grace_over)
+        self.handle(events.Terminated(now=time.monotonic(), stimulus_id=stimulus("sigterm")))
+
+    def _grace_over(self) -> None:
+        self.handle(events.GraceOver(now=time.monotonic(), stimulus_id=stimulus("grace-over")))
+
+    def _exit(self, instruction: Exit) -> None:
+        """Leave: the checkpoints being written land first (Checkpointer.close, on the way out)."""
+        self.heartbeat.active.clear()
+        self.loop.exit(instruction.code)
 
     def _on_heartbeat_signal(self, fd: int) -> None:
         self.heartbeat.wakeup.drain()

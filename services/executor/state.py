@@ -15,6 +15,7 @@ from squall.common.protocol import (
     Blocks,
     BlocksReady,
     CancelJobs,
+    DecommissionAnswer,
     DroppedPersisted,
     ErrorReply,
     FetchBlocks,
@@ -22,8 +23,11 @@ from squall.common.protocol import (
     ForgetPersisted,
     ForgetStates,
     GetTracked,
+    HandedOver,
+    HandOverStates,
     LaunchGroup,
     LaunchTasks,
+    Leave,
     MapOutputs,
     PersistedData,
     Ping,
@@ -38,9 +42,11 @@ from squall.common.protocol import (
 )
 from squall.common.settings import Settings
 from squall.common.tracked import tracked_reply
+from squall.services.executor.departure import Departure
 from squall.services.executor.events import (
     CheckpointsWritten,
     FromScheduler,
+    GraceOver,
     HeldDue,
     SchedulerForgotUs,
     ShuffleMetaRestarted,
@@ -48,6 +54,7 @@ from squall.services.executor.events import (
     Started,
     StatesLoaded,
     TaskCompleted,
+    Terminated,
     TrackedAsked,
 )
 from squall.services.executor.instructions import (
@@ -71,7 +78,7 @@ STORY_LENGTH = 1000  # task transitions kept, all tasks together
 
 # What each connection may carry (the server drops anything else, with a warning).
 SCHEDULER_MESSAGES = (Registered, Reregister, LaunchTasks, LaunchGroup, ReleaseJob, CancelJobs, PruneCheckpoints,
-                      ForgetStates, ForgetPersisted, ErrorReply, Pong)
+                      ForgetStates, ForgetPersisted, ErrorReply, Pong, HandOverStates, HandedOver, DecommissionAnswer, Leave)
 PEER_MESSAGES = (Blocks, MapOutputs, PersistedData, ErrorReply)  # answers from other executors and shuffle_meta
 BLOCK_SOCKET_MESSAGES = (FetchBlocks, FetchPersisted, PushBlocks, BlocksReady, Ping, GetTracked)
 
@@ -88,6 +95,7 @@ class ExecutorState:
         self.stories = Stories(story_length)  # kept when the work is written off: a story may span it
         self.counters = PreemptionCounters()  # kept too: they count over the executor's life
         self.flow = self._new_flow()
+        self.departure = Departure(executor_id)  # scale-in: leaving when told to (SIGTERM)
         self._handlers: dict[object, Callable[[Any], list[Instruction]]] = {
             Started: lambda e: self.registration.start(e.now),
             Tick: self._tick,
@@ -109,6 +117,12 @@ class ExecutorState:
             (FromScheduler, ForgetPersisted): self._forget_persisted,
             (FromScheduler, ErrorReply): lambda e: [Log("warning", "scheduler_error", {"reason": e.msg.reason})],
             (FromScheduler, Pong): lambda e: [],
+            (FromScheduler, HandOverStates): lambda e: self.flow.hand_over(e.msg.partitions),
+            (FromScheduler, HandedOver): lambda e: self.flow.handed_over(e.msg.partitions),
+            (FromScheduler, DecommissionAnswer): lambda e: self.departure.answered(e.msg),
+            (FromScheduler, Leave): lambda e: self.departure.told_to_go(),
+            Terminated: lambda e: self.departure.requested(self.registration.registered),
+            GraceOver: lambda e: self.departure.grace_over(),
             (Received, Blocks): lambda e: self.flow.arrived(self.flow.inputs.fetched(e.msg, e.payloads)),
             (Received, MapOutputs): lambda e: self.flow.arrived(
                 self.flow.inputs.located(e.msg, self.executor_id, self.flow.outputs.blocks, e.now)),
@@ -188,6 +202,9 @@ class ExecutorState:
     def _forgot_us(self, event: Event) -> list[Instruction]:
         """The scheduler wrote our work off: all of it goes, and we register again. The persisted
         blocks go too, and the block directory hears of it, so that no job is sent here for them."""
+        leaving = self.departure.forgotten()
+        if leaving is not None:
+            return leaving
         out = self.registration.forgotten(event.now)
         if out is None:
             return []  # registering again already

@@ -216,6 +216,27 @@ class TaskFlow:
         log = Log("info", "state_restored", {"state": key[0], "partition": key[1], "batch": loaded[0] if loaded else None})
         return [*out, RestoreState(key[0], key[1], table), log]
 
+    def hand_over(self, partitions: list[tuple[str, int, int]]) -> list[Instruction]:
+        """The scheduler moves these partitions elsewhere after the batch given: checkpoint each
+        as it is then (StateCheckpointed tells the scheduler), and keep it until HandedOver."""
+        out: list[Instruction] = []
+        for state_id, partition, batch in partitions:
+            now = self.keyed.hand_over((state_id, partition), batch)
+            if now:
+                out.append(CheckpointState(state_id, partition, batch))
+            elif now is None:  # the scheduler gives up on the move after handover_timeout
+                why = f"partition {partition} of keyed state {state_id} is not here as of batch {batch}"
+                out.append(Log("warning", "state_handover_impossible", {"state": state_id, "partition": partition, "reason": why}))
+        return out
+
+    def handed_over(self, partitions: list[tuple[str, int]]) -> list[Instruction]:
+        """Their new owners have them: the tables here go."""
+        out: list[Instruction] = []
+        for state_id, partition in partitions:
+            self.keyed.drop((state_id, partition))
+            out.append(DropStates([state_id], partition))
+        return out
+
     def _accept(self, task: TaskDescriptor, group_id: int | None) -> list[Instruction]:
         spec = self.stages.get(task.stage_key)
         if spec is None:
@@ -472,7 +493,7 @@ class TaskFlow:
             # The state has applied this batch, whatever becomes of the job: keep what it made.
             if not task.replay_only:
                 self.keyed.keep((state.state_id, task.partition), task.batch, task.job_id, outcome)
-            if task.checkpoint_state:
+            if task.checkpoint_state or self.keyed.handing_over((state.state_id, task.partition), task.batch):
                 out.append(CheckpointState(state.state_id, task.partition, task.batch))
         if running.state is CANCELLED:
             if running.group_id is None:  # BSP: the scheduler still counts the slot as taken
