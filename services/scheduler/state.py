@@ -287,8 +287,8 @@ class SchedulerState:
         if now <= self._probe_until:
             instructions += self._probe_drivers()
         if self.handovers.pending:
-            expired = self.handovers.expired(now)
-            instructions += expired + (self._resume_held(now) if expired else [])
+            abandoned = self.handovers.expired(now)
+            instructions += abandoned + (self._resume_held(now) if abandoned else [])
         if self.departures.asked:
             instructions += self.departures.ready_to_go(now)
         return instructions
