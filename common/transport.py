@@ -186,6 +186,10 @@ class ServiceLoop:
 
     # --- running --------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
     def stop(self, *_: object) -> None:
         self._running = False
 

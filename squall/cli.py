@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
     health.set_defaults(handler=run_health)
 
+    leave = sub.add_parser("decommission", help="let an executor leave gracefully: its state moves to the others, nothing is replayed",
+                           description="Ask the scheduler to decommission an executor: it takes no new work, hands its keyed "
+                           "state partitions to the other executors at the next group boundary, finishes its work in flight, "
+                           "and exits 0. Waits until it has left (exit 0), or says why it may not (exit 1). SIGTERM to the "
+                           "executor's process does the same.")
+    leave.add_argument("--executor", required=True, help="the executor's id (as `squall health` or ctx.status() show it)")
+    leave.add_argument("--scheduler", required=True, help="the scheduler's endpoint, e.g. tcp://127.0.0.1:7077")
+    leave.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to leave (default 60)")
+    leave.add_argument("--no-wait", action="store_true", help="return once the scheduler accepts")
+    leave.set_defaults(handler=run_decommission)
+
     keys = sub.add_parser("keys", help="print a new cluster key pair (CurveZMQ) for every member of a cluster",
                           description="Print a new CurveZMQ key pair. Every service and driver of a cluster needs the "
                           "same pair (SQUALL_CURVE_PUBLIC_KEY, SQUALL_CURVE_SECRET_KEY); keep the secret secret.")
@@ -121,6 +132,17 @@ def run_health(args: argparse.Namespace) -> int:
 
     ok, detail = check_service(args.service.replace("-", "_"), args.address, args.timeout)
     print(detail, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def run_decommission(args: argparse.Namespace) -> int:
+    from squall.decommission import decommission
+
+    try:
+        ok, detail = decommission(args.scheduler, args.executor, args.timeout, wait=not args.no_wait)
+    except RuntimeError as exc:
+        ok, detail = False, str(exc)
+    print(detail if ok else f"squall: error: {detail}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
 

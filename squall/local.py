@@ -115,7 +115,7 @@ class LocalCluster:
         self._spawn(name, module, args, time.monotonic() + self.start_timeout, env=bind)
 
     def close(self) -> None:
-        """Stop every service (SIGTERM, then SIGKILL whatever is still alive after a grace period)
+        """Stop every service (SIGINT, then SIGKILL whatever is still alive after a grace period)
         and remove the work directory. Calling it again does nothing."""
         if self._closed:
             return
@@ -207,11 +207,12 @@ class LocalCluster:
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 3.0) -> None:
-    """SIGTERM each process, then SIGKILL whatever is still alive after `grace` seconds; returns
-    once all are reaped (no zombies left behind)."""
+    """SIGINT each process, then SIGKILL whatever is still alive after `grace` seconds; returns
+    once all are reaped (no zombies left behind). SIGINT stops a service at once; SIGTERM would
+    have executors leave gracefully, waiting to be let go by a scheduler that is stopping too."""
     for p in procs:
         if p.poll() is None:
-            _signal(p, signal.SIGTERM)
+            _signal(p, signal.SIGINT)
     deadline = time.monotonic() + grace
     for p in procs:
         try:

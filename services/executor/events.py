@@ -88,5 +88,10 @@ class Terminated(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AnswerOverdue(Event):
+    """departure.ANSWER_TIMEOUT has passed since the first SIGTERM."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class GraceOver(Event):
     """decommission_timeout has passed since the first SIGTERM."""

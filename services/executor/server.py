@@ -20,6 +20,7 @@ from squall.common.protocol import GetTracked, LaunchGroup, Message, TaskDescrip
 from squall.common.settings import Settings
 from squall.services.executor import events
 from squall.services.executor.checkpoints import Checkpointer
+from squall.services.executor.departure import ANSWER_TIMEOUT
 from squall.services.executor.heartbeat import Heartbeater
 from squall.services.executor.instructions import (
     Activate,
@@ -200,11 +201,10 @@ class ExecutorServer:
     def _terminated(self) -> None:
         """SIGTERM (each one): the core asks to leave, or exits; the first starts the grace period."""
         if not self.state.departure.leaving:
-            self.loop.call_later(self.settings.decommission_timeout, self._grace_over)
+            self.loop.call_later(ANSWER_TIMEOUT, lambda: self.handle(events.AnswerOverdue(now=time.monotonic(), stimulus_id=stimulus("unanswered"))))
+            self.loop.call_later(self.settings.decommission_timeout,
+                                 lambda: self.handle(events.GraceOver(now=time.monotonic(), stimulus_id=stimulus("grace-over"))))
         self.handle(events.Terminated(now=time.monotonic(), stimulus_id=stimulus("sigterm")))
-
-    def _grace_over(self) -> None:
-        self.handle(events.GraceOver(now=time.monotonic(), stimulus_id=stimulus("grace-over")))
 
     def _exit(self, instruction: Exit) -> None:
         """Leave: the checkpoints being written land first (Checkpointer.close, on the way out)."""

@@ -44,6 +44,7 @@ from squall.common.settings import Settings
 from squall.common.tracked import tracked_reply
 from squall.services.executor.departure import Departure
 from squall.services.executor.events import (
+    AnswerOverdue,
     CheckpointsWritten,
     FromScheduler,
     GraceOver,
@@ -123,6 +124,7 @@ class ExecutorState:
             (FromScheduler, Leave): lambda e: self.departure.told_to_go(),
             Terminated: lambda e: self.departure.requested(self.registration.registered),
             GraceOver: lambda e: self.departure.grace_over(),
+            AnswerOverdue: lambda e: self.departure.answer_overdue(),
             (Received, Blocks): lambda e: self.flow.arrived(self.flow.inputs.fetched(e.msg, e.payloads)),
             (Received, MapOutputs): lambda e: self.flow.arrived(
                 self.flow.inputs.located(e.msg, self.executor_id, self.flow.outputs.blocks, e.now)),

@@ -42,6 +42,7 @@ from squall.services.executor.state import BLOCK_SOCKET_MESSAGES, PEER_MESSAGES,
 from squall import ops
 from tests.cluster.helpers import BIG
 from tests.conftest import fast_settings
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
@@ -164,7 +165,9 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     housekeeping = (protocol.ReleaseJob(job_ids=["early"]), protocol.CancelJobs(job_ids=["dz"]),
                     protocol.PruneCheckpoints(state_id="s", before=1), protocol.ForgetStates(state_ids=["s"]),
                     protocol.ForgetPersisted(dataset_ids=["d"]),
-                    protocol.ErrorReply(reason="just so"), protocol.Pong(nonce=1, service="scheduler"))
+                    protocol.ErrorReply(reason="just so"), protocol.Pong(nonce=1, service="scheduler"),
+                    protocol.HandOverStates(partitions=[("s", 0, 3)]), protocol.HandedOver(partitions=[("s", 0)]),
+                    protocol.DecommissionAnswer(executor_id=server.executor_id, accepted=True))
     for msg in housekeeping:
         sched.send(msg, to=ident)
     sched.send(protocol.Reregister(executor_id=server.executor_id), to=ident)
@@ -173,6 +176,10 @@ def scenario(server: ExecutorServer, sched: Peer, meta: Peer, other: Peer, clien
     sched.send(protocol.Registered(executor_id=server.executor_id, shuffle_meta_address=meta_address), to=again)
     for peer in (sched, meta, other, client):
         peer.drain()
+    # and at last it is let go: it stops, to exit 0
+    sched.send(protocol.Leave(executor_id=server.executor_id), to=again)
+    wait_until(lambda: not server.loop.running, timeout=WAIT, what="the executor to stop when let go")
+    assert server.loop.exit_code == 0
 
 
 @pytest.fixture()

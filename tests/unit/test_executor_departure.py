@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from squall.common.protocol import Decommission, DecommissionAnswer, HandedOver, HandOverStates, Leave, Reregister
-from squall.services.executor.events import GraceOver, Terminated
+from squall.services.executor.events import AnswerOverdue, GraceOver, Terminated
 from squall.services.executor.instructions import CheckpointState, DropStates, Exit, ToScheduler
 
 from tests.unit.executor_fixtures import Executor, from_scheduler
@@ -52,12 +52,14 @@ def test_sigterm_asks_the_scheduler_and_leave_exits_0():
     assert [a.msg for a in of(actions, ToScheduler)] == [Decommission(executor_id="e1")]
     assert of(actions, Exit) == []
     assert of(ex.feed(from_scheduler(DecommissionAnswer(executor_id="e1", accepted=True, partitions=2))), Exit) == []
+    assert of(ex.feed(AnswerOverdue(now=3.0, stimulus_id="test")), Exit) == []  # answered: it waits to be let go
     assert of(ex.feed(from_scheduler(Leave(executor_id="e1"))), Exit) == [Exit(0)]
 
 
-def test_a_refused_leave_a_second_sigterm_or_a_forgetful_scheduler_exit_at_once():
+def test_a_refused_or_unanswered_leave_a_second_sigterm_or_a_forgetful_scheduler_exit_at_once():
     for last in (
         from_scheduler(DecommissionAnswer(executor_id="e1", accepted=False, reason="last")),
+        AnswerOverdue(now=3.0, stimulus_id="test"),
         Terminated(now=2.0, stimulus_id="test"),
         from_scheduler(Reregister(executor_id="e1")),
     ):
