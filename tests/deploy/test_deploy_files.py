@@ -480,6 +480,8 @@ def test_kustomize_overlay(overlay: str) -> None:
     advertise = [e for e in container["env"] if e["name"] == "SQUALL_EXECUTOR_ADVERTISE_HOST"]
     assert advertise and advertise[0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert float(env["SQUALL_HEARTBEAT_INTERVAL"]) >= 0.2 and int(env["SQUALL_HEARTBEAT_MISSES"]) >= 10, "lenient heartbeats"
+    leaving = Settings.from_env(env).decommission_timeout  # an executor sent SIGTERM gives up waiting to be let go by then
+    assert pod["terminationGracePeriodSeconds"] >= leaving + 10, "SIGKILL must not cut a graceful decommission short"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[env["SQUALL_CHECKPOINT_DIR"]])
     claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == volume["persistentVolumeClaim"]["claimName"])
