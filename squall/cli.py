@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=0, help="seed of the first trial; trial n uses seed + n")
     chaos.add_argument("--faults", default="kill_executor", help="comma-separated fault kinds to draw from "
                        "(kill_executor, kill_at_dispatch, kill_mid_shuffle, kill_mid_checkpoint, stop_executor, "
-                       "straggler, kill_shuffle_meta, kill_scheduler) or 'all'")
+                       "straggler, kill_shuffle_meta, kill_scheduler, scale) or 'all'")
     chaos.add_argument("--per-trial", type=int, default=1, help="faults per trial (default 1)")
     chaos.add_argument("--executors", type=int, default=4)
     chaos.add_argument("--batch-interval", type=float, default=0.1)

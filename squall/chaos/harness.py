@@ -5,7 +5,9 @@ Per fault it reports the detection time (fault to the scheduler's executor_lost 
 recovery time (fault to the point from which batch latency stays within 1.5x of its steady state:
 squall.recovery_stats) and how many survivors shared the replay. A trial "hangs" if the streams
 do not deliver or stop within their deadlines; a killed executor is replaced by a new one (as a
-Deployment would), so a long plan never runs out of executors.
+Deployment would), so a long plan never runs out of executors. A `scale` fault adds an executor
+or decommissions one (SIGTERM); a decommissioned executor that does not exit 0, or whose work is
+replayed, fails the trial (`graceless`).
 """
 
 from __future__ import annotations
@@ -50,10 +52,11 @@ class TrialResult:
     differences: list[str] = field(default_factory=list)
     hung: bool = False
     error: str = ""
+    graceless: list[str] = field(default_factory=list)  # decommissions that were not graceful, and how
 
     @property
     def ok(self) -> bool:
-        return not self.differences and not self.hung and not self.error
+        return not self.differences and not self.hung and not self.error and not self.graceless
 
 
 def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: int = 1, executors: int = 4,
@@ -103,6 +106,8 @@ def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, start
     live = sorted(n for n in cluster.executor_names() if cluster.processes[n].poll() is None)
     name = live[fault.executor % len(live)]
     note = ""
+    if fault.kind == "scale":
+        return _scale(cluster, fault, live, name)
     if fault.kind == "kill_at_dispatch":  # as a group's last batch comes out, the next is dispatched
         seen = len(sums)
         _wait(lambda: len(sums) > seen and len(sums) % GROUP_SIZE == 0, 5.0)
@@ -125,6 +130,18 @@ def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, start
     at = time.time()
     cluster.start_executor(f"{name}-r{int(at * 1000) % 100000}", wait=False)  # its replacement
     return FaultReport(fault.kind, name, at, note=note)
+
+
+def _scale(cluster: LocalCluster, fault: Fault, live: list[str], name: str) -> FaultReport:
+    """Decommission `name` (SIGTERM, as on a Kubernetes scale-down), or add an executor: always
+    the latter when only one is left, which may not leave."""
+    if fault.direction == "in" and len(live) > 1:
+        cluster.processes[name].send_signal(signal.SIGTERM)
+        return FaultReport(fault.kind, name, time.time(), note="decommissioned")
+    added = f"executor-s{fault.executor}"
+    at = time.time()
+    cluster.start_executor(added, wait=False)
+    return FaultReport(fault.kind, added, at, note="added")
 
 
 def _catch_checkpoint_writer(cluster: LocalCluster, live: list[str]) -> str | None:
@@ -162,6 +179,18 @@ def _measure(result: TrialResult, cluster: LocalCluster, stream: Any, interval: 
         if replays:
             report.survivors = max(int(e.get("survivors", 0)) for e in replays)
         report.recovery = recovery_time(points, report.at, steady)
+        if report.kind == "scale" and report.note == "decommissioned":
+            code = _exit_code(cluster, report.target, STOP_TIMEOUT)
+            if code != 0:
+                result.graceless.append(f"{report.target} exited {code}" if code is not None else f"{report.target} did not exit")
+            if lost or replays:
+                result.graceless.append(f"{report.target} was {'replayed' if replays else 'lost'} instead of leaving gracefully")
+
+
+def _exit_code(cluster: LocalCluster, name: str, timeout: float) -> int | None:
+    proc = cluster.processes[name]
+    _wait(lambda: proc.poll() is not None, timeout)
+    return proc.poll()
 
 
 def _epoch(iso: str) -> float:

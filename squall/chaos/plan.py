@@ -12,9 +12,12 @@ from dataclasses import dataclass
 # stop_executor: SIGSTOP long enough to be declared dead, then SIGCONT (it comes back as new).
 # straggler: SIGSTOP for less than the death budget (a slow machine; nothing should be replayed).
 # kill_shuffle_meta / kill_scheduler: SIGKILL the service, then start it again.
+# scale: an executor added ("out"), or one decommissioned by SIGTERM ("in": it must exit 0 with
+# nothing of it replayed).
 EXECUTOR_FAULTS = ("kill_executor", "kill_at_dispatch", "kill_mid_shuffle", "kill_mid_checkpoint", "stop_executor", "straggler")
 SERVICE_FAULTS = ("kill_shuffle_meta", "kill_scheduler")
-FAULT_KINDS = EXECUTOR_FAULTS + SERVICE_FAULTS
+SCALE_FAULTS = ("scale",)
+FAULT_KINDS = EXECUTOR_FAULTS + SERVICE_FAULTS + SCALE_FAULTS
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Fault:
     at: float  # seconds after the stream's first batch
     executor: int = -1  # which executor (index into the live ones, sorted by name), for executor faults
     duration: float = 0.0  # SIGSTOP faults: seconds before SIGCONT
+    direction: str = ""  # scale: "out" (an executor added) or "in" (one decommissioned)
 
 
 def plan_faults(seed: int, kinds: tuple[str, ...] = ("kill_executor",), count: int = 1, start: float = 1.5,
@@ -39,10 +43,12 @@ def plan_faults(seed: int, kinds: tuple[str, ...] = ("kill_executor",), count: i
     for n in range(count):
         kind = rng.choice(kinds)
         at = start + n * spacing + rng.uniform(0, spacing / 4)
-        duration = 0.0
-        if kind == "stop_executor":
+        duration, direction = 0.0, ""
+        if kind == "scale":
+            direction = rng.choice(("out", "in"))
+        elif kind == "stop_executor":
             duration = death_budget * rng.uniform(3, 5)
         elif kind == "straggler":
             duration = death_budget * rng.uniform(0.2, 0.5)
-        faults.append(Fault(kind, round(at, 3), rng.randrange(1 << 16), round(duration, 3)))
+        faults.append(Fault(kind, round(at, 3), rng.randrange(1 << 16), round(duration, 3), direction))
     return faults

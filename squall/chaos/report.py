@@ -20,13 +20,14 @@ def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, execut
         began = time.monotonic()
         result = run_trial(seed + n, kinds, faults, executors, interval)
         results.append(result)
-        verdict = "ok" if result.ok else "HUNG" if result.hung else "ERROR" if result.error else "DIFFERS"
+        verdict = "ok" if result.ok else "HUNG" if result.hung else "ERROR" if result.error else \
+            "DIFFERS" if result.differences else "NOT GRACEFUL"
         for f in result.faults:
             detect = f"{f.detection * 1000:.0f}" if f.detection is not None else "-"
             recover = f"{f.recovery:.2f}" if f.recovery is not None else "-"
             survivors = str(f.survivors) if f.survivors is not None else "-"
             out(f"{result.seed:>6} {f.kind:<20} {f.target:<18} {detect:>9} {recover:>9} {survivors:>9}  {f.note}")
-        detail = "; ".join(result.differences[:3]) or result.error
+        detail = "; ".join(result.differences[:3]) or result.error or "; ".join(result.graceless)
         out(f"{result.seed:>6} {'':<20} {'':<18} {'':>9} {'':>9} {'':>9}  {verdict}: {result.batches} batches in "
             f"{time.monotonic() - began:.1f}s {detail}")
     out(summary(results))
@@ -45,7 +46,8 @@ def summary(results: list[TrialResult]) -> str:
 
     return (
         f"\n{len(results)} trials, {len(faults)} faults: {sum(bool(r.differences) for r in results)} outputs differing "
-        f"from plain Python, {sum(r.hung for r in results)} hangs, {sum(bool(r.error) for r in results)} errors; "
+        f"from plain Python, {sum(r.hung for r in results)} hangs, {sum(bool(r.error) for r in results)} errors, "
+        f"{sum(bool(r.graceless) for r in results)} decommissions not graceful; "
         f"median detection {median(detections, 1000, '.0f')} ms, median recovery after an executor kill "
         f"{median(recoveries, 1, '.2f')} s ({unrecovered} kills never recovered to 1.5x steady latency)"
     )

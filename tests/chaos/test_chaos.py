@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
         (104, ("stop_executor", "straggler"), 2),
         (105, ("kill_shuffle_meta",), 1),
         (106, ("kill_scheduler",), 1),
+        (107, ("scale",), 3),
     ],
 )
 def test_a_short_seeded_plan_changes_nothing_in_the_output(seed: int, kinds: tuple[str, ...], faults: int) -> None:
@@ -39,6 +40,9 @@ def test_a_short_seeded_plan_changes_nothing_in_the_output(seed: int, kinds: tup
             assert fault.note == "", fault  # a writer was caught with a checkpoint half written
         if fault.kind == "straggler":
             assert fault.detection is None, fault  # too short to be declared dead: nothing replayed
+        if fault.kind == "scale":
+            assert fault.detection is None and fault.survivors is None, fault  # no loss, no replay
+    assert result.graceless == [], f"seed {seed}: {result.graceless}"
     assert "0 outputs differing" in summary([result]) and "0 hangs" in summary([result])
 
 
