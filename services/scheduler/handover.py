@@ -70,7 +70,7 @@ class Handovers:
             if state_id not in self.pending:
                 continue
             if self._safe(state_id):
-                out += self._switch(state_id)
+                out += self._switch(state_id, now)
             else:
                 hold = True
         if hold:
@@ -110,16 +110,18 @@ class Handovers:
             not job.over and job.batch <= batch and state_id in self.book.state_ids(job) for _, job in self.in_flight.values()
         )
 
-    def _switch(self, state_id: str) -> list[Instruction]:
+    def _switch(self, state_id: str, now: float) -> list[Instruction]:
         """The new owners take over: the group going out restores each partition from the
         checkpoint after the handover batch (keyed_state.pending_restores: nothing to replay)."""
         state = self.book.states[state_id]
         dropped: dict[str, list[tuple[str, int]]] = {}
-        for m in self.pending.pop(state_id):
+        moves = self.pending.pop(state_id)
+        for m in moves:
             state.owners[m.partition] = m.new
             state.restoring.add(m.partition)
             dropped.setdefault(m.old, []).append((state_id, m.partition))
-        sends: list[Instruction] = []
+        sends: list[Instruction] = [Log("info", "state_handed_over", {
+            "state": state_id, "after_batch": moves[0].batch, "partitions": len(moves), "seconds": round(now - moves[0].since, 4)})]
         for old, partitions in sorted(dropped.items()):
             record = self.members.get(old)
             if record is not None:
