@@ -305,11 +305,11 @@ class SchedulerState:
         """Executors are gone. All leave membership first, so that work failed over by one loss
         is never placed on another executor that died in the same breath."""
         gone = [(executor_id, reason) for executor_id, reason in losses if self.members.remove(executor_id) is not None]
-        actions: list[Instruction] = []
+        actions: list[Instruction] = self.departures.stay() if gone else []  # the last taking work gone: leavers stay
         for executor_id, reason in gone:
             actions += self._handle_loss(executor_id, reason, now)
         if gone:
-            actions += self.departures.stay() + self._resume_held(now)
+            actions += self._resume_held(now)
         return actions + (self.bsp.assign() if gone else [])
 
     def _handle_loss(self, executor_id: str, reason: str, now: float) -> list[Instruction]:
@@ -320,7 +320,7 @@ class SchedulerState:
         why = f"executor {executor_id} was lost ({reason})"
         actions += self.bsp.executor_lost(executor_id, why, now)
         actions += self.handovers.executor_lost(executor_id)
-        moved = self.book.executor_lost(executor_id, [e.executor_id for e in self.members.live()])
+        moved = self.book.executor_lost(executor_id, [e.executor_id for e in self.members.placeable()])
         return actions + self.drizzle.executor_lost(executor_id, why, moved, now)
 
     def _on_decommission(self, ev: Received) -> list[Instruction]:
@@ -395,7 +395,7 @@ class SchedulerState:
                 run.queue.append(job)
         for state_id, checkpoint in msg.resume_states.items():
             if state_id in self.book.states and state_id not in known_states:  # we restarted: rebuild it all
-                self.book.resume(state_id, checkpoint, [e.executor_id for e in self.members.live()], replays)
+                self.book.resume(state_id, checkpoint, [e.executor_id for e in self.members.placeable()], replays)
         self.runs[run.run_id] = run
         if run.state_ids:
             self.driver_states.setdefault(peer, set()).update(run.state_ids)

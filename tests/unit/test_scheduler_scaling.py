@@ -144,11 +144,21 @@ def test_the_last_executor_taking_work_may_not_leave_and_an_unknown_one_is_named
     assert not unknown.accepted and "'nope'" in unknown.reason
 
 
-def test_executors_leaving_stay_when_the_last_other_one_is_lost():
+def test_executors_leaving_stay_when_the_last_other_one_is_lost_and_take_over_its_state():
     s = state("e0", "e1")
+    run_batches(s, 0, 1, "g0")
     receive(s, Decommission(executor_id="e0"), 0.0, peer=b"e0")
     actions = lose(s, "e1", 1.0)
     assert logs(actions, "executors_staying") and not s.executors["e0"].leaving
+    assert set(s.book.states["sum"].owners.values()) == {"e0"}  # e1's partitions are rebuilt there
+
+
+def test_a_lost_executors_partitions_never_go_to_one_leaving():
+    s = state("e0", "e1", "e2")
+    run_batches(s, 0, 1, "g0")
+    receive(s, Decommission(executor_id="e2"), 0.0, peer=b"e2")
+    lose(s, "e0", 1.0)  # it owned partitions 0 and 3
+    assert [s.book.states["sum"].owners[p] for p in (0, 3)] == ["e1", "e1"]
 
 
 def test_a_handover_is_abandoned_when_its_old_owner_is_lost_and_recovery_takes_over():
