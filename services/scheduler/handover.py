@@ -140,6 +140,11 @@ class Handovers:
         return [self._abandon(sid, f"executor {executor_id} was lost") for sid, moves in list(self.pending.items())
                 if any(executor_id in (m.old, m.new) for m in moves)]
 
+    def leaving(self, executor_id: str) -> list[Instruction]:
+        """Moves to an executor now leaving are off (its own partitions move at the next group)."""
+        return [self._abandon(sid, f"executor {executor_id} is leaving") for sid, moves in list(self.pending.items())
+                if any(m.new == executor_id for m in moves)]
+
     def expired(self, now: float) -> list[Instruction]:
         """Handovers not done within the timeout (a checkpoint that was never written) are
         abandoned, and their runs go on."""

@@ -325,7 +325,13 @@ class SchedulerState:
 
     def _on_decommission(self, ev: Received) -> list[Instruction]:
         """An executor is to leave (it got SIGTERM, or a person asked): see decommission.py."""
-        return self.departures.request(cast(Decommission, ev.msg), cast(bytes, ev.peer), ev.now)
+        msg = cast(Decommission, ev.msg)
+        instructions = self.departures.request(msg, cast(bytes, ev.peer), ev.now)
+        record = self.members.get(msg.executor_id)
+        if record is None or not record.leaving:
+            return instructions
+        abandoned = self.handovers.leaving(msg.executor_id)
+        return instructions + abandoned + (self._resume_held(ev.now) if abandoned else [])
 
     def _resume_held(self, now: float) -> list[Instruction]:
         """Runs whose next group waited for a keyed state handover try again."""
@@ -727,5 +733,10 @@ class SchedulerState:
                 if partition in bsp_job.progress[stage_id].remaining:
                     assert executor_id in executors, f"BSP task {job_id}/{stage_id}/{partition} waits on executor {executor_id}, which is gone"
         assert all(key[0] in self.bsp.jobs for key in self.bsp.pending), "a pending BSP task of a job no longer in flight"
+        for state_id, moves in self.handovers.pending.items():
+            owners = self.book.states[state_id].owners if state_id in self.book.states else {}
+            for m in moves:
+                assert owners.get(m.partition) == m.old, f"partition {m.partition} of {state_id} is handed over by {m.old}, which does not own it"
+                assert m.new in executors and not executors[m.new].leaving, f"partition {m.partition} of {state_id} goes to {m.new}, gone or leaving"
         assert all(self.driver_states.values()), "a driver kept with no keyed state"
         assert all(self.driver_datasets.values()), "a driver kept with no persisted dataset"

@@ -183,3 +183,14 @@ def test_a_handover_whose_checkpoint_never_comes_is_abandoned_after_the_timeout(
     (launch,) = groups(actions)  # goes on with the owners it had
     assert all(not m.restores for m in launch.values())
     assert sorted(set(owners(launch).values())) == ["e0", "e1"]
+
+
+def test_a_handover_to_an_executor_that_starts_leaving_is_abandoned_and_its_group_goes_on():
+    s = state("e0", "e1")
+    run_batches(s, 0, 1, "g0")
+    join(s, "e2")
+    assert handovers(submit(s, 1, 1, "g1"))  # partitions for e2, waiting for their checkpoints
+    actions = receive(s, Decommission(executor_id="e2"), 1.0, peer=b"e2")
+    assert logs(actions, "state_handover_abandoned")
+    (launch,) = groups(actions)
+    assert "e2" not in launch and all(not m.restores for m in launch.values())
