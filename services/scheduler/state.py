@@ -113,7 +113,7 @@ def _job_event(msg: Message) -> Log | None:
 
 
 class SchedulerState:
-    def __init__(self, settings: Settings, incarnation: str = "") -> None:
+    def __init__(self, settings: Settings, incarnation: str = "", clock_offset: float = 0.0) -> None:
         self.settings = settings
         self.incarnation = incarnation  # new at each start of the service: drivers notice a restart by it
         self.members = Membership(settings.death_timeout, settings.hung_timeout)
@@ -123,7 +123,8 @@ class SchedulerState:
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         # Seeded by the incarnation: random placement differs from one scheduler process to the next.
         self.placement = PlacementPolicy(settings.lc_placement, seed=incarnation)
-        self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance)
+        self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance,
+                                   clock_offset)  # wall clock minus `now`'s: batch times are wall clock
         self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
         # Persisted datasets: each driver's (dropped when it goes), those unpersisted (planned as
@@ -275,7 +276,7 @@ class SchedulerState:
             instructions += self._expire_lookups(now)
         if now <= self._probe_until:
             instructions += self._probe_drivers()
-        return instructions
+        return instructions + self.drizzle.speculate(now)
 
     def _on_executor_connected(self, ev: ExecutorConnected) -> list[Instruction]:
         self.members.connected(ev.executor_id, ev.joined)
@@ -399,7 +400,7 @@ class SchedulerState:
                 failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
                 actions.append(Send(run.driver, failed))
             return actions + self._advance(run, now)
-        if (run.bsp is not None) if not run.preschedule else len(run.groups) >= GROUPS_IN_FLIGHT:
+        if (run.bsp is not None) if not run.preschedule else run.groups_in_flight >= GROUPS_IN_FLIGHT:
             return []
         planning = self._plan_next(run, now)
         if planning is not None:
