@@ -120,6 +120,11 @@ class Client:
         self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
         self._last_heard = time.monotonic()
         self._last_ping = 0.0
+        # Silence counts from when a thread began reading the socket, not from a wait's start:
+        # a thread taking one result after another (each a wait of its own) on a scheduler that
+        # died must not put off noticing it. A gap in reading restarts the count.
+        self._last_pump = 0.0
+        self._listening_since = time.monotonic()
         self.scheduler_incarnation = ""  # from its Pongs: when it changes, the scheduler restarted
         try:
             try:
@@ -324,6 +329,8 @@ class Client:
 
     def _wait(self, box: str, what: str, deadline: float | None = None) -> Event:
         started = time.monotonic()
+        if started - self._last_pump > self._ping_every:  # nobody read the socket meanwhile: its silence is unknown
+            self._listening_since = started
         while True:
             with self._arrived:
                 mailbox = self._boxes.get(box)
@@ -333,7 +340,7 @@ class Client:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise WaitExpired(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")
-            if deadline is None and now - max(self._last_heard, started) > self.settings.scheduler_silence_timeout:
+            if deadline is None and now - max(self._last_heard, self._listening_since) > self.settings.scheduler_silence_timeout:
                 raise ConnectionError(
                     f"the scheduler at {self.address} has not answered for {self.settings.scheduler_silence_timeout:g}s ({what})"
                 )
@@ -355,7 +362,7 @@ class Client:
     def _pump(self, keep_alive: bool) -> None:
         """Under the lock: read what has arrived (briefly waiting, unless a sender wants the
         socket) and sort it into mailboxes."""
-        now = time.monotonic()
+        now = self._last_pump = time.monotonic()
         if keep_alive and now - self._last_ping > self._ping_every:
             transport.send(self._sock, Ping(nonce=0))
             self._last_ping = now
