@@ -404,6 +404,8 @@ class Client:
         job_id = msg.result.job if isinstance(msg, ResultArrived) else getattr(msg, "job_id", "")
         key = getattr(msg, "run_id", None) or self._route.get(job_id, None)
         if key is None:
+            if isinstance(msg, ResultArrived):
+                return  # a result of a run nobody waits for any more (a replay's, after the run ended)
             if isinstance(msg, ErrorReply) and len(self._boxes) > 1:
                 # An error about a submission: every run waiting should hear it.
                 for waiting in self._boxes.values():

@@ -14,6 +14,7 @@ from squall.common.protocol import Ping
 
 import squall
 from squall import LocalCluster
+from squall.client import CONTROL
 from tests.cluster.helpers import run_with_deadline
 from tests.conftest import fast_settings
 from tests.polling import wait_until
@@ -42,8 +43,13 @@ def test_the_result_socket_admits_only_the_clusters_members_and_shrugs_off_what_
             # Messages are read while a driver thread waits for the scheduler's answers.
             wait_until(lambda: ctx.status() and results.rejected >= 2, timeout=10, what="the member's messages read")
             assert results.rejected == 2  # the stranger's never got in
+            # A result of a run nobody waits for (a late replay's) is dropped, not kept.
+            late = protocol.ResultPartition(executor_id="e", job_id="gone-1.0~1", partition=0, attempt=1, partitions=1)
+            member.send_multipart(protocol.encode(late, [b"\x00block"]))  # type: ignore[arg-type]
             data = ctx.range(40, partitions=4).map(lambda x: (x % 2, x)).reduce_by_key(operator.add, 2)
             assert sorted(data.collect()) == [(0, sum(range(0, 40, 2))), (1, sum(range(1, 40, 2)))]
+            wait_until(lambda: not results.sock.poll(0), timeout=10, what="the late result read")
+            assert not ctx.client._boxes[CONTROL], ctx.client._boxes[CONTROL]
         finally:
             stranger.close(0)
             member.close(0)
