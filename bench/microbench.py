@@ -151,7 +151,8 @@ def format_table(rows: list[Row], reference: dict[str, float], floors: dict[str,
         )
     lines.append(
         "\nmean = total time / micro-batches (the Drizzle paper's time per micro-batch). Squall's median and p90 are over "
-        "the intervals between\nconsecutive batch completions at the scheduler; in pipelined groups completions come in "
+        "the intervals between\nconsecutive batch completions (where results arrive: the driver, or in BSP the scheduler); in pipelined groups "
+        "completions come in "
         "bursts, so judge by the mean.\nPeers run one micro-batch at a time, submit to result, as a stream engine built on "
         "them would; so does Squall's baseline."
     )

@@ -32,6 +32,7 @@ _POSITIVE_DURATIONS = (
     "hung_timeout",
     "connect_timeout",
     "scheduler_silence_timeout",
+    "result_wait",
     "shuffle_lookup_timeout",
     "shuffle_fetch_timeout",
 )
@@ -169,6 +170,13 @@ class Settings:
     # tolerated while a job runs before the driver gives up.
     connect_timeout: float = 5.0
     scheduler_silence_timeout: float = 10.0
+    # Drizzle results go from the executors straight to the driver, which binds a socket for
+    # them, reachable at driver_host (empty: the address it reaches the scheduler from;
+    # loopback for a local cluster). False: through the scheduler. After the scheduler says a
+    # run is over, the driver waits up to result_wait for results still on their way.
+    direct_results: bool = True
+    driver_host: str = ""
+    result_wait: float = 10.0
     # Shuffle: how long a reducer waits for map output locations and for block fetches.
     shuffle_lookup_timeout: float = 10.0
     shuffle_fetch_timeout: float = 10.0

@@ -1,7 +1,7 @@
 """Drizzle mode of the scheduler (pre-scheduled groups): every task of every job of a group of
 micro-batches is placed at once and each executor gets one LaunchGroup; mappers push to reducers
-directly, results are relayed to the driver as they arrive, and each executor reports once per
-group (GroupDone). A collaborator of SchedulerState (state.py), like bsp_mode.py; pure.
+directly, results go straight to the driver (direct_results.py) or are relayed by the scheduler
+as they arrive, and each executor reports once per group (GroupDone). A collaborator of SchedulerState (state.py), like bsp_mode.py; pure.
 
 When an executor dies, a run with tasks there replays its unfinished jobs on the survivors under
 new attempt ids (the epoch moves on, so the dead attempts' messages are stale), and keyed state
@@ -34,6 +34,7 @@ from squall.common.protocol import (
     frames_size,
 )
 from squall.common.settings import Settings
+from squall.services.scheduler.direct_results import address_results, take_report
 from squall.services.scheduler.events import Instruction
 from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
@@ -116,6 +117,7 @@ class DrizzleMode:
                              run.priority, order)
         for executor_id, tasks in shares.items():
             self.members.executors[executor_id].count_placed(run.priority, len(tasks))
+        shares = address_results(shares, jobs, run.result_to)
         for r in restores:
             shares.setdefault(r.owner, [])
         group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only,
@@ -171,6 +173,7 @@ class DrizzleMode:
                     group.waiting.discard(msg.executor_id)
                     group.skipped += msg.skipped
                     run.skipped += msg.skipped
+                    run.direct += [job.job_id for job in take_report(msg, group.jobs)]
                     return self._maybe_group_complete(run, group, now) + self.speculate(now)
         return []
 

@@ -40,6 +40,7 @@ class PlannedJob:
     stage_keys: list[str]
     not_before: float = 0.0  # wall clock: its source tasks wait until then (streams)
     results: dict[int, object] = field(default_factory=dict)  # result partition -> its block, until done
+    sent: set[int] = field(default_factory=set)  # result partitions executors sent straight to the driver
     placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
     started: float = 0.0
     done: bool = False
@@ -79,7 +80,7 @@ class PlannedJob:
 
     @property
     def results_remaining(self) -> int:
-        return self.plan.result_stage.spec.partitions - len(self.results)
+        return self.plan.result_stage.spec.partitions - len(self.sent.union(self.results))
 
     @property
     def over(self) -> bool:

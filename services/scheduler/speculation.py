@@ -10,7 +10,10 @@ and look slow, speeds.py; at least the slowest of them). Whichever attempt deliv
 partition first answers the driver; the other is marked over and released, so that its late
 results are ignored like a superseded replay's, and its queued tasks are dropped.
 
-Only stateless jobs are copied: a job with keyed state applies each batch once, on the
+Only the jobs of runs whose results come through the scheduler are copied: where they go
+straight to the driver (Settings.direct_results), the scheduler hears that a job is done only
+with its group's reports, so it cannot tell a late job from a finished one; such runs adapt to a
+slow executor at group boundaries (speeds.py) only. Only stateless jobs are copied: a job with keyed state applies each batch once, on the
 partition's owner, and an owner moves only through recovery (keyed_state.py). Nor are jobs that
 rebuild state, or read persisted blocks (planned around where blocks are, at dispatch). A whole
 job rather than single tasks is copied because mappers push to pre-placed reducers: a copied
@@ -68,6 +71,8 @@ class Speculation:
         if not self.enabled:
             return
         for run in runs.values():
+            if run.result_to:  # results go straight to its driver: a job's end is heard of only
+                continue       # with its group's reports, too late to tell a late job from a done one
             for group in run.groups:
                 for job in group.jobs:
                     if job.wire_id in self.copies or not self.copyable(job):

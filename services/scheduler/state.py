@@ -332,6 +332,7 @@ class SchedulerState:
             preschedule=msg.preschedule,
             barrier=msg.barrier,
             priority=msg.priority,
+            result_to=msg.result_to if msg.preschedule else "",  # BSP relays results
         )
         actions: list[Instruction] = []
         known_states = set(self.book.states)
@@ -392,7 +393,8 @@ class SchedulerState:
                 return []
             self.runs.pop(run.run_id, None)
             checkpoints = {sid: self.book.states[sid].oldest_checkpoint() for sid in sorted(run.state_ids) if sid in self.book.states}
-            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints))]
+            done = RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints, direct=run.direct)
+            return [Send(run.driver, done)]
         if not self.members.executors:
             actions: list[Instruction] = []
             while run.queue:

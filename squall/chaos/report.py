@@ -22,6 +22,8 @@ def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, execut
     for n, speculating in ((n, on) for n in range(trials) for on in speculation):
         began = time.monotonic()
         settings = Settings.from_env(log_level="info", log_format="json", speculation=speculating)
+        if "slow_executor" in kinds:  # results relayed by the scheduler, on and off alike: it copies only
+            settings = settings.replace(direct_results=False)  # jobs whose end it hears of as it happens
         result = run_trial(seed + n, kinds, faults, executors, interval, settings=settings, slow_for=slow_for)
         results.append(result)
         verdict = "ok" if result.ok else "HUNG" if result.hung else "ERROR" if result.error else "DIFFERS"

@@ -1,6 +1,7 @@
 """Stragglers on real processes: while one executor is slowed (stopped most of every 50 ms), late
 micro-batches are copied onto the others, and every job's result reaches the driver once, equal
-to plain Python, whichever attempt finished first."""
+to plain Python, whichever attempt finished first. With results sent straight to the driver,
+nothing is copied: the scheduler hears of a job's end only with its group's reports."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def scheduler_events(cluster: LocalCluster, name: str) -> list[dict]:  # type: i
 
 def test_a_speculated_micro_batch_is_answered_once_with_exact_results() -> None:
     # A multiplier of 1: a job slower than the median is late, so copies are made even though
-    # most jobs have a task on the slowed executor (the median is theirs).
-    settings = fast_settings(log_format="json", speculation_multiplier=1.0)
+    # most jobs have a task on the slowed executor (the median is theirs). Results relayed by the
+    # scheduler: it copies only jobs whose end it hears of as it happens.
+    settings = fast_settings(log_format="json", speculation_multiplier=1.0, direct_results=False)
     with LocalCluster(executors=3, settings=settings) as cluster, cluster.connect() as ctx:
         victim = sorted(cluster.executor_names())[0]
         slowdown = Slowdown(cluster.pids[victim], factor=5.0, duration=120.0)
@@ -58,3 +60,19 @@ def test_a_speculated_micro_batch_is_answered_once_with_exact_results() -> None:
         assert copied and settled, "copies were made, and one attempt of a copied job answered"
         assert {e["job"] for e in settled} <= {e["job"] for e in copied}
         assert len({e["job"] for e in settled}) == len(settled), "a copied job answered twice"
+
+
+def test_runs_whose_results_go_straight_to_the_driver_are_never_copied() -> None:
+    settings = fast_settings(log_format="json", speculation_multiplier=1.0)
+    assert settings.direct_results
+    with LocalCluster(executors=3, settings=settings) as cluster, cluster.connect() as ctx:
+        victim = sorted(cluster.executor_names())[0]
+        slowdown = Slowdown(cluster.pids[victim], factor=5.0, duration=60.0)
+        try:
+            for _ in range(3):
+                batches = [ctx.range(b * 100, (b + 1) * 100, partitions=3).map(lambda x: (x % 5, x))
+                           .reduce_by_key(operator.add, 3) for b in range(JOBS)]
+                assert [sorted(r) for r in ctx.iter_jobs(batches, group_size=2)] == [expected(b) for b in range(JOBS)]
+        finally:
+            slowdown.stop()
+        assert not scheduler_events(cluster, "speculating")
