@@ -11,6 +11,10 @@ Time per micro-batch: for Squall, the interval between consecutive batch complet
 driver (the first from the run's submission), which for one batch at a time is exactly the
 peers' measure, submit to result. Every batch's result is checked against plain Python.
 
+The compute floor is what a micro-batch's map work costs the machine: one map task's time (its
+function timed alone in this process, the median of many runs) x map tasks / cores. "over floor"
+is the mean minus it: what the engine adds to each micro-batch.
+
     python -m bench.microbench [--workload two-stage|single-stage|both] [--batches 100] [--peers]
 """
 
@@ -18,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import operator
+import os
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,23 +113,46 @@ def run_peers(workload: str, batches: int, tasks: int, reducers: int, numbers: i
     return rows
 
 
-def format_table(rows: list[Row], reference: dict[str, float]) -> str:
+def compute_floor_ms(workload: str, tasks: int, reducers: int, numbers: int, cores: int) -> tuple[float, float]:
+    """(one map task's time, the floor: that x tasks / cores), in ms: the task's function timed
+    alone in this process, the median of 201 runs after 20 to warm up."""
+    def one() -> object:
+        return sum_task(1, numbers) if workload == SINGLE_STAGE else fold_task(1, numbers, reducers)
+
+    for _ in range(20):
+        one()
+    times = []
+    for _ in range(201):
+        start = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - start)
+    task_ms = statistics.median(times) * 1000
+    return task_ms, task_ms * tasks / cores
+
+
+def format_table(rows: list[Row], reference: dict[str, float], floors: dict[str, float] | None = None) -> str:
     def ms(value: float) -> str:
         return f"{value:.2f}" if value == value else "-"
 
+    floors = floors or {}
     lines = [
-        f"{'workload':<13} {'engine / mode':<22} {'mean ms':>8} {'median ms':>10} {'p90 ms':>8} {'mean / Drizzle-100':>19}  note",
-        "-" * 112,
+        f"{'workload':<13} {'engine / mode':<22} {'mean ms':>8} {'over floor':>10} {'median ms':>10} {'p90 ms':>8} "
+        f"{'mean / Drizzle-100':>19}  note",
+        "-" * 123,
     ]
     for row in rows:
         ref = reference.get(row.workload)
         ratio = f"{row.mean_ms / ref:.1f}x" if ref and row.mean_ms == row.mean_ms else "-"
+        floor = floors.get(row.workload)
+        over = ms(row.mean_ms - floor) if floor is not None else "-"
         lines.append(
-            f"{row.workload:<13} {row.name:<22} {ms(row.mean_ms):>8} {ms(row.median_ms):>10} {ms(row.p90_ms):>8} {ratio:>19}  {row.note}"
+            f"{row.workload:<13} {row.name:<22} {ms(row.mean_ms):>8} {over:>10} {ms(row.median_ms):>10} {ms(row.p90_ms):>8} "
+            f"{ratio:>19}  {row.note}"
         )
     lines.append(
         "\nmean = total time / micro-batches (the Drizzle paper's time per micro-batch). Squall's median and p90 are over "
-        "the intervals between\nconsecutive batch completions at the scheduler; in pipelined groups completions come in "
+        "the intervals between\nconsecutive batch completions (where results arrive: the driver, or in BSP the scheduler); in pipelined groups "
+        "completions come in "
         "bursts, so judge by the mean.\nPeers run one micro-batch at a time, submit to result, as a stream engine built on "
         "them would; so does Squall's baseline."
     )
@@ -150,11 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         for workload in workloads:
             rows += run_squall(ctx, workload, args.batches, *shape)
     reference = {r.workload: r.mean_ms for r in rows if r.name == MODES[-1][0]}
+    cores = os.cpu_count() or 1
+    floors: dict[str, float] = {}
+    for workload in workloads:
+        task_ms, floors[workload] = compute_floor_ms(workload, args.tasks, args.reducers, args.numbers, cores)
+        print(f"{workload}: one map task {task_ms:.3f} ms; compute floor {floors[workload]:.3f} ms "
+              f"({args.tasks} tasks / {cores} cores)")
+    print()
     if args.peers:
         for workload in workloads:
             rows += run_peers(workload, args.batches, *shape)
     rows.sort(key=lambda r: workloads.index(r.workload))
-    print(format_table(rows, reference))
+    print(format_table(rows, reference, floors))
     return 0
 
 

@@ -113,6 +113,9 @@ class SubmitJobs(Message, frozen=True):
     # A stream resuming after a scheduler restart: state id -> the batch its checkpoints reach
     # (-1: none yet). States this scheduler does not know start from there, on new owners.
     resume_states: dict[str, int] = {}
+    # Where executors send the run's results straight to the driver (its result socket), in
+    # Drizzle mode; empty: through the scheduler, in one JobDone per job.
+    result_to: str = ""
 
 
 class CancelRun(Message, frozen=True):
@@ -173,6 +176,9 @@ class RunDone(Message, frozen=True):
     # For each keyed state the run used: the batch every partition has a checkpoint at or after
     # (-1: none yet). A driver resumes from there if the scheduler restarts.
     checkpoints: dict[str, int] = {}
+    # Jobs whose every result partition executors sent straight to the driver (SubmitJobs.result_to):
+    # a driver that has not got them all yet waits a while for them before failing the job.
+    direct: list[str] = []
 
 
 class GetMetrics(Message, frozen=True):
@@ -300,6 +306,9 @@ class TaskDescriptor(Struct, frozen=True):
     # the data address of the executor holding it (this executor's own: from its memory). Those
     # it is not told of, it computes from their fallback and keeps.
     persisted: dict[str, str] = {}
+    # Drizzle result tasks of a run whose driver takes results directly: its result socket's
+    # address, where the task sends its ResultPartition ("": to the scheduler).
+    result_to: str = ""
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -352,14 +361,30 @@ class GroupDone(Message, frozen=True):
     tasks: Index
     busy: Seconds
     skipped: Index = 0  # bad records its tasks skipped (bad_records="skip")
+    # Job (attempt id) -> the result partitions its tasks here sent straight to the driver: how
+    # the scheduler learns that a job whose results bypass it is complete.
+    results: dict[str, list[int]] = {}
 
 
 class ResultPartition(Message, frozen=True):
-    """Drizzle mode: a result task's records (one payload frame), relayed to the driver."""
+    """Drizzle mode: a result task's records (one payload frame), sent to the scheduler, which
+    relays the job's result, or straight to the driver (TaskDescriptor.result_to).
+
+    `job_id` is the attempt's id (`job~epoch` for a replay); `attempt` is its epoch (0: the
+    first), and `partitions` the job's count of result partitions: a driver taking results
+    directly knows from these alone when an attempt's result is whole, and that a later
+    attempt supersedes an earlier one."""
 
     executor_id: Id
     job_id: Id
     partition: Index
+    attempt: Index = 0
+    partitions: Index = 0
+
+    @property
+    def job(self) -> str:
+        """The job's own id: the attempt id without its attempt (the scheduler's PlannedJob.wire_id)."""
+        return self.job_id.partition("~")[0]
 
     def payload_count(self) -> int:
         return 1

@@ -32,6 +32,7 @@ _POSITIVE_DURATIONS = (
     "hung_timeout",
     "connect_timeout",
     "scheduler_silence_timeout",
+    "result_wait",
     "shuffle_lookup_timeout",
     "shuffle_fetch_timeout",
     "handover_timeout",
@@ -138,6 +139,13 @@ class Settings:
     # "random", or "locality" (where their input is: keyed-state partitions stay with their owner
     # under every policy). Batch tasks go first to executors running the least latency work.
     lc_placement: str = "load_balance"
+    # Stragglers (Drizzle mode). A stateless micro-batch still running speculation_multiplier
+    # times the median time of recent ones after it could start gets a copy on other executors;
+    # the first to finish answers, the other is dropped. Jobs with keyed state are never copied
+    # (a partition's owner moves only through recovery). Slow executors (from their group
+    # reports) get a smaller share of the next groups' stateless tasks whether or not this is on.
+    speculation: bool = True
+    speculation_multiplier: float = 3.0
     # Membership: the scheduler pings each executor's process every interval over a connection
     # of its own (ZeroMQ heartbeats, answered without the GIL: a task holding it for minutes is no
     # death); a process silent for interval x misses (0.4 s by default; stopped, hung in the
@@ -173,6 +181,13 @@ class Settings:
     # tolerated while a job runs before the driver gives up.
     connect_timeout: float = 5.0
     scheduler_silence_timeout: float = 10.0
+    # Drizzle results go from the executors straight to the driver, which binds a socket for
+    # them, reachable at driver_host (empty: the address it reaches the scheduler from;
+    # loopback for a local cluster). False: through the scheduler. After the scheduler says a
+    # run is over, the driver waits up to result_wait for results still on their way.
+    direct_results: bool = True
+    driver_host: str = ""
+    result_wait: float = 10.0
     # Shuffle: how long a reducer waits for map output locations and for block fetches.
     shuffle_lookup_timeout: float = 10.0
     shuffle_fetch_timeout: float = 10.0
@@ -231,6 +246,9 @@ class Settings:
             raise SettingsError("batch_nice (SQUALL_BATCH_NICE) must be between 0 and 19")
         if not (0 <= self.inline_task_max <= 1):
             raise SettingsError("inline_task_max (SQUALL_INLINE_TASK_MAX) must be between 0 and 1 second")
+        if not (isinstance(self.speculation_multiplier, int | float) and math.isfinite(self.speculation_multiplier)
+                and self.speculation_multiplier >= 1):
+            raise SettingsError("speculation_multiplier (SQUALL_SPECULATION_MULTIPLIER) must be a number of at least 1")
         if self.push_inline_max_bytes < 0:
             raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
 

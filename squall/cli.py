@@ -85,10 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=0, help="seed of the first trial; trial n uses seed + n")
     chaos.add_argument("--faults", default="kill_executor", help="comma-separated fault kinds to draw from "
                        "(kill_executor, kill_at_dispatch, kill_mid_shuffle, kill_mid_checkpoint, stop_executor, "
-                       "straggler, kill_shuffle_meta, kill_scheduler, scale) or 'all'")
+                       "straggler, slow_executor, kill_shuffle_meta, kill_scheduler, scale) or 'all'")
     chaos.add_argument("--per-trial", type=int, default=1, help="faults per trial (default 1)")
     chaos.add_argument("--executors", type=int, default=4)
     chaos.add_argument("--batch-interval", type=float, default=0.1)
+    chaos.add_argument("--speculation", choices=("on", "off", "both"), default="on",
+                       help="speculative copies of late micro-batches on, off, or each trial run both ways (default on)")
+    chaos.add_argument("--slow-for", type=float, default=20.0, help="seconds a slow_executor fault lasts (default 20)")
     chaos.set_defaults(handler=run_chaos)
     return parser
 
@@ -158,7 +161,9 @@ def run_chaos(args: argparse.Namespace) -> int:
     from squall.chaos.report import run_plan
 
     kinds = FAULT_KINDS if args.faults == "all" else tuple(k.strip() for k in args.faults.split(",") if k.strip())
-    results = run_plan(args.trials, args.seed, kinds, args.per_trial, args.executors, args.batch_interval)
+    speculation = {"on": (True,), "off": (False,), "both": (True, False)}[args.speculation]
+    results = run_plan(args.trials, args.seed, kinds, args.per_trial, args.executors, args.batch_interval,
+                       speculation=speculation, slow_for=args.slow_for)
     return 0 if all(r.ok for r in results) else 1
 
 

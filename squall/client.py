@@ -1,7 +1,9 @@
 """The driver's connection to a scheduler: one DEALER socket, shared safely by threads.
 
 Messages are sorted into mailboxes as they arrive: one per run (by run id, and by the ids of the
-run's jobs), and one for control replies (Pong, ClusterStatus, Metrics). Whoever waits pumps the
+run's jobs), and one for control replies (Pong, ClusterStatus, Metrics). Drizzle results that
+executors send straight to the driver come in on a second socket (result_socket.py), polled
+with the first, and go to their run's mailbox too. Whoever waits pumps the
 socket for everyone, so a user iterating over one run's results may start another run, or ask
 for the cluster's status, inside the loop. A scheduler that stays silent while something waits
 is reported as a ConnectionError, never a hang.
@@ -48,6 +50,7 @@ from squall.common.protocol import (
 )
 from squall.common.settings import Settings
 from squall.errors import ConnectionError, JobError
+from squall.result_socket import ResultArrived, ResultSocket
 
 Event = tuple[Message, list[object]]
 CONTROL = "__control__"
@@ -58,6 +61,10 @@ class SchedulerRestarted(Message, frozen=True):
     """Not on the wire: put in every run's mailbox when the scheduler's incarnation changes."""
 
     incarnation: str
+
+
+class WaitExpired(ConnectionError):
+    """A wait with a deadline saw it pass before its message came."""
 
 
 class Client:
@@ -81,6 +88,19 @@ class Client:
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._senders_wake.fd, zmq.POLLIN)
+        # Drizzle results come straight from the executors, to a socket of their own.
+        self.results: ResultSocket | None = None
+        if settings.direct_results:
+            try:
+                self.results = ResultSocket(address, settings)
+                security.check(settings, [self.results.address])
+            except (zmq.ZMQError, security.SecurityError) as exc:
+                self.close()
+                raise ConnectionError(
+                    f"cannot open the driver's result socket: {exc}; set driver_host (SQUALL_DRIVER_HOST) to an address "
+                    "of this host executors can reach, or direct_results=false (SQUALL_DIRECT_RESULTS) to take results through the scheduler"
+                ) from None
+            self._poller.register(self.results.sock, zmq.POLLIN)
         probe = ConnectionProbe(self._sock, address, settings)  # before connecting: it sees every attempt
         try:
             self._sock.connect(address)
@@ -100,6 +120,11 @@ class Client:
         self._ping_every = min(1.0, settings.scheduler_silence_timeout / 4)
         self._last_heard = time.monotonic()
         self._last_ping = 0.0
+        # Silence counts from when a thread began reading the socket, not from a wait's start:
+        # a thread taking one result after another (each a wait of its own) on a scheduler that
+        # died must not put off noticing it. A gap in reading restarts the count.
+        self._last_pump = 0.0
+        self._listening_since = time.monotonic()
         self.scheduler_incarnation = ""  # from its Pongs: when it changes, the scheduler restarted
         try:
             try:
@@ -120,6 +145,9 @@ class Client:
             for run_id in in_flight:
                 transport.try_send(self._sock, CancelRun(run_id=run_id))  # never block a close
             self._sock.close(linger=CANCEL_LINGER_MS if in_flight else 0)
+            if self.results is not None:  # results still on their way are dropped: their runs are cancelled
+                self.results.close()
+                self.results = None
         self._senders_wake.close()
 
     def _check_open(self) -> None:
@@ -190,7 +218,7 @@ class Client:
         new_code = dict(code) if all_code else {k: v for k, v in code.items() if k not in self.sent_code}
         msg = SubmitJobs(
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
-            resume_states=resume_states or {}, priority=priority,
+            resume_states=resume_states or {}, priority=priority, result_to=self.result_address if preschedule else "",
         )
         self._check_open()
         frames = protocol.encode(msg)
@@ -237,9 +265,21 @@ class Client:
         if dataset_ids and not self._sock.closed:
             self._send(ForgetPersisted(dataset_ids=dataset_ids))
 
+    @property
+    def result_address(self) -> str:
+        """Where executors send results straight to this driver ("": through the scheduler)."""
+        return self.results.address if self.results is not None else ""
+
     def next_event(self, run_id: str) -> Event:
-        """The run's next message (JobDone, JobFailed, RunDone), waiting as needed."""
+        """The run's next message (JobDone, JobFailed, RunDone, ResultArrived), waiting as needed."""
         return self._wait(run_id, f"run {run_id}")
+
+    def next_event_until(self, run_id: str, deadline: float) -> Event | None:
+        """The run's next message, or None if none comes before `deadline` (time.monotonic())."""
+        try:
+            return self._wait(run_id, f"run {run_id}", deadline=deadline)
+        except WaitExpired:
+            return None
 
     def forget(self, run_id: str) -> None:
         """Stop keeping the run's messages (after RunDone, or when the caller gave up on it)."""
@@ -289,6 +329,8 @@ class Client:
 
     def _wait(self, box: str, what: str, deadline: float | None = None) -> Event:
         started = time.monotonic()
+        if started - self._last_pump > self._ping_every:  # nobody read the socket meanwhile: its silence is unknown
+            self._listening_since = started
         while True:
             with self._arrived:
                 mailbox = self._boxes.get(box)
@@ -297,8 +339,8 @@ class Client:
             self._check_open()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise ConnectionError(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")
-            if deadline is None and now - max(self._last_heard, started) > self.settings.scheduler_silence_timeout:
+                raise WaitExpired(f"no scheduler answered at {self.address} within {deadline - started:.3g}s ({what})")
+            if deadline is None and now - max(self._last_heard, self._listening_since) > self.settings.scheduler_silence_timeout:
                 raise ConnectionError(
                     f"the scheduler at {self.address} has not answered for {self.settings.scheduler_silence_timeout:g}s ({what})"
                 )
@@ -320,13 +362,19 @@ class Client:
     def _pump(self, keep_alive: bool) -> None:
         """Under the lock: read what has arrived (briefly waiting, unless a sender wants the
         socket) and sort it into mailboxes."""
-        now = time.monotonic()
+        now = self._last_pump = time.monotonic()
         if keep_alive and now - self._last_ping > self._ping_every:
             transport.send(self._sock, Ping(nonce=0))
             self._last_ping = now
         ready = dict(self._poller.poll(0 if self._senders else 20))
         if self._senders_wake.fd in ready:
             self._senders_wake.drain()
+        if self.results is not None and self.results.sock in ready:
+            arrived = self.results.receive()
+            with self._arrived:
+                for result, payloads in arrived:
+                    self._sort(result, payloads)
+                self._arrived.notify_all()
         if self._sock not in ready:
             return
         while True:
@@ -353,8 +401,11 @@ class Client:
             self.scheduler_incarnation = msg.incarnation
         if isinstance(msg, Pong) and msg.nonce == 0:
             return  # a keep-alive answer: hearing it was the point
-        key = getattr(msg, "run_id", None) or self._route.get(getattr(msg, "job_id", ""), None)
+        job_id = msg.result.job if isinstance(msg, ResultArrived) else getattr(msg, "job_id", "")
+        key = getattr(msg, "run_id", None) or self._route.get(job_id, None)
         if key is None:
+            if isinstance(msg, ResultArrived):
+                return  # a result of a run nobody waits for any more (a replay's, after the run ended)
             if isinstance(msg, ErrorReply) and len(self._boxes) > 1:
                 # An error about a submission: every run waiting should hear it.
                 for waiting in self._boxes.values():

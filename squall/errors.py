@@ -20,7 +20,8 @@ class SchedulerRestartedError(ConnectionError):
 
 
 class JobError(SquallError):
-    """A job failed. `kind` says why: task, executor_lost, plan, fetch, no_executors."""
+    """A job failed. `kind` says why: task, executor_lost, plan, fetch, no_executors, or
+    results_lost (its results were sent straight to the driver but did not arrive)."""
 
     def __init__(self, job_id: str, kind: str, message: str, stage_id: int = -1, partition: int = -1, batch: int = -1) -> None:
         super().__init__(message)

@@ -23,6 +23,8 @@ from squall.common.protocol import ErrorReply, GroupStats, JobDone, JobFailed, J
 from squall.common.serialization import loads_block
 from squall.driver_log import driver_log
 from squall.errors import ExecutorLostError, JobError, SchedulerRestartedError, TaskError
+from squall.result_assembly import ResultAssembly
+from squall.result_socket import ResultArrived
 
 Errors = Literal["raise", "return"]
 PRIORITIES: tuple[Priority, ...] = ("latency", "batch")
@@ -56,9 +58,10 @@ class RunStats:
     groups: list[GroupStats] = field(default_factory=list)
     submitted: float = 0.0
     batch_done: list[float] = field(default_factory=list)  # at the driver: seconds since submission
-    # At the scheduler, when each batch's last result arrived (its clock), and how long the first
-    # batch took from its dispatch: timestamps taken as results arrive, not when the driver
-    # gets round to reading them.
+    # When each batch's last result arrived, and how long the first batch took: timestamps taken
+    # as results arrive, not when the driver gets round to reading them. Results sent straight
+    # to the driver: its monotonic clock, the first batch timed from its submission. Results
+    # relayed by the scheduler: the scheduler's clock, the first batch timed from its dispatch.
     batch_finished_at: list[float] = field(default_factory=list)
     first_elapsed: float = 0.0
     skipped: int = 0  # bad records skipped (bad_records="skip"); never dropped silently
@@ -129,6 +132,12 @@ class DriverRun:
         self._finished = False
         self._resends: dict[str, int] = {}  # run id -> the job it sends again whole, until that run ends
         self._resent: set[int] = set()  # jobs sent again whole: a second miss is the job's error
+        # Results executors send straight to this driver, and the jobs the scheduler says they
+        # were all sent for that are not whole yet: waited for until `_awaiting_until`.
+        self._direct = ResultAssembly()
+        self._awaiting: set[int] = set()
+        self._awaiting_until = 0.0
+        self._submitted_at = 0.0  # time.monotonic(): the clock of direct results' arrival times
 
     def results(self, errors: Errors = "raise") -> Generator[Any, None, None]:
         """Each job's collected records, in order, as soon as available."""
@@ -136,7 +145,7 @@ class DriverRun:
             self._submit()  # waits for the run's first message: a Ctrl-C there must cancel it too
             for i in range(len(self.jobs)):
                 while not self._complete[i]:
-                    self._handle(*self.client.next_event(self.run_id))
+                    self._next_event()
                 outcome = self._outcome[i]
                 if isinstance(outcome, JobError) and errors == "raise":
                     raise outcome
@@ -144,7 +153,7 @@ class DriverRun:
             # Every result is in. The run's own end (with its group figures) follows at once when
             # all went well; after a failure it may wait for slow tasks, so it is not waited for.
             while (not self._finished or self._resends) and not any(isinstance(o, JobError) for o in self._outcome):
-                self._handle(*self.client.next_event(self.run_id))
+                self._next_event()
         finally:
             if not self._finished:
                 self.client.cancel(self.run_id)  # groups not yet dispatched will not be
@@ -153,9 +162,31 @@ class DriverRun:
             for run_id in [self.run_id, *self._resends]:
                 self.client.forget(run_id)
 
+    def _next_event(self) -> None:
+        """Handle the run's next message. While results the scheduler says were sent here are
+        missing, wait for them only until result_wait has passed since it said so: then their
+        jobs fail, naming what to check."""
+        if not self._awaiting:
+            self._handle(*self.client.next_event(self.run_id))
+            return
+        event = self.client.next_event_until(self.run_id, self._awaiting_until)
+        if event is not None:
+            self._handle(*event)
+            return
+        wait = self.client.settings.result_wait
+        for i in sorted(self._awaiting):
+            message = (
+                f"batch {self.first_batch + i}: the executors sent its result to this driver at {self.client.result_address}, "
+                f"but {'only ' + str(self._direct.pending(i)) + ' partitions' if self._direct.pending(i) else 'nothing'} arrived "
+                f"within result_wait={wait:g}s (SQUALL_RESULT_WAIT): if executors cannot reach that address, set driver_host "
+                "(SQUALL_DRIVER_HOST) to one they can, or direct_results=false (SQUALL_DIRECT_RESULTS)"
+            )
+            self._settle(i, JobError(self.jobs[i].job_id, "results_lost", message, batch=self.first_batch + i))
+
     def _submit(self) -> None:
         group_size, preschedule, barrier, first_batch = self._options
         self.stats.submitted = time.perf_counter()
+        self._submitted_at = time.monotonic()
         self.stats.batch_done = [0.0] * len(self.jobs)
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
@@ -219,14 +250,18 @@ class DriverRun:
             self.stats.skipped += msg.skipped
             if msg.skipped:
                 log.warning("bad_records_skipped", run=msg.run_id, records=msg.skipped)
+            direct = {self.index[job_id] for job_id in msg.direct if job_id in self.index}
             if msg.run_id != self.run_id:  # a job sent again whole: its own run ended
                 position = self._resends.pop(msg.run_id, None)
-                self._ended([] if position is None else [position])
+                self._ended([] if position is None else [position], direct)
                 return
             self.stats.groups = list(msg.groups)
             self.stats.checkpoints = dict(msg.checkpoints)
             self._finished = True
-            self._ended(set(range(len(self.jobs))) - set(self._resends.values()))
+            self._ended(set(range(len(self.jobs))) - set(self._resends.values()), direct)
+            return
+        if isinstance(msg, ResultArrived):
+            self._take_result(msg, payloads)
             return
         if isinstance(msg, ErrorReply):
             raise JobError(self.run_id, "protocol", f"the scheduler refused run {self.run_id}: {msg.reason}")
@@ -252,9 +287,29 @@ class DriverRun:
             else:
                 self._settle(i, job_error(msg))
 
-    def _ended(self, positions: Collection[int]) -> None:
-        """The run that was to finish these jobs ended: those it did not finish did not run."""
-        for position in sorted(positions):
+    def _take_result(self, msg: ResultArrived, payloads: list[object]) -> None:
+        """A result partition an executor sent straight here: the job is settled once one
+        attempt of it has sent them all (result_assembly.py)."""
+        i = self.index.get(msg.result.job)
+        if i is None or self._complete[i]:
+            return
+        whole = self._direct.take(i, msg.result, payloads[0], msg.arrived)
+        if whole is None:
+            return
+        self.stats.batch_finished_at[i] = whole.finished_at
+        if i == 0:
+            self.stats.first_elapsed = max(0.0, whole.finished_at - self._submitted_at)
+        self._settle(i, [record for block in whole.blocks for record in loads_block(protocol.payload_bytes(block))])
+
+    def _ended(self, positions: Collection[int], direct: Collection[int] = ()) -> None:
+        """The run that was to finish these jobs ended: those it did not finish did not run,
+        unless their results were all sent here and are on their way (`direct`): those are
+        waited for (result_wait)."""
+        on_their_way = {i for i in positions if i in direct and not self._complete[i]}
+        if on_their_way:
+            self._awaiting |= on_their_way
+            self._awaiting_until = time.monotonic() + self.client.settings.result_wait
+        for position in sorted(set(positions) - on_their_way):
             if not self._complete[position]:  # the scheduler never finished it: say so, do not drop it silently
                 batch = self.first_batch + position
                 job_id = self.jobs[position].job_id
@@ -263,6 +318,8 @@ class DriverRun:
     def _settle(self, i: int, outcome: Any) -> None:
         if self._complete[i]:
             return
+        self._direct.forget(i)
+        self._awaiting.discard(i)
         self._outcome[i] = outcome
         self._complete[i] = True
         self.stats.batch_done[i] = time.perf_counter() - self.stats.submitted

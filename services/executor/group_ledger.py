@@ -1,11 +1,11 @@
 """Drizzle groups on this executor: which of a group's tasks here are not over yet, and the one
-GroupDone report, sent when the last of them is (with the time spent running them and the records
-their user functions skipped)."""
+GroupDone report, sent when the last of them is (with the time spent running them, the records
+their user functions skipped, and the result partitions they sent straight to the driver)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from squall.common.protocol import GroupDone
 from squall.services.executor.task_states import TaskKey
@@ -17,6 +17,7 @@ class _Group:
     tasks: int
     busy: float = 0.0
     skipped: int = 0
+    results: dict[str, list[int]] = field(default_factory=dict)  # job -> result partitions sent to the driver
 
 
 class GroupLedger:
@@ -41,6 +42,12 @@ class GroupLedger:
             group.busy += seconds
             group.skipped += skipped
 
+    def sent_result(self, group_id: int | None, job_id: str, partition: int) -> None:
+        """A task of the group sent its result partition straight to the driver: the report says so."""
+        group = self._groups.get(group_id) if group_id is not None else None
+        if group is not None:
+            group.results.setdefault(job_id, []).append(partition)
+
     def task_over(self, group_id: int | None, key: TaskKey) -> GroupDone | None:
         """The report, if this was the group's last task here."""
         if group_id is None or group_id not in self._groups:
@@ -51,4 +58,5 @@ class GroupLedger:
 
     def _close(self, group_id: int) -> GroupDone:
         group = self._groups.pop(group_id)
-        return GroupDone(group_id=group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy, skipped=group.skipped)
+        return GroupDone(group_id=group_id, executor_id=self.executor_id, tasks=group.tasks, busy=group.busy, skipped=group.skipped,
+                         results=group.results)

@@ -56,6 +56,7 @@ from squall.services.executor.instructions import (
     RunTask,
     StopTask,
     SuspendTask,
+    ToPeer,
     ToScheduler,
 )
 from squall.services.executor.keyed_partitions import KeyedPartitions, StateKey
@@ -530,13 +531,23 @@ class TaskFlow:
         elif outcome.is_result and local.group_id is None:
             out.append(ToScheduler(task_finished(self.executor_id, task, outcome, started, self.now), tuple(outcome.blocks)))
         elif outcome.is_result:
-            msg = ResultPartition(executor_id=self.executor_id, job_id=task.job_id, partition=task.partition)
-            out.append(ToScheduler(msg, tuple(outcome.blocks)))
+            out.append(self._result_partition(local, outcome))
         else:
             out += self._map_output(local, outcome)
             if local.group_id is None:
                 out.append(ToScheduler(task_finished(self.executor_id, task, outcome, started, self.now)))
         return out + self._task_over(local)
+
+    def _result_partition(self, local: LocalTask, outcome: TaskOutput) -> Instruction:
+        """A Drizzle result task's records: straight to the driver when it gave an address (the
+        group's report tells the scheduler they went), to the scheduler otherwise."""
+        task = local.task
+        msg = ResultPartition(executor_id=self.executor_id, job_id=task.job_id, partition=task.partition, attempt=task.attempt,
+                              partitions=local.spec.partitions)
+        if not task.result_to:
+            return ToScheduler(msg, tuple(outcome.blocks))
+        self.groups.sent_result(local.group_id, task.job_id, task.partition)
+        return ToPeer(task.result_to, msg, tuple(outcome.blocks))
 
     def _map_output(self, local: LocalTask, outcome: TaskOutput) -> list[Instruction]:
         """Keep the blocks; push them to pre-scheduled reducers; tell shuffle_meta (off the critical path)."""

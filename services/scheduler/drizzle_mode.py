@@ -1,12 +1,15 @@
 """Drizzle mode of the scheduler (pre-scheduled groups): every task of every job of a group of
 micro-batches is placed at once and each executor gets one LaunchGroup; mappers push to reducers
-directly, results are relayed to the driver as they arrive, and each executor reports once per
-group (GroupDone). A collaborator of SchedulerState (state.py), like bsp_mode.py; pure.
+directly, results go straight to the driver (direct_results.py) or are relayed by the scheduler
+as they arrive, and each executor reports once per group (GroupDone). A collaborator of SchedulerState (state.py), like bsp_mode.py; pure.
 
 When an executor dies, a run with tasks there replays its unfinished jobs on the survivors under
 new attempt ids (the epoch moves on, so the dead attempts' messages are stale), and keyed state
 the executor owned is rebuilt by new owners from checkpoints (keyed_state.py). Each job's result
 still reaches the driver exactly once.
+
+Late jobs get speculative copies on other executors, and executors that were slow get a smaller
+share of the next groups (stragglers: speculation.py, speeds.py).
 
 What is not Drizzle's own, the state lends it as three functions: `ship` (the stage specs and
 code an executor lacks), `release` (executors and shuffle_meta may drop what they hold of jobs)
@@ -31,14 +34,17 @@ from squall.common.protocol import (
     frames_size,
 )
 from squall.common.settings import Settings
+from squall.services.scheduler.direct_results import address_results, take_report
 from squall.services.scheduler.events import Instruction
 from squall.services.scheduler.groups import GroupRun, PlannedJob, place_group
 from squall.services.scheduler.job_results import job_done, result_blocks, result_too_large
 from squall.services.scheduler.keyed_state import Restore, StateBook
-from squall.services.scheduler.membership import Membership
+from squall.services.scheduler.membership import ExecutorRecord, Membership
 from squall.services.scheduler.placement import PlacementPolicy
 from squall.services.scheduler.runs import SubmittedRun
 from squall.services.scheduler.shipped import Ship
+from squall.services.scheduler.speculation import Speculation
+from squall.services.scheduler.speeds import ExecutorSpeeds
 
 # Keep the next group of a run in flight behind the current one, so that executors never wait at a
 # group boundary; the scheduler still acts only when a group is dispatched or done.
@@ -52,7 +58,7 @@ BeforeGroup = Callable[[SubmittedRun, PlannedJob, float], tuple[bool, list[Instr
 
 class DrizzleMode:
     def __init__(self, settings: Settings, members: Membership, book: StateBook, placement: PlacementPolicy,
-                 runs: dict[str, SubmittedRun], ship: Ship, release: Release, advance: Advance) -> None:
+                 runs: dict[str, SubmittedRun], ship: Ship, release: Release, advance: Advance, clock_offset: float = 0.0) -> None:
         self.settings = settings
         self.members = members
         self.book = book
@@ -64,13 +70,15 @@ class DrizzleMode:
         self.prescheduled: dict[str, tuple[SubmittedRun, PlannedJob]] = {}  # attempt id -> its run and job, while in flight
         self.epoch = 0  # moves on at each recovery: replays get attempt ids of the new epoch
         self._group_ids = 0
+        self.speeds = ExecutorSpeeds()  # from GroupDone reports: shrinks slow executors' shares
+        self.speculation = Speculation(settings.speculation, settings.speculation_multiplier, clock_offset)
         # Moving keyed state between executors (handover.py) may hold a run's next group back.
         self.before_group: BeforeGroup = lambda run, job, now: (False, [])
 
     def dispatch(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
         dispatched: list[Instruction] = []
-        while run.queue and len(run.groups) < GROUPS_IN_FLIGHT:
+        while run.queue and run.groups_in_flight < GROUPS_IN_FLIGHT:
             if any(job.needs_blocks for job in itertools.islice(run.queue, run.group_size)):
                 return dispatched + self._advance(run, now)  # planned first, around the blocks held then
             hold, handing_over = self.before_group(run, run.queue[0], now)
@@ -100,24 +108,28 @@ class DrizzleMode:
         return instructions + self._launch(run, jobs, restores, self.book.note_group(jobs), now)
 
     def _launch(self, run: SubmittedRun, jobs: list[PlannedJob], restores: list[Restore], checkpointing: set[str],
-                now: float) -> list[Instruction]:
+                now: float, on: list[ExecutorRecord] | None = None) -> list[Instruction]:
         """Place a group and send each executor its share (with the partitions it must restore).
         A group of first attempts takes executors in the placement policy's order for the run's
-        priority; replays and rebuilds are spread over the survivors in id order, as ever."""
+        priority, slow executors taking fewer of its stateless tasks (speeds.py); replays and
+        rebuilds are spread over the survivors in id order, as ever; a speculative copy over
+        the executors `on`."""
         self._group_ids += 1
-        executors = self.members.placeable()
+        executors = on or self.members.placeable()
         replay_only = all(job.replay_only for job in jobs)
         if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
             executors = [self.members.executors[restores[0].owner]]
         replaying = any(job.attempt for job in jobs)
-        order = executors if replaying else self.placement.order(executors, run.priority, self._group_ids)
+        order = executors if replaying else self.speeds.weighted(self.placement.order(executors, run.priority, self._group_ids))
         shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing,  # type: ignore[arg-type]
                              run.priority, order)
         for executor_id, tasks in shares.items():
             self.members.executors[executor_id].count_placed(run.priority, len(tasks))
+        shares = address_results(shares, jobs, run.result_to)
         for r in restores:
             shares.setdefault(r.owner, [])
-        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only)
+        group = GroupRun(self._group_ids, run.run_id, jobs, waiting=set(shares), started=now, replay_only=replay_only,
+                         speculative=on is not None)
         run.groups.append(group)
         for job in jobs:
             job.started = now
@@ -143,6 +155,8 @@ class DrizzleMode:
         run, job = entry
         if job.replay_only or job.over or msg.partition in job.results or msg.partition >= job.plan.result_stage.spec.partitions:
             return []  # a duplicate or nonsensical report never completes a job early
+        if self.speculation.answered(job):
+            return []  # its other attempt answered first
         job.results[msg.partition] = payloads[0]
         if job.results_remaining:
             return []
@@ -151,16 +165,24 @@ class DrizzleMode:
             job.results.clear()
             return self._fail(run, job, "task", too_large, error_type="ResultTooLarge")
         job.done = True
-        return [Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))]
+        done: list[Instruction] = [Send(run.driver, job_done(job.job_id, job.results, job.started, now), result_blocks(job.results))]
+        loser = self.speculation.finished(job, now)
+        if loser is not None:  # its results, should any come, are ignored; its queued tasks go
+            won: dict[str, object] = {"job": job.job_id, "winner": job.wire_id, "loser": loser.wire_id}
+            done += [Log("info", "speculation_won" if job.speculative else "speculation_lost", won),
+                     *self._release([loser.wire_id], sorted(loser.executors))]
+        return done + self.speculate(now)
 
     def group_done(self, msg: GroupDone, now: float) -> list[Instruction]:
+        self.speeds.observe(msg.executor_id, msg.tasks, msg.busy)
         for run in self.runs.values():
             for group in run.groups:
                 if group.group_id == msg.group_id:
                     group.waiting.discard(msg.executor_id)
                     group.skipped += msg.skipped
                     run.skipped += msg.skipped
-                    return self._maybe_group_complete(run, group, now)
+                    run.direct += [job.job_id for job in take_report(msg, group.jobs)]
+                    return self._maybe_group_complete(run, group, now) + self.speculate(now)
         return []
 
     def _maybe_group_complete(self, run: SubmittedRun, group: GroupRun, now: float) -> list[Instruction]:
@@ -173,6 +195,8 @@ class DrizzleMode:
             self.prescheduled.pop(job.wire_id, None)
             if job.replay_only:
                 job.done = True
+            if job.speculative and not job.over:  # a copy that could not finish: its job's first attempt answers
+                job.failed = True
             if not job.over:  # every executor reported, yet results are missing: never silently drop
                 message = f"batch {job.batch} (job {job.job_id}) ended with {job.results_remaining} result partitions missing"
                 job.failed = True
@@ -195,6 +219,10 @@ class DrizzleMode:
         run, job = entry
         if job.over:
             return []
+        if job.speculative:  # the copy is abandoned; the job's first attempt goes on
+            job.failed = True
+            abandoned = Log("info", "speculation_failed", {"job": job.job_id, "copy": job.wire_id, "reason": f"{msg.error_type}: {msg.message}"})
+            return [abandoned, *self._release([job.wire_id], sorted(job.executors))]
         if job.replay_only:  # keyed state could not be rebuilt: the next batch of the run fails
             message = f"rebuilding keyed state by replaying batch {job.batch} failed, {where}: {msg.error_type}: {msg.message}"
             job.failed = True
@@ -222,8 +250,10 @@ class DrizzleMode:
         """Runs with unfinished tasks there replay them on the survivors (or fail, with none left);
         groups stop waiting for its report."""
         survivors = bool(self.members.executors)
+        self.speeds.forget(executor_id)
         instructions: list[Instruction] = []
         for run in list(self.runs.values()):
+            instructions += self._abandon_copies(run, executor_id)
             hit = [j for g in run.groups for j in g.jobs if not j.over and executor_id in j.placed]
             if hit and not survivors:
                 for job in hit:
@@ -253,7 +283,7 @@ class DrizzleMode:
                         state = job.plan.stages[stage_id].spec.state
                         if state is not None and state.state_id in self.book.states:
                             self.book.states[state.state_id].restoring.update(partitions)
-                (unfinished if not job.over and not job.replay_only else over).append(job)
+                (unfinished if not job.over and not job.replay_only and not job.speculative else over).append(job)
         involved = sorted({e for g in run.groups for j in g.jobs for e in j.executors} - {executor_id})
         run.groups.clear()
         released = self._release([j.wire_id for j in unfinished], involved, superseded=True)
@@ -265,6 +295,34 @@ class DrizzleMode:
             "batches": [j.batch for j in replays], "moved_partitions": len(moved), "survivors": len(self.members.executors),
             "new_owners": sorted({owner for _, _, owner in moved}),
         }), *released]
+
+    def speculate(self, now: float) -> list[Instruction]:
+        """Copy the jobs that are late (speculation.py) onto the executors their suspects are not."""
+        if not self.speculation.enabled:
+            return []
+        self.speculation.prune(self.prescheduled)
+        instructions: list[Instruction] = []
+        for run, group, job in list(self.speculation.late(self.runs, now)):
+            avoid = self.speculation.suspects(job, group, self.speeds)
+            others = [r for r in self.members.placeable() if r.executor_id not in avoid]
+            if not others:
+                continue
+            self.epoch += 1
+            copy = job.fork(self.epoch)
+            copy.speculative = True
+            self.speculation.pair(job, copy)
+            instructions.append(Log("info", "speculating", {"job": job.job_id, "batch": job.batch, "copy": copy.wire_id,
+                                                            "late": round(now - self.speculation.ready_at(job), 4), "avoiding": sorted(avoid)}))
+            instructions += self._launch(run, [copy], [], set(), now, on=others)
+        return instructions
+
+    def _abandon_copies(self, run: SubmittedRun, executor_id: str) -> list[Instruction]:
+        """Speculative copies with tasks on a lost executor are given up (their jobs' first
+        attempts answer, or are replayed with the rest of the run)."""
+        lost = [j for g in run.groups if g.speculative for j in g.jobs if not j.over and executor_id in j.placed]
+        for copy in lost:
+            copy.failed = True
+        return self._release([j.wire_id for j in lost], sorted({e for j in lost for e in j.executors} - {executor_id}))
 
     def work_on(self, executor_id: str) -> list[str]:
         """The jobs of groups in flight with tasks on the executor that it has not reported, for a person."""

@@ -40,6 +40,7 @@ class PlannedJob:
     stage_keys: list[str]
     not_before: float = 0.0  # wall clock: its source tasks wait until then (streams)
     results: dict[int, object] = field(default_factory=dict)  # result partition -> its block, until done
+    sent: set[int] = field(default_factory=set)  # result partitions executors sent straight to the driver
     placed: dict[str, set[int]] = field(default_factory=dict)  # executor id -> stages placed there
     started: float = 0.0
     done: bool = False
@@ -60,6 +61,8 @@ class PlannedJob:
     known: dict[str, int] = field(default_factory=dict)
     blocks: Holders = field(default_factory=dict)
     replans: int = 0
+    # A speculative copy of a late job (speculation.py): answers the driver only if it is first.
+    speculative: bool = False
 
     @property
     def wire_id(self) -> str:
@@ -77,7 +80,7 @@ class PlannedJob:
 
     @property
     def results_remaining(self) -> int:
-        return self.plan.result_stage.spec.partitions - len(self.results)
+        return self.plan.result_stage.spec.partitions - len(self.sent.union(self.results))
 
     @property
     def over(self) -> bool:
@@ -100,6 +103,7 @@ class GroupRun:
     skipped: int = 0
 
     replay_only: bool = False  # a group that rebuilds lost keyed state
+    speculative: bool = False  # a copy of a late job: not counted among the run's groups in flight
 
     def stats(self, now: float, executors: int) -> GroupStats:
         return GroupStats(
@@ -136,7 +140,8 @@ def place_group(
     """Each executor's share of the group: tasks ordered by batch, reducers before their mappers.
 
     Every task carries the run's `priority`. Partition p of a stage goes to the p-th executor
-    (mod n) of `order` (the placement policy's, default `executors`, which come in id order).
+    (mod its length) of `order` (the placement policy's, default `executors`, which come in id
+    order; an executor may appear in it more often than another: speeds.py).
     A stateful stage's partition goes to its owner (`book`), where its state lives (a new
     partition's first owner: executor p mod n in id order, whatever the policy); the tasks of
     jobs in `checkpointing` checkpoint their state after the batch. Map tasks that feed keyed
@@ -146,6 +151,7 @@ def place_group(
         raise ValueError("no executors to place a group on")
     n = len(executors)
     ordered = order or executors
+    cycle = len(ordered)
     by_id = {e.executor_id: e for e in executors}
     per_batch = reduce_placement == "per_batch" or (reduce_placement == "auto" and len(jobs) >= n)
     share: dict[str, list[TaskDescriptor]] = {e.executor_id: [] for e in executors}
@@ -162,8 +168,8 @@ def place_group(
             if read:
                 return _holder(read, job.blocks, ordered, by_id)  # noqa: B023 - used within this iteration
             if stage.parents and per_batch and state is None:
-                return ordered[job.batch % n]  # noqa: B023 - used within this iteration
-            return ordered[partition % n]
+                return ordered[job.batch % cycle]  # noqa: B023 - used within this iteration
+            return ordered[partition % cycle]
 
         last_stage = max(job.restrict) if job.replay_only and job.restrict else len(stages) - 1
         home = [[executor_of(s, p) for p in range(s.spec.partitions)] for s in stages]

@@ -25,3 +25,10 @@ class SubmittedRun:
     stats: list[GroupStats] = field(default_factory=list)
     skipped: int = 0  # bad records skipped over the run
     state_ids: set[str] = field(default_factory=set)  # the keyed states its jobs use
+    result_to: str = ""  # the driver's result socket (Drizzle results go there, not through us); "": none
+    direct: list[str] = field(default_factory=list)  # jobs whose results all went there (RunDone tells the driver)
+
+    @property
+    def groups_in_flight(self) -> int:
+        """Drizzle groups in flight, not counting speculative copies of late jobs."""
+        return sum(1 for group in self.groups if not group.speculative)

@@ -33,7 +33,8 @@ class SchedulerServer:
     def __init__(self, settings: Settings, log: Any, ready_file: str | None = None) -> None:
         self.settings = settings
         self.log = log
-        self.state = SchedulerState(settings, incarnation=uuid.uuid4().hex)  # a new incarnation at each start
+        # A new incarnation at each start; the clock offset turns batch times (wall clock) into the core's.
+        self.state = SchedulerState(settings, incarnation=uuid.uuid4().hex, clock_offset=time.time() - time.monotonic())
         security.check(settings, [settings.scheduler_bind, settings.shuffle_meta_address])
         self.ctx = zmq.Context()
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect

@@ -116,7 +116,7 @@ def _job_event(msg: Message) -> Log | None:
 
 
 class SchedulerState:
-    def __init__(self, settings: Settings, incarnation: str = "") -> None:
+    def __init__(self, settings: Settings, incarnation: str = "", clock_offset: float = 0.0) -> None:
         self.settings = settings
         self.incarnation = incarnation  # new at each start of the service: drivers notice a restart by it
         self.members = Membership(settings.death_timeout, settings.hung_timeout)
@@ -126,7 +126,8 @@ class SchedulerState:
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         # Seeded by the incarnation: random placement differs from one scheduler process to the next.
         self.placement = PlacementPolicy(settings.lc_placement, seed=incarnation)
-        self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance)
+        self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance,
+                                   clock_offset)  # wall clock minus `now`'s: batch times are wall clock
         self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
         # Scaling: keyed state moves between executors at group boundaries, and executors leave gracefully.
         self.handovers = Handovers(self.book, self.members, self.drizzle.prescheduled, settings.rebalance_state, settings.handover_timeout)
@@ -291,7 +292,7 @@ class SchedulerState:
             instructions += abandoned + (self._resume_held(now) if abandoned else [])
         if self.departures.asked:
             instructions += self.departures.ready_to_go(now)
-        return instructions
+        return instructions + self.drizzle.speculate(now)
 
     def _on_executor_connected(self, ev: ExecutorConnected) -> list[Instruction]:
         self.members.connected(ev.executor_id, ev.joined)
@@ -371,6 +372,7 @@ class SchedulerState:
             preschedule=msg.preschedule,
             barrier=msg.barrier,
             priority=msg.priority,
+            result_to=msg.result_to if msg.preschedule else "",  # BSP relays results
         )
         actions: list[Instruction] = []
         known_states = set(self.book.states)
@@ -431,7 +433,8 @@ class SchedulerState:
                 return []
             self.runs.pop(run.run_id, None)
             checkpoints = {sid: self.book.states[sid].oldest_checkpoint() for sid in sorted(run.state_ids) if sid in self.book.states}
-            return [Send(run.driver, RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints))]
+            done = RunDone(run_id=run.run_id, groups=run.stats, skipped=run.skipped, checkpoints=checkpoints, direct=run.direct)
+            return [Send(run.driver, done)]
         if not self.members.executors:
             actions: list[Instruction] = []
             while run.queue:
@@ -439,7 +442,7 @@ class SchedulerState:
                 failed = JobFailed(job_id=job.job_id, kind="no_executors", message="no executors are left", batch=job.batch)
                 actions.append(Send(run.driver, failed))
             return actions + self._advance(run, now)
-        if (run.bsp is not None) if not run.preschedule else len(run.groups) >= GROUPS_IN_FLIGHT:
+        if (run.bsp is not None) if not run.preschedule else run.groups_in_flight >= GROUPS_IN_FLIGHT:
             return []
         planning = self._plan_next(run, now)
         if planning is not None:

@@ -3,7 +3,8 @@ seeded plan's faults into real processes, stop, and compare the output with plai
 
 Per fault it reports the detection time (fault to the scheduler's executor_lost event), the
 recovery time (fault to the point from which batch latency stays within 1.5x of its steady state:
-squall.recovery_stats) and how many survivors shared the replay. A trial "hangs" if the streams
+squall.recovery_stats) and how many survivors shared the replay; for a slow_executor fault, the
+stateless stream's p99 batch latency before it (steady) and while it lasts. A trial "hangs" if the streams
 do not deliver or stop within their deadlines; a killed executor is replaced by a new one (as a
 Deployment would), so a long plan never runs out of executors. A `scale` fault adds an executor
 or decommissions one (SIGTERM); a decommissioned executor that does not exit 0, or whose work is
@@ -13,6 +14,7 @@ replayed, fails the trial (`graceless`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from squall.chaos import workload
-from squall.chaos.plan import FAULT_KINDS, Fault, plan_faults
+from squall.chaos.plan import FAULT_KINDS, SLOW_FACTOR, Fault, plan_faults
+from squall.chaos.slow import Slowdown
 from squall.common.settings import Settings
 from squall.local import LocalCluster
 from squall.recovery_stats import batch_points, recovery_time, steady_latency
@@ -42,6 +45,9 @@ class FaultReport:
     recovery: float | None = None
     survivors: int | None = None
     note: str = ""
+    duration: float = 0.0  # slow_executor: seconds slowed
+    steady_p99: float | None = None  # slow_executor: the stateless stream's p99 latency before the fault
+    fault_p99: float | None = None  # ... and of its batches ending while the fault lasts
 
 
 @dataclass
@@ -60,26 +66,33 @@ class TrialResult:
 
 
 def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: int = 1, executors: int = 4,
-              interval: float = 0.1, after: float = 3.0, settings: Settings | None = None) -> TrialResult:
-    """Run one trial of `faults` faults drawn from `kinds` with this seed (see plan.FAULT_KINDS)."""
+              interval: float = 0.1, after: float = 3.0, settings: Settings | None = None, slow_for: float = 20.0) -> TrialResult:
+    """Run one trial of `faults` faults drawn from `kinds` with this seed (see plan.FAULT_KINDS);
+    a slow_executor fault lasts `slow_for` seconds."""
     base = settings or Settings.from_env(log_level="info", log_format="json")
-    plan = plan_faults(seed, kinds, faults, death_budget=base.death_timeout)
+    plan = plan_faults(seed, kinds, faults, death_budget=base.death_timeout, slow_for=slow_for)
     result = TrialResult(seed)
+    slowdowns: list[Slowdown] = []
     with LocalCluster(executors=executors, settings=base) as cluster, cluster.connect() as ctx:
         sum_stream, sums, window_stream, windows = workload.start_streams(ctx, seed, interval, GROUP_SIZE)
+        stateless, batch_sums = (workload.start_stateless(ctx, seed, interval, GROUP_SIZE)
+                                 if any(f.kind == "slow_executor" for f in plan) else (None, None))
+        streams = [s for s in (sum_stream, window_stream, stateless) if s is not None]
         started = sum_stream.metrics_state.started
         try:
             for fault in plan:
                 _sleep_until(started + fault.at)
-                if sum_stream._error or window_stream._error:  # noqa: SLF001 - fail fast: the stream already stopped
+                if any(s._error for s in streams):  # noqa: SLF001 - fail fast: the stream already stopped
                     break
-                result.faults.append(_inject(cluster, fault, sums, started, interval))
-            last = started + (plan[-1].at if plan else 0.0) + after
+                result.faults.append(_inject(cluster, fault, sums, started, interval, slowdowns))
+            last = started + max((f.at + f.duration for f in plan), default=0.0) + after
             _sleep_until(last)
             if not _wait(lambda: len(sums) >= (last - started) / interval * 0.5, DELIVERY_TIMEOUT):
                 result.hung = True
         finally:
-            for stream in (sum_stream, window_stream):
+            for slowdown in slowdowns:
+                slowdown.stop()
+            for stream in streams:
                 try:
                     if not _stop(stream):
                         result.hung = True
@@ -89,11 +102,16 @@ def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: in
         if not result.error:
             result.differences = workload.sum_differences(seed, sums) + workload.window_differences(
                 windows, window_stream.metrics_state.started, interval)
+            if batch_sums is not None:
+                result.differences += workload.batch_sum_differences(seed, batch_sums)
         _measure(result, cluster, sum_stream, interval)
+        if stateless is not None:
+            _measure_slowdowns(result, stateless, interval)
     return result
 
 
-def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, started: float, interval: float) -> FaultReport:
+def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, started: float, interval: float,
+            slowdowns: list[Slowdown]) -> FaultReport:
     if fault.kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault {fault.kind!r}")
     if fault.kind in ("kill_shuffle_meta", "kill_scheduler"):
@@ -121,6 +139,10 @@ def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, start
         else:
             name = writer
     pid = cluster.pids[name]
+    if fault.kind == "slow_executor":
+        slowdowns.append(Slowdown(pid, SLOW_FACTOR, fault.duration))
+        return FaultReport(fault.kind, name, time.time(), note=f"slowed {SLOW_FACTOR:.0f}x for {fault.duration:.1f}s",
+                           duration=fault.duration)
     if fault.kind in ("stop_executor", "straggler"):
         os.kill(pid, signal.SIGSTOP)
         at = time.time()
@@ -191,6 +213,27 @@ def _exit_code(cluster: LocalCluster, name: str, timeout: float) -> int | None:
     proc = cluster.processes[name]
     _wait(lambda: proc.poll() is not None, timeout)
     return proc.poll()
+
+
+def _measure_slowdowns(result: TrialResult, stream: Any, interval: float) -> None:
+    """The stateless stream's p99 batch latency before the first fault (past its first five
+    batches, the warm-up) and over the batches ending while each slow_executor fault lasted."""
+    metrics = stream.metrics_state
+    points = batch_points(metrics.started, interval, list(metrics.latencies), metrics.first_latency_batch)
+    first = min((f.at for f in result.faults), default=float("inf"))
+    steady = p99([lat for end, lat in points if end < first][5:])
+    for report in result.faults:
+        if report.kind == "slow_executor":
+            report.steady_p99 = steady
+            report.fault_p99 = p99([lat for end, lat in points if report.at <= end <= report.at + report.duration])
+
+
+def p99(latencies: list[float]) -> float | None:
+    """The 99th percentile (nearest rank) of `latencies`, None for none."""
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def _epoch(iso: str) -> float:

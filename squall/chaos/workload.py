@@ -1,7 +1,9 @@
 """The chaos harness's job: two stateful streams, and what plain Python says they must output.
 
 - a running sum per key (update_state_by_key), from a generator source seeded by the trial;
-- a windowed count per key (tumbling event-time windows), from a rate source.
+- a windowed count per key (tumbling event-time windows), from a rate source;
+- with a slow_executor fault, also a stateless stream (each batch's sum per key): the one whose
+  micro-batches speculation may copy, so the one whose latency says what it is worth.
 
 Both are deterministic functions of (seed, partition, batch), so a replayed batch makes the same
 records and the reference can be computed after the run for the batches that were delivered.
@@ -10,6 +12,7 @@ records and the reference can be computed after the run for the batches that wer
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +82,37 @@ def start_streams(ctx: Any, seed: int, interval: float, group_size: int) -> tupl
         .start()
     )
     return sum_stream, sums, window_stream, windows
+
+
+def start_stateless(ctx: Any, seed: int, interval: float, group_size: int) -> tuple[Any, Collected]:
+    got = Collected()
+
+    def events(partition: int, batch: int) -> list[tuple[str, int]]:
+        return sum_events(seed, partition, batch)
+
+    stream = (
+        ctx.stream(sources.generator(events, partitions=SUM_PARTITIONS), batch_interval=interval, group_size=group_size)
+        .reduce_by_key(operator.add, partitions=STATE_PARTITIONS)
+        .foreach_batch(got.sink)
+        .start()
+    )
+    return stream, got
+
+
+def batch_sum_differences(seed: int, got: Collected) -> list[str]:
+    """Where the stateless stream's per-batch sums differ from plain Python."""
+    problems = []
+    batches = [b for b, _ in got.batches]
+    if batches != list(range(len(batches))):
+        problems.append(f"batch sums: batches delivered out of order, repeated or lost: {batches[:50]}")
+    for batch, records in got.batches:
+        expected: Counter[str] = Counter()
+        for p in range(SUM_PARTITIONS):
+            for key, value in sum_events(seed, p, batch):
+                expected[key] += value
+        if sorted(records) != sorted(expected.items()):
+            problems.append(f"batch sums: batch {batch} differs from plain Python")
+    return problems
 
 
 def sum_differences(seed: int, got: Collected) -> list[str]:

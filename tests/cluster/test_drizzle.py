@@ -60,20 +60,31 @@ def test_a_second_group_of_the_same_plan_sends_no_code(ctx) -> None:  # type: ig
     assert first.jobs == second.jobs == 4
 
 
-def test_a_prescheduled_group_needs_no_per_task_scheduling_messages(ctx) -> None:  # type: ignore[no-untyped-def]
-    before = ctx.metrics()
-    results = ctx.run_jobs([two_stage(ctx, b) for b in range(20)], group_size=10)
-    after = ctx.metrics()
-    received = {k: after.received.get(k, 0) - before.received.get(k, 0) for k in after.received}
-    sent = {k: after.sent.get(k, 0) - before.sent.get(k, 0) for k in after.sent}
-    assert [dict(r) for r in results] == [expected_two_stage(b) for b in range(20)]
-    executors = len(ctx.status().executors)
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "relayed"])
+def test_a_prescheduled_group_needs_no_per_task_scheduling_messages(cluster: LocalCluster, direct: bool) -> None:
+    """Results go straight from the executors to the driver: the scheduler neither receives a
+    ResultPartition nor sends a JobDone. With direct_results off, it relays them."""
+    with squall.connect(cluster.address, cluster.settings.replace(direct_results=direct)) as ctx:
+        before = ctx.metrics()
+        results = ctx.run_jobs([two_stage(ctx, b) for b in range(20)], group_size=10)
+        after = ctx.metrics()
+        received = {k: after.received.get(k, 0) - before.received.get(k, 0) for k in after.received}
+        sent = {k: after.sent.get(k, 0) - before.sent.get(k, 0) for k in after.sent}
+        assert [dict(r) for r in results] == [expected_two_stage(b) for b in range(20)]
+        executors = len(ctx.status().executors)
+        stats = ctx.last_run
     assert received.get("TaskFinished", 0) == 0
     assert received.get("TaskFailed", 0) == 0
     assert sent.get("LaunchTasks", 0) == 0
     assert sent["LaunchGroup"] == 2 * executors  # one message per executor per group
     assert received["GroupDone"] == 2 * executors  # one report per executor per group
-    assert received["ResultPartition"] == 20 * 3  # result data, relayed, not scheduling
+    if direct:
+        assert received.get("ResultPartition", 0) == 0 and sent.get("JobDone", 0) == 0
+    else:
+        assert received["ResultPartition"] == 20 * 3  # result data, relayed, not scheduling
+        assert sent["JobDone"] == 20
+    assert stats is not None and len(stats.batch_intervals) == 20 and all(t > 0 for t in stats.batch_finished_at)
+    assert stats.first_elapsed > 0
 
 
 def test_the_iterator_yields_batch_0_before_the_groups_last_batch_finishes(ctx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -59,18 +59,32 @@ def test_a_result_partition_over_the_limit(small_cluster: LocalCluster) -> None:
     names_the_limit(err)
 
 
+def over_the_limit_in_all(ctx: squall.Context, preschedule: bool) -> Any:
+    """A job whose result partitions each fit in a message, but not all together."""
+    data = ctx.range(3, partitions=3).map(lambda x: incompressible(LIMIT // 2, x))
+    return ctx.run_jobs([data], preschedule=preschedule)
+
+
 @pytest.mark.parametrize("preschedule", [True, False])
 def test_a_job_result_over_the_limit_in_all(small_cluster: LocalCluster, preschedule: bool) -> None:
-    """Each result partition fits, but the driver receives them in one message."""
-
-    def job(ctx: squall.Context) -> Any:
-        data = ctx.range(3, partitions=3).map(lambda x: incompressible(LIMIT // 2, x))
-        return ctx.run_jobs([data], preschedule=preschedule)
-
-    err = fails_cleanly(small_cluster, job)
-    assert isinstance(err, squall.TaskError) and err.error_type == "ResultTooLarge"
+    """Each result partition fits, but the driver receives them in one message: results through
+    the scheduler (BSP; Drizzle with direct_results off)."""
+    relayed = small_cluster.settings.replace(direct_results=False)
+    with squall.connect(small_cluster.address, relayed) as ctx:
+        finished, err, _ = run_with_deadline(lambda: over_the_limit_in_all(ctx, preschedule), timeout=15.0)
+    assert finished, "the job hung"
+    assert isinstance(err, squall.TaskError) and err.error_type == "ResultTooLarge", repr(err)
     assert "the result of job" in str(err)
     names_the_limit(err)
+
+
+def test_a_job_result_over_the_limit_in_all_sent_straight_to_the_driver_arrives_whole(small_cluster: LocalCluster) -> None:
+    """Results sent straight to the driver come one message per partition: only each partition
+    must fit."""
+    with small_cluster.connect() as ctx:
+        finished, results, _ = run_with_deadline(lambda: over_the_limit_in_all(ctx, preschedule=True), timeout=15.0)
+    assert finished, "the job hung"
+    assert results == [[incompressible(LIMIT // 2, x) for x in range(3)]]
 
 
 @pytest.mark.parametrize("preschedule", [True, False])

@@ -152,11 +152,28 @@ def test_result_task_done_sends_the_result_partition_with_its_payload():
     push(ex, 1, b"b", reduce_partition=2)
     actions = ex.task_done(r2, TaskOutput(blocks=[b"\x00rows"], is_result=True), 1.0)
     (result,) = [a for a in actions if isinstance(a, ToScheduler) and isinstance(a.msg, protocol.ResultPartition)]
-    assert result.msg == protocol.ResultPartition(executor_id="e1", job_id="j", partition=2)
+    assert result.msg == protocol.ResultPartition(executor_id="e1", job_id="j", partition=2, partitions=4)
     assert result.payloads == (b"\x00rows",)
     protocol.encode(result.msg, result.payloads)
     assert not to_scheduler(actions, protocol.TaskFinished)
-    assert [m.tasks for m in to_scheduler(actions, protocol.GroupDone)] == [1]
+    assert [(m.tasks, m.results) for m in to_scheduler(actions, protocol.GroupDone)] == [(1, {})]
+
+
+def test_a_result_task_told_where_the_driver_is_sends_its_partition_there_and_the_report_says_so():
+    ex = executor()
+    driver = "tcp://driver:9"
+    r2 = protocol.TaskDescriptor(job_id="j~3", stage_id=1, partition=2, stage_key=REDUCE_SPEC.key(), attempt=3, result_to=driver)
+    launch(ex, r2)
+    push(ex, 0, b"a", job_id="j~3", reduce_partition=2)
+    push(ex, 1, b"b", job_id="j~3", reduce_partition=2)
+    actions = ex.task_done(r2, TaskOutput(blocks=[b"\x00rows"], is_result=True), 1.0)
+    (sent,) = [a for a in actions if isinstance(a, ToPeer)]
+    assert sent.address == driver and sent.payloads == (b"\x00rows",)
+    assert sent.msg == protocol.ResultPartition(executor_id="e1", job_id="j~3", partition=2, attempt=3, partitions=4)
+    assert not to_scheduler(actions, protocol.ResultPartition)  # the scheduler never sees the block
+    (done,) = to_scheduler(actions, protocol.GroupDone)
+    assert done.results == {"j~3": [2]}
+    assert actions.index(sent) < actions.index(next(a for a in actions if isinstance(a, ToScheduler) and a.msg is done))
 
 
 def test_group_done_once_when_every_task_here_is_finished_failed_or_released():
