@@ -97,7 +97,11 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         transport.send(driver, ForgetStates(state_ids=["counts"]))
         take(b"e1", ForgetStates)
 
-        # persisted datasets: an unpersist goes on to the executors and shuffle_meta
+        # a decommission of an executor the scheduler does not know is refused, saying so
+        transport.send(driver, protocol.Decommission(executor_id="nobody"))
+        assert not take(b"d1", protocol.DecommissionAnswer).accepted
+
+                # persisted datasets: an unpersist goes on to the executors and shuffle_meta
         transport.send(driver, protocol.ForgetPersisted(dataset_ids=["ds"]))
         take(b"e1", protocol.ForgetPersisted)
 
