@@ -44,7 +44,10 @@ class Heartbeater:
         sock = self._connect()
         connected_for = self.registration
         try:
-            while not self._stop.wait(self.settings.heartbeat_interval):
+            due = time.monotonic() + self.settings.heartbeat_interval
+            while not self._stop.wait(max(0.0, due - time.monotonic())):
+                stalled = round(max(0.0, time.monotonic() - due), 4)  # woke this late: stopped or starved
+                due = max(due + self.settings.heartbeat_interval, time.monotonic())
                 if self.active.is_set() and connected_for != self.registration:
                     # Registered again: beat on a fresh connection, not one that may be stuck
                     # behind a healed partition's backed-off retransmissions.
@@ -55,7 +58,8 @@ class Heartbeater:
                     latency, batch, suspended = self.load
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
                                                        registration=self.registration, loop_silent=loop_silent,
-                                                       latency_tasks=latency, batch_tasks=batch, suspended_tasks=suspended))
+                                                       latency_tasks=latency, batch_tasks=batch, suspended_tasks=suspended,
+                                                       stalled=stalled))
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())
         finally:

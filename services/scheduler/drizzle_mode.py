@@ -120,7 +120,8 @@ class DrizzleMode:
         if replay_only and self.settings.replay == "single" and restores:  # for comparison: one survivor rebuilds
             executors = [self.members.executors[restores[0].owner]]
         replaying = any(job.attempt for job in jobs)
-        order = executors if replaying else self.speeds.weighted(self.placement.order(executors, run.priority, self._group_ids))
+        order = executors if replaying else self.speeds.weighted(
+            self.speeds.without_stalled(self.placement.order(executors, run.priority, self._group_ids)))
         shares = place_group(jobs, executors, self.settings.reduce_placement, self.book, checkpointing,  # type: ignore[arg-type]
                              run.priority, order)
         for executor_id, tasks in shares.items():

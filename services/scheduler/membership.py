@@ -16,12 +16,18 @@ is cleared once its beats say that it is going again.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from squall.common.protocol import ClusterStatus, ExecutorInfo, Heartbeat, Priority, RegisterExecutor
 from squall.services.scheduler.shipped import ShippedPlan
 
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
+
+
+# ExecutorRecord.stall is the latest of this many beats' lateness: an executor stopped for most
+# of every moment has some beat late among a few, however its stops fall against its beats.
+STALL_BEATS = 5
 
 
 @dataclass
@@ -46,11 +52,19 @@ class ExecutorRecord:
     suspended_tasks: int = 0
     placed_latency: int = 0
     placed_batch: int = 0
+    # How late its recent heartbeats came (seconds): a process stopped or starved for part of
+    # every moment; stateless work avoids it while it lasts (speeds.py).
+    late_beats: deque[float] = field(default_factory=lambda: deque(maxlen=STALL_BEATS))
     shipped: ShippedPlan = field(default_factory=ShippedPlan)  # the stage specs and code it holds
 
     def __post_init__(self) -> None:
         if math.isnan(self.loop_seen):
             self.loop_seen = self.last_seen
+
+    @property
+    def stall(self) -> float:
+        """The latest of its recent beats' lateness (seconds)."""
+        return max(self.late_beats, default=0.0)
 
     @property
     def free_slots(self) -> int:
@@ -136,6 +150,7 @@ class Membership:
         record.last_seen = now
         record.loop_seen = now - msg.loop_silent
         record.latency_tasks, record.batch_tasks, record.suspended_tasks = msg.latency_tasks, msg.batch_tasks, msg.suspended_tasks
+        record.late_beats.append(msg.stalled)
         # Tasks placed before this beat are in its counts, or over; a launch the executor had not
         # received yet goes uncounted until its next beat: an estimate, cheap and soon corrected.
         record.placed_latency = record.placed_batch = 0

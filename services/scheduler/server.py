@@ -28,6 +28,10 @@ from squall.services.scheduler.events import (
 from squall.services.scheduler.state import SchedulerState
 from squall.services.scheduler.watch import ConnectionWatch
 
+# How often the core is given a Tick: deadlines (heartbeats, look-ups, hand-overs) and late
+# micro-batches to copy are noticed this promptly (speculation: a copy a tick late is worth less).
+TICK_SECONDS = 0.01
+
 
 class SchedulerServer:
     def __init__(self, settings: Settings, log: Any, ready_file: str | None = None) -> None:
@@ -46,7 +50,7 @@ class SchedulerServer:
         self.loop.add_reader(self.sock, self._on_readable)
         self.loop.add_reader(self.meta, self._on_meta_readable)
         self.watch = ConnectionWatch(self.ctx, settings, lambda m: self.loop.add_reader(m, self._on_watch), self.loop.remove_reader)
-        self.loop.every(min(0.05, settings.heartbeat_interval / 2), self._tick)
+        self.loop.every(min(TICK_SECONDS, settings.heartbeat_interval / 2), self._tick)
         keep_alive = Pong(nonce=0, service="scheduler", incarnation=self.state.incarnation)
         self.drivers = DriverWatch(self.sock, keep_alive, lambda m: self.loop.add_reader(m, self._on_driver_disconnect))
         # Every message type the core takes goes to it; drain_router answers any other with ErrorReply.

@@ -7,7 +7,9 @@ smoothed over recent groups, divided by the median of all executors' is its *slo
 typical executor, 5 for one taking five times as long. An executor slowness SLOW or more gets a
 share of the next group's stateless tasks in proportion to 1 / slowness (never none, so that its
 next report says whether it is still slow); when no executor is that slow, the placement order is
-left exactly as the placement policy gave it. Keyed-state partitions are not placed by it: they
+left exactly as the placement policy gave it. A process stopped or starved for part of every
+moment waits between its tasks more than in them, so its busy time hardly shows it; its
+heartbeats do, coming late: while they do, it takes no stateless task at all. Keyed-state partitions are not placed by it: they
 stay with their owners (keyed_state.py).
 """
 
@@ -22,6 +24,11 @@ from squall.services.scheduler.membership import ExecutorRecord
 SMOOTHING = 0.5
 # Slowness from which an executor's share shrinks: below it, timing noise on a shared machine.
 SLOW = 1.5
+# Heartbeats this late, smoothed, and this many times the median executor's, mark an executor
+# stalled (stopped or starved for part of every moment): it takes no stateless task while it lasts.
+# Its beats keep coming without tasks, so it is taken back as soon as they are on time again.
+STALLED_SECONDS = 0.008
+STALLED_RATIO = 3.0
 # Slots a typical executor takes in one cycle of the weighted order: a slow one takes
 # SLOTS / slowness of them (at least one), so shares are resolved to about a quarter.
 SLOTS = 4
@@ -54,6 +61,14 @@ class ExecutorSpeeds:
     def slow(self, executor_ids: list[str]) -> set[str]:
         """Those of `executor_ids` slow enough to get a smaller share."""
         return {e for e in executor_ids if self.slowness(e) >= SLOW}
+
+    @staticmethod
+    def without_stalled(order: list[ExecutorRecord]) -> list[ExecutorRecord]:
+        """`order` less the executors whose heartbeats come late (STALLED_SECONDS, and
+        STALLED_RATIO times the median's); all of it when that would leave none."""
+        median = statistics.median(r.stall for r in order) if order else 0.0
+        kept = [r for r in order if not (r.stall >= STALLED_SECONDS and r.stall >= STALLED_RATIO * median)]
+        return kept or order
 
     def weighted(self, order: list[ExecutorRecord]) -> list[ExecutorRecord]:
         """`order` (the placement policy's) as a cycle in which each executor appears in

@@ -10,6 +10,7 @@ from collections import Counter
 from squall.common.plan import Aggregator, GeneratorSource, LogicalPlan, NarrowNode, ShuffleNode, SourceNode, StateNode
 from squall.common.protocol import (
     GroupDone,
+    Heartbeat,
     JobDone,
     JobFailed,
     JobSpec,
@@ -105,6 +106,34 @@ def test_a_slow_report_shrinks_the_executors_share_of_the_next_group():
     shares = {eid: len(m.tasks) for eid, m in third.items()}
     assert shares.get("e3", 0) < min(shares[e] for e in ("e0", "e1", "e2"))
     assert sum(shares.values()) == 16
+
+
+def test_an_executor_whose_beats_come_late_takes_no_stateless_task_until_they_are_on_time():
+    s = state("e0", "e1", "e2", "e3")
+
+    def beat(eid: str, stalled: float, now: float) -> None:
+        receive(s, Heartbeat(executor_id=eid, incarnation=f"{eid}-1", stalled=stalled), now, peer=b"hb-" + eid.encode())
+
+    for eid in ("e0", "e1", "e2"):
+        beat(eid, 0.001, 0.1)
+    beat("e3", 0.03, 0.1)  # stopped for most of every moment: its beat woke 30 ms late
+    plan = two_stage(maps=8, reduces=8)
+    (first, _) = groups(submit(s, jobs=2, group_size=1, plan=plan))
+    assert "e3" not in first and sum(len(m.tasks) for m in first.values()) == 16
+    for n in range(5):  # five beats on time: the late one is out of the window
+        beat("e3", 0.0, 0.2 + n * 0.1)
+    (again, _) = groups(submit(s, jobs=2, group_size=1, plan=plan, run_id="r2"))
+    assert "e3" in again
+
+
+def test_stalled_executors_are_left_out_only_beside_executors_that_are_not():
+    records = [record(e) for e in ("a", "b", "c")]
+    for r in records:
+        r.late_beats.append(0.02)  # the whole machine is slow: nobody is left out
+    assert ExecutorSpeeds.without_stalled(records) == records
+    records[0].late_beats.extend([0.0] * 5)
+    records[1].late_beats.extend([0.0] * 5)
+    assert ExecutorSpeeds.without_stalled(records) == records[:2]
 
 
 # --- speculation ----------------------------------------------------------------------------------
