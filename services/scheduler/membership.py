@@ -16,6 +16,7 @@ is cleared once its beats say that it is going again.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,8 +26,8 @@ from squall.services.scheduler.shipped import ShippedPlan
 TaskKey = tuple[str, int, int]  # (job_id, stage_id, partition)
 
 
-# ExecutorRecord.stall is the latest of this many beats' lateness: an executor stopped for most
-# of every moment has some beat late among a few, however its stops fall against its beats.
+# ExecutorRecord.stall is the median lateness of its last this-many beats: an executor stopped
+# for most of every moment has most of them late, one that hiccuped once (starting up, say) not.
 STALL_BEATS = 5
 
 
@@ -63,8 +64,8 @@ class ExecutorRecord:
 
     @property
     def stall(self) -> float:
-        """The latest of its recent beats' lateness (seconds)."""
-        return max(self.late_beats, default=0.0)
+        """The median lateness of its last STALL_BEATS beats (seconds; 0 until it has sent that many)."""
+        return statistics.median(self.late_beats) if len(self.late_beats) == STALL_BEATS else 0.0
 
     @property
     def free_slots(self) -> int:

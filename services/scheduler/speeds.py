@@ -24,7 +24,8 @@ from squall.services.scheduler.membership import ExecutorRecord
 SMOOTHING = 0.5
 # Slowness from which an executor's share shrinks: below it, timing noise on a shared machine.
 SLOW = 1.5
-# Heartbeats this late, smoothed, and this many times the median executor's, mark an executor
+# Heartbeats this late (the median of its last few: membership.py), and this many times the
+# median executor's, mark an executor
 # stalled (stopped or starved for part of every moment): it takes no stateless task while it lasts.
 # Its beats keep coming without tasks, so it is taken back as soon as they are on time again.
 STALLED_SECONDS = 0.008

@@ -114,14 +114,15 @@ def test_an_executor_whose_beats_come_late_takes_no_stateless_task_until_they_ar
     def beat(eid: str, stalled: float, now: float) -> None:
         receive(s, Heartbeat(executor_id=eid, incarnation=f"{eid}-1", stalled=stalled), now, peer=b"hb-" + eid.encode())
 
-    for eid in ("e0", "e1", "e2"):
-        beat(eid, 0.001, 0.1)
-    beat("e3", 0.03, 0.1)  # stopped for most of every moment: its beat woke 30 ms late
+    for n in range(5):
+        for eid in ("e0", "e1", "e2"):
+            beat(eid, 0.001, 0.1 + n * 0.1)
+        beat("e3", 0.0 if n == 2 else 0.03, 0.1 + n * 0.1)  # stopped for most of every moment: most beats 30 ms late
     plan = two_stage(maps=8, reduces=8)
     (first, _) = groups(submit(s, jobs=2, group_size=1, plan=plan))
     assert "e3" not in first and sum(len(m.tasks) for m in first.values()) == 16
-    for n in range(5):  # five beats on time: the late one is out of the window
-        beat("e3", 0.0, 0.2 + n * 0.1)
+    for n in range(3):  # three beats on time: most of its last five are
+        beat("e3", 0.0, 0.6 + n * 0.1)
     (again, _) = groups(submit(s, jobs=2, group_size=1, plan=plan, run_id="r2"))
     assert "e3" in again
 
@@ -129,11 +130,19 @@ def test_an_executor_whose_beats_come_late_takes_no_stateless_task_until_they_ar
 def test_stalled_executors_are_left_out_only_beside_executors_that_are_not():
     records = [record(e) for e in ("a", "b", "c")]
     for r in records:
-        r.late_beats.append(0.02)  # the whole machine is slow: nobody is left out
+        r.late_beats.extend([0.02] * 5)  # the whole machine is slow: nobody is left out
     assert ExecutorSpeeds.without_stalled(records) == records
     records[0].late_beats.extend([0.0] * 5)
     records[1].late_beats.extend([0.0] * 5)
     assert ExecutorSpeeds.without_stalled(records) == records[:2]
+
+
+def test_one_late_beat_is_a_hiccup_not_a_stall():
+    fresh = record("a")
+    fresh.late_beats.append(0.05)  # starting up: one beat late, and too few to judge
+    assert fresh.stall == 0.0
+    fresh.late_beats.extend([0.0, 0.0, 0.05, 0.0])
+    assert fresh.stall == 0.0
 
 
 # --- speculation ----------------------------------------------------------------------------------
