@@ -22,7 +22,6 @@ call it after every event).
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -45,7 +44,6 @@ from squall.common.protocol import (
     Heartbeat,
     JobDone,
     JobFailed,
-    LookupPersisted,
     Message,
     Metrics,
     PersistedLocations,
@@ -63,7 +61,6 @@ from squall.common.protocol import (
     TaskFailed,
     TaskFinished,
 )
-from squall.common.recent_ids import RecentIds
 from squall.common.settings import Settings
 from squall.common.tracked import tracked_reply
 from squall.services.scheduler.bsp_jobs import BspJob
@@ -84,6 +81,7 @@ from squall.services.scheduler.groups import PlannedJob
 from squall.services.scheduler.handover import Handovers
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
+from squall.services.scheduler.persisted_plans import PersistedPlans
 from squall.services.scheduler.placement import PlacementPolicy
 from squall.services.scheduler.plan_cache import MissingNodes, PlanCache
 from squall.services.scheduler.planner import plan_job
@@ -93,10 +91,6 @@ from squall.services.scheduler.shipped import Shipment, ShippedPlan
 # After a connection to the ROUTER dropped, probe the drivers for this long: the ROUTER may forget
 # the peer a moment after its monitor reports the drop (the probes go out on each tick).
 PROBE_WINDOW = 0.25
-
-# Plans a job again this many times when a persisted block it was placed to read is gone by the
-# time it runs (evicted, or its holder lost); past this it computes everything from lineage.
-MAX_REPLANS = 3
 
 HUNG_NOTE = ("its process answers, but its heartbeats or its loop have stopped: a call holding the GIL, a task "
              "blocking the loop, or a deadlock; its work is left running")
@@ -126,6 +120,7 @@ class SchedulerState:
         self.book = StateBook(settings.checkpoint_every_groups, settings.replay, settings.checkpoint_map_outputs)
         # Seeded by the incarnation: random placement differs from one scheduler process to the next.
         self.placement = PlacementPolicy(settings.lc_placement, seed=incarnation)
+        self.persisted = PersistedPlans(settings, self.members, self.book, self.runs, self._advance)
         self.drizzle = DrizzleMode(settings, self.members, self.book, self.placement, self.runs, self._ship, self._release, self._advance,
                                    clock_offset)  # wall clock minus `now`'s: batch times are wall clock
         self.bsp = BspMode(self.members, self.placement, settings.max_message_bytes, self._ship, self._bsp_job_ended)
@@ -134,13 +129,6 @@ class SchedulerState:
         self.drizzle.before_group = self.handovers.before_group
         self.departures = Departures(self.members, self.book, self.runs, self.bsp)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
-        # Persisted datasets: each driver's (dropped when it goes), those unpersisted (planned as
-        # if never persisted, should a plan still reach them), and the block directory look-ups
-        # in flight: request id -> (run, datasets asked about, when asked).
-        self.driver_datasets: dict[bytes, set[str]] = {}
-        self.unpersisted = RecentIds()
-        self.lookups: dict[int, tuple[str, list[str], float]] = {}
-        self._lookup_ids = 0
         self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
         self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
         # Messages handled and sent, by type (GetMetrics): shows what the scheduler is (not) involved in.
@@ -152,8 +140,8 @@ class SchedulerState:
             Heartbeat: self._on_heartbeat,
             SubmitJobs: self._on_submit,
             CancelRun: self._on_cancel,
-            ForgetPersisted: self._on_forget_persisted,
-            PersistedLocations: self._on_persisted_locations,
+            ForgetPersisted: lambda ev: self.persisted.forget(cast(ForgetPersisted, ev.msg).dataset_ids),
+            PersistedLocations: lambda ev: self.persisted.locations(cast(PersistedLocations, ev.msg), ev.now),
             TaskFinished: self._on_task_finished,
             TaskFailed: self._on_task_failed,
             ResultPartition: self._on_result_partition,
@@ -211,8 +199,7 @@ class SchedulerState:
             "bsp_jobs": len(self.bsp.jobs),
             "pending": len(self.bsp.pending),
             "driver_states": len(self.driver_states),
-            "driver_datasets": sum(len(d) for d in self.driver_datasets.values()),
-            "block_lookups": len(self.lookups),
+            **self.persisted.tracked(),
             "executors": len(records),
             "executor_stages": sum(len(r.shipped) for r in records),
             "executor_code": sum(len(r.shipped.code_uses) for r in records),
@@ -283,8 +270,7 @@ class SchedulerState:
             instructions.append(Log("warning", "executor_hung", details))
         expired = self.members.expired(now)
         instructions += self._lose([(executor_id, f"no heartbeat for {silent:.2f}s, its connection not up yet") for executor_id, silent in expired], now)
-        if self.lookups:
-            instructions += self._expire_lookups(now)
+        instructions += self.persisted.expire(now)
         if now <= self._probe_until:
             instructions += self._probe_drivers()
         if self.handovers.pending:
@@ -444,137 +430,12 @@ class SchedulerState:
             return actions + self._advance(run, now)
         if (run.bsp is not None) if not run.preschedule else run.groups_in_flight >= GROUPS_IN_FLIGHT:
             return []
-        planning = self._plan_next(run, now)
+        planning = self.persisted.plan_next(run, now)
         if planning is not None:
             return planning
         if not run.preschedule:
             return self.bsp.start(run, now)
         return self.drizzle.dispatch(run, now)
-
-    # --- persisted datasets ---------------------------------------------------------------------
-
-    def _plan_next(self, run: SubmittedRun, now: float) -> list[Instruction] | None:
-        """Plan the jobs that go out next (a group, or a BSP job) whose plans reach persisted
-        datasets: None when they all are; else the look-ups to wait for (or, if some failed to
-        plan, their failures and the run moved on)."""
-        count = run.group_size if run.preschedule else 1
-        waiting = [job for job in itertools.islice(run.queue, count) if job.needs_blocks]
-        if not waiting:
-            return None
-        if any(entry[0] == run.run_id for entry in self.lookups.values()):
-            return []  # its answer plans them
-        ask: set[str] = set()
-        failed: list[Instruction] = []
-        for job in waiting:
-            try:
-                unknown = self._unknown_datasets(job)
-            except MissingNodes as exc:  # evicted since it came: the driver sends the job again, whole
-                job.failed = True
-                failed.append(Send(run.driver, JobFailed(job_id=job.job_id, kind="plan_cache_miss", message=str(exc), batch=job.batch)))
-                continue
-            if unknown:
-                ask |= unknown
-                continue
-            failure = self._plan_around_blocks(run, job)
-            if failure is not None:
-                failed.append(failure)
-        if failed:
-            run.queue = deque(job for job in run.queue if not job.failed)
-            return failed + self._advance(run, now)
-        if not ask:
-            return None
-        self._lookup_ids += 1
-        self.lookups[self._lookup_ids] = (run.run_id, sorted(ask), now)
-        return [ToShuffleMeta(LookupPersisted(request_id=self._lookup_ids, dataset_ids=sorted(ask)))]
-
-    def _unknown_datasets(self, job: PlannedJob) -> set[str]:
-        """The persisted datasets the job reaches that the directory has not been asked about
-        (unpersisted ones are known at once: as not held). Past MAX_REPLANS nothing is asked:
-        every dataset is computed from its lineage."""
-        assert job.source is not None
-        while True:
-            unknown = job.source.persisted(job.known)
-            settled = {d for d in unknown if d in self.unpersisted or job.replans > MAX_REPLANS}
-            if not settled:
-                return unknown
-            for dataset_id in settled:
-                job.known[dataset_id] = 0
-
-    def _plan_around_blocks(self, run: SubmittedRun, job: PlannedJob) -> Instruction | None:
-        """Plan a job's stages with the datasets held whole cut out of its lineage; a plan that
-        cannot run fails its job (returned)."""
-        assert job.source is not None
-        try:
-            job.plan = plan_job(job.source.resolve(job.known), self.unpersisted)
-        except MissingNodes as exc:
-            job.failed = True
-            return Send(run.driver, JobFailed(job_id=job.job_id, kind="plan_cache_miss", message=str(exc), batch=job.batch))
-        except PlanError as exc:
-            job.failed = True
-            return Send(run.driver, JobFailed(job_id=job.job_id, kind="plan", message=str(exc), batch=job.batch))
-        job.stage_keys = [stage.spec.key() for stage in job.plan.stages]
-        job.needs_blocks = False
-        self.book.register(job)
-        run.state_ids |= self.book.state_ids(job)
-        datasets = {d for d in job.known if d not in self.unpersisted}
-        if datasets:
-            self.driver_datasets.setdefault(run.driver, set()).update(datasets)
-        return None
-
-    def _on_persisted_locations(self, ev: Received) -> list[Instruction]:
-        msg = cast(PersistedLocations, ev.msg)
-        entry = self.lookups.pop(msg.request_id, None)
-        if entry is None:
-            return []  # answered after its deadline, or its run is gone
-        return self._learn_blocks(entry[0], entry[1], msg.holders, msg.partitions, ev.now)
-
-    def _learn_blocks(self, run_id: str, asked: list[str], holders: dict[str, dict[int, list[str]]], partitions: dict[str, int],
-                      now: float) -> list[Instruction]:
-        """The directory's answer (or none, past the deadline): which partitions live executors
-        hold. The run's waiting jobs take it in, and the run moves on."""
-        run = self.runs.get(run_id)
-        if run is None:
-            return []
-        live = self.members.executors
-        for job in itertools.islice(run.queue, run.group_size if run.preschedule else 1):  # those that asked
-            if not job.needs_blocks:
-                continue
-            for dataset_id in asked:
-                held = {p: [e for e in es if e in live] for p, es in holders.get(dataset_id, {}).items()}
-                held = {p: es for p, es in held.items() if es}
-                count = partitions.get(dataset_id, 0)
-                job.known[dataset_id] = count if count and all(p in held for p in range(count)) else 0
-                if held:
-                    job.blocks[dataset_id] = held
-        return self._advance(run, now)
-
-    def _on_forget_persisted(self, ev: Received) -> list[Instruction]:
-        """A driver unpersisted datasets: the directory and every executor drop their blocks."""
-        dataset_ids = cast(ForgetPersisted, ev.msg).dataset_ids
-        return self._forget_persisted(dataset_ids)
-
-    def _forget_persisted(self, dataset_ids: list[str]) -> list[Instruction]:
-        if not dataset_ids:
-            return []
-        for dataset_id in dataset_ids:
-            self.unpersisted.add(dataset_id)
-        for driver, datasets in list(self.driver_datasets.items()):
-            datasets.difference_update(dataset_ids)
-            if not datasets:
-                del self.driver_datasets[driver]
-        forget = ForgetPersisted(dataset_ids=dataset_ids)
-        return [ToShuffleMeta(forget), *(Send(record.peer, forget) for record in self.members.live())]
-
-    def _expire_lookups(self, now: float) -> list[Instruction]:
-        """A look-up unanswered past shuffle_lookup_timeout (shuffle_meta down or restarting):
-        plan as if nothing were held. Slower, never wrong, never stuck."""
-        late = [rid for rid, (_, _, asked_at) in self.lookups.items() if now - asked_at > self.settings.shuffle_lookup_timeout]
-        instructions: list[Instruction] = []
-        for rid in late:
-            run_id, asked, _ = self.lookups.pop(rid)
-            instructions.append(Log("warning", "block_lookup_timed_out", {"run": run_id, "datasets": len(asked)}))
-            instructions += self._learn_blocks(run_id, asked, {}, {}, now)
-        return instructions
 
     # --- tasks and groups -----------------------------------------------------------------------
 
@@ -669,7 +530,7 @@ class SchedulerState:
     def drivers(self) -> set[bytes]:
         """Drivers the scheduler holds something for: runs in flight, keyed state of their
         streams, or persisted datasets."""
-        return {run.driver for run in self.runs.values()} | set(self.driver_states) | set(self.driver_datasets)
+        return {run.driver for run in self.runs.values()} | set(self.driver_states) | set(self.persisted.driver_datasets)
 
     def _on_connection_dropped(self, ev: ConnectionDropped) -> list[Instruction]:
         """Whose connection dropped, the ROUTER tells only when asked: ask it for a while."""
@@ -698,9 +559,7 @@ class SchedulerState:
         states = self.driver_states.pop(driver, set())
         if states:
             instructions += self._forget_states(sorted(states))
-        datasets = self.driver_datasets.pop(driver, set())
-        if datasets:
-            instructions += self._forget_persisted(sorted(datasets))
+        instructions += self.persisted.driver_gone(driver)
         return [i for i in instructions if not (isinstance(i, Send) and i.peer == driver)]  # it hears nothing more
 
     # --- invariants -----------------------------------------------------------------------------
@@ -742,4 +601,4 @@ class SchedulerState:
                 assert owners.get(m.partition) == m.old, f"partition {m.partition} of {state_id} is handed over by {m.old}, which does not own it"
                 assert m.new in executors and not executors[m.new].leaving, f"partition {m.partition} of {state_id} goes to {m.new}, gone or leaving"
         assert all(self.driver_states.values()), "a driver kept with no keyed state"
-        assert all(self.driver_datasets.values()), "a driver kept with no persisted dataset"
+        self.persisted.validate()

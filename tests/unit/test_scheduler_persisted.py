@@ -27,7 +27,7 @@ from squall.common.protocol import (
     TaskFailed,
 )
 from squall.common.settings import Settings
-from squall.services.scheduler.state import MAX_REPLANS
+from squall.services.scheduler.persisted_plans import MAX_REPLANS
 
 from tests.unit.scheduler_runs import DRIVER, checked, driver_gone, finish_group, launches, receive, sends, state, submit, tick
 
