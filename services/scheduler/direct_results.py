@@ -13,7 +13,19 @@ from __future__ import annotations
 
 import msgspec
 from squall.common.protocol import GroupDone, TaskDescriptor
+from squall.common.security import is_loopback
 from squall.services.scheduler.groups import PlannedJob
+
+
+def reachable_result_address(result_to: str, executor_addresses: list[str]) -> str:
+    """The driver's result address if the executors can reach it, else "" (results relayed). A
+    loopback address reaches only processes on the driver's machine: where an executor
+    advertises an address that is not loopback (a container, another host), it is on another
+    network, and a driver that sees the scheduler through a published port (a Docker host) would
+    otherwise wait for results that never come."""
+    if result_to and is_loopback(result_to) and any(not is_loopback(a) for a in executor_addresses):
+        return ""
+    return result_to
 
 
 def address_results(shares: dict[str, list[TaskDescriptor]], jobs: list[PlannedJob], result_to: str) -> dict[str, list[TaskDescriptor]]:

@@ -67,6 +67,7 @@ from squall.services.scheduler.bsp_jobs import BspJob
 from squall.services.scheduler.bsp_mode import BspMode
 from squall.services.scheduler.cancellation import stop_run
 from squall.services.scheduler.decommission import Departures
+from squall.services.scheduler.direct_results import reachable_result_address
 from squall.services.scheduler.drizzle_mode import GROUPS_IN_FLIGHT, DrizzleMode
 from squall.services.scheduler.events import (
     ConnectionDropped,
@@ -358,7 +359,8 @@ class SchedulerState:
             preschedule=msg.preschedule,
             barrier=msg.barrier,
             priority=msg.priority,
-            result_to=msg.result_to if msg.preschedule else "",  # BSP relays results
+            # BSP relays results; so does a run whose driver's address its executors cannot reach
+            result_to=reachable_result_address(msg.result_to, [r.data_address for r in self.members.live()]) if msg.preschedule else "",
         )
         actions: list[Instruction] = []
         known_states = set(self.book.states)

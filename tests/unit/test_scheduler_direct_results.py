@@ -6,10 +6,11 @@ job after an executor's loss, and names in RunDone the jobs whose results went d
 from __future__ import annotations
 
 from squall.common.protocol import GroupDone, JobDone, JobFailed, LaunchGroup, RunDone, encode
+from squall.services.scheduler.direct_results import reachable_result_address
 
 from tests.unit.scheduler_runs import DRIVER, groups, launches, lose, receive, sends, state, submit, two_stage
 
-DRIVER_SOCKET = "tcp://127.0.0.1:5555"
+DRIVER_SOCKET = "tcp://10.0.0.9:5555"  # the executors here advertise tcp://e0:1, ...: not loopback
 
 
 def report(s, launch: dict[str, LaunchGroup], now: float = 1.0, skip=(), drop: tuple[str, int] | None = None) -> list:
@@ -41,6 +42,14 @@ def test_without_an_address_or_in_bsp_mode_results_come_through_the_scheduler():
     s2 = state("e0")
     submit(s2, jobs=1, group_size=1, preschedule=False, result_to=DRIVER_SOCKET)
     assert s2.runs["r"].result_to == ""  # BSP relays results: TaskFinished carries them
+
+
+def test_a_loopback_driver_address_is_used_only_when_the_executors_are_on_loopback_too():
+    s = state("e0", "e1")  # executors at tcp://e0:1 and tcp://e1:1: on another network than 127.0.0.1
+    submit(s, jobs=1, group_size=1, result_to="tcp://127.0.0.1:5555")
+    assert s.runs["r"].result_to == ""  # a driver reaching the scheduler through a published port: relayed
+    assert reachable_result_address("tcp://127.0.0.1:5555", ["tcp://127.0.0.1:4001", "tcp://127.0.0.1:4002"]) == "tcp://127.0.0.1:5555"
+    assert reachable_result_address("tcp://10.0.0.9:5555", ["tcp://10.0.0.7:1"]) == "tcp://10.0.0.9:5555"
 
 
 def test_the_groups_reports_complete_the_jobs_and_run_done_names_them():
