@@ -11,7 +11,7 @@ import time
 
 import zmq
 
-from squall.common import protocol, security, transport
+from squall.common import security, transport
 from squall.common.handshake import address_problem
 from squall.common.protocol import (
     ClusterStatus,
@@ -20,9 +20,9 @@ from squall.common.protocol import (
     ErrorReply,
     GetClusterStatus,
     Message,
-    ProtocolError,
 )
 from squall.common.settings import Settings
+from squall.health import reply
 
 
 def decommission(scheduler: str, executor_id: str, timeout: float, settings: Settings | None = None, wait: bool = True) -> tuple[bool, str]:
@@ -64,15 +64,7 @@ def decommission(scheduler: str, executor_id: str, timeout: float, settings: Set
 
 def _receive(sock: zmq.Socket[bytes], settings: Settings, deadline: float, kind: type[Message]) -> Message | None:
     """The first message of that kind before the deadline (an ErrorReply raises), or None."""
-    while (left := deadline - time.monotonic()) > 0:
-        if not sock.poll(int(left * 1000) + 1):
-            continue
-        try:
-            msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
-        except ProtocolError:
-            continue
-        if isinstance(msg, ErrorReply):
-            raise RuntimeError(f"the scheduler refused: {msg.reason}")
-        if isinstance(msg, kind):
-            return msg
-    return None
+    msg = reply(sock, settings, deadline, kind, ErrorReply)
+    if isinstance(msg, ErrorReply):
+        raise RuntimeError(f"the scheduler refused: {msg.reason}")
+    return msg

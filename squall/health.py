@@ -8,7 +8,7 @@ import zmq
 
 from squall.common import protocol, security, transport
 from squall.common.handshake import ConnectionProbe, address_problem
-from squall.common.protocol import GetTracked, Ping, Pong, ProtocolError, Tracked
+from squall.common.protocol import GetTracked, Message, Ping, Pong, ProtocolError, Tracked
 from squall.common.settings import Settings
 
 
@@ -56,20 +56,28 @@ def tracked(address: str, settings: Settings, timeout: float = 5.0, heap: bool =
     try:
         sock.connect(address)
         transport.send(sock, GetTracked(heap=heap))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                continue
-            try:
-                msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
-            except ProtocolError:
-                continue
-            if isinstance(msg, Tracked):
-                return msg
+        msg = reply(sock, settings, time.monotonic() + timeout, Tracked)
+        if isinstance(msg, Tracked):
+            return msg
         raise TimeoutError(f"{address} did not say what it holds within {timeout:g}s")
     finally:
         sock.close(0)
         ctx.term()
+
+
+def reply(sock: zmq.Socket[bytes], settings: Settings, deadline: float, *kinds: type[Message]) -> Message | None:
+    """The first message on `sock` of one of `kinds` before `deadline` (time.monotonic()), or
+    None; undecodable frames and other messages are passed over."""
+    while (left := deadline - time.monotonic()) > 0:
+        if not sock.poll(int(left * 1000) + 1):
+            continue
+        try:
+            msg, _ = protocol.decode(sock.recv_multipart(), settings.max_message_bytes)
+        except ProtocolError:
+            continue
+        if isinstance(msg, kinds):
+            return msg
+    return None
 
 
 def _a(noun: str) -> str:

@@ -51,6 +51,8 @@ class ListPlan:
         return found
 
     def resolve(self, known: Mapping[str, int]) -> LogicalPlan:
+        if not any(known.values()):
+            return self.plan  # nothing held: nothing to cut (every job of a stream comes this way)
         nodes = self.plan.nodes
         if any(p >= index for index, node in enumerate(nodes) for p in node_parents(node)):
             return self.plan  # malformed: the planner says how
