@@ -278,8 +278,9 @@ class Heartbeat(Message, frozen=True):
     latency_tasks: Index = 0
     batch_tasks: Index = 0
     suspended_tasks: Index = 0
-    # Seconds this beat came late: its thread woke this long after it meant to. A process stopped
-    # or starved of CPU for part of every moment wakes late whatever its tasks take.
+    # The longest the beating thread woke late since the previous beat (it wakes many times
+    # between two): a process stopped or starved of CPU for part of every moment wakes late
+    # whatever its tasks take.
     stalled: Annotated[float, Meta(ge=0)] = 0.0
 
 

@@ -1,6 +1,7 @@
 """The executor's heartbeat thread: beats on its own socket, whatever the loop is doing.
 
-Beats say that the executor's Python threads run, and for how long its loop has not gone round.
+Beats say that the executor's Python threads run, for how long its loop has not gone round, and
+how late the thread itself woke lately (the process stopped or starved: a straggler, speeds.py).
 They do not decide death: the scheduler's watch connection does (ZeroMQ heartbeats, answered
 without the GIL), so a task holding the GIL for long is no death. Beats silent, or a loop silent,
 past hung_timeout get the executor reported as hung. If the scheduler answers a beat with
@@ -18,6 +19,12 @@ import zmq
 from squall.common import protocol, transport
 from squall.common.protocol import Heartbeat, ProtocolError, Reregister
 from squall.common.settings import Settings
+
+# Between beats the thread wakes this often, to measure how late it wakes: a beat carries the
+# longest delay since the previous one. A process stopped or starved for tens of milliseconds of
+# every moment shows it in every beat, whatever the phase of its stops against the beats (one
+# wake-up per beat would see it only when a beat happened to fall in a stop).
+STALL_PROBE = 0.01
 
 
 class Heartbeater:
@@ -45,21 +52,28 @@ class Heartbeater:
         connected_for = self.registration
         try:
             due = time.monotonic() + self.settings.heartbeat_interval
-            while not self._stop.wait(max(0.0, due - time.monotonic())):
-                stalled = round(max(0.0, time.monotonic() - due), 4)  # woke this late: stopped or starved
-                due = max(due + self.settings.heartbeat_interval, time.monotonic())
+            stalled = 0.0  # the longest this thread woke late since the last beat
+            probe = time.monotonic() + STALL_PROBE
+            while not self._stop.wait(max(0.0, min(probe, due) - time.monotonic())):
+                now = time.monotonic()
+                stalled = max(stalled, now - min(probe, due))  # stopped or starved for that long
+                probe = now + STALL_PROBE
+                if now < due:
+                    continue
+                due = max(due + self.settings.heartbeat_interval, now)
                 if self.active.is_set() and connected_for != self.registration:
                     # Registered again: beat on a fresh connection, not one that may be stuck
                     # behind a healed partition's backed-off retransmissions.
                     sock.close(0)
                     sock, connected_for = self._connect(), self.registration
                 if self.active.is_set():
-                    loop_silent = round(max(0.0, time.monotonic() - self.loop_seen), 3)
+                    loop_silent = round(max(0.0, now - self.loop_seen), 3)
                     latency, batch, suspended = self.load
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
                                                        registration=self.registration, loop_silent=loop_silent,
                                                        latency_tasks=latency, batch_tasks=batch, suspended_tasks=suspended,
-                                                       stalled=stalled))
+                                                       stalled=round(stalled, 4)))
+                stalled = 0.0
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())
         finally:
