@@ -34,6 +34,10 @@ from squall.recovery_stats import batch_points, recovery_time, steady_latency
 GROUP_SIZE = 2
 STOP_TIMEOUT = 20.0
 DELIVERY_TIMEOUT = 20.0
+# A stream with a slowed executor runs this long after its last fault, and its steady latency is
+# measured from SETTLE seconds after that fault: a p99 over about 100 batches, not a dozen.
+STEADY_AFTER_SLOW = 12.0
+SETTLE = 1.0
 
 
 @dataclass
@@ -85,7 +89,9 @@ def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: in
                 if any(s._error for s in streams):  # noqa: SLF001 - fail fast: the stream already stopped
                     break
                 result.faults.append(_inject(cluster, fault, sums, started, interval, slowdowns))
-            last = started + max((f.at + f.duration for f in plan), default=0.0) + after
+            # After a slowdown, long enough that the steady p99 beside it rests on 100 batches.
+            tail = max(after, STEADY_AFTER_SLOW) if stateless is not None else after
+            last = started + max((f.at + f.duration for f in plan), default=0.0) + tail
             _sleep_until(last)
             if not _wait(lambda: len(sums) >= (last - started) / interval * 0.5, DELIVERY_TIMEOUT):
                 result.hung = True
@@ -216,12 +222,14 @@ def _exit_code(cluster: LocalCluster, name: str, timeout: float) -> int | None:
 
 
 def _measure_slowdowns(result: TrialResult, stream: Any, interval: float) -> None:
-    """The stateless stream's p99 batch latency before the first fault (past its first five
-    batches, the warm-up) and over the batches ending while each slow_executor fault lasted."""
+    """The stateless stream's p99 batch latency when no fault is on: before the first (past the
+    stream's first five batches, the warm-up) and from SETTLE seconds after the last is over;
+    and over the batches ending while each slow_executor fault lasted."""
     metrics = stream.metrics_state
-    points = batch_points(metrics.started, interval, list(metrics.latencies), metrics.first_latency_batch)
+    points = batch_points(metrics.started, interval, list(metrics.latencies), metrics.first_latency_batch)[5:]
     first = min((f.at for f in result.faults), default=float("inf"))
-    steady = p99([lat for end, lat in points if end < first][5:])
+    over = max((f.at + f.duration for f in result.faults), default=float("-inf")) + SETTLE
+    steady = p99([lat for end, lat in points if end < first or end > over])
     for report in result.faults:
         if report.kind == "slow_executor":
             report.steady_p99 = steady
