@@ -33,6 +33,16 @@ class ToPeer:
 
 
 @dataclass(frozen=True)
+class Connect:
+    """Open connections to these peers now (those already open stay as they are). A group's map
+    tasks will push to them and its result tasks send there as soon as its batches are due; a new
+    connection's handshake (TCP, CurveZMQ, the peer's authentication) is better made while the
+    group waits for its batches than when a batch's blocks wait on it, as after executors join."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunTask:
     """Run a task whose inputs are all present. It carries the pickled code its stage needs (the
     runner keeps no store of its own that the loop could change under it), and the persisted
@@ -168,7 +178,7 @@ class DiscardWork:
 
 
 Instruction = (
-    ToScheduler | ToShuffleMeta | ToPeer | Send | Log | RunTask | StopTask | SuspendTask | ResumeTask | PreemptTask
+    ToScheduler | ToShuffleMeta | ToPeer | Connect | Send | Log | RunTask | StopTask | SuspendTask | ResumeTask | PreemptTask
     | CheckpointMapOutput | CheckpointState | PruneMapCheckpoints | ForgetCheckpoints | LoadStates | RestoreState | DropStates | WakeAt
     | Activate | Reconnect | DiscardWork | Exit
 )

@@ -26,6 +26,7 @@ from squall.services.executor.instructions import (
     Activate,
     CheckpointMapOutput,
     CheckpointState,
+    Connect,
     DiscardWork,
     DropStates,
     Exit,
@@ -103,6 +104,7 @@ class ExecutorServer:
             ToScheduler: lambda i: transport.send(self.sched, i.msg, i.payloads),
             ToShuffleMeta: self._to_shuffle_meta,
             ToPeer: self._to_peer,
+            Connect: self._connect_peers,
             Send: lambda i: transport.send(self.data, i.msg, i.payloads, to=i.peer),
             Log: lambda i: getattr(self.log, i.level)(i.event, **i.fields),
             StopTask: self._stop_task,
@@ -359,6 +361,10 @@ class ExecutorServer:
             self.peers[address] = sock
         self._peer_used[address] = time.monotonic()
         return sock
+
+    def _connect_peers(self, instruction: Connect) -> None:
+        for address in instruction.addresses:
+            self._peer(address)
 
     def _close_idle_peers(self) -> None:
         """Close connections to peers we have not sent to for twice the fetch timeout: a fetch

@@ -48,6 +48,7 @@ from squall.services.executor.held_tasks import HeldTasks
 from squall.services.executor.instructions import (
     CheckpointMapOutput,
     CheckpointState,
+    Connect,
     DropStates,
     Instruction,
     PreemptTask,
@@ -169,7 +170,9 @@ class TaskFlow:
         """Drizzle: a whole group's share; reducers wait for what their mappers push."""
         self._cache(msg.stages, msg.code, msg.forget_stages, msg.forget_code)
         self.barrier = msg.barrier
-        out: list[Instruction] = []
+        peers = {a for t in msg.tasks for a in t.push_to} | {t.result_to for t in msg.tasks if t.result_to}
+        peers.discard(self.data_address)
+        out: list[Instruction] = [Connect(tuple(sorted(peers)))] if peers else []
         unreadable: dict[StateKey, str] = {}
         for restore in msg.restores:
             out += self._restore(restore, restored.get((restore.state_id, restore.partition)), unreadable)
