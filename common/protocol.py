@@ -192,6 +192,33 @@ class Metrics(Message, frozen=True):
     sent: dict[str, int]
 
 
+class StreamProgress(Message, frozen=True):
+    """Driver -> scheduler, sent without waiting for an answer after each stream batch the driver
+    delivered: what only the driver sees (latency to its sink, window latencies, records), for the
+    scheduler's dashboard and metrics. -1 input_records: the driver cannot count them."""
+
+    run_id: Id
+    batch: Index
+    latency: Annotated[float, Meta(ge=0)]
+    window_latencies: list[float] = []
+    input_records: int = -1
+    output_records: Index = 0
+    group_size: Index = 0
+    skipped: Index = 0
+
+
+class GetSnapshot(Message, frozen=True):
+    pass
+
+
+class Snapshot(Message, frozen=True):
+    """The cluster as the scheduler sees it (executors, streams with their recent batches, runs
+    in flight, persisted datasets, recent events), JSON-encoded: the dashboard's and `squall
+    status`'s one source (docs/observability.md gives its fields)."""
+
+    json: bytes
+
+
 class GetTracked(Message, frozen=True):
     """Any service: how many entries each of its per-job, per-batch and per-run tables holds
     (soak tests assert they stay bounded); with `heap`, also its live Python objects by type
@@ -249,6 +276,7 @@ class RegisterExecutor(Message, frozen=True):
     data_address: str
     slots: Annotated[int, Meta(ge=1, le=1024)]
     pid: int = 0
+    metrics_address: str = ""  # where it serves Prometheus metrics (http://host:port/metrics; "": none)
 
 
 class Registered(Message, frozen=True):
@@ -282,6 +310,9 @@ class Heartbeat(Message, frozen=True):
     # between two): a process stopped or starved of CPU for part of every moment wakes late
     # whatever its tasks take.
     stalled: Annotated[float, Meta(ge=0)] = 0.0
+    # Its resident memory, and the bytes of persisted partitions it holds (for the dashboard).
+    memory_bytes: Index = 0
+    persisted_bytes: Index = 0
 
 
 class TaskDescriptor(Struct, frozen=True):
@@ -680,6 +711,9 @@ AnyMessage = (
     | Metrics
     | GetTracked
     | Tracked
+    | StreamProgress
+    | GetSnapshot
+    | Snapshot
     | GetClusterStatus
     | ClusterStatus
     | RegisterExecutor

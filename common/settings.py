@@ -222,6 +222,14 @@ class Settings:
     # make a long-running process grow (common/c_heap.py). 0: neither.
     memory_trim_interval: float = 30.0
     # Logging: "auto" is JSON when stderr is not a terminal, console otherwise.
+    # Observability. Every service serves Prometheus metrics over HTTP at /metrics on
+    # metrics_bind:metrics_port (0: a free port, chosen at start and logged; -1: none); the
+    # scheduler serves a read-only live dashboard on dashboard_bind:dashboard_port (-1: none).
+    # Both bind loopback unless told otherwise, and reveal no key material.
+    metrics_port: int = 0
+    metrics_bind: str = "127.0.0.1"
+    dashboard_port: int = 8790
+    dashboard_bind: str = "127.0.0.1"
     log_level: str = "info"
     log_format: str = "auto"
     # Services started by a local cluster exit when this process disappears (0: disabled).
@@ -249,6 +257,9 @@ class Settings:
         if not (isinstance(self.speculation_multiplier, int | float) and math.isfinite(self.speculation_multiplier)
                 and self.speculation_multiplier >= 1):
             raise SettingsError("speculation_multiplier (SQUALL_SPECULATION_MULTIPLIER) must be a number of at least 1")
+        for name in ("metrics_port", "dashboard_port"):
+            if not -1 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a port (0: any free one; -1: none)")
         if self.push_inline_max_bytes < 0:
             raise SettingsError("push_inline_max_bytes (SQUALL_PUSH_INLINE_MAX_BYTES) must not be negative")
 
