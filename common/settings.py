@@ -188,6 +188,9 @@ class Settings:
     direct_results: bool = True
     driver_host: str = ""
     result_wait: float = 10.0
+    # A driver waiting over a second for run_jobs (collect, count, ...) shows a progress bar on
+    # stderr when stderr is a terminal: tasks done per stage, polled from the scheduler.
+    progress_bar: bool = True
     # Shuffle: how long a reducer waits for map output locations and for block fetches.
     shuffle_lookup_timeout: float = 10.0
     shuffle_fetch_timeout: float = 10.0
