@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import squall
 from squall.common.service_cli import SERVICES
@@ -55,6 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--address", required=True, help="the service's endpoint, e.g. tcp://127.0.0.1:7077")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
     health.set_defaults(handler=run_health)
+
+    status = sub.add_parser("status", help="print the cluster as its scheduler sees it: executors, streams, runs, events",
+                            description="Ask the scheduler (with the cluster's keys from SQUALL_CURVE_*) for its snapshot and "
+                            "print it as tables: executors (tasks, memory, stalls, last heartbeat), streams (rates, latency), "
+                            "runs in flight (tasks done per stage), persisted datasets, recent events, and where its dashboard "
+                            "and metrics are. Exit 1 if the scheduler does not answer.")
+    _add_scheduler_arguments(status)
+    status.add_argument("--json", action="store_true", help="print the raw snapshot as JSON instead")
+    status.set_defaults(handler=run_status)
+
+    top = sub.add_parser("top", help="the same as status, refreshed live until Ctrl-C",
+                         description="Show the scheduler's snapshot as `squall status` does, refreshed every --interval "
+                         "seconds until Ctrl-C (exit 0) or --iterations refreshes.")
+    _add_scheduler_arguments(top)
+    top.add_argument("--interval", type=_positive(float), default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--iterations", type=_positive(int), default=None, help="stop after this many refreshes (default: until Ctrl-C)")
+    top.set_defaults(handler=run_top)
 
     leave = sub.add_parser("decommission", help="let an executor leave gracefully: its state moves to the others, nothing is replayed",
                            description="Ask the scheduler to decommission an executor: it takes no new work, hands its keyed "
@@ -128,6 +146,36 @@ def run_demo(args: argparse.Namespace) -> int:
 
     ok = demo.run(executors=args.executors, rate=args.rate, window=args.window, seconds=args.seconds or None)
     return 0 if ok else 1
+
+
+def _add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", required=True, help="the scheduler's endpoint, e.g. tcp://127.0.0.1:7077")
+    parser.add_argument("--timeout", type=_positive(float), default=5.0, help="seconds to wait for the scheduler to answer (default 5)")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero (argparse reports anything else)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    return parse
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from squall.status_command import status
+
+    return status(args.address, args.timeout, args.json)
+
+
+def run_top(args: argparse.Namespace) -> int:
+    from squall.status_command import top
+
+    return top(args.address, args.timeout, args.interval, args.iterations)
 
 
 def run_health(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from squall.common.protocol import ClusterStatus, Metrics, Priority
 from squall.common.serialization import SerializationError, dumps_function
 from squall.common.settings import Settings
 from squall.errors import JobError
+from squall.progress_bar import RunProgressBar
 from squall.runs import DriverRun, Errors, Planned, RunStats, check_priority
 
 
@@ -90,7 +91,9 @@ class Connection:
         from executors busy with the other (settings.lc_placement). Any other value raises
         ValueError before anything is sent.
         """
-        outcomes = list(self.iter_jobs(datasets, group_size, preschedule, barrier, errors="return", priority=priority))
+        run = self._new_run(datasets, group_size, preschedule, barrier, priority=priority)
+        with RunProgressBar(self.address, self.settings, run.run_id):  # on a terminal, after a second
+            outcomes = list(run.results("return")) if datasets else []
         if errors == "raise":
             for outcome in outcomes:
                 if isinstance(outcome, JobError):
@@ -122,6 +125,28 @@ class Connection:
         `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
         raised by this call, not when iterating. `deltas` (default: the plan_deltas setting)
         sends only the plan nodes the scheduler has not had from this driver."""
+        run = self._new_run(datasets, group_size, preschedule, barrier, not_before, first_batch, replays, replay_from,
+                            resume_states, priority, deltas)
+        if not datasets:
+            return _no_outcomes()
+        return run.results(errors)
+
+    def _new_run(
+        self,
+        datasets: Sequence[Planned],
+        group_size: int | None = None,
+        preschedule: bool | None = None,
+        barrier: bool | None = None,
+        not_before: Sequence[float] | None = None,
+        first_batch: int = 0,
+        replays: Sequence[Planned] = (),
+        replay_from: int = 0,
+        resume_states: dict[str, int] | None = None,
+        priority: Priority = "latency",
+        deltas: bool | None = None,
+    ) -> DriverRun:
+        """A run of `datasets`, its options defaulted from the settings, not yet submitted (its
+        results() submits it); last_run holds its stats. Raises ValueError for a bad priority."""
         check_priority(priority)
         run = DriverRun(
             self.client,
@@ -139,9 +164,7 @@ class Connection:
             deltas=self.settings.plan_deltas if deltas is None else deltas,
         )
         self.last_run = run.stats
-        if not datasets:
-            return _no_outcomes()
-        return run.results(errors)
+        return run
 
 
 def _no_outcomes() -> Generator[Any, None, None]:
