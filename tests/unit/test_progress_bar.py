@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 from squall.common.settings import Settings
 
-from squall.progress_bar import RunProgressBar, is_terminal, run_progress
+from squall.progress_bar import RunProgressBar, _Bar, is_terminal, run_progress
 
 SNAPSHOT = {
     "runs": [
@@ -18,6 +19,20 @@ SNAPSHOT = {
          "stages": [{"stage": 0, "tasks": 8, "done": 5}, {"stage": 1, "tasks": 2, "done": 0}]},
     ]
 }
+
+
+def drain(primary: int) -> bytes:
+    """What has been written to a pseudo-terminal so far (its reader's end, read until empty)."""
+    os.set_blocking(primary, False)
+    written = bytearray()
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except BlockingIOError:
+            return bytes(written)
+        if not chunk:
+            return bytes(written)
+        written += chunk
 
 
 def test_the_run_s_jobs_and_stages_are_read_from_the_snapshot() -> None:
@@ -51,12 +66,23 @@ def test_a_run_that_ends_at_once_leaves_no_thread_and_writes_nothing() -> None:
             with bar:
                 assert bar._thread is not None and bar._thread.is_alive()
             assert not bar._thread.is_alive()
-        os.set_blocking(primary, False)
-        try:
-            written = os.read(primary, 1024)
-        except BlockingIOError:
-            written = b""
-        assert written == b""
+        assert drain(primary) == b""
     finally:
         os.close(primary)
         os.close(secondary)
+
+
+def test_the_bar_draws_a_line_per_stage_on_a_terminal() -> None:
+    primary, secondary = os.openpty()
+    try:
+        with os.fdopen(secondary, "w", closefd=False) as terminal:
+            bar = _Bar(terminal, "s-2")
+            bar.update((1, 3), [(0, 8, 8), (1, 5, 8)])
+            bar.close()
+        written = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drain(primary).decode(errors="replace"))  # no ANSI sequences
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert "run s-2 jobs" in written and "1/3 jobs" in written
+    assert "run s-2 stage 0" in written and "8/8 tasks" in written
+    assert "run s-2 stage 1" in written and "5/8 tasks" in written
