@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -58,6 +58,7 @@ from squall.result_socket import ResultArrived, ResultSocket
 
 Event = tuple[Message, list[object]]
 CONTROL = "__control__"
+CONTROL_KEPT = 64  # control replies kept for the threads that asked for them
 CANCEL_LINGER_MS = 200  # on close, how long the cancels of runs in flight may take to leave
 
 
@@ -86,7 +87,8 @@ class Client:
         self._arrived = threading.Condition()  # guards the mailboxes; notified when one fills or the socket is free
         self._senders = 0  # threads waiting for the socket to send: a waiting reader lets them go first
         self._senders_wake = transport.Wakeup()  # ends the reader's poll when a sender waits
-        self._boxes: dict[str, deque[Event]] = {CONTROL: deque()}
+        # Control replies nobody took (their asker gave up waiting) fall off the end.
+        self._boxes: dict[str, deque[Event]] = {CONTROL: deque(maxlen=CONTROL_KEPT)}
         self._ctx: zmq.SyncContext = zmq.Context.instance()
         self._sock = transport.new_socket(self._ctx, zmq.DEALER, settings)
         self._poller = zmq.Poller()
@@ -314,14 +316,15 @@ class Client:
         with self._socket():
             transport.send(self._sock, msg)
 
-    def _control(self, match: Any, timeout: float, what: str) -> Message:
-        deadline = time.monotonic() + timeout
-        while True:
-            msg, _ = self._wait(CONTROL, what, deadline=deadline)
-            if match(msg):
-                return msg
-            if isinstance(msg, ErrorReply):
-                raise ConnectionError(f"the scheduler answered {what} with an error: {msg.reason}")
+    def _control(self, match: Callable[[Message], bool], timeout: float, what: str) -> Message:
+        """The control reply `match` picks (or an ErrorReply), waiting until `timeout`. Threads
+        may ask at once (a stream's pings and status, a user's snapshot): each takes only its
+        own reply and leaves the others' in the mailbox."""
+        msg, _ = self._wait(CONTROL, what, deadline=time.monotonic() + timeout,
+                            match=lambda m: match(m) or isinstance(m, ErrorReply))
+        if isinstance(msg, ErrorReply) and not match(msg):
+            raise ConnectionError(f"the scheduler answered {what} with an error: {msg.reason}")
+        return msg
 
     @contextmanager
     def _socket(self) -> Iterator[None]:
@@ -346,15 +349,19 @@ class Client:
         with self._arrived:
             self._arrived.notify_all()  # a thread waiting for its mailbox may read the socket now
 
-    def _wait(self, box: str, what: str, deadline: float | None = None) -> Event:
+    def _wait(self, box: str, what: str, deadline: float | None = None, match: Callable[[Message], bool] | None = None) -> Event:
+        """The next message in `box` (the first one `match` picks, when given), reading the
+        socket for everyone while waiting."""
         started = time.monotonic()
         if started - self._last_pump > self._ping_every:  # nobody read the socket meanwhile: its silence is unknown
             self._listening_since = started
         while True:
             with self._arrived:
-                mailbox = self._boxes.get(box)
-                if mailbox:
-                    return mailbox.popleft()
+                found = self._find(box, match)
+                if found is not None:
+                    event = self._boxes[box][found]
+                    del self._boxes[box][found]
+                    return event
             self._check_open()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -365,14 +372,23 @@ class Client:
                 )
             if not self._senders and self._lock.acquire(blocking=False):
                 try:
-                    if not self._boxes.get(box):
+                    if self._find(box, match) is None:
                         self._pump(deadline is None)
                 finally:
                     self._release()
                 continue
             with self._arrived:  # another thread reads (or sends): it wakes us when it sorts a message or lets go
-                if not self._boxes.get(box):
+                if self._find(box, match) is None:
                     self._arrived.wait(self.RECHECK_SECONDS)
+
+    def _find(self, box: str, match: Callable[[Message], bool] | None) -> int | None:
+        """Where in `box` the first message `match` picks is (any message without `match`)."""
+        mailbox = self._boxes.get(box)
+        if not mailbox:
+            return None
+        if match is None:
+            return 0
+        return next((i for i, (msg, _) in enumerate(mailbox) if match(msg)), None)
 
     # How long a thread waiting for its mailbox sleeps before it checks its deadline and the
     # socket again even if nobody woke it (they do: this is a safety net, not the way in).

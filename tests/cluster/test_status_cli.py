@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,24 @@ def test_no_progress_bar_on_a_pipe(cluster: LocalCluster, tmp_path: Path) -> Non
     stdout, stderr = run_driver(cluster, tmp_path, stderr_terminal=False)
     assert "count 8" in stdout
     assert "stage" not in stderr and "/8 tasks" not in stderr and "━" not in stderr, stderr
+
+
+def test_threads_asking_the_scheduler_at_once_each_get_their_own_answer(cluster: LocalCluster) -> None:
+    """A stream's pings, a user's snapshots and status on one context: no reply is taken by the
+    wrong thread (a stream whose ping went unanswered would stop)."""
+    with cluster.connect() as ctx:
+        failures: list[BaseException] = []
+
+        def ask(call: Any) -> None:
+            try:
+                for _ in range(60):
+                    call()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                failures.append(exc)
+
+        threads = [threading.Thread(target=ask, args=(call,)) for call in (ctx.client.ping, ctx.snapshot, ctx.status)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not failures, failures
