@@ -83,7 +83,7 @@ def executors_table(snapshot: Snapshot) -> Table:
 def streams_table(snapshot: Snapshot) -> Table:
     streams: Sequence[Mapping[str, Any]] = snapshot.get("streams", [])
     table = Table(title=f"Streams ({len(streams)})", title_justify="left")
-    table.add_column("run", style="cyan", no_wrap=True)
+    table.add_column("stream", style="cyan", no_wrap=True)
     for name in ("batches", "last batch", "input rate", "processing rate", "latency p50", "latency p99", "group size"):
         table.add_column(name, justify="right")
     for s in streams:
