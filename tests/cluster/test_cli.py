@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(90)]
 SQUALL = [sys.executable, "-m", "squall"]
 
 
-@pytest.mark.parametrize("command", [[], ["scheduler"], ["executor"], ["shuffle-meta"], ["local"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["scheduler"], ["executor"], ["shuffle-meta"], ["local"], ["demo"], ["status"], ["top"]])
 def test_every_command_has_help(command: list[str]) -> None:
     out = subprocess.run([*SQUALL, *command, "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
