@@ -79,6 +79,13 @@ class RunProgressBar:
     def _show(self) -> None:
         if self._ended.wait(SHOW_AFTER):
             return
+        try:
+            self._poll()
+        except Exception:  # noqa: BLE001 - a progress bar never breaks the job it shows
+            pass
+
+    def _poll(self) -> None:
+        """Until the run ends: a snapshot every POLL_EVERY seconds, drawn once the run is in it."""
         sock = transport.new_socket(zmq.Context.instance(), zmq.DEALER, self.settings)
         bar: _Bar | None = None
         try:
@@ -90,12 +97,12 @@ class RunProgressBar:
                     bar = bar or _Bar(self.stream, self.run_id)
                     bar.update(*found)
                 self._ended.wait(max(0.0, polled + POLL_EVERY - time.monotonic()))
-        except Exception:  # noqa: BLE001 - a progress bar never breaks the job it shows
-            pass
         finally:
-            if bar is not None:
-                bar.close()
-            sock.close(0)
+            try:
+                if bar is not None:
+                    bar.close()
+            finally:
+                sock.close(0)
 
     def _snapshot(self, sock: zmq.SyncSocket, deadline: float) -> Mapping[str, Any]:
         """The scheduler's snapshot, or {} if none comes before `deadline` or the run ends first
