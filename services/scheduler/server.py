@@ -48,6 +48,7 @@ class SchedulerServer:
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         self.endpoint = transport.bind(self.sock, settings.scheduler_bind)
+        self.state.observed.address, self.state.observed.started = self.endpoint, time.time()
         self.meta = transport.new_socket(self.ctx, zmq.DEALER, settings)
         self.meta.connect(settings.shuffle_meta_address)
         self.loop = transport.ServiceLoop(settings, log)
