@@ -66,6 +66,7 @@ class SchedulerServer:
         self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta, PersistedLocations: self._receive_from_meta}
         self.dashboard = start_dashboard(settings.dashboard_bind, settings.dashboard_port, log)
         if self.dashboard is not None:
+            self.state.observed.dashboard_url = self.dashboard.url
             self._publish_snapshot()
             self.loop.every(SNAPSHOT_SECONDS, self._publish_snapshot)
         if ready_file:
@@ -115,9 +116,8 @@ class SchedulerServer:
     def _publish_snapshot(self) -> None:
         # The snapshot is built here, on the loop, and handed over as finished bytes: the
         # dashboard's thread never reads the core.
-        snapshot = getattr(self.state, "snapshot", None)
-        if snapshot is not None and self.dashboard is not None:
-            self.dashboard.publish(msgspec.json.encode(snapshot(time.time())))
+        if self.dashboard is not None:
+            self.dashboard.publish(msgspec.json.encode(self.state.snapshot(time.time())))
 
     def _on_driver_disconnect(self, monitor: zmq.Socket[bytes]) -> None:
         self.drivers.disconnected()

@@ -1,5 +1,5 @@
-"""The scheduler's live dashboard in a real headless Chromium: a local cluster runs a stream, the
-page plots its batches as they come and lists every executor, with no script error and nothing
+"""The scheduler's live dashboard in a real headless Chromium: a local cluster runs a windowed
+stream (the YSB demo's), the page plots its batches and windows as they come and lists every executor, with no script error and nothing
 refused by its Content-Security-Policy. A screenshot is saved (its path printed).
 
 Needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium (the dev extra);
@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from squall import LocalCluster
-from tests.cluster.helpers import keyed_rate_count
+from squall import LocalCluster, ysb
 from tests.conftest import fast_settings
 from tests.polling import wait_until
 
@@ -66,11 +64,9 @@ def test_the_dashboard_plots_a_running_stream_and_lists_every_executor(browser: 
 
     with LocalCluster(executors=EXECUTORS, settings=fast_settings()) as cluster, cluster.connect() as ctx:
         assert cluster.dashboard_url.startswith("http://127.0.0.1:")
-        delivered = threading.Event()
-        stream = keyed_rate_count(ctx, lambda batch, records: delivered.set(), rate=3000.0, partitions=3, interval=0.1,
-                                  group_size=4, keys=8).start()
+        windows: list[ysb.WindowResult] = []
+        stream = ysb.ysb_stream(ctx, rate=5000, window=1.0, batch_interval=0.1, results=windows)
         try:
-            assert delivered.wait(30), "the stream delivered no batch"
             browser.get(cluster.dashboard_url)
 
             def points(chart: str) -> int:
@@ -83,6 +79,9 @@ def test_the_dashboard_plots_a_running_stream_and_lists_every_executor(browser: 
             listed = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#executors-table tbody td:first-child")}
             assert listed == set(cluster.executor_names()) and len(listed) == EXECUTORS
             assert browser.find_element(By.CSS_SELECTOR, ".stream h3").text.startswith("stream ")
+            # A picture worth keeping: a few seconds of batches and some closed windows.
+            wait_until(lambda: points("window_latency") >= 3 and points("batch_duration") >= 30, timeout=30, interval=0.2,
+                       what="three closed windows and 30 batches on the charts")
             errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
             assert not errors, errors  # no script error, nothing the Content-Security-Policy refused
             screenshot = tmp_path / "dashboard.png"
