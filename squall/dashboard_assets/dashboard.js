@@ -1,4 +1,4 @@
-// Squall's live dashboard: fetches the scheduler's snapshot (/api/snapshot) every second and
+// Squall's live dashboard: fetches the scheduler's snapshot (api/snapshot, beside the page) every second and
 // draws it. Plain browser JavaScript, no build step; charts by uPlot (vendored beside this file).
 //
 // Every string from the snapshot reaches the page through textContent or a <progress> value,
@@ -363,7 +363,7 @@
 
   async function refresh() {
     try {
-      const response = await fetch("/api/snapshot", { cache: "no-store" });
+      const response = await fetch("api/snapshot", { cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       render(await response.json());
       lastSuccess = Date.now();

@@ -54,7 +54,7 @@ def test_the_page_and_its_assets_are_served(dashboard: Dashboard) -> None:
     response, body = request(dashboard, "GET", "/")
     assert response.status == 200
     assert response.getheader("Content-Type") == "text/html; charset=utf-8"
-    assert b'src="/static/dashboard.js"' in body
+    assert b'src="static/dashboard.js"' in body
     for name, content_type in ASSETS.items():
         response, body = request(dashboard, "GET", f"/static/{name}")
         assert response.status == 200, name
