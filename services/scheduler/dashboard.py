@@ -86,6 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
     # No version of Python or of the server in the Server header.
     server_version = "squall"
     sys_version = ""
+    # A connection that sends nothing for this long is closed: an idle or stalled client does
+    # not hold a thread for ever.
+    timeout = 30
 
     def do_GET(self) -> None:
         dashboard: Dashboard = self.server.dashboard  # type: ignore[attr-defined]

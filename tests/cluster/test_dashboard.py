@@ -1,8 +1,9 @@
 """The scheduler's live dashboard in a real headless Chromium: a local cluster runs a windowed
 stream (the YSB demo's), the page plots its batches and windows as they come and lists every executor, with no script error and nothing
-refused by its Content-Security-Policy. A screenshot is saved (its path printed).
+refused by its Content-Security-Policy. A screenshot is saved (its path printed). And a scheduler
+whose dashboard port is taken runs on without one.
 
-Needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium (the dev extra);
+The browser test needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium (the dev extra);
 skipped with the reason when one is missing. Selenium is given the driver and the browser, so it
 never downloads either.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,15 @@ def test_the_dashboard_plots_a_running_stream_and_lists_every_executor(browser: 
             print(f"dashboard screenshot: {screenshot}")
         finally:
             stream.stop(timeout=20)
+
+
+def test_a_scheduler_that_cannot_serve_its_dashboard_says_so_and_runs_on() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with LocalCluster(executors=1, settings=fast_settings(dashboard_port=port)) as cluster, cluster.connect() as ctx:
+            assert cluster.dashboard_url == ""
+            assert ctx.range(100, partitions=2).count() == 100
+            log = cluster.log_text("scheduler")
+            assert "dashboard_unavailable" in log and "SQUALL_DASHBOARD_PORT" in log, log[-2000:]
