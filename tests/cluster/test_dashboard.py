@@ -1,11 +1,11 @@
 """The scheduler's live dashboard in a real headless Chromium: a local cluster runs a windowed
-stream (the YSB demo's), the page plots its batches and windows as they come and lists every executor, with no script error and nothing
-refused by its Content-Security-Policy. A screenshot is saved (its path printed). And a scheduler
-whose dashboard port is taken runs on without one.
+stream (the YSB demo's), the page plots its batches and windows as they come and lists every
+executor, with no script error and nothing refused by its Content-Security-Policy. A screenshot
+is saved (its path printed). And a scheduler whose dashboard port is taken runs on without one.
 
-The browser test needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium (the dev extra);
-skipped with the reason when one is missing. Selenium is given the driver and the browser, so it
-never downloads either.
+The browser test needs Debian's chromium and chromium-driver (.ci/run installs them) and selenium
+(the dev extra); it is skipped with the reason when one is missing. Selenium is given the driver
+and the browser, so it never downloads either.
 """
 
 from __future__ import annotations
