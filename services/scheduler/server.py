@@ -115,9 +115,14 @@ class SchedulerServer:
 
     def _publish_snapshot(self) -> None:
         # The snapshot is built here, on the loop, and handed over as finished bytes: the
-        # dashboard's thread never reads the core.
-        if self.dashboard is not None:
+        # dashboard's thread never reads the core. A page for people must never stop the
+        # scheduler: a snapshot that cannot be built is logged and the last one stays served.
+        if self.dashboard is None:
+            return
+        try:
             self.dashboard.publish(msgspec.json.encode(self.state.snapshot(time.time())))
+        except Exception:
+            self.log.exception("dashboard_snapshot_failed")
 
     def _on_driver_disconnect(self, monitor: zmq.Socket[bytes]) -> None:
         self.drivers.disconnected()
