@@ -65,6 +65,7 @@ class SchedulerServer:
         self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles() if t not in from_meta}
         self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta, PersistedLocations: self._receive_from_meta}
         self.dashboard = start_dashboard(settings.dashboard_bind, settings.dashboard_port, log)
+        self._snapshot_failing = False
         if self.dashboard is not None:
             self.state.observed.dashboard_url = self.dashboard.url
             self._publish_snapshot()
@@ -116,13 +117,17 @@ class SchedulerServer:
     def _publish_snapshot(self) -> None:
         # The snapshot is built here, on the loop, and handed over as finished bytes: the
         # dashboard's thread never reads the core. A page for people must never stop the
-        # scheduler: a snapshot that cannot be built is logged and the last one stays served.
+        # scheduler: a snapshot that cannot be built is logged (once, not twice a second) and
+        # the last one stays served.
         if self.dashboard is None:
             return
         try:
             self.dashboard.publish(msgspec.json.encode(self.state.snapshot(time.time())))
+            self._snapshot_failing = False
         except Exception:
-            self.log.exception("dashboard_snapshot_failed")
+            if not self._snapshot_failing:
+                self.log.exception("dashboard_snapshot_failed")
+            self._snapshot_failing = True
 
     def _on_driver_disconnect(self, monitor: zmq.Socket[bytes]) -> None:
         self.drivers.disconnected()
