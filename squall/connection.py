@@ -118,6 +118,7 @@ class Connection:
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
         deltas: bool | None = None,
+        stream_id: str = "",
     ) -> Generator[Any, None, None]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
@@ -128,7 +129,8 @@ class Connection:
         rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach).
         `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
         raised by this call, not when iterating. `deltas` (default: the plan_deltas setting)
-        sends only the plan nodes the scheduler has not had from this driver."""
+        sends only the plan nodes the scheduler has not had from this driver. `stream_id` names
+        the stream whose group this is (the dashboard and `squall status` show it)."""
         check_priority(priority)
         run = DriverRun(
             self.client,
@@ -144,6 +146,7 @@ class Connection:
             resume_states=resume_states,
             priority=priority,
             deltas=self.settings.plan_deltas if deltas is None else deltas,
+            stream_id=stream_id,
         )
         self.last_run = run.stats
         if not datasets:

@@ -294,7 +294,7 @@
     replaceContent(container, ...runs.map((r) => {
       const box = el("div", null, "run");
       box.dataset.run = r.run;
-      box.appendChild(el("h3", r.kind + " " + r.run));
+      box.appendChild(el("h3", r.stream ? "stream " + r.stream + " (run " + r.run + ")" : r.kind + " " + r.run));
       box.appendChild(facts([
         ["priority", r.priority],
         ["jobs", r.jobs_done + " of " + r.jobs + " done"],
