@@ -116,6 +116,8 @@ class SubmitJobs(Message, frozen=True):
     # Where executors send the run's results straight to the driver (its result socket), in
     # Drizzle mode; empty: through the scheduler, in one JobDone per job.
     result_to: str = ""
+    # The stream whose group this run is (its runs in flight show under its name): "" for none.
+    stream_id: str = ""
 
 
 class CancelRun(Message, frozen=True):

@@ -127,6 +127,7 @@ def run_local(args: argparse.Namespace) -> int:
             keys.write_text(format_keys("shell", keys=(cluster.settings.curve_public_key, cluster.settings.curve_secret_key)))
             print(f"  its keys: source {keys}  (drivers need SQUALL_CURVE_PUBLIC_KEY and SQUALL_CURVE_SECRET_KEY)", flush=True)
         print(f"  connect with: squall.connect({cluster.address!r})", flush=True)
+        print(f"  dashboard: {cluster.dashboard_url or 'none'}", flush=True)
         print(f"  service logs in {cluster.workdir}; Ctrl-C to stop", flush=True)
         try:
             stop.wait(args.seconds)

@@ -226,6 +226,7 @@ class Client:
     def submit(
         self, run_id: str, jobs: list[JobSpec], code: dict[str, bytes], group_size: int, preschedule: bool, barrier: bool, first_batch: int = 0,
         resume_states: dict[str, int] | None = None, priority: Priority = "latency", mailbox: str = "", all_code: bool = False,
+        stream_id: str = "",
     ) -> int:
         """Send a run, with the code its plans name that the scheduler has not had from us (all
         of it with `all_code`: the scheduler may have lost it); its tasks run with `priority` on
@@ -240,6 +241,7 @@ class Client:
         msg = SubmitJobs(
             run_id=run_id, jobs=jobs, code=new_code, group_size=group_size, preschedule=preschedule, barrier=barrier, first_batch=first_batch,
             resume_states=resume_states or {}, priority=priority, result_to=self.result_address if preschedule else "",
+            stream_id=stream_id,
         )
         self._check_open()
         frames = protocol.encode(msg)

@@ -121,6 +121,7 @@ class Connection:
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
         deltas: bool | None = None,
+        stream_id: str = "",
     ) -> Generator[Any, None, None]:
         """Like run_jobs, yielding each job's result the moment it (and those before it) is done.
         Leaving the loop early (or a Ctrl-C) cancels the run: queued jobs are dropped and running
@@ -131,9 +132,10 @@ class Connection:
         rebuild keyed state) and `resume_states` (state id -> the batch its checkpoints reach).
         `priority` ("latency" by default, or "batch") is as in run_jobs, and so is its ValueError:
         raised by this call, not when iterating. `deltas` (default: the plan_deltas setting)
-        sends only the plan nodes the scheduler has not had from this driver."""
+        sends only the plan nodes the scheduler has not had from this driver. `stream_id` names
+        the stream whose group this is (the dashboard and `squall status` show it)."""
         run = self._new_run(datasets, group_size, preschedule, barrier, not_before, first_batch, replays, replay_from,
-                            resume_states, priority, deltas)
+                            resume_states, priority, deltas, stream_id)
         if not datasets:
             return _no_outcomes()
         return run.results(errors)
@@ -151,6 +153,7 @@ class Connection:
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
         deltas: bool | None = None,
+        stream_id: str = "",
     ) -> DriverRun:
         """A run of `datasets`, its options defaulted from the settings, not yet submitted (its
         results() submits it); last_run holds its stats. Raises ValueError for a bad priority."""
@@ -169,6 +172,7 @@ class Connection:
             resume_states=resume_states,
             priority=priority,
             deltas=self.settings.plan_deltas if deltas is None else deltas,
+            stream_id=stream_id,
         )
         self.last_run = run.stats
         return run

@@ -28,6 +28,7 @@ def run(executors: int = 4, rate: int = 20_000, window: float = 2.0, batch_inter
     started = time.perf_counter()
     with LocalCluster(executors=executors, settings=Settings.from_env(log_level="warning")) as cluster, cluster.connect() as ctx:
         echo(f"cluster up in {time.perf_counter() - started:.2f} s; scheduler at {cluster.address}")
+        echo(f"dashboard: {cluster.dashboard_url or 'none'}")
         stream = ysb.ysb_stream(ctx, rate, window, batch_interval, results)
         echo(f"{'time s':>7} {'batches':>8} {'events/s in':>12} {'windows/s out':>14} {'window p50 ms':>14} {'p99 ms':>8} {'group size':>11}")
         deadline = None if seconds is None else time.time() + seconds

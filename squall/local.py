@@ -45,7 +45,9 @@ class LocalCluster:
     processes (default 4) on loopback, started at once; connect() gives a Context to it.
 
     `settings` default to Settings.from_env(); without keys (and not plaintext) the cluster makes
-    a key pair of its own. Logs, ready files and (unless settings.checkpoint_dir is set)
+    a key pair of its own. The scheduler serves its live dashboard on a free loopback port (unless
+    `settings` name another dashboard_port, or -1 for none); `dashboard_url` says where ("" when
+    there is none). Logs, ready files and (unless settings.checkpoint_dir is set)
     checkpoints go to `workdir`, a fresh <tmp>/squall-local-* directory removed on close().
     Raises ValueError for fewer than one executor, ClusterStartError when a service does not
     come up within `start_timeout` seconds (default 30). Use it as a context manager.
@@ -61,6 +63,9 @@ class LocalCluster:
             public, secret = security.new_keypair()
             base = base.replace(curve_public_key=public, curve_secret_key=secret)
         self.settings = base.replace(
+            # The default port is one per machine: several local clusters (and a deployed
+            # scheduler) would contend for it, so a local cluster takes a free one unless told.
+            dashboard_port=0 if base.dashboard_port == Settings.dashboard_port else base.dashboard_port,
             checkpoint_dir=base.checkpoint_dir or str(self.workdir / "checkpoints"),
             scheduler_bind="tcp://127.0.0.1:*",
             shuffle_meta_bind="tcp://127.0.0.1:*",
@@ -72,6 +77,7 @@ class LocalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.address = ""
         self.shuffle_meta_address = ""
+        self.dashboard_url = ""
         self._closed = False
         _live_clusters.add(self)
         try:
@@ -88,6 +94,7 @@ class LocalCluster:
         self.settings = self.settings.replace(shuffle_meta_address=self.shuffle_meta_address)
         self.address = self._spawn("scheduler", "squall.services.scheduler", ["--shuffle-meta", self.shuffle_meta_address], deadline)
         self.settings = self.settings.replace(scheduler_address=self.address)
+        self.dashboard_url = self._dashboard_url()
         for i in range(self.executor_count):
             self.start_executor(f"executor-{i}", wait=False)
         self.wait_for_executors(self.executor_count, timeout=max(0.1, deadline - time.monotonic()))
@@ -112,7 +119,10 @@ class LocalCluster:
         if old is not None and old.poll() is None:
             raise ValueError(f"{name} is still running")
         (self.workdir / f"{name}.ready").unlink(missing_ok=True)
+        (self.workdir / f"{name}.ready.dashboard").unlink(missing_ok=True)
         self._spawn(name, module, args, time.monotonic() + self.start_timeout, env=bind)
+        if name == "scheduler":
+            self.dashboard_url = self._dashboard_url()
 
     def close(self) -> None:
         """Stop every service (SIGINT, then SIGKILL whatever is still alive after a grace period)
@@ -199,6 +209,12 @@ class LocalCluster:
                 raise ClusterStartError(f"{name} did not report ready in time; log: {self.workdir / (name + '.log')}")
             time.sleep(0.01)
         return ready.read_text().strip()
+
+    def _dashboard_url(self) -> str:
+        """Where the scheduler serves its dashboard: it writes the URL beside its ready file
+        before that file, and writes none when it has no dashboard."""
+        path = self.workdir / "scheduler.ready.dashboard"
+        return path.read_text().strip() if path.exists() else ""
 
     def _check_alive(self) -> None:
         for name, p in self.processes.items():

@@ -106,6 +106,7 @@ class DriverRun:
         resume_states: dict[str, int] | None = None,
         priority: Priority = "latency",
         deltas: bool = False,
+        stream_id: str = "",
     ) -> None:
         self.client = client
         self.priority = check_priority(priority)
@@ -119,6 +120,7 @@ class DriverRun:
         # The scheduler takes them first.
         self._planned = [*replays, *datasets]
         self._deltas = deltas
+        self.stream_id = stream_id
         self._code = code  # every piece of code by key (the connection's): each submission takes what it names
         shells = [JobSpec(job_id=f"{self.run_id}.r{i}", replay_only=True, batch=replay_from + i) for i in range(len(replays))]
         shells += [JobSpec(job_id=f"{self.run_id}.{i}", not_before=t) for i, t in enumerate(times)]
@@ -192,7 +194,7 @@ class DriverRun:
         self.stats.batch_finished_at = [0.0] * len(self.jobs)
         for attempt in itertools.count():
             sent = self.client.submit(self.run_id, self._sending, self._code_of(self._sending), group_size, preschedule, barrier,
-                                      first_batch, self.resume_states, self.priority)
+                                      first_batch, self.resume_states, self.priority, stream_id=self.stream_id)
             self.stats.submitted_bytes.append(sent)
             first = self.client.next_event(self.run_id)
             if not (isinstance(first[0], JobFailed) and first[0].kind == "missing_code" and attempt == 0):

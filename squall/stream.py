@@ -266,6 +266,7 @@ class Stream:
                     datasets, group_size=size, preschedule=True, errors="return", not_before=ends, first_batch=batch,
                     replays=replays, replay_from=replay_from, resume_states=resume, priority=self.priority,
                     deltas=False,  # each batch's plan is new from its source up: a delta would save nothing
+                    stream_id=self.stream_id,
                 )
                 run_stats = self.ctx.last_run  # this group's run, before any other run replaces it
                 self._group = (run_stats.run_id if run_stats is not None else "", size)

@@ -51,10 +51,11 @@ class StreamRecord:
 
 @dataclass
 class RunRecord:
-    kind: str  # "stream" (its batches have times) or "jobs"
+    kind: str  # "stream" (a group of a stream's batches) or "jobs"
     priority: str
     jobs: int
     started: float  # wall clock
+    stream_id: str = ""
 
 
 class Observatory:
@@ -82,8 +83,8 @@ class Observatory:
 
     # --- fed by the scheduler core -----------------------------------------------------------
 
-    def submitted(self, run_id: str, jobs: int, timed: bool, priority: str, now: float) -> None:
-        self.runs[run_id] = RunRecord("stream" if timed else "jobs", priority, jobs, self.wall(now))
+    def submitted(self, run_id: str, jobs: int, stream_id: str, priority: str, now: float) -> None:
+        self.runs[run_id] = RunRecord("stream" if stream_id else "jobs", priority, jobs, self.wall(now), stream_id)
         while len(self.runs) > RUNS:  # a run whose end went unseen (its driver vanished) ages out
             del self.runs[next(iter(self.runs))]
 
@@ -230,7 +231,8 @@ def _run_row(run: SubmittedRun, seen: RunRecord | None, executors: list[Executor
                 done[i] += sum(record.batch_done.get(f"{job.wire_id}:{stage.stage_id}", 0) for record in executors)
         stages = [{"stage": i, "tasks": tasks[i], "done": min(done[i], tasks[i])} for i in range(depth)]
     return {
-        "run": run.run_id, "kind": seen.kind if seen is not None else "jobs", "priority": run.priority, "jobs": total,
+        "run": run.run_id, "kind": seen.kind if seen is not None else "jobs", "stream": seen.stream_id if seen is not None else "",
+        "priority": run.priority, "jobs": total,
         "jobs_done": max(0, total - len(run.queue) - unfinished), "started": seen.started if seen is not None else 0.0,
         "stages": stages,
     }

@@ -11,11 +11,13 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import zmq
 from squall.common import security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
 from squall.common.protocol import ErrorReply, Message, PersistedLocations, Pong
 from squall.common.settings import Settings
+from squall.services.scheduler.dashboard import start_dashboard
 from squall.services.scheduler.driver_watch import DriverWatch
 from squall.services.scheduler.events import (
     ConnectionDropped,
@@ -31,6 +33,8 @@ from squall.services.scheduler.watch import ConnectionWatch
 # How often the core is given a Tick: deadlines (heartbeats, look-ups, hand-overs) and late
 # micro-batches to copy are noticed this promptly (speculation: a copy a tick late is worth less).
 TICK_SECONDS = 0.01
+# How often the dashboard is handed a fresh snapshot of the cluster (it polls every second).
+SNAPSHOT_SECONDS = 0.5
 
 
 class SchedulerServer:
@@ -60,7 +64,15 @@ class SchedulerServer:
         from_meta = (ErrorReply, PersistedLocations)
         self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles() if t not in from_meta}
         self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta, PersistedLocations: self._receive_from_meta}
+        self.dashboard = start_dashboard(settings.dashboard_bind, settings.dashboard_port, log)
+        self._snapshot_failing = False
+        if self.dashboard is not None:
+            self.state.observed.dashboard_url = self.dashboard.url
+            self._publish_snapshot()
+            self.loop.every(SNAPSHOT_SECONDS, self._publish_snapshot)
         if ready_file:
+            if self.dashboard is not None:  # before the ready file: whoever waits for it finds both
+                transport.write_ready_file(ready_file + ".dashboard", self.dashboard.url)
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint, shuffle_meta=settings.shuffle_meta_address)
 
@@ -68,6 +80,8 @@ class SchedulerServer:
         try:
             self.loop.run()
         finally:
+            if self.dashboard is not None:
+                self.dashboard.close()
             self.watch.close()
             self.drivers.close()
             self.sock.close(0)
@@ -99,6 +113,21 @@ class SchedulerServer:
 
     def _tick(self) -> None:
         self._perform(Tick(now=time.monotonic(), stimulus_id=stimulus("tick")))
+
+    def _publish_snapshot(self) -> None:
+        # The snapshot is built here, on the loop, and handed over as finished bytes: the
+        # dashboard's thread never reads the core. A page for people must never stop the
+        # scheduler: a snapshot that cannot be built is logged (once, not twice a second) and
+        # the last one stays served.
+        if self.dashboard is None:
+            return
+        try:
+            self.dashboard.publish(msgspec.json.encode(self.state.snapshot(time.time())))
+            self._snapshot_failing = False
+        except Exception:
+            if not self._snapshot_failing:
+                self.log.exception("dashboard_snapshot_failed")
+            self._snapshot_failing = True
 
     def _on_driver_disconnect(self, monitor: zmq.Socket[bytes]) -> None:
         self.drivers.disconnected()

@@ -391,8 +391,7 @@ class SchedulerState:
             result_to=reachable_result_address(msg.result_to, [r.data_address for r in self.members.live()]) if msg.preschedule else "",
         )
         actions: list[Instruction] = []
-        self.observed.submitted(msg.run_id, sum(1 for spec in msg.jobs if not spec.replay_only), any(spec.not_before for spec in msg.jobs),
-                                msg.priority, now)
+        self.observed.submitted(msg.run_id, sum(1 for spec in msg.jobs if not spec.replay_only), msg.stream_id, msg.priority, now)
         known_states = set(self.book.states)
         replays: list[PlannedJob] = []
         position = msg.first_batch

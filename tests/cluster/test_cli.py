@@ -29,7 +29,9 @@ def test_local_prints_its_address_and_leaves_nothing_behind() -> None:
         banner = proc.stdout.readline()  # type: ignore[union-attr]
         assert re.search(r"scheduler at tcp://127\.0\.0\.1:\d+, 2 executors", banner), banner
         assert len(service_processes(proc.pid)) == 4  # scheduler, shuffle_meta, 2 executors
-        assert proc.wait(timeout=30) == 0
+        rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0
+        assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/", rest), rest
     finally:
         proc.kill()
     wait_until(lambda: not service_processes(proc.pid), timeout=5, what="the local cluster's services to exit")
@@ -39,6 +41,7 @@ def test_the_stream_demo_prints_live_metrics_and_correct_windows() -> None:
     proc = subprocess.run([*SQUALL, "demo", "--seconds", "3", "--rate", "2000", "--window", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every window matches plain Python: yes" in proc.stdout
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/$", proc.stdout, re.M), proc.stdout
     live = re.findall(r"^ +\d+\.\d +\d+ +([\d,]+) +[\d,.]+ ", proc.stdout, re.M)
     assert len(live) >= 2  # a live line per second
     assert 1000 <= int(live[-1].replace(",", "")) <= 2100  # input events a second: the rate is the total of the partitions

@@ -31,6 +31,8 @@ def test_a_running_stream_and_a_long_batch_job_show_in_the_snapshot() -> None:
             assert abs(point["scheduling_delay"] + point["processing_time"] - point["latency"]) < 1e-6
             assert sorted(e["id"] for e in shown["executors"]) == sorted(cluster.executor_names())
             assert all(e["memory_bytes"] > 10_000_000 for e in shown["executors"])  # a Python process's resident memory
+            wait_until(lambda: any(r["stream"] == stream.stream_id and r["kind"] == "stream" for r in ctx.snapshot()["runs"]),
+                       timeout=10, what="a group of the stream among the runs in flight, under the stream's id")
             progress = stream.progress()
             assert progress is not None and progress["input_records"] > 0 and progress["latency"] > 0 and progress["group_size"] == 2
 

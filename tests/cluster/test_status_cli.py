@@ -39,8 +39,12 @@ def streaming(cluster: LocalCluster) -> Iterator[tuple[LocalCluster, Stream, dic
                      .foreach_batch(lambda batch, records: None)
                      .start())
         try:
-            snapshot = wait_until(lambda: (s := ctx.snapshot())["streams"] and s["streams"][0]["batches"] >= 3 and s,
-                                  timeout=30, interval=0.1, what="the stream's batches in the snapshot")
+            def batches_shown() -> dict[str, Any] | None:
+                snapshot = ctx.snapshot()
+                mine = [s for s in snapshot["streams"] if s["run"] == stream.stream_id]
+                return snapshot if mine and mine[0]["batches"] >= 3 else None
+
+            snapshot = wait_until(batches_shown, timeout=30, interval=0.1, what="the stream's batches in the snapshot")
             yield cluster, stream, snapshot
         finally:
             stream.stop()
@@ -55,15 +59,15 @@ def squall(cluster: LocalCluster, *args: str, timeout: float = 60) -> subprocess
 
 
 def test_status_shows_every_executor_and_the_stream(streaming: tuple[LocalCluster, Stream, dict[str, Any]]) -> None:
-    cluster, _, snapshot = streaming
+    cluster, stream, snapshot = streaming
     done = squall(cluster, "status", "--address", cluster.address)
     assert done.returncode == 0, done.stderr
     executors = [e["id"] for e in snapshot["executors"]]
     assert len(executors) == 4
     for executor_id in executors:
         assert executor_id in done.stdout
-    assert snapshot["streams"][0]["run"] in done.stdout
-    for title in ("Executors (4)", "Streams (1)", "Runs in flight", "Recent events"):
+    assert stream.stream_id in done.stdout
+    for title in ("Executors (4)", "Streams (", "Runs in flight", "Recent events"):
         assert title in done.stdout
     assert "dashboard:" in done.stdout and "metrics:" in done.stdout
 

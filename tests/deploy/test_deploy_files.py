@@ -352,6 +352,12 @@ def test_compose_config(tmp_path: Path) -> None:
     mounts = [v.split(":") for v in services["executor"]["volumes"]]
     assert ["checkpoints", checkpoint_dir, "rw"] in mounts, mounts
     assert "checkpoints" in config["volumes"]
+    raw = raw_compose()["services"]
+    published = [str(p) for service in raw.values() for p in service.get("ports", [])]
+    assert all(p.startswith("127.0.0.1:") for p in published), f"ports published beyond the host's loopback: {published}"
+    dashboard = Settings.from_env(services["scheduler"]["environment"])
+    assert f"127.0.0.1:{dashboard.dashboard_port}:{dashboard.dashboard_port}" in published, "the dashboard, on the host's loopback"
+    assert dashboard.dashboard_bind == "0.0.0.0", "the dashboard listens where the published port reaches it"
     build = raw_compose()["services"]["scheduler"]["build"]
     context = (COMPOSE.parent / build["context"]).resolve()
     assert context == ROOT and (context / build["dockerfile"]).resolve() == DOCKERFILE
@@ -488,6 +494,15 @@ def test_kustomize_overlay(overlay: str) -> None:
     assert "ReadWriteMany" in claim["spec"]["accessModes"], "every executor mounts the checkpoints"
     headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == executors["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
+
+    # The dashboard: on the scheduler pod's interfaces and a ClusterIP Service, never outside the cluster.
+    (scheduler,) = workloads["squall-scheduler"][1]["containers"]
+    dashboard = Settings.from_env(container_env(scheduler, docs))
+    assert dashboard.dashboard_bind == "0.0.0.0"
+    assert {"name": "dashboard", "containerPort": dashboard.dashboard_port} in scheduler["ports"]
+    for d in docs:
+        if d["kind"] == "Service":
+            assert d["spec"].get("type", "ClusterIP") == "ClusterIP", f"Service/{d['metadata']['name']} reaches outside the cluster"
 
     labels = {name: pod_template["spec"]["template"]["metadata"]["labels"] for name, (pod_template, _) in workloads.items()}
     for d in docs:  # every selector selects pods, every Service port names a container port
@@ -633,7 +648,8 @@ def test_services_started_like_compose_answer_health_checks_and_run_the_driver(t
     try:
         meta = start("shuffle-meta", "shuffle-meta", service_argv("shuffle-meta"), {"SQUALL_SHUFFLE_META_BIND": "tcp://127.0.0.1:*"})
         scheduler = start("scheduler", "scheduler", service_argv("scheduler"),
-                          {"SQUALL_SCHEDULER_BIND": "tcp://127.0.0.1:*", "SQUALL_SHUFFLE_META_ADDRESS": meta})
+                          {"SQUALL_SCHEDULER_BIND": "tcp://127.0.0.1:*", "SQUALL_SHUFFLE_META_ADDRESS": meta,
+                           "SQUALL_DASHBOARD_BIND": "127.0.0.1", "SQUALL_DASHBOARD_PORT": "0"})
         executor_argv = service_argv("executor")
         args = squall_argv(executor_argv)
         assert args is not None and "--advertise-host" in args

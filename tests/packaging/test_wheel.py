@@ -49,7 +49,8 @@ def test_the_wheel_holds_only_the_squall_package(wheel: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"squall"}, sorted(top)
     for module in ("squall/common/settings.py", "squall/services/executor/__main__.py",
                    "squall/services/scheduler/state.py", "squall/services/shuffle_meta/server.py", "squall/ysb.py",
-                   "squall/py.typed"):
+                   "squall/py.typed", "squall/dashboard_assets/index.html", "squall/dashboard_assets/dashboard.js",
+                   "squall/dashboard_assets/uPlot.iife.min.js", "squall/dashboard_assets/uPlot.LICENSE"):
         assert module in names
 
 
