@@ -368,8 +368,13 @@ class ExecutorServer:
         return sock
 
     def _connect_peers(self, instruction: Connect) -> None:
+        """Connect ahead of need; an address ZeroMQ refuses is logged, and the group goes on (its
+        pushes there will find the peer unreachable, as for a dead one)."""
         for address in instruction.addresses:
-            self._peer(address)
+            try:
+                self._peer(address)
+            except zmq.ZMQError as exc:
+                self.log.warning("peer_address_refused", address=address, error=str(exc))
 
     def _close_idle_peers(self) -> None:
         """Close connections to peers we have not sent to for twice the fetch timeout: a fetch

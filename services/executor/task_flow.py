@@ -173,7 +173,8 @@ class TaskFlow:
         """Drizzle: a whole group's share; reducers wait for what their mappers push."""
         self._cache(msg.stages, msg.code, msg.forget_stages, msg.forget_code)
         self.barrier = msg.barrier
-        peers = {a for t in msg.tasks for a in t.push_to} | {t.result_to for t in msg.tasks if t.result_to}
+        # (A replay's push_to has "" where a reducer is not run again: nothing to connect to.)
+        peers = {a for t in msg.tasks for a in t.push_to if a} | {t.result_to for t in msg.tasks if t.result_to}
         peers.discard(self.data_address)
         out: list[Instruction] = [Connect(tuple(sorted(peers)))] if peers else []
         unreadable: dict[StateKey, str] = {}
