@@ -74,6 +74,7 @@ class DrizzleMode:
         self.speculation = Speculation(settings.speculation, settings.speculation_multiplier, clock_offset)
         # Moving keyed state between executors (handover.py) may hold a run's next group back.
         self.before_group: BeforeGroup = lambda run, job, now: (False, [])
+        self.last_group_size = 0  # micro-batches in the group dispatched last (squall_group_size)
 
     def dispatch(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
@@ -90,6 +91,7 @@ class DrizzleMode:
 
     def _dispatch_group(self, run: SubmittedRun, now: float) -> list[Instruction]:
         jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
+        self.last_group_size = len(jobs)
         restores, replayed, error = self.book.pending_restores(jobs[0])
         if error is not None:
             failed: list[Instruction] = []

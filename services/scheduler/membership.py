@@ -40,6 +40,7 @@ class ExecutorRecord:
     slots: int
     pid: int
     last_seen: float  # its last heartbeat (or registration)
+    metrics_address: str = ""  # where it serves Prometheus metrics (http://host:port/metrics; "": none)
     loop_seen: float = math.nan  # when its loop last went round, as its heartbeats tell (nan: last_seen)
     joined: int = 0  # membership's count of admissions when it joined: tells its watch connection from a predecessor's
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
@@ -125,6 +126,7 @@ class Membership:
             data_address=msg.data_address,
             slots=msg.slots,
             pid=msg.pid,
+            metrics_address=msg.metrics_address,
             last_seen=now,
             joined=self.version,
         )

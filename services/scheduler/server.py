@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import zmq
-from squall.common import security, transport
+from squall.common import metrics_endpoint, security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
 from squall.common.protocol import ErrorReply, Message, PersistedLocations, Pong
 from squall.common.settings import Settings
@@ -25,6 +25,7 @@ from squall.services.scheduler.events import (
     ProbeDrivers,
     WatchExecutors,
 )
+from squall.services.scheduler.metrics import SchedulerCollector
 from squall.services.scheduler.state import SchedulerState
 from squall.services.scheduler.watch import ConnectionWatch
 
@@ -40,6 +41,9 @@ class SchedulerServer:
         # A new incarnation at each start; the clock offset turns batch times (wall clock) into the core's.
         self.state = SchedulerState(settings, incarnation=uuid.uuid4().hex, clock_offset=time.time() - time.monotonic())
         security.check(settings, [settings.scheduler_bind, settings.shuffle_meta_address])
+        self.metrics = metrics_endpoint.start(settings, log, "scheduler")
+        if self.metrics is not None:
+            self.metrics.registry.register(SchedulerCollector(self.state))
         self.ctx = zmq.Context()
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
@@ -60,6 +64,7 @@ class SchedulerServer:
         self.handlers: transport.RouterHandlers = {t: self._receive for t in self.state.handles() if t not in from_meta}
         self.from_meta: transport.DealerHandlers = {ErrorReply: self._receive_from_meta, PersistedLocations: self._receive_from_meta}
         if ready_file:
+            metrics_endpoint.write_url_file(ready_file, self.metrics)
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint, shuffle_meta=settings.shuffle_meta_address)
 
@@ -73,6 +78,8 @@ class SchedulerServer:
             if self.auth is not None:
                 self.auth.stop()
             self.meta.close(0)
+            if self.metrics is not None:
+                self.metrics.close()
             self.ctx.term()
 
     # --- what happens, as events ----------------------------------------------------------------
