@@ -10,10 +10,10 @@ adds it to a CounterMetricFamily's samples).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 from squall.common.histogram import Histogram
 
 PREFIX = "squall_"
@@ -22,6 +22,11 @@ PREFIX = "squall_"
 def _check(name: str) -> None:
     if not name.startswith(PREFIX):
         raise ValueError(f"metric {name!r} lacks the {PREFIX} prefix")
+
+
+def _le(bound: float) -> str:
+    """A bucket's upper bound as its `le` label: Prometheus writes infinity +Inf."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
 def gauge(name: str, doc: str, service: str, value: float) -> GaugeMetricFamily:
@@ -66,5 +71,5 @@ def histogram(name: str, doc: str, service: str, source: Histogram) -> Histogram
     _check(name)
     buckets = source.buckets
     family = HistogramMetricFamily(name, doc, labels=["service"])
-    family.add_metric([service], [(floatToGoString(bound), count) for bound, count in buckets], source.sum)
+    family.add_metric([service], [(_le(bound), count) for bound, count in buckets], source.sum)
     return family

@@ -20,7 +20,7 @@ from squall.services.executor.task_states import TaskState
 SERVICE = "executor"
 
 
-def task_counts(state: ExecutorState) -> dict[tuple[str, str], int]:
+def task_counts(state: ExecutorState) -> dict[tuple[str, ...], float]:
     """Tasks launched here and not over, by (priority, state): running (or waiting for a lane)
     or, of the batch ones, suspended for latency work."""
     flow = state.flow

@@ -39,7 +39,7 @@ OBSERVED_HISTOGRAMS = (
 )
 
 
-def task_counts(records: list[ExecutorRecord]) -> dict[tuple[str, str], int]:
+def task_counts(records: list[ExecutorRecord]) -> dict[tuple[str, ...], float]:
     """Tasks on the executors as their last heartbeats told, by (priority, state)."""
     latency = sum(r.latency_tasks for r in records)
     batch = sum(r.batch_tasks for r in records)
