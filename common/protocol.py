@@ -195,8 +195,10 @@ class Metrics(Message, frozen=True):
 class StreamProgress(Message, frozen=True):
     """Driver -> scheduler, sent without waiting for an answer after each stream batch the driver
     delivered: what only the driver sees (latency to its sink, window latencies, records), for the
-    scheduler's dashboard and metrics. -1 input_records: the driver cannot count them."""
+    scheduler's dashboard and metrics. -1 input_records: the driver cannot count them. A stream
+    runs as one run per group: `stream_id` names the stream, `run_id` the batch's run."""
 
+    stream_id: Id
     run_id: Id
     batch: Index
     latency: Annotated[float, Meta(ge=0)]
@@ -204,7 +206,6 @@ class StreamProgress(Message, frozen=True):
     input_records: int = -1
     output_records: Index = 0
     group_size: Index = 0
-    skipped: Index = 0
 
 
 class GetSnapshot(Message, frozen=True):
@@ -310,9 +311,14 @@ class Heartbeat(Message, frozen=True):
     # between two): a process stopped or starved of CPU for part of every moment wakes late
     # whatever its tasks take.
     stalled: Annotated[float, Meta(ge=0)] = 0.0
-    # Its resident memory, and the bytes of persisted partitions it holds (for the dashboard).
+    # Its resident memory, and the bytes of persisted partitions it holds, in all and by dataset
+    # (for the dashboard).
     memory_bytes: Index = 0
     persisted_bytes: Index = 0
+    persisted: dict[str, int] = {}
+    # Batch-priority tasks finished here, by "job wire id:stage", for jobs not released yet: how
+    # far a long batch job has got before any executor reports its group (the progress bar).
+    batch_done: dict[str, int] = {}
 
 
 class TaskDescriptor(Struct, frozen=True):

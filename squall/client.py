@@ -25,8 +25,9 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 import zmq
 
 from squall.common import protocol, security, transport
@@ -39,6 +40,7 @@ from squall.common.protocol import (
     ForgetStates,
     GetClusterStatus,
     GetMetrics,
+    GetSnapshot,
     JobSpec,
     Message,
     Metrics,
@@ -46,6 +48,8 @@ from squall.common.protocol import (
     Pong,
     Priority,
     ProtocolError,
+    Snapshot,
+    StreamProgress,
     SubmitJobs,
 )
 from squall.common.settings import Settings
@@ -192,6 +196,21 @@ class Client:
     def status(self) -> ClusterStatus:
         self._send(GetClusterStatus())
         return self._control(lambda m: isinstance(m, ClusterStatus), self.settings.connect_timeout, "status")  # type: ignore[return-value]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The cluster as the scheduler sees it (docs/observability.md lists the fields)."""
+        self._send(GetSnapshot())
+        reply = self._control(lambda m: isinstance(m, Snapshot), self.settings.connect_timeout, "snapshot")
+        snapshot: dict[str, Any] = msgspec.json.decode(cast(Snapshot, reply).json)
+        return snapshot
+
+    def report_progress(self, progress: StreamProgress) -> None:
+        """Tell the scheduler a stream batch was delivered (its dashboard and metrics); never
+        waited on, and a failure to send is the stream's loss of a plot point, nothing more."""
+        try:
+            self._send(progress)
+        except Exception:  # noqa: BLE001, S110 - never let reporting break a stream; the next batch reports again
+            pass
 
     def metrics(self) -> Metrics:
         self._send(GetMetrics())

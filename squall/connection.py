@@ -47,6 +47,13 @@ class Connection:
         last heartbeat told) and `running_jobs`."""
         return self.client.status()
 
+    def snapshot(self) -> dict[str, Any]:
+        """The cluster as the scheduler sees it now, as a dict: its executors (tasks, memory,
+        persisted bytes), streams with their recent batches, runs in flight with their progress,
+        persisted datasets and recent events (docs/observability.md lists the fields). What the
+        dashboard and `squall status` show."""
+        return self.client.snapshot()
+
     def metrics(self) -> Metrics:
         """How many messages of each type the scheduler has received and sent."""
         return self.client.metrics()

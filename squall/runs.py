@@ -56,6 +56,7 @@ class RunStats:
     """What a run cost: the scheduler's per-group figures and when each batch came back."""
 
     groups: list[GroupStats] = field(default_factory=list)
+    run_id: str = ""
     submitted: float = 0.0
     batch_done: list[float] = field(default_factory=list)  # at the driver: seconds since submission
     # When each batch's last result arrived, and how long the first batch took: timestamps taken
@@ -125,7 +126,7 @@ class DriverRun:
         self.jobs = self._sending[len(replays):]
         self.index = {job.job_id: i for i, job in enumerate(self.jobs)}
         self.resume_states = dict(resume_states or {})
-        self.stats = RunStats()
+        self.stats = RunStats(run_id=self.run_id)
         self._options = (group_size, preschedule, barrier, first_batch)
         self._outcome: list[Any] = [None] * len(self.jobs)
         self._complete = [False] * len(self.jobs)

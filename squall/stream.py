@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from squall.common import c_heap
 from squall.common.plan import GeneratorSource, SourceNode, StateNode
-from squall.common.protocol import Priority
+from squall.common.protocol import Priority, StreamProgress
 from squall.common.serialization import dumps_function
 from squall.dataset import Dataset
 from squall.driver_log import driver_log
@@ -87,6 +87,9 @@ class Stream:
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self.metrics_state = StreamMetrics(window=ctx.settings.metrics_window)
+        self.stream_id = uuid.uuid4().hex[:16]  # the scheduler's dashboard knows the stream by it
+        self._last_progress: dict[str, Any] | None = None
+        self._group = ("", 0)  # the group being delivered: its run id and size
 
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 
@@ -197,6 +200,16 @@ class Stream:
         Rates are per second of wall clock since the stream started."""
         return self.metrics_state.summary()
 
+    def progress(self) -> dict[str, Any] | None:
+        """The last delivered batch's facts, like Spark's lastProgress (None before the first):
+        batch, timestamp (when it reached the sink, epoch seconds), latency (seconds from the end
+        of its interval to the sink), window_latency (the largest of its windows', or None),
+        input_records (None when the source cannot count them without running), output_records,
+        group_size, input_rate (input records per second of the batch interval), processing_rate
+        (records per second of its latency) and skipped (bad records skipped so far)."""
+        progress = self._last_progress
+        return dict(progress) if progress is not None else None
+
     def _template(self, start: float) -> Dataset:
         fn = self.source.batch_function(start, self.batch_interval)
         key = self.ctx.register_code(dumps_function(fn))
@@ -255,6 +268,7 @@ class Stream:
                     deltas=False,  # each batch's plan is new from its source up: a delta would save nothing
                 )
                 run_stats = self.ctx.last_run  # this group's run, before any other run replaces it
+                self._group = (run_stats.run_id if run_stats is not None else "", size)
                 delivered = batch
                 try:
                     for b, end, outcome in zip(batches, ends, outcomes, strict=True):
@@ -308,12 +322,32 @@ class Stream:
             except Exception as exc:
                 raise StreamError(f"the sink failed on batch {b}: {exc}", exc) from exc
         now = time.time()
-        self.metrics_state.latencies.append(now - end)
-        self.metrics_state.window_latencies.extend(now - r.end for r in outcome if isinstance(r, WindowResult))
+        latency = now - end
+        windows = [now - r.end for r in outcome if isinstance(r, WindowResult)]
+        self.metrics_state.latencies.append(latency)
+        self.metrics_state.window_latencies.extend(windows)
         self.metrics_state.batches += 1
         self.metrics_state.output_records += len(outcome)
+        inputs = None
         if self.metrics_state.input_records is not None:
-            self.metrics_state.input_records += self.source.batch_records(b, self.batch_interval) or 0
+            inputs = self.source.batch_records(b, self.batch_interval) or 0
+            self.metrics_state.input_records += inputs
+        self._report(b, now, latency, windows, inputs, len(outcome))
+
+    def _report(self, b: int, now: float, latency: float, windows: list[float], inputs: int | None, outputs: int) -> None:
+        """The batch's facts: kept for progress(), and told to the scheduler (its dashboard and
+        metrics), without waiting for an answer."""
+        run_id, size = self._group
+        records = inputs if inputs is not None else outputs
+        self._last_progress = {
+            "batch": b, "timestamp": now, "latency": latency, "window_latency": max(windows) if windows else None,
+            "input_records": inputs, "output_records": outputs, "group_size": size,
+            "input_rate": inputs / self.batch_interval if inputs is not None else None,
+            "processing_rate": records / latency if latency > 0 else 0.0, "skipped": self.metrics_state.skipped,
+        }
+        self.ctx.client.report_progress(StreamProgress(
+            stream_id=self.stream_id, run_id=run_id or "-", batch=b, latency=max(0.0, latency), window_latencies=windows,
+            input_records=-1 if inputs is None else inputs, output_records=outputs, group_size=size))
 
     def _await_executors(self) -> None:
         """After a scheduler restart: until executors have registered with the new one (their

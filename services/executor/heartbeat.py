@@ -11,6 +11,7 @@ a pipe, and the loop registers again.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -25,6 +26,16 @@ from squall.common.settings import Settings
 # every moment shows it in every beat, whatever the phase of its stops against the beats (one
 # wake-up per beat would see it only when a beat happened to fall in a stop).
 STALL_PROBE = 0.01
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (0 where /proc does not tell)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Heartbeater:
@@ -38,6 +49,10 @@ class Heartbeater:
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd
         self.loop_seen = time.monotonic()  # when the loop last went round (it calls loop_alive)
         self.load = (0, 0, 0)  # latency tasks, batch tasks, suspended ones, as the loop last saw them (it sets it whole)
+        # Persisted bytes by dataset, and batch tasks finished by "job:stage", as the loop last saw
+        # them (it sets each whole; for the dashboard).
+        self.persisted: dict[str, int] = {}
+        self.batch_done: dict[str, int] = {}
         self._ctx = ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="squall-heartbeat", daemon=True)
@@ -69,10 +84,13 @@ class Heartbeater:
                 if self.active.is_set():
                     loop_silent = round(max(0.0, now - self.loop_seen), 3)
                     latency, batch, suspended = self.load
+                    persisted = self.persisted
                     transport.try_send(sock, Heartbeat(executor_id=self.beat.executor_id, incarnation=self.beat.incarnation,
                                                        registration=self.registration, loop_silent=loop_silent,
                                                        latency_tasks=latency, batch_tasks=batch, suspended_tasks=suspended,
-                                                       stalled=round(stalled, 4)))
+                                                       stalled=round(stalled, 4), memory_bytes=resident_bytes(),
+                                                       persisted_bytes=sum(persisted.values()), persisted=persisted,
+                                                       batch_done=self.batch_done))
                 stalled = 0.0
                 while sock.poll(0):
                     self._answer(sock.recv_multipart())

@@ -104,6 +104,12 @@ class PersistedStore:
         for block_id in [b for b in self._blocks if b[0] in gone]:
             self._remove(block_id)
 
+    def bytes_by_dataset(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (dataset_id, _), (_, block) in self._blocks.items():
+            out[dataset_id] = out.get(dataset_id, 0) + len(block)
+        return out
+
     def held(self) -> list[PersistedBlock]:
         """Every block held (for a block directory that restarted empty)."""
         return [self._described(b) for b in self._blocks]

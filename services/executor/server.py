@@ -103,6 +103,7 @@ class ExecutorServer:
         self.loop.every(0.05, lambda: self.handle(Tick(now=time.monotonic(), stimulus_id="tick")))
         self.loop.every(max(0.5, settings.shuffle_fetch_timeout / 2), self._close_idle_peers)
         self.loop.every(min(0.05, settings.heartbeat_interval), self._loop_alive)
+        self.loop.every(max(0.25, settings.heartbeat_interval), self._observed)
         self.from_scheduler = self._scheduler_handlers(self.sched)
         self.from_peers: transport.DealerHandlers = {t: self._received_from_peer for t in PEER_MESSAGES}
         self.on_block_socket: transport.RouterHandlers = {t: self._received_on_block_socket for t in BLOCK_SOCKET_MESSAGES}
@@ -256,6 +257,10 @@ class ExecutorServer:
         """The heartbeat thread reads what the loop last saw: that it went round, and its load."""
         self.heartbeat.loop_alive()
         self.heartbeat.load = self.state.load()
+
+    def _observed(self) -> None:
+        """What the heartbeats tell the dashboard, refreshed less often than the loads."""
+        self.heartbeat.persisted, self.heartbeat.batch_done = self.state.observed()
 
     # --- instructions out -----------------------------------------------------------------------
 

@@ -170,6 +170,7 @@ class ExecutorState:
             "tasks": len(flow.tasks),
             "groups": len(flow.groups),
             "held": len(flow.held),
+            "batch_done": len(flow.batch_done),
             **flow.outputs.tracked(),
             **flow.inputs.tracked(),
             **flow.persisted.tracked(),
@@ -184,6 +185,11 @@ class ExecutorState:
         batch = sum(1 for local in flow.tasks.values() if local.lane == BATCH)
         suspended = 1 if flow.batch_running is not None and flow.batch_running.state is TaskState.SUSPENDED else 0
         return len(flow.tasks) - batch, batch, suspended
+
+    def observed(self) -> tuple[dict[str, int], dict[str, int]]:
+        """For heartbeats (the dashboard): persisted bytes by dataset, and batch tasks finished by
+        "job:stage" (copies: the heartbeat thread reads them)."""
+        return self.flow.persisted.bytes_by_dataset(), dict(self.flow.batch_done)
 
     def story(self, key: TaskKey) -> list[tuple[TaskState | None, TaskState, str, float]]:
         """The task's recent transitions: (from, to, stimulus id, time), oldest first."""

@@ -98,6 +98,9 @@ class TaskFlow:
         self.executor_id = executor_id
         self.data_address = data_address
         self.settings = settings
+        # Batch-priority tasks of Drizzle groups finished here, by "job wire id:stage", until their
+        # job is released: heartbeats carry it, so a long batch job shows its progress.
+        self.batch_done: dict[str, int] = {}
         self.wall_offset = wall_offset  # time.time() - time.monotonic(): batch times are wall-clock
         self.stories = stories
         self.now = 0.0
@@ -534,6 +537,9 @@ class TaskFlow:
             )
             return self._report_failure(task, local.group_id, Failure("task", "ResultTooLarge", message), local)
         self._transition(local, DONE)
+        if task.priority == "batch" and local.group_id is not None:
+            done_key = f"{task.job_id}:{task.stage_id}"
+            self.batch_done[done_key] = self.batch_done.get(done_key, 0) + 1
         out: list[Instruction] = []
         if task.replay_only:
             pass
@@ -598,6 +604,8 @@ class TaskFlow:
         Outputs kept for stateful batches go too, unless the jobs are `superseded` by replays."""
         if not superseded:
             self.keyed.release(jobs)
+        for done_key in [k for k in self.batch_done if k.rpartition(":")[0] in jobs]:
+            del self.batch_done[done_key]
         self.outputs.release(jobs, cancelled)
         self.inputs.release(jobs)
         self.block_reads.release(jobs)

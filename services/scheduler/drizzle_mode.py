@@ -74,7 +74,9 @@ class DrizzleMode:
         self.speculation = Speculation(settings.speculation, settings.speculation_multiplier, clock_offset)
         # Moving keyed state between executors (handover.py) may hold a run's next group back.
         self.before_group: BeforeGroup = lambda run, job, now: (False, [])
-        self.last_group_size = 0  # micro-batches in the group dispatched last (squall_group_size)
+        # Told of every group of first attempts that goes out: (run id, its jobs' (batch, batch
+        # end as wall clock), now). The scheduler's Observatory takes it (scheduling delay).
+        self.launched: Callable[[str, list[tuple[int, float]], float], None] = lambda run_id, batches, now: None
 
     def dispatch(self, run: SubmittedRun, now: float) -> list[Instruction]:
         """Start the run's next groups, up to GROUPS_IN_FLIGHT."""
@@ -91,7 +93,6 @@ class DrizzleMode:
 
     def _dispatch_group(self, run: SubmittedRun, now: float) -> list[Instruction]:
         jobs = [run.queue.popleft() for _ in range(min(run.group_size, len(run.queue)))]
-        self.last_group_size = len(jobs)
         restores, replayed, error = self.book.pending_restores(jobs[0])
         if error is not None:
             failed: list[Instruction] = []
@@ -137,6 +138,8 @@ class DrizzleMode:
         for job in jobs:
             job.started = now
             self.prescheduled[job.wire_id] = (run, job)
+        if on is None and not replaying and not replay_only:
+            self.launched(run.run_id, [(job.batch, job.not_before) for job in jobs], now)
         instructions: list[Instruction] = []
         specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
         for executor_id, tasks in shares.items():

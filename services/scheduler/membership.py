@@ -40,7 +40,6 @@ class ExecutorRecord:
     slots: int
     pid: int
     last_seen: float  # its last heartbeat (or registration)
-    metrics_address: str = ""  # where it serves Prometheus metrics (http://host:port/metrics; "": none)
     loop_seen: float = math.nan  # when its loop last went round, as its heartbeats tell (nan: last_seen)
     joined: int = 0  # membership's count of admissions when it joined: tells its watch connection from a predecessor's
     connected: bool = False  # the watch connection is up: ZeroMQ heartbeats vouch for its process from now on
@@ -58,6 +57,11 @@ class ExecutorRecord:
     # every moment; stateless work avoids it while it lasts (speeds.py).
     late_beats: deque[float] = field(default_factory=lambda: deque(maxlen=STALL_BEATS))
     shipped: ShippedPlan = field(default_factory=ShippedPlan)  # the stage specs and code it holds
+    # What its heartbeats and registration tell, for the dashboard and `squall status`.
+    metrics_address: str = ""
+    memory_bytes: int = 0
+    persisted: dict[str, int] = field(default_factory=dict)  # dataset id -> bytes held
+    batch_done: dict[str, int] = field(default_factory=dict)  # "job wire id:stage" -> batch tasks finished
 
     def __post_init__(self) -> None:
         if math.isnan(self.loop_seen):
@@ -154,6 +158,7 @@ class Membership:
         record.loop_seen = now - msg.loop_silent
         record.latency_tasks, record.batch_tasks, record.suspended_tasks = msg.latency_tasks, msg.batch_tasks, msg.suspended_tasks
         record.late_beats.append(msg.stalled)
+        record.memory_bytes, record.persisted, record.batch_done = msg.memory_bytes, msg.persisted, msg.batch_done
         # Tasks placed before this beat are in its counts, or over; a launch the executor had not
         # received yet goes uncounted until its next beat: an estimate, cheap and soon corrected.
         record.placed_latency = record.placed_batch = 0

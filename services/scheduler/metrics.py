@@ -9,7 +9,6 @@ Observatory's (observed.py), kept as plain numbers on the hot path.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -24,18 +23,18 @@ OBSERVED_COUNTERS = (
     ("batches_completed", "squall_batches_completed", "Stream micro-batches delivered to their sink."),
     ("input_records", "squall_input_records", "Records read by streams' sources (batches whose sources know it)."),
     ("output_records", "squall_output_records", "Records streams delivered to their sinks."),
-    ("skipped_records", "squall_skipped_records", "Records user functions raised on, skipped (bad_records=\"skip\")."),
-    ("executor_losses", "squall_executor_losses", "Executors declared lost (their process died or stopped answering)."),
-    ("recoveries", "squall_recoveries", "Recoveries from a lost executor completed."),
+    ("skipped_records", "squall_skipped_records", "Records user functions raised on, skipped (bad_records=\"skip\"), as executors' groups report them."),
+    ("executor_losses", "squall_executor_losses", "Executors the scheduler declared lost (their process died or was cut off)."),
+    ("recoveries", "squall_recoveries", "Streams recovered from a lost executor (the last batch replayed delivered)."),
     ("speculative_copies", "squall_speculative_copies", "Speculative copies launched of late micro-batches."),
 )
 # The Observatory's histograms: (its attribute, the metric name, help).
 OBSERVED_HISTOGRAMS = (
     ("batch_latency", "squall_batch_latency_seconds", "Stream micro-batches: from the batch's end to its output at the sink."),
     ("window_latency", "squall_window_latency_seconds", "Windows: from the window's end to its result at the sink."),
-    ("scheduling_delay", "squall_scheduling_delay_seconds", "Micro-batches: from the batch's end to its tasks dispatched."),
-    ("processing_time", "squall_processing_time_seconds", "Micro-batches: from their tasks dispatched to the batch done."),
-    ("recovery_duration", "squall_recovery_duration_seconds", "From an executor lost to the work it held recovered."),
+    ("scheduling_delay", "squall_scheduling_delay_seconds", "Stream micro-batches: from the batch's end to its group dispatched to the executors."),
+    ("processing_time", "squall_processing_time_seconds", "Stream micro-batches: from their group dispatched to the output at the sink."),
+    ("recovery_duration", "squall_recovery_duration_seconds", "From an executor lost to the last batch replayed delivered."),
 )
 
 
@@ -57,15 +56,13 @@ class SchedulerCollector(Collector):
         yield families.gauge("squall_executors_alive", "Executors registered and not lost.", SERVICE, len(records))
         yield families.labelled_gauge("squall_tasks", "Tasks on all executors by priority and state, as their heartbeats tell.",
                                       SERVICE, ("priority", "state"), task_counts(records))
+        observed = state.observed
         yield families.gauge("squall_group_size", "Micro-batches in the group the scheduler dispatched last (Drizzle).",
-                             SERVICE, state.drizzle.last_group_size)
+                             SERVICE, observed.group_size)
         yield families.labelled_counter("squall_messages_received", "Messages the scheduler handled, by type.",
                                         SERVICE, ("type",), {(name,): n for name, n in dict(state.received).items()})
         yield families.labelled_counter("squall_messages_sent", "Messages the scheduler sent, by type.",
                                         SERVICE, ("type",), {(name,): n for name, n in dict(state.sent).items()})
-        observed: Any = getattr(state, "observed", None)
-        if observed is None:
-            return
         for attribute, name, doc in OBSERVED_COUNTERS:
             yield families.counter(name, doc, SERVICE, getattr(observed, attribute))
         for attribute, name, doc in OBSERVED_HISTOGRAMS:

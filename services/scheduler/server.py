@@ -44,10 +44,12 @@ class SchedulerServer:
         self.metrics = metrics_endpoint.start(settings, log, "scheduler")
         if self.metrics is not None:
             self.metrics.registry.register(SchedulerCollector(self.state))
+            self.state.observed.metrics_url = self.metrics.url  # the snapshot shows it
         self.ctx = zmq.Context()
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
         self.endpoint = transport.bind(self.sock, settings.scheduler_bind)
+        self.state.observed.address, self.state.observed.started = self.endpoint, time.time()
         self.meta = transport.new_socket(self.ctx, zmq.DEALER, settings)
         self.meta.connect(settings.shuffle_meta_address)
         self.loop = transport.ServiceLoop(settings, log)

@@ -26,6 +26,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, cast
 
+import msgspec
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.plan import JobPlan, PlanError, StageSpec
 from squall.common.protocol import (
@@ -39,6 +40,7 @@ from squall.common.protocol import (
     ForgetStates,
     GetClusterStatus,
     GetMetrics,
+    GetSnapshot,
     GetTracked,
     GroupDone,
     Heartbeat,
@@ -56,7 +58,9 @@ from squall.common.protocol import (
     Reregister,
     ResultPartition,
     RunDone,
+    Snapshot,
     StateCheckpointed,
+    StreamProgress,
     SubmitJobs,
     TaskFailed,
     TaskFinished,
@@ -82,6 +86,7 @@ from squall.services.scheduler.groups import PlannedJob
 from squall.services.scheduler.handover import Handovers
 from squall.services.scheduler.keyed_state import StateBook
 from squall.services.scheduler.membership import ExecutorRecord, Membership
+from squall.services.scheduler.observed import Observatory, snapshot
 from squall.services.scheduler.persisted_plans import PersistedPlans
 from squall.services.scheduler.placement import PlacementPolicy
 from squall.services.scheduler.plan_cache import MissingNodes, PlanCache
@@ -130,6 +135,8 @@ class SchedulerState:
         self.drizzle.before_group = self.handovers.before_group
         self.departures = Departures(self.members, self.book, self.runs, self.bsp)
         self.driver_states: dict[bytes, set[str]] = {}  # driver -> keyed states its streams use, until forgotten
+        self.observed = Observatory(clock_offset)  # for people: the metrics endpoint, the dashboard, `squall status`
+        self.drizzle.launched = self.observed.dispatched
         self._watched_version = 0  # the membership version the last WatchExecutors gave (at first: nothing to watch)
         self._probe_until = -1.0  # probe drivers until then (a connection dropped shortly before)
         # Messages handled and sent, by type (GetMetrics): shows what the scheduler is (not) involved in.
@@ -150,6 +157,8 @@ class SchedulerState:
             StateCheckpointed: self._on_state_checkpointed,
             ForgetStates: self._on_forget_states,
             GetClusterStatus: self._on_get_cluster_status,
+            GetSnapshot: self._on_get_snapshot,
+            StreamProgress: self._on_stream_progress,
             GetMetrics: self._on_get_metrics,
             GetTracked: self._on_get_tracked,
             Ping: self._on_ping,
@@ -182,6 +191,10 @@ class SchedulerState:
                 note = _job_event(ins.msg) if type(ins) is Send else None
                 if note is not None:
                     logs.append(note)
+                    if type(ins.msg) is RunDone:
+                        self.observed.run_over(ins.msg.run_id)
+            elif type(ins) is Log:
+                self.observed.logged(ins.event, ins.fields, event.now)
         if self.members.version != self._watched_version:  # not on every event: only when membership changed
             self._watched_version = self.members.version
             logs.append(WatchExecutors(self.members.watched()))
@@ -222,6 +235,20 @@ class SchedulerState:
         running_jobs = len(self.drizzle.prescheduled) + len(self.bsp.jobs)
         return [Send(cast(bytes, ev.peer), self.members.status(running_jobs=running_jobs, now=ev.now))]
 
+    def snapshot(self, now_wall: float) -> dict[str, Any]:
+        """The cluster as the scheduler sees it, for people (the dashboard, `squall status`):
+        observed.py says what each part holds, docs/observability.md lists the fields."""
+        now = now_wall - self.observed.clock_offset
+        return snapshot(self.observed, self.members.live(), self.drizzle.speeds, self.runs, now)
+
+    def _on_get_snapshot(self, ev: Received) -> list[Instruction]:
+        body = msgspec.json.encode(self.snapshot(self.observed.wall(ev.now)))
+        return [Send(cast(bytes, ev.peer), Snapshot(json=body))]
+
+    def _on_stream_progress(self, ev: Received) -> list[Instruction]:
+        self.observed.progress(cast(StreamProgress, ev.msg), ev.now)
+        return []
+
     def _on_get_metrics(self, ev: Received) -> list[Instruction]:
         return [Send(cast(bytes, ev.peer), Metrics(received=dict(self.received), sent=dict(self.sent)))]
 
@@ -250,6 +277,7 @@ class SchedulerState:
         if self.members.get(msg.executor_id) is not None:
             instructions += self._lose([(msg.executor_id, "registered again (restarted)")], now)
         self.members.add(peer, msg, now)
+        self.observed.event("executor_joined", f"executor={msg.executor_id}, address={msg.data_address}", now)
         return [*instructions, registered, *self.bsp.assign()]
 
     def _on_heartbeat(self, ev: Received) -> list[Instruction]:
@@ -363,6 +391,8 @@ class SchedulerState:
             result_to=reachable_result_address(msg.result_to, [r.data_address for r in self.members.live()]) if msg.preschedule else "",
         )
         actions: list[Instruction] = []
+        self.observed.submitted(msg.run_id, sum(1 for spec in msg.jobs if not spec.replay_only), any(spec.not_before for spec in msg.jobs),
+                                msg.priority, now)
         known_states = set(self.book.states)
         replays: list[PlannedJob] = []
         position = msg.first_batch
@@ -445,6 +475,7 @@ class SchedulerState:
         return self.drizzle.result_partition(cast(ResultPartition, ev.msg), ev.payloads, ev.now)
 
     def _on_group_done(self, ev: Received) -> list[Instruction]:
+        self.observed.skipped_records += cast(GroupDone, ev.msg).skipped
         done = self.drizzle.group_done(cast(GroupDone, ev.msg), ev.now)
         return done + self._resume_held(ev.now) if self.handovers.held else done
 

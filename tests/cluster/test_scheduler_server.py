@@ -97,6 +97,11 @@ def test_every_message_goes_through_handle_and_peers_get_exactly_what_it_returne
         transport.send(driver, ForgetStates(state_ids=["counts"]))
         take(b"e1", ForgetStates)
 
+        # a stream's progress (no answer), and the snapshot it shows in
+        transport.send(driver, protocol.StreamProgress(stream_id="s", run_id="drizzle", batch=0, latency=0.01))
+        transport.send(driver, protocol.GetSnapshot())
+        assert b'"stream' in take(b"d1", protocol.Snapshot).json
+
         # a decommission of an executor the scheduler does not know is refused, saying so
         transport.send(driver, protocol.Decommission(executor_id="nobody"))
         assert not take(b"d1", protocol.DecommissionAnswer).accepted
