@@ -53,7 +53,7 @@ class ExecutorCollector(Collector):
         yield families.gauge("squall_persisted_bytes", "Bytes of persisted dataset partitions held (Dataset.persist).",
                              SERVICE, state.flow.persisted.bytes)
         yield families.histogram("squall_checkpoint_duration_seconds",
-                                 "Keyed-state checkpoints: from the batch's end to the snapshot durable.",
+                                 "Keyed-state checkpoints: from the snapshot taken after its batch (pickling included) to it durable.",
                                  SERVICE, self.checkpoints.state_write_seconds)
         yield families.counter("squall_checkpoint_bytes", "Bytes of checkpoints written (state snapshots and map outputs).",
                                SERVICE, self.checkpoints.bytes_written)
