@@ -17,11 +17,11 @@ from squall.services.executor.metrics import ExecutorCollector
 from squall.services.executor.work_counters import payload_bytes
 from squall.services.scheduler.membership import Membership
 from squall.services.scheduler.metrics import SchedulerCollector, task_counts
-from squall.services.scheduler.state import SchedulerState
 from squall.services.shuffle_meta.metrics import ShuffleMetaCollector
 from squall.services.shuffle_meta.state import ShuffleMetaState
 
 from tests.unit.executor_fixtures import ME
+from tests.unit.scheduler_runs import checked
 from tests.unit.test_executor_groups import PUSH_TO, executor, launch, map_out, mapper, reducer
 
 UNITS = ("_seconds", "_bytes")
@@ -108,7 +108,7 @@ def test_the_scheduler_sums_its_executors_heartbeats_and_keeps_their_metrics_url
 
 
 def test_the_scheduler_exports_its_message_counts_by_type() -> None:
-    state = SchedulerState(Settings())
+    state = checked(Settings())
     state.handle(Received(msg=protocol.Ping(nonce=1), peer=b"d", now=0.0))
     got = scrape(SchedulerCollector(state))
     check_names(got)
