@@ -16,6 +16,9 @@ function timed alone in this process, the median of many runs) x map tasks / cor
 is the mean minus it: what the engine adds to each micro-batch.
 
     python -m bench.microbench [--workload two-stage|single-stage|both] [--batches 100] [--peers]
+
+With --metrics-cost it measures instead what serving Prometheus metrics costs a micro-batch
+(bench.metrics_cost): Drizzle group 100 with metrics on and scraped, and off, alternating.
 """
 
 from __future__ import annotations
@@ -168,11 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reducers", type=int, default=DEFAULT_REDUCERS, help="reduce tasks (default 4)")
     parser.add_argument("--numbers", type=int, default=DEFAULT_NUMBERS, help="numbers per map task (default 10000)")
     parser.add_argument("--peers", action="store_true", help="also run Ray, Dask distributed and PySpark")
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="instead: Drizzle group 100 with metrics on (scraped every second) and off, alternating")
+    parser.add_argument("--rounds", type=int, default=5, help="with --metrics-cost: runs on each cluster (default 5)")
     args = parser.parse_args(argv)
+    if args.batches < 1 or args.rounds < 1:
+        parser.error("--batches and --rounds must be at least 1")
     workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
     shape = (args.tasks, args.reducers, args.numbers)
 
     print(machine.header("bench.microbench", argv))
+    if args.metrics_cost:
+        from bench import metrics_cost
+
+        workload = workloads[-1]  # two-stage unless one is named
+        result = metrics_cost.run(workload, args.batches, args.rounds, args.executors, shape)
+        print(metrics_cost.report(result, workload, args.batches, args.rounds))
+        return 0
     print(f"{args.batches} micro-batches per mode; {args.executors} executors; {args.tasks} tasks per stage; "
           f"{args.reducers} reducers; {args.numbers:,} numbers per task\n")
     rows: list[Row] = []

@@ -90,12 +90,26 @@ def configure(sock: zmq.SyncSocket, settings: Settings, server: bool) -> None:
         sock.curve_serverkey = public
 
 
+class RefusalCount:
+    """Connections the ZAP handler refused, over the process's life (squall_auth_refused_total).
+    Counted on the authenticator's thread, read by the metrics endpoint's."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+AUTH_REFUSALS = RefusalCount()
+
+
 class _ClusterKeyOnly:
     def __init__(self, public_key: str) -> None:
         self.public_key = public_key.encode("ascii")
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key == self.public_key
+        admitted = key == self.public_key
+        if not admitted:
+            AUTH_REFUSALS.count += 1
+        return admitted
 
 
 def start_authenticator(ctx: zmq.SyncContext, settings: Settings, log: Any = None) -> ThreadAuthenticator | None:

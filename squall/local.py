@@ -70,6 +70,8 @@ class LocalCluster:
             scheduler_bind="tcp://127.0.0.1:*",
             shuffle_meta_bind="tcp://127.0.0.1:*",
             executor_bind="tcp://127.0.0.1:*",
+            # Every service serves metrics on a free port of its own (a fixed one would clash), unless none is asked for.
+            metrics_port=-1 if base.metrics_port < 0 else 0,
             parent_pid=os.getpid(),
         )
         self.executor_count = executors
@@ -120,6 +122,7 @@ class LocalCluster:
             raise ValueError(f"{name} is still running")
         (self.workdir / f"{name}.ready").unlink(missing_ok=True)
         (self.workdir / f"{name}.ready.dashboard").unlink(missing_ok=True)
+        (self.workdir / f"{name}.ready.metrics").unlink(missing_ok=True)
         self._spawn(name, module, args, time.monotonic() + self.start_timeout, env=bind)
         if name == "scheduler":
             self.dashboard_url = self._dashboard_url()
@@ -149,6 +152,17 @@ class LocalCluster:
     def pids(self) -> dict[str, int]:
         """Process id of every service started, by name (scheduler, shuffle_meta, executor-0, ...)."""
         return {name: p.pid for name, p in self.processes.items()}
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """The Prometheus metrics URL of every service started that serves them, by name
+        (scheduler, shuffle_meta, executor-0, ...); empty when settings.metrics_port is -1."""
+        urls = {}
+        for name in self.processes:
+            path = self.workdir / f"{name}.ready.metrics"
+            if path.exists():
+                urls[name] = path.read_text().strip()
+        return urls
 
     def executor_names(self) -> list[str]:
         """The names of the executors started (executor-0, executor-1, ... and any added)."""

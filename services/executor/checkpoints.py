@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -22,6 +23,7 @@ import cloudpickle
 import msgspec
 from squall.common import transport
 from squall.common.checkpoint_store import AsyncWriter, CheckpointStore, DirectoryStore
+from squall.common.histogram import Histogram
 
 KEEP_STATE_SNAPSHOTS = 2
 _blocks_decoder = msgspec.msgpack.Decoder(list[bytes])
@@ -39,6 +41,11 @@ class Checkpointer:
         self.writer = AsyncWriter(self.store, on_error=self._write_failed)
         self.wakeup = transport.Wakeup()  # the loop polls wakeup.fd for written()
         self._written: deque[tuple[str, int, int]] = deque()
+        # For the metrics endpoint, counted on the writer thread as each write lands: how long a
+        # state snapshot took from its batch's end (pickling included) to durable, and the bytes
+        # of every checkpoint written (state snapshots and map outputs).
+        self.state_write_seconds = Histogram()
+        self.bytes_written = 0
 
     # --- writing (never blocks on the disk) -------------------------------------------------------
 
@@ -48,9 +55,14 @@ class Checkpointer:
     def write_map_output(self, key: str, blocks: list[bytes]) -> None:
         """Not fsynced: a replay needs it after its writer dies, which the page cache survives;
         after a machine dies the map task is recomputed from its source instead."""
-        self.writer.submit(key, msgspec.msgpack.encode(blocks), durable=False)
+        data = msgspec.msgpack.encode(blocks)
+        self.writer.submit(key, data, on_done=lambda _key: self._count(len(data)), durable=False)
+
+    def _count(self, size: int) -> None:
+        self.bytes_written += size
 
     def write_state(self, state_id: str, partition: int, batch: int, table: dict[Any, Any]) -> None:
+        started = time.monotonic()
         try:
             data = pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - values of classes pickle cannot find by name
@@ -66,6 +78,8 @@ class Checkpointer:
                 self.store.delete(old)
             self._written.append((state_id, partition, batch))
             self.wakeup.signal()
+            self.state_write_seconds.observe(time.monotonic() - started)
+            self._count(len(data))
 
         self.writer.submit(f"{prefix}{batch:012d}", data, on_done=done)
 

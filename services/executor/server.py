@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from squall.common import broadcast_store, dataset_checkpoints, security, transport
+from squall.common import broadcast_store, dataset_checkpoints, metrics_endpoint, security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
 from squall.common.protocol import GetTracked, LaunchGroup, Message, TaskDescriptor
 from squall.common.settings import Settings
@@ -44,6 +44,7 @@ from squall.services.executor.instructions import (
     ToScheduler,
     WakeAt,
 )
+from squall.services.executor.metrics import ExecutorCollector
 from squall.services.executor.preemption import suspension_figures
 from squall.services.executor.reports import Failure
 from squall.services.executor.runner import Runner
@@ -80,13 +81,18 @@ class ExecutorServer:
         self.peers: dict[str, zmq.Socket[Any]] = {}
         self._peer_used: dict[str, float] = {}  # address -> when we last sent to it (monotonic)
         self.incarnation = uuid.uuid4().hex
+        # Metrics first: the registration the core sends carries their URL (None: no endpoint).
+        self.metrics = metrics_endpoint.start(settings, self.log, "executor", advertise_host=settings.executor_advertise_host)
         self.state = ExecutorState(self.executor_id, self.data_address, settings, incarnation=self.incarnation, pid=os.getpid(),
-                                   wall_offset=time.time() - time.monotonic())
+                                   wall_offset=time.time() - time.monotonic(),
+                                   metrics_address=self.metrics.url if self.metrics is not None else "")
         self.generation = 0  # bumped by DiscardWork, so results of tasks written off are ignored
         self.checkpoints = Checkpointer(settings.checkpoint_root, self.log)
         self.runner = Runner(self.log, self.checkpoints, settings.batch_nice, settings.batch_lane, settings.batch_sched_idle)
         broadcast_store.install(self.runner.task_code)  # broadcast values arrive with the code
         dataset_checkpoints.install(self.checkpoints.store)  # where tasks write and read Dataset.checkpoint()'s partitions
+        if self.metrics is not None:
+            self.metrics.registry.register(ExecutorCollector(self.state, self.checkpoints))
         self.heartbeat = Heartbeater(self.ctx, settings, self.executor_id, self.incarnation, self.log)
         self.loop = transport.ServiceLoop(settings, self.log)
         self.loop.add_reader(self.data, self._on_data)
@@ -127,6 +133,7 @@ class ExecutorServer:
         }
         self.loop.on_terminate(self._terminated)  # SIGTERM: leave gracefully (departure.py)
         if ready_file:
+            metrics_endpoint.write_url_file(ready_file, self.metrics)
             transport.write_ready_file(ready_file, self.data_address)
         self.log.info("started", data_address=self.data_address, scheduler=settings.scheduler_address)
 
@@ -156,6 +163,8 @@ class ExecutorServer:
                     sock.close(0)
             if self.auth is not None:
                 self.auth.stop()
+            if self.metrics is not None:
+                self.metrics.close()
             self.ctx.term()
         return self.loop.exit_code
 
@@ -368,8 +377,13 @@ class ExecutorServer:
         return sock
 
     def _connect_peers(self, instruction: Connect) -> None:
+        """Connect ahead of need; an address ZeroMQ refuses is logged, and the group goes on (its
+        pushes there will find the peer unreachable, as for a dead one)."""
         for address in instruction.addresses:
-            self._peer(address)
+            try:
+                self._peer(address)
+            except zmq.ZMQError as exc:
+                self.log.warning("peer_address_refused", address=address, error=str(exc))
 
     def _close_idle_peers(self) -> None:
         """Close connections to peers we have not sent to for twice the fetch timeout: a fetch

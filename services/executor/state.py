@@ -8,7 +8,7 @@ The server turns whatever happens into an event and carries out the instructions
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.protocol import (
@@ -72,6 +72,7 @@ from squall.services.executor.registration import Registration
 from squall.services.executor.reports import Failure
 from squall.services.executor.task_flow import TaskFlow
 from squall.services.executor.task_states import Stories, TaskKey, TaskState
+from squall.services.executor.work_counters import WorkCounters, payload_bytes
 
 __all__ = ["BLOCK_SOCKET_MESSAGES", "PEER_MESSAGES", "SCHEDULER_MESSAGES", "ExecutorState", "Failure"]
 
@@ -86,15 +87,17 @@ BLOCK_SOCKET_MESSAGES = (FetchBlocks, FetchPersisted, PushBlocks, BlocksReady, P
 
 class ExecutorState:
     def __init__(self, executor_id: str, data_address: str, settings: Settings, *, incarnation: str = "", pid: int = 0,
-                 wall_offset: float = 0.0, story_length: int = STORY_LENGTH) -> None:
+                 wall_offset: float = 0.0, story_length: int = STORY_LENGTH, metrics_address: str = "") -> None:
         self.executor_id = executor_id
         self.data_address = data_address
         self.settings = settings
         self.wall_offset = wall_offset
         self.registration = Registration(RegisterExecutor(executor_id=executor_id, incarnation=incarnation, data_address=data_address,
-                                                          slots=settings.executor_slots, pid=pid))
+                                                          slots=settings.executor_slots, pid=pid,
+                                                          metrics_address=metrics_address))
         self.stories = Stories(story_length)  # kept when the work is written off: a story may span it
         self.counters = PreemptionCounters()  # kept too: they count over the executor's life
+        self.work = WorkCounters()  # and these (the metrics endpoint reads them)
         self.flow = self._new_flow()
         self.departure = Departure(executor_id)  # scale-in: leaving when told to (SIGTERM)
         self._handlers: dict[object, Callable[[Any], list[Instruction]]] = {
@@ -125,7 +128,7 @@ class ExecutorState:
             Terminated: lambda e: self.departure.requested(self.registration.registered),
             GraceOver: lambda e: self.departure.grace_over(),
             AnswerOverdue: lambda e: self.departure.answer_overdue(),
-            (Received, Blocks): lambda e: self.flow.arrived(self.flow.inputs.fetched(e.msg, e.payloads)),
+            (Received, Blocks): self._fetched,
             (Received, MapOutputs): lambda e: self.flow.arrived(
                 self.flow.inputs.located(e.msg, self.executor_id, self.flow.outputs.blocks, e.now)),
             (Received, ErrorReply): lambda e: self.flow.refused(e.msg),
@@ -141,7 +144,7 @@ class ExecutorState:
         }
 
     def _new_flow(self) -> TaskFlow:
-        return TaskFlow(self.executor_id, self.data_address, self.settings, self.wall_offset, self.stories, self.counters)
+        return TaskFlow(self.executor_id, self.data_address, self.settings, self.wall_offset, self.stories, self.counters, self.work)
 
     # --- the one way in -------------------------------------------------------------------------
 
@@ -260,6 +263,10 @@ class ExecutorState:
         again, and repeat the look-ups it had not answered (it rebuilds from the executors' reports)."""
         return [Log("warning", "shuffle_meta_reconnected"), *self.flow.outputs.register_all(), *self.flow.register_blocks(),
                 *self.flow.inputs.pending_lookups()]
+
+    def _fetched(self, event: Received) -> list[Instruction]:
+        self.work.shuffle_bytes_fetched += payload_bytes(event.payloads)
+        return self.flow.arrived(self.flow.inputs.fetched(cast(Blocks, event.msg), event.payloads))
 
     def _checkpoints_written(self, event: CheckpointsWritten) -> list[Instruction]:
         if not event.written:

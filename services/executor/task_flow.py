@@ -36,6 +36,7 @@ from squall.common.protocol import (
     GroupDone,
     LaunchGroup,
     LaunchTasks,
+    PushBlocks,
     RegisterPersisted,
     ResultPartition,
     StateRestore,
@@ -88,11 +89,12 @@ from squall.services.executor.task_states import (
     TaskState,
 )
 from squall.services.executor.tasks import TaskOutput
+from squall.services.executor.work_counters import WorkCounters, payload_bytes
 
 
 class TaskFlow:
     def __init__(self, executor_id: str, data_address: str, settings: Settings, wall_offset: float, stories: Stories,
-                 counters: PreemptionCounters | None = None) -> None:
+                 counters: PreemptionCounters | None = None, work: WorkCounters | None = None) -> None:
         self.executor_id = executor_id
         self.data_address = data_address
         self.settings = settings
@@ -119,6 +121,7 @@ class TaskFlow:
         self.suspended_since = 0.0  # when the batch task was last suspended
         self.slicing = False  # the batch task runs a starvation slice: latency tasks wait for its end (SliceOver)
         self.counters = counters if counters is not None else PreemptionCounters()
+        self.work = work if work is not None else WorkCounters()  # for the metrics endpoint
         self.barrier = False
         self.groups = GroupLedger(executor_id)
         self.held = HeldTasks()  # source tasks waiting for their batch's time
@@ -173,7 +176,8 @@ class TaskFlow:
         """Drizzle: a whole group's share; reducers wait for what their mappers push."""
         self._cache(msg.stages, msg.code, msg.forget_stages, msg.forget_code)
         self.barrier = msg.barrier
-        peers = {a for t in msg.tasks for a in t.push_to} | {t.result_to for t in msg.tasks if t.result_to}
+        # (A replay's push_to has "" where a reducer is not run again: nothing to connect to.)
+        peers = {a for t in msg.tasks for a in t.push_to if a} | {t.result_to for t in msg.tasks if t.result_to}
         peers.discard(self.data_address)
         out: list[Instruction] = [Connect(tuple(sorted(peers)))] if peers else []
         unreadable: dict[StateKey, str] = {}
@@ -491,7 +495,10 @@ class TaskFlow:
                 return self._run_again(running, started) + self._next()
         self.tasks.pop(task.key, None)
         self.local.finished(running)
-        self.groups.ran(running.group_id, self.now - started, outcome.skipped if isinstance(outcome, TaskOutput) else 0)
+        skipped = outcome.skipped if isinstance(outcome, TaskOutput) else 0
+        self.groups.ran(running.group_id, self.now - started, skipped)
+        self.work.tasks_completed[task.priority] += 1
+        self.work.skipped_records += skipped
         if running.state is ORPHANED:
             return self._task_over(running, advance=False) + self._next()
         out: list[Instruction] = []
@@ -563,6 +570,7 @@ class TaskFlow:
         task, output = local.task, local.spec.output
         assert isinstance(output, ShuffleWrite)
         sends, here = self.outputs.keep(task, output.shuffle_id, outcome.blocks)
+        self.work.shuffle_bytes_pushed += sum(payload_bytes(send.payloads) for send in sends if type(send.msg) is PushBlocks)
         arrivals = Arrivals()
         for r in here:
             self.inputs.arrive((task.job_id, output.shuffle_id, r), task.partition, outcome.blocks[r], arrivals)

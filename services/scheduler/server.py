@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import zmq
-from squall.common import security, transport
+from squall.common import metrics_endpoint, security, transport
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta, stimulus
 from squall.common.protocol import ErrorReply, Message, PersistedLocations, Pong
 from squall.common.settings import Settings
@@ -27,6 +27,7 @@ from squall.services.scheduler.events import (
     ProbeDrivers,
     WatchExecutors,
 )
+from squall.services.scheduler.metrics import SchedulerCollector
 from squall.services.scheduler.state import SchedulerState
 from squall.services.scheduler.watch import ConnectionWatch
 
@@ -44,6 +45,10 @@ class SchedulerServer:
         # A new incarnation at each start; the clock offset turns batch times (wall clock) into the core's.
         self.state = SchedulerState(settings, incarnation=uuid.uuid4().hex, clock_offset=time.time() - time.monotonic())
         security.check(settings, [settings.scheduler_bind, settings.shuffle_meta_address])
+        self.metrics = metrics_endpoint.start(settings, log, "scheduler")
+        if self.metrics is not None:
+            self.metrics.registry.register(SchedulerCollector(self.state))
+            self.state.observed.metrics_url = self.metrics.url  # the snapshot shows it
         self.ctx = zmq.Context()
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
         self.sock = transport.new_socket(self.ctx, zmq.ROUTER, settings)
@@ -73,6 +78,7 @@ class SchedulerServer:
         if ready_file:
             if self.dashboard is not None:  # before the ready file: whoever waits for it finds both
                 transport.write_ready_file(ready_file + ".dashboard", self.dashboard.url)
+            metrics_endpoint.write_url_file(ready_file, self.metrics)
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint, shuffle_meta=settings.shuffle_meta_address)
 
@@ -88,6 +94,8 @@ class SchedulerServer:
             if self.auth is not None:
                 self.auth.stop()
             self.meta.close(0)
+            if self.metrics is not None:
+                self.metrics.close()
             self.ctx.term()
 
     # --- what happens, as events ----------------------------------------------------------------

@@ -18,10 +18,11 @@ import time
 from typing import Any
 
 import zmq
-from squall.common import security, transport
+from squall.common import metrics_endpoint, security, transport
 from squall.common.core import Event, Received, Tick, stimulus
 from squall.common.protocol import ErrorReply, LookupPersisted, Message
 from squall.common.settings import Settings
+from squall.services.shuffle_meta.metrics import ShuffleMetaCollector
 from squall.services.shuffle_meta.state import ShuffleMetaState
 
 
@@ -30,6 +31,9 @@ class ShuffleMetaServer:
         self.settings = settings
         self.log = log
         self.state = ShuffleMetaState()
+        self.metrics = metrics_endpoint.start(settings, log, "shuffle_meta")
+        if self.metrics is not None:
+            self.metrics.registry.register(ShuffleMetaCollector(self.state))
         security.check(settings, [settings.shuffle_meta_bind])
         self.ctx = zmq.Context()
         self.auth = security.start_authenticator(self.ctx, settings)  # before anything can connect
@@ -43,6 +47,7 @@ class ShuffleMetaServer:
         self.handlers[LookupPersisted] = self._defer
         self._deferred: list[tuple[bytes, Message]] = []  # look-ups read in this pass, answered at its end
         if ready_file:
+            metrics_endpoint.write_url_file(ready_file, self.metrics)
             transport.write_ready_file(ready_file, self.endpoint)
         log.info("listening", endpoint=self.endpoint)
 
@@ -53,6 +58,8 @@ class ShuffleMetaServer:
             self.sock.close(0)
             if self.auth is not None:
                 self.auth.stop()
+            if self.metrics is not None:
+                self.metrics.close()
             self.ctx.term()
 
     def _on_readable(self, sock: zmq.Socket[bytes]) -> None:

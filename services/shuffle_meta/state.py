@@ -60,6 +60,9 @@ class ShuffleMetaState:
         # Jobs already over: a registration that overtook nothing but arrives late is ignored.
         self.forgotten = RecentIds()
         self.directory = BlockDirectory()
+        # Over the service's life, for the metrics endpoint (metrics.py).
+        self.outputs_registered = 0  # map outputs executors registered (each one once per registration)
+        self.lookups = 0  # look-ups of a shuffle's map outputs by reducers
         self._handlers: dict[type, Callable[[Any], list[Send]]] = {
             RegisterMapOutputs: self._on_register,
             LookupMapOutputs: self._on_lookup,
@@ -94,9 +97,12 @@ class ShuffleMetaState:
         self.directory.validate()
 
     def _on_register(self, ev: Received) -> list[Send]:
-        return [r for o in cast(RegisterMapOutputs, ev.msg).outputs for r in self._register(o.job_id, o.shuffle_id, o.location)]
+        outputs = cast(RegisterMapOutputs, ev.msg).outputs
+        self.outputs_registered += len(outputs)
+        return [r for o in outputs for r in self._register(o.job_id, o.shuffle_id, o.location)]
 
     def _on_lookup(self, ev: Received) -> list[Send]:
+        self.lookups += 1
         return self._lookup(cast(bytes, ev.peer), cast(LookupMapOutputs, ev.msg), ev.now)
 
     def _on_forget_job(self, ev: Received) -> list[Send]:

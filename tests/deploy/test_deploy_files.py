@@ -31,6 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -628,7 +629,10 @@ def test_services_started_like_compose_answer_health_checks_and_run_the_driver(t
         assert args is not None, argv
         ready = tmp_path / f"{name}.ready"
         log = open(tmp_path / f"{name}.log", "wb")
-        full_env = {**base_env, **{k: str(v) for k, v in compose[service]["environment"].items()}, **env}
+        # The metrics endpoint moves to loopback and a free port too (9464 in every container).
+        assert compose[service]["environment"]["SQUALL_METRICS_PORT"] == "9464"
+        full_env = {**base_env, **{k: str(v) for k, v in compose[service]["environment"].items()},
+                    "SQUALL_METRICS_PORT": "0", "SQUALL_METRICS_BIND": "127.0.0.1", **env}
         proc = subprocess.Popen([sys.executable, "-m", "squall", *args, "--ready-file", str(ready), "--parent-pid", str(os.getpid())],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
                                 start_new_session=True)
@@ -676,6 +680,10 @@ def test_services_started_like_compose_answer_health_checks_and_run_the_driver(t
             assert args is not None
             check = run([sys.executable, "-m", "squall", *args], timeout=30, env=base_env)
             assert check.returncode == 0, f"{name}: `squall {shlex.join(args)}` exited {check.returncode}:\n{check.stderr}"
+        for name in ["shuffle-meta", "scheduler", "executor-0"]:  # each wrote its metrics URL beside its ready file
+            url = (tmp_path / f"{name}.ready.metrics").read_text()
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                assert b"squall_auth_refused_total" in reply.read(), f"{name}: {url} serves no Squall metrics"
         wrong_keys = {**base_env, **dict(zip(KEY_NAMES, dummy_keys(), strict=True))}
         args = ["health", "--service", "scheduler", "--address", scheduler, "--timeout", "1"]
         check = run([sys.executable, "-m", "squall", *args], timeout=30, env=wrong_keys)

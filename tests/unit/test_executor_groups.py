@@ -186,6 +186,9 @@ def test_a_launch_connects_first_to_every_peer_its_tasks_will_send_to_but_itself
     assert isinstance(actions[0], Connect)
     assert actions[0].addresses == (A, B, driver)
     assert not [a for a in launch(ex, mapper(0, job_id="k", push_to=[ME] * 4), group_id=2) if isinstance(a, Connect)]
+    # a replay pushes only to the reducers it runs again: the others' addresses are ""
+    (connect,) = [a for a in launch(ex, mapper(1, job_id="k~1", push_to=["", A, "", ME]), group_id=3) if isinstance(a, Connect)]
+    assert connect.addresses == (A,)
 
 
 def test_group_done_once_when_every_task_here_is_finished_failed_or_released():
