@@ -13,6 +13,7 @@ from squall.common.checkpoint_store import default_checkpoint_dir
 from squall.common.security import new_keypair
 
 from squall import LocalCluster, Settings
+from tests.redis_server import redis_server  # noqa: F401 - the fixture, for every test that asks for it
 
 SERVICE_MODULES = ("squall.services.scheduler", "squall.services.executor", "squall.services.shuffle_meta")
 
