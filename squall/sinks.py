@@ -8,12 +8,17 @@ manager.
   with the same records changes nothing, so a replayed batch is still written exactly once.
 - `PubSink(address, topic)`: publishes each batch on a ZeroMQ PUB socket, best-effort.
   `subscribe(address, topic)` is the matching reader.
+- `RedisSink(url, name, mode, key)`: each batch's writes (hash increments, sorted-set scores or
+  stream entries) and its commit marker in one Lua script, so a replayed batch writes nothing.
+
+docs/sources-and-sinks.md is the contract a sink of your own must meet to be exactly-once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -367,3 +372,275 @@ def _decode_published(frames: list[bytes]) -> tuple[int, list[Any]]:
     except msgspec.DecodeError as exc:
         raise SinkError(f"a published batch has a malformed header: {exc}") from exc
     return header.batch, loads_block(frames[2])
+
+
+# --- RedisSink ----------------------------------------------------------------------------------
+
+REDIS_INSTALL_HINT = "pip install 'squall[redis]'"
+MAX_BATCH_RECORDS = 100_000  # a script blocks every other Redis client while it runs (~1 us a write)
+MAX_BATCH_BYTES = 64 * 2**20  # the batch's arguments, well within Redis's 1 GiB query buffer
+MAX_STREAM_FIELDS = 1000  # fields of one stream entry: Lua's unpack() needs a stack slot for each
+RETRY_TIMEOUT = 30.0
+_MODES = ("hash", "zset", "stream")
+
+# One script for every mode. KEYS[1] is the commit marker, KEYS[2..] the keys the batch writes.
+# ARGV: batch, operation, stream MAXLEN ("" for none), then the writes: for hincrby, zadd and
+# zincrby triples (index into KEYS, field or member, increment or score); for xadd
+# (index into KEYS, n, n field/value pairs). Redis runs a script atomically but does not undo
+# the writes before a failing command, so every check that can fail comes before the first write:
+# the Python side validates the records, the script the types of the keys and, for HINCRBY, that
+# the fields it adds to hold integers.
+REDIS_SINK_SCRIPT = """
+local batch = tonumber(ARGV[1])
+local committed = redis.call('GET', KEYS[1])
+if committed and tonumber(committed) >= batch then return 0 end
+local op = ARGV[2]
+local wanted = ({hincrby = 'hash', zadd = 'zset', zincrby = 'zset', xadd = 'stream'})[op]
+for k = 2, #KEYS do
+  local held = redis.call('TYPE', KEYS[k])['ok']
+  if held ~= 'none' and held ~= wanted then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. held .. ', not a ' .. wanted)
+  end
+end
+if op == 'hincrby' then
+  for i = 4, #ARGV, 3 do
+    local old = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+    if old and not string.match(old, '^-?%d+$') then
+      return redis.error_reply('field ' .. ARGV[i + 1] .. ' of ' .. KEYS[tonumber(ARGV[i])] .. ' holds ' .. old .. ', not an integer')
+    end
+  end
+  for i = 4, #ARGV, 3 do redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
+elseif op == 'zadd' then
+  for i = 4, #ARGV, 3 do redis.call('ZADD', KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 1]) end
+elseif op == 'zincrby' then
+  for i = 4, #ARGV, 3 do redis.call('ZINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 1]) end
+else
+  local i = 4
+  while i <= #ARGV do
+    local key, n = KEYS[tonumber(ARGV[i])], tonumber(ARGV[i + 1])
+    if ARGV[3] == '' then
+      redis.call('XADD', key, '*', unpack(ARGV, i + 2, i + 1 + 2 * n))
+    else
+      redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, i + 2, i + 1 + 2 * n))
+    end
+    i = i + 2 + 2 * n
+  end
+end
+redis.call('SET', KEYS[1], batch)
+return 1
+"""
+
+_Scalar = str | bytes
+
+
+class RedisSink(_ClosedOnExit):
+    """Writes every batch to Redis exactly once: the batch's writes and the sink's commit marker
+    `squall:sink:<name>:committed` (the last batch written) go in one Lua script, which Redis runs
+    atomically. The script writes nothing when the marker already holds this batch or a later
+    one, so a replayed batch (a resumed stream, a retried call) leaves the output as it was.
+    `name` must stay the same across restarts of one stream (it is what makes a replay known) and
+    differ between streams writing to one Redis; a stream that starts again from batch 0 under an
+    old name writes nothing until it passes that name's marker.
+
+    Modes (records of a batch, all checked before anything is written):
+    - "hash": (field, increment) pairs, HINCRBY on `key` (counters, such as views per campaign);
+      or (key, field, increment) triples to spread over keys. Increments are integers.
+    - "zset": (member, score) pairs (or (key, member, score) triples), ZADD; with
+      `increment=True` ZINCRBY. Scores are finite numbers.
+    - "stream": each record XADDed to `key` (entry id "*"): a dict of field -> value (str,
+      bytes or numbers) as the entry's fields, any other record as {"value": its JSON};
+      `maxlen` trims the stream to about that many entries.
+    Fields, members and keys are str, bytes or numbers.
+
+    A batch is at most `max_batch_records` records and `max_batch_bytes` of arguments (defaults
+    100,000 and 64 MiB): the script that makes it atomic keeps every other client of that Redis
+    waiting while it runs, so a larger batch raises SinkError, naming the limit, before writing
+    anything (make batches smaller: a shorter batch_interval, or aggregate before the sink).
+
+    When Redis cannot be reached (down, restarting, loading its append-only file) a batch is
+    tried again with backoff for up to `retry_timeout` seconds (default 30), then SinkError
+    stops the stream; by the atomicity nothing is half-written, and a batch whose reply was lost
+    is not written twice. The script is loaded once (SCRIPT LOAD) and loaded again when Redis
+    answers NOSCRIPT, as after a restart. Needs the redis client library (the squall[redis]
+    extra). Not thread-safe: use it from one thread at a time.
+    """
+
+    def __init__(self, url: str, name: str, mode: str = "hash", key: str | None = None, *,
+                 increment: bool = False, maxlen: int | None = None,
+                 max_batch_records: int = MAX_BATCH_RECORDS, max_batch_bytes: int = MAX_BATCH_BYTES,
+                 retry_timeout: float = RETRY_TIMEOUT, socket_timeout: float = 10.0) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"RedisSink mode must be one of {list(_MODES)}, got {mode!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"RedisSink needs a non-empty name (it names the commit marker), got {name!r}")
+        if mode == "stream" and key is None:
+            raise ValueError("RedisSink mode 'stream' needs key= (the stream to XADD to)")
+        if maxlen is not None and (mode != "stream" or maxlen < 1):
+            raise ValueError(f"maxlen is a positive entry count for mode 'stream', got {maxlen!r} for mode {mode!r}")
+        if increment and mode != "zset":
+            raise ValueError("increment=True is for mode 'zset' (hash mode always increments)")
+        redis = _import_redis()
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url, self.name, self.mode, self.key = url, name, mode, key
+        self.marker = f"squall:sink:{name}:committed"
+        self.max_batch_records, self.max_batch_bytes = max_batch_records, max_batch_bytes
+        self.retry_timeout = retry_timeout
+        self.retries = 0  # attempts repeated because Redis could not be reached
+        self.written = 0  # batches this sink wrote
+        self.skipped = 0  # batches it found already committed
+        self._operation = {"hash": "hincrby", "zset": "zincrby" if increment else "zadd", "stream": "xadd"}[mode]
+        self._maxlen = "" if maxlen is None else str(maxlen)
+        self._redis = redis
+        # The retries are ours (with a deadline), so the client's own are off.
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                                 socket_connect_timeout=min(socket_timeout, 5.0),
+                                                 retry=Retry(NoBackoff(), 0))
+        self._sha: str | None = None
+        self._closed = False
+
+    def __call__(self, batch: int, records: list[Any]) -> None:
+        if self._closed:
+            raise SinkError(f"batch {batch}: the RedisSink {self.name!r} at {self.url} is closed")
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
+            raise ValueError(f"a batch index must be a non-negative integer, got {batch!r}")
+        keys, writes = self._encode(batch, records)
+        arguments = [str(batch), self._operation, self._maxlen, *writes]
+        if self._run(batch, [self.marker, *keys], arguments):
+            self.written += 1
+        else:
+            self.skipped += 1
+
+    def committed_batch(self) -> int | None:
+        """The last batch this sink's name has committed in Redis, or None before the first."""
+        value = self._with_retries("reading the commit marker", lambda: self._client.get(self.marker))
+        return None if value is None else int(value)
+
+    def close(self) -> None:
+        """Close the connection; writing a batch afterwards raises SinkError."""
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    # The records become KEYS and ARGV for the script, every one of them checked first.
+
+    def _encode(self, batch: int, records: list[Any]) -> tuple[list[_Scalar], list[_Scalar]]:
+        if len(records) > self.max_batch_records:
+            raise SinkError(f"batch {batch}: {len(records):,} records is more than the RedisSink's max_batch_records "
+                            f"({self.max_batch_records:,}); make batches smaller (a shorter batch_interval) or aggregate first")
+        key_index: dict[_Scalar, int] = {}
+        writes: list[_Scalar] = []
+
+        def index_of(key: _Scalar) -> str:
+            return str(key_index.setdefault(key, len(key_index) + 2))  # KEYS[1] is the marker
+
+        for i, record in enumerate(records):
+            if self.mode == "stream":
+                fields = self._stream_fields(batch, i, record)
+                writes += [index_of(self.key or ""), str(len(fields) // 2), *fields]
+            else:
+                key, member, amount = self._triple(batch, i, record)
+                writes += [index_of(key), member, amount]
+        size = sum(len(w) for w in writes) + sum(len(k) for k in key_index)  # characters: about the bytes
+        if size > self.max_batch_bytes:
+            raise SinkError(f"batch {batch}: {size:,} bytes of writes is more than the RedisSink's max_batch_bytes "
+                            f"({self.max_batch_bytes:,}); make batches smaller (a shorter batch_interval) or aggregate first")
+        return list(key_index), writes
+
+    def _triple(self, batch: int, i: int, record: Any) -> tuple[_Scalar, _Scalar, str]:
+        what = "(field, increment)" if self.mode == "hash" else "(member, score)"
+        if not isinstance(record, tuple | list) or len(record) not in (2, 3):
+            raise SinkError(f"batch {batch}: record {i} is {record!r}, not a {what} pair or a (key, ...) triple")
+        if len(record) == 2:
+            if self.key is None:
+                raise SinkError(f"batch {batch}: record {i} is a pair but the RedisSink has no key=; "
+                                "give key= or write (key, ...) triples")
+            key, member, amount = self.key, record[0], record[1]
+        else:
+            key, member, amount = record
+        return _scalar(batch, i, "key", key), _scalar(batch, i, "field" if self.mode == "hash" else "member", member), \
+            self._amount(batch, i, amount)
+
+    def _amount(self, batch: int, i: int, amount: Any) -> str:
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise SinkError(f"batch {batch}: record {i} has {amount!r} as its "
+                            f"{'increment' if self.mode == 'hash' else 'score'}, not a number")
+        if self.mode == "hash":
+            if not isinstance(amount, int):
+                raise SinkError(f"batch {batch}: record {i} has increment {amount!r}; HINCRBY takes integers")
+            if not -2**63 <= amount < 2**63:
+                raise SinkError(f"batch {batch}: record {i} has increment {amount}, outside Redis's 64-bit integers")
+            return str(amount)
+        if not math.isfinite(amount):
+            raise SinkError(f"batch {batch}: record {i} has score {amount!r}; scores must be finite")
+        return repr(float(amount))
+
+    def _stream_fields(self, batch: int, i: int, record: Any) -> list[_Scalar]:
+        if not isinstance(record, dict):
+            try:
+                record = {"value": json.dumps(record, allow_nan=False, separators=(",", ":"))}
+            except (TypeError, ValueError) as exc:
+                raise SinkError(f"batch {batch}: record {i} is not a dict and cannot be written as JSON: {exc}") from exc
+        if not record:
+            raise SinkError(f"batch {batch}: record {i} is an empty dict; a stream entry needs a field")
+        if len(record) > MAX_STREAM_FIELDS:
+            raise SinkError(f"batch {batch}: record {i} has {len(record)} fields, more than {MAX_STREAM_FIELDS}")
+        fields: list[_Scalar] = []
+        for field, value in record.items():
+            fields += [_scalar(batch, i, "field name", field), _scalar(batch, i, f"value of field {field!r}", value)]
+        return fields
+
+    # Running the script, through NOSCRIPT and lost connections.
+
+    def _run(self, batch: int, keys: list[_Scalar], arguments: list[_Scalar]) -> bool:
+        def attempt() -> bool:
+            if self._sha is None:
+                self._sha = self._client.script_load(REDIS_SINK_SCRIPT)
+            try:
+                return bool(self._client.evalsha(self._sha, len(keys), *keys, *arguments))
+            except self._redis.exceptions.NoScriptError:
+                self._sha = None  # Redis restarted (or SCRIPT FLUSH): load it again, then run
+                raise _TryAgain from None
+
+        return bool(self._with_retries(f"batch {batch}", attempt))
+
+    def _with_retries(self, what: str, attempt: Callable[[], Any]) -> Any:
+        errors = self._redis.exceptions
+        deadline = time.monotonic() + self.retry_timeout
+        delay = 0.05
+        while True:
+            try:
+                return attempt()
+            except _TryAgain:
+                continue
+            except (errors.ConnectionError, errors.TimeoutError) as exc:  # also LOADING (BusyLoadingError)
+                if time.monotonic() + delay > deadline:
+                    raise SinkError(f"{what}: Redis at {self.url} could not be reached for {self.retry_timeout:g}s "
+                                    f"({type(exc).__name__}: {exc}); the batch is written whole or not at all") from exc
+                self.retries += 1
+                time.sleep(delay)  # backoff between attempts, not a wait for a condition
+                delay = min(2 * delay, 1.0)
+            except errors.RedisError as exc:
+                raise SinkError(f"{what}: Redis at {self.url} refused it ({exc}); nothing of it was written") from exc
+
+
+class _TryAgain(Exception):
+    """The script was not loaded: load it and try at once."""
+
+
+def _scalar(batch: int, i: int, what: str, value: Any) -> _Scalar:
+    """A key, field, member or value as Redis takes it: str and bytes as they are, numbers as text."""
+    if isinstance(value, str | bytes):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    raise SinkError(f"batch {batch}: record {i} has {what} {value!r}; Redis takes str, bytes or numbers")
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(f"RedisSink needs the redis client library: {REDIS_INSTALL_HINT}") from exc
+    return redis
