@@ -174,3 +174,9 @@ def test_a_stream_counting_into_redis_equals_plain_python(ctx, redis_server: Red
     expected = Counter(w for b in range(batches) for p in range(2) for w in words(p, b))
     got = {k.decode(): int(v) for k, v in redis_server.client().hgetall("words").items()}
     assert got == dict(expected)
+
+
+def test_without_the_redis_library_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "redis", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'squall\[redis\]'"):
+        RedisSink("redis://127.0.0.1:1/0", "x", key="k")
