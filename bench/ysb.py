@@ -10,11 +10,15 @@ p99 within the bound (default: twice the batch interval). Group sizes are tuned 
 ("auto") and printed over time.
 
     python -m bench.ysb [--rates 20000 50000 100000] [--seconds 30] [--window 10] [--peers]
+
+With --source redis the events come from Redis Streams written by a generator process and the
+window counts go back to Redis exactly once, latency measured at landing (bench.ysb_redis).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -83,17 +87,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-bound", type=float, default=None, help="p99 bound for 'sustained' (default 2x the batch interval)")
     parser.add_argument("--check", action="store_true", help="verify every window count against plain Python (slow)")
     parser.add_argument("--peers", action="store_true", help="also run PySpark Structured Streaming")
+    parser.add_argument("--source", choices=["rate", "redis"], default="rate",
+                        help="rate: events made on the executors (default); redis: Redis Streams fed by a generator process")
+    parser.add_argument("--redis-url", default=None, help="with --source redis: the Redis to use (default: a private redis-server)")
     args = parser.parse_args(argv)
+    if args.source == "redis":
+        from squall import sources
+
+        if not hasattr(sources, "redis_stream"):
+            print("--source redis: the Redis Streams source (squall.sources.redis_stream) is not available in this Squall")
+            return 2
+        if args.check or args.peers:
+            print("--source redis: --check and --peers are for the rate source")
+            return 2
     bound = args.latency_bound or 2 * args.batch_interval
 
     print(machine.header("bench.ysb", argv))
     print(f"YSB: {PARTITIONS} source partitions, {args.executors} executors, {args.batch_interval * 1000:.0f} ms batches, "
-          f"{args.window:g} s windows, {args.seconds:g} s per rate; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
+          f"{args.window:g} s windows, {args.seconds:g} s per rate, source {args.source}; sustained = achieved >= 95% of offered and p99 <= {bound * 1000:.0f} ms\n")
     rows = []
     settings = Settings.from_env(log_level="warning", metrics_window=1_000_000)  # every sample of a run
-    with LocalCluster(executors=args.executors, settings=settings) as cluster, cluster.connect() as ctx:
+    with contextlib.ExitStack() as redis, LocalCluster(executors=args.executors, settings=settings) as cluster, \
+            cluster.connect() as ctx:
+        if args.source == "redis":
+            from bench import ysb_redis
+
+            url = args.redis_url or redis.enter_context(ysb_redis.local_redis())
+
         def run(rate: int) -> dict[str, Any]:
-            result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)
+            if args.source == "redis":
+                result = ysb_redis.run_redis_ysb(ctx, url, rate, args.seconds, args.window, args.batch_interval)
+            else:
+                result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)
             result["engine"] = "Squall"
             rows.append(result)
             return result
