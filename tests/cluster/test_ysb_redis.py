@@ -1,0 +1,63 @@
+"""The Redis pieces of the YSB benchmark against a real redis-server: the generator process's
+events, the campaign hash, window counts landing once, and redis-benchmark's rates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench import ysb, ysb_redis
+from squall.windows import WindowResult
+from squall.ysb import PARTITIONS, campaign_table, make_event
+from tests.polling import wait_until
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def test_the_generator_writes_each_partitions_events_in_order(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    keys = [f"{ysb_redis.STREAM_KEY}:{p}" for p in range(PARTITIONS)]
+    generator = ysb_redis.EventGenerator(redis_server.url, rate=2000).start()
+    wait_until(lambda: sum(client.xlen(k) for k in keys) >= 400, timeout=30, what="400 events")
+    report = generator.stop()
+    assert report.events == sum(client.xlen(k) for k in keys) and report.achieved > 0
+    for p, key in enumerate(keys):
+        events = [fields[b"event"].decode() for _, fields in client.xrange(key)]
+        assert events, p
+        for index, event in enumerate(events):
+            assert event == make_event(p, index, json.loads(event)["event_time"])
+        times = [json.loads(e)["event_time"] for e in events]
+        assert times == sorted(times)
+
+
+def test_the_campaign_table_round_trips_through_a_hash(redis_server: RedisServer) -> None:
+    assert ysb_redis.load_campaigns(redis_server.url) == campaign_table()
+    assert ysb_redis.read_campaigns(redis_server.url) == campaign_table()
+
+
+def test_window_counts_land_once_with_their_latency(redis_server: RedisServer) -> None:
+    sink = ysb_redis.WindowCountSink(redis_server.url, "ysb-test")
+    windows = [WindowResult("campaign-01", 10.0, 20.0, 7), WindowResult("campaign-02", 10.0, 20.0, 3)]
+    sink(0, windows)
+    sink(0, windows)  # a replay
+    sink.close()
+    assert redis_server.client().hgetall(f"{ysb_redis.WINDOW_KEY_PREFIX}10") == {b"campaign-01": b"7", b"campaign-02": b"3"}
+    assert len(sink.latencies) == 4 and all(latency > 0 for latency in sink.latencies)
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is not installed (Debian's redis-server)")
+def test_redis_benchmark_reports_xadd_and_xrange_rates(redis_server: RedisServer) -> None:
+    rates = ysb_redis.redis_benchmark(redis_server.url, requests=500, pipeline=4, clients=2)
+    assert rates is not None and set(rates) == {"XADD", "XRANGE"} and all(r > 0 for r in rates.values())
+
+
+def test_the_redis_option_says_when_the_redis_source_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    from squall import sources
+
+    if hasattr(sources, "redis_stream"):
+        pytest.skip("this Squall has the Redis Streams source")
+    assert ysb.main(["--source", "redis", "--rates", "1000", "--seconds", "1"]) == 2
+    assert capsys.readouterr().out.strip().endswith("is not available in this Squall")
