@@ -172,24 +172,32 @@ class RedisStreamSource(StreamSource):
             return None
 
 
+_outages: set[str] = set()  # URLs this process is retrying: one warning per outage, not one per task
+
+
 def redis_batch(source: RedisStreamSource, start: float, interval: float, partition: int, batch: int) -> list[Any]:
-    """The entries of one partition's stream in one batch (executed on executors)."""
+    """The entries of one partition's stream in one batch (executed on executors). A lost Redis
+    is retried for RECONNECT_SECONDS: the claim is idempotent, so a retry neither repeats nor loses."""
     redis = _redis()
-    deadline: float | None = None
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    backoff = 0.05
     while True:
         try:
             records = _read_batch(source, start, interval, partition, batch)
-            if deadline is not None:
+            with _clients_lock:
+                back = source.url in _outages
+                _outages.discard(source.url)
+            if back:
                 log.info("redis_reconnected", url=source.url, partition=partition, batch=batch)
             return records
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-            now = time.monotonic()
-            if deadline is None:
+            with _clients_lock:
+                first = source.url not in _outages
+                _outages.add(source.url)
+            if first:
                 log.warning("redis_unreachable", url=source.url, partition=partition, batch=batch, error=str(exc),
                             retrying_for=RECONNECT_SECONDS)
-                deadline = now + RECONNECT_SECONDS
-                backoff = 0.05
-            if now > deadline:
+            if time.monotonic() > deadline:
                 raise ConnectionError(f"Redis at {source.url} unreachable for {RECONNECT_SECONDS:g}s: {exc}") from exc
             time.sleep(backoff)
             backoff = min(1.0, backoff * 2)
