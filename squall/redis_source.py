@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from squall.sources import StreamSource
+from squall.stream_source import StreamSource
 
 RECONNECT_SECONDS = 30.0  # how long a task keeps retrying a lost Redis before failing
 CLOCK_SKEW_SECONDS = 5.0  # how far Redis's clock may lag this machine's before a batch fails

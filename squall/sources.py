@@ -30,28 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squall.stream_source import StreamSource as StreamSource  # re-exported: sources.StreamSource
+
 Record = Callable[[int, int, float], Any]
-
-
-@dataclass(frozen=True)
-class StreamSource:
-    """A replayable stream source of `partitions` partitions (made by rate(), generator() or directory())."""
-
-    partitions: int
-
-    def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
-        """fn(partition, batch) for a stream that started at wall-clock `start`."""
-        raise NotImplementedError
-
-    def batch_records(self, batch: int, batch_interval: float) -> int | None:
-        """How many records batch `batch` holds over all partitions, when the driver can tell
-        without running the source; None when only running it tells (generator, directory)."""
-        return None
-
-    def lag(self) -> int | None:
-        """Records the source holds that no batch has read yet, when it can tell (redis_stream);
-        None when it cannot. The driver asks at most once a second."""
-        return None
 
 
 @dataclass(frozen=True)
