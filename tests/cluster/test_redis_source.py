@@ -143,6 +143,11 @@ def test_a_backlogs_lag_falls_to_0_as_it_drains(ctx, redis_server: RedisServer) 
         wait_until(lambda: stream.metrics().get("source_lag") == 0 and delivered(got) == 400, timeout=60,
                    what="the backlog drained and the lag 0")
         assert (stream.progress() or {}).get("source_lag") == 0
+
+        def scheduler_sees() -> object:
+            return next((row["source_lag"] for row in ctx.snapshot()["streams"] if row["run"] == stream.stream_id), None)
+
+        wait_until(lambda: scheduler_sees() == 0, timeout=10, what="the scheduler's snapshot showing the lag 0")
         assert max(len(records) for _, records in got) <= 5 * PARTITIONS
     finally:
         stream.stop(timeout=30)
