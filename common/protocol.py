@@ -197,8 +197,9 @@ class Metrics(Message, frozen=True):
 class StreamProgress(Message, frozen=True):
     """Driver -> scheduler, sent without waiting for an answer after each stream batch the driver
     delivered: what only the driver sees (latency to its sink, window latencies, records), for the
-    scheduler's dashboard and metrics. -1 input_records: the driver cannot count them. A stream
-    runs as one run per group: `stream_id` names the stream, `run_id` the batch's run."""
+    scheduler's dashboard and metrics. -1 input_records: the driver cannot count them; -1
+    source_lag: the source cannot tell how many records it holds unread. A stream runs as one run
+    per group: `stream_id` names the stream, `run_id` the batch's run."""
 
     stream_id: Id
     run_id: Id
@@ -208,6 +209,7 @@ class StreamProgress(Message, frozen=True):
     input_records: int = -1
     output_records: Index = 0
     group_size: Index = 0
+    source_lag: int = -1
 
 
 class GetSnapshot(Message, frozen=True):

@@ -13,6 +13,8 @@ which is what lets a lost batch be recomputed.
   i = g // partitions; record(partition, i, event_time) makes it (default: the tuple
   (partition, i, event_time)). Batch b holds the events of its interval, so the partitions together
   emit exactly events_per_second events a second, split evenly (they differ by at most one event).
+- `redis_stream(url, streams, partitions)`: entries of Redis Streams, one key per partition, each
+  batch's range of entry ids claimed once in Redis (squall/redis_source.py).
 """
 
 from __future__ import annotations
@@ -28,23 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squall.stream_source import StreamSource as StreamSource  # re-exported: sources.StreamSource
+
 Record = Callable[[int, int, float], Any]
-
-
-@dataclass(frozen=True)
-class StreamSource:
-    """A replayable stream source of `partitions` partitions (made by rate(), generator() or directory())."""
-
-    partitions: int
-
-    def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
-        """fn(partition, batch) for a stream that started at wall-clock `start`."""
-        raise NotImplementedError
-
-    def batch_records(self, batch: int, batch_interval: float) -> int | None:
-        """How many records batch `batch` holds over all partitions, when the driver can tell
-        without running the source; None when only running it tells (generator, directory)."""
-        return None
 
 
 @dataclass(frozen=True)
@@ -204,6 +192,15 @@ def rate(events_per_second: float, partitions: int = 4, record: Record | None = 
     if not events_per_second > 0:
         raise ValueError(f"rate() needs a positive events_per_second, got {events_per_second!r}")
     return RateStreamSource(partitions=partitions, events_per_second=float(events_per_second), record=record)
+
+
+def redis_stream(url: str, streams: str | list[str], partitions: int | None = None, *, name: str | None = None,
+                 start: str = "now", max_records_per_batch: int = 10_000, field: str | None = None) -> StreamSource:
+    """Entries of Redis Streams, one stream key per partition (see squall.redis_source.redis_stream,
+    and docs/streams.md's Redis Streams section). Needs the redis extra: pip install 'squall[redis]'."""
+    from squall.redis_source import redis_stream as make
+
+    return make(url, streams, partitions, name=name, start=start, max_records_per_batch=max_records_per_batch, field=field)
 
 
 def _check_partitions(partitions: int) -> None:

@@ -34,6 +34,8 @@ from squall.windows import COUNT, Aggregation, WindowOperator, WindowResult, Win
 
 log = driver_log("stream")
 
+LAG_INTERVAL = 1.0  # seconds between two questions to the source about its lag
+
 if TYPE_CHECKING:
     from squall.connection import Connection
 
@@ -90,6 +92,7 @@ class Stream:
         self.stream_id = uuid.uuid4().hex[:16]  # the scheduler's dashboard knows the stream by it
         self._last_progress: dict[str, Any] | None = None
         self._group = ("", 0)  # the group being delivered: its run id and size
+        self._lag_due = 0.0  # monotonic time when the source's lag may be asked again
 
     # --- per-batch transformations (each returns a new Stream) ----------------------------------
 
@@ -195,7 +198,9 @@ class Stream:
           directory sources;
         - latency_p50, latency_p99: seconds from a batch's interval end to its delivery;
           window_latency_p50/p99 (windowed streams): from a window's end to its delivery;
-        - group_size: the size of the latest Drizzle group.
+        - group_size: the size of the latest Drizzle group;
+        - source_lag: records the source holds that no batch has read yet, as it last told
+          (asked at most once a second); only for sources that can tell (redis_stream).
 
         Rates are per second of wall clock since the stream started."""
         return self.metrics_state.summary()
@@ -206,7 +211,8 @@ class Stream:
         of its interval to the sink), window_latency (the largest of its windows', or None),
         input_records (None when the source cannot count them without running), output_records,
         group_size, input_rate (input records per second of the batch interval), processing_rate
-        (records per second of its latency) and skipped (bad records skipped so far)."""
+        (records per second of its latency), skipped (bad records skipped so far) and source_lag
+        (records the source holds unread, asked at most once a second; None when it cannot tell)."""
         progress = self._last_progress
         return dict(progress) if progress is not None else None
 
@@ -333,9 +339,22 @@ class Stream:
         if self.metrics_state.input_records is not None:
             inputs = self.source.batch_records(b, self.batch_interval) or 0
             self.metrics_state.input_records += inputs
-        self._report(b, now, latency, windows, inputs, len(outcome))
+        self._report(b, now, latency, windows, inputs, len(outcome), self._source_lag())
 
-    def _report(self, b: int, now: float, latency: float, windows: list[float], inputs: int | None, outputs: int) -> None:
+    def _source_lag(self) -> int | None:
+        """The source's lag (records not read yet), asked at most once a second: asking may cost
+        the source a round trip (redis_stream asks Redis), and delivery must not wait on it."""
+        if time.monotonic() >= self._lag_due:
+            self._lag_due = time.monotonic() + LAG_INTERVAL
+            try:
+                self.metrics_state.source_lag = self.source.lag()
+            except Exception as exc:  # noqa: BLE001 - a figure for people: never stop the stream for it
+                log.warning("source_lag_failed", error=repr(exc))
+                self.metrics_state.source_lag = None
+        return self.metrics_state.source_lag
+
+    def _report(self, b: int, now: float, latency: float, windows: list[float], inputs: int | None, outputs: int,
+                lag: int | None) -> None:
         """The batch's facts: kept for progress(), and told to the scheduler (its dashboard and
         metrics), without waiting for an answer."""
         run_id, size = self._group
@@ -345,10 +364,12 @@ class Stream:
             "input_records": inputs, "output_records": outputs, "group_size": size,
             "input_rate": inputs / self.batch_interval if inputs is not None else None,
             "processing_rate": records / latency if latency > 0 else 0.0, "skipped": self.metrics_state.skipped,
+            "source_lag": lag,
         }
         self.ctx.client.report_progress(StreamProgress(
             stream_id=self.stream_id, run_id=run_id or "-", batch=b, latency=max(0.0, latency), window_latencies=windows,
-            input_records=-1 if inputs is None else inputs, output_records=outputs, group_size=size))
+            input_records=-1 if inputs is None else inputs, output_records=outputs, group_size=size,
+            source_lag=-1 if lag is None else lag))
 
     def _await_executors(self) -> None:
         """After a scheduler restart: until executors have registered with the new one (their

@@ -25,6 +25,7 @@ class StreamMetrics:
     input_records: int | None = None
     started: float = 0.0
     skipped: int = 0  # bad records skipped (bad_records="skip")
+    source_lag: int | None = None  # records the source holds unread, as it last told (None: it cannot tell)
     window: int = 1_000
     latencies: deque[float] = field(init=False)  # seconds from batch end to sink, one per batch
     window_latencies: deque[float] = field(init=False)  # seconds from window end to sink
@@ -46,6 +47,8 @@ class StreamMetrics:
         elapsed = max(1e-9, time.time() - self.started) if self.started else 0.0
         lat, windows = self.latencies, self.window_latencies
         extra = {"window_latency_p50": quantile(windows, 0.5), "window_latency_p99": quantile(windows, 0.99)} if windows else {}
+        if self.source_lag is not None:
+            extra["source_lag"] = self.source_lag
         if self.input_records is not None:
             extra["input_records"] = self.input_records
             extra["input_records_per_second"] = self.input_records / elapsed if elapsed else 0.0

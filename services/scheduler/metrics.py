@@ -59,6 +59,9 @@ class SchedulerCollector(Collector):
         observed = state.observed
         yield families.gauge("squall_group_size", "Micro-batches in the group the scheduler dispatched last (Drizzle).",
                              SERVICE, observed.group_size)
+        yield families.gauge("squall_source_lag_records",
+                             "Records streams' sources hold that no batch has read yet, as their drivers last told "
+                             "(sources that can tell: redis_stream).", SERVICE, observed.source_lag())
         yield families.labelled_counter("squall_messages_received", "Messages the scheduler handled, by type.",
                                         SERVICE, ("type",), {(name,): n for name, n in dict(state.received).items()})
         yield families.labelled_counter("squall_messages_sent", "Messages the scheduler sent, by type.",

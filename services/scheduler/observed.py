@@ -47,6 +47,7 @@ class StreamRecord:
     points: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=POINTS))
     batches: int = 0
     last_batch: int = -1
+    source_lag: int = -1  # records its source holds unread, as its driver last told (-1: cannot tell)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Observatory:
         })
         record.batches += 1
         record.last_batch = max(record.last_batch, msg.batch)
+        record.source_lag = msg.source_lag
         self.batches_completed += 1
         self.input_records += max(0, msg.input_records)
         self.output_records += msg.output_records
@@ -159,6 +161,10 @@ class Observatory:
 
     # --- read ---------------------------------------------------------------------------------
 
+    def source_lag(self) -> int:
+        """Records the streams' sources hold unread, summed over the streams whose sources can tell."""
+        return sum(r.source_lag for r in list(self.streams.values()) if r.source_lag >= 0)
+
     def stream_rows(self) -> list[dict[str, Any]]:
         rows = []
         for record in self.streams.values():
@@ -175,6 +181,7 @@ class Observatory:
                 "processing_rate": records / processing if processing > 0 else 0.0,
                 "latency_p50": quantile(latencies, 0.5) if latencies else 0.0,
                 "latency_p99": quantile(latencies, 0.99) if latencies else 0.0,
+                "source_lag": record.source_lag if record.source_lag >= 0 else None,
                 "points": points,
             })
         return rows

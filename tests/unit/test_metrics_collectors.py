@@ -139,3 +139,10 @@ def test_the_executor_counts_completed_tasks_and_the_bytes_it_pushed(tmp_path) -
 
 def test_payload_bytes_counts_every_kind_of_frame() -> None:
     assert payload_bytes([b"abc", memoryview(b"de"), bytearray(b"f")]) == 6
+
+
+def test_the_scheduler_exports_its_streams_source_lag() -> None:
+    state = checked(Settings())
+    state.handle(Received(msg=protocol.StreamProgress(stream_id="s", run_id="r", batch=0, latency=0.1, source_lag=7),
+                          peer=b"d", now=0.0))
+    assert value(scrape(SchedulerCollector(state)), "squall_source_lag_records") == 7

@@ -93,3 +93,15 @@ def test_what_it_keeps_stays_bounded_however_many_streams_and_batches():
         receive(s, StreamProgress(stream_id=f"s{i % 50}", run_id=f"r{i}", batch=i, latency=0.01), float(i), peer=DRIVER)
     shown = snapshot(s, 6_000.0)
     assert len(shown["streams"]) <= 32 and all(len(x["points"]) <= 300 for x in shown["streams"])
+
+
+def test_a_streams_source_lag_is_kept_per_stream_and_summed_for_the_gauge():
+    s = observed_state("e0")
+    progress(s, 0, latency=0.1, now=1.0)
+    assert snapshot(s, 1.1)["streams"][0]["source_lag"] is None  # its source cannot tell
+    progress(s, 1, latency=0.1, now=1.2, source_lag=40)
+    receive(s, StreamProgress(stream_id="s2", run_id="r2", batch=0, latency=0.1, source_lag=2), 1.3, peer=DRIVER)
+    assert [row["source_lag"] for row in snapshot(s, 1.4)["streams"]] == [40, 2]
+    assert s.observed.source_lag() == 42
+    progress(s, 2, latency=0.1, now=1.5, source_lag=0)
+    assert s.observed.source_lag() == 2
