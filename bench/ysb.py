@@ -92,11 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None, help="with --source redis: the Redis to use (default: a private redis-server)")
     args = parser.parse_args(argv)
     if args.source == "redis":
-        from squall import sources
-
-        if not hasattr(sources, "redis_stream"):
-            print("--source redis: the Redis Streams source (squall.sources.redis_stream) is not available in this Squall")
-            return 2
         if args.check or args.peers:
             print("--source redis: --check and --peers are for the rate source")
             return 2

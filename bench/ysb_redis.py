@@ -155,7 +155,7 @@ def ysb_redis_stream(ctx: Any, url: str, window: float, batch_interval: float, s
     partition), the campaign table from Redis (broadcast), view counts per campaign and window into `sink`."""
     from squall import sources
 
-    source = sources.redis_stream(url, STREAM_KEY, partitions=PARTITIONS, name=name, start="now", field=EVENT_FIELD)  # type: ignore[attr-defined]
+    source = sources.redis_stream(url, STREAM_KEY, partitions=PARTITIONS, name=name, start="now", field=EVENT_FIELD)
     table = ctx.broadcast(read_campaigns(url))
     return (
         ctx.stream(source, batch_interval=batch_interval)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from bench import ysb, ysb_redis
+from bench import ysb_redis
 from squall.windows import WindowResult
 from squall.ysb import PARTITIONS, campaign_table, make_event
 from tests.polling import wait_until
@@ -52,12 +52,3 @@ def test_window_counts_land_once_with_their_latency(redis_server: RedisServer) -
 def test_redis_benchmark_reports_xadd_and_xrange_rates(redis_server: RedisServer) -> None:
     rates = ysb_redis.redis_benchmark(redis_server.url, requests=500, pipeline=4, clients=2)
     assert rates is not None and set(rates) == {"XADD", "XRANGE"} and all(r > 0 for r in rates.values())
-
-
-def test_the_redis_option_says_when_the_redis_source_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
-    from squall import sources
-
-    if hasattr(sources, "redis_stream"):
-        pytest.skip("this Squall has the Redis Streams source")
-    assert ysb.main(["--source", "redis", "--rates", "1000", "--seconds", "1"]) == 2
-    assert capsys.readouterr().out.strip().endswith("is not available in this Squall")
