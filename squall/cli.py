@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--speculation", choices=("on", "off", "both"), default="on",
                        help="speculative copies of late micro-batches on, off, or each trial run both ways (default on)")
     chaos.add_argument("--slow-for", type=float, default=20.0, help="seconds a slow_executor fault lasts (default 20)")
+    chaos.add_argument("--source", choices=("generator", "redis"), default="generator",
+                       help="the trials' job: generator and rate streams (default), or records a writer process adds "
+                       "to Redis Streams, counted by key into Redis and compared exactly once drained; each trial "
+                       "starts a redis-server from PATH unless --redis-url is given")
+    chaos.add_argument("--redis-url", default=None, help="with --source redis: an existing Redis to use instead of "
+                       "starting one per trial (each trial's keys are its own and deleted after it)")
     chaos.set_defaults(handler=run_chaos)
     return parser
 
@@ -209,10 +215,18 @@ def run_chaos(args: argparse.Namespace) -> int:
     from squall.chaos import FAULT_KINDS
     from squall.chaos.report import run_plan
 
+    if args.redis_url is not None and args.source != "redis":
+        raise squall.SquallError("--redis-url is for --source redis")
+    if args.source == "redis":
+        from squall.chaos import redis_server
+
+        redis_server.redis_client_library()
+        if args.redis_url is None:
+            redis_server.binary()  # the clear error before the first trial
     kinds = FAULT_KINDS if args.faults == "all" else tuple(k.strip() for k in args.faults.split(",") if k.strip())
     speculation = {"on": (True,), "off": (False,), "both": (True, False)}[args.speculation]
     results = run_plan(args.trials, args.seed, kinds, args.per_trial, args.executors, args.batch_interval,
-                       speculation=speculation, slow_for=args.slow_for)
+                       speculation=speculation, slow_for=args.slow_for, source=args.source, redis_url=args.redis_url)
     return 0 if all(r.ok for r in results) else 1
 
 

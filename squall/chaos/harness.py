@@ -9,6 +9,10 @@ do not deliver or stop within their deadlines; a killed executor is replaced by 
 Deployment would), so a long plan never runs out of executors. A `scale` fault adds an executor
 or decommissions one (SIGTERM); a decommissioned executor that does not exit 0, or whose work is
 replayed, fails the trial (`graceless`).
+
+With source="redis" the trial's job is redis_workload's instead (a writer process feeding Redis
+Streams, a running count per key written back to Redis, compared after a drain), on a
+redis-server of the trial's own (redis_server.py) or on the Redis at `redis_url`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import os
 import signal
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from squall.chaos import workload
+from squall.chaos import redis_server, workload
 from squall.chaos.plan import FAULT_KINDS, SLOW_FACTOR, Fault, plan_faults
+from squall.chaos.redis_workload import RedisTrial
 from squall.chaos.slow import Slowdown
 from squall.common.settings import Settings
 from squall.local import LocalCluster
@@ -34,6 +40,8 @@ from squall.recovery_stats import batch_points, recovery_time, steady_latency
 GROUP_SIZE = 2
 STOP_TIMEOUT = 20.0
 DELIVERY_TIMEOUT = 20.0
+DRAIN_TIMEOUT = 30.0  # a redis trial: for the stream to read every entry written once the writer stops
+SOURCES = ("generator", "redis")
 # A stream with a slowed executor runs this long after its last fault, and its steady latency is
 # measured from SETTLE seconds after that fault: a p99 over about 100 batches, not a dozen.
 STEADY_AFTER_SLOW = 12.0
@@ -63,6 +71,7 @@ class TrialResult:
     hung: bool = False
     error: str = ""
     graceless: list[str] = field(default_factory=list)  # decommissions that were not graceful, and how
+    records: int | None = None  # a redis trial: the records the writer wrote (and the counts cover)
 
     @property
     def ok(self) -> bool:
@@ -70,15 +79,31 @@ class TrialResult:
 
 
 def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: int = 1, executors: int = 4,
-              interval: float = 0.1, after: float = 3.0, settings: Settings | None = None, slow_for: float = 20.0) -> TrialResult:
+              interval: float = 0.1, after: float = 3.0, settings: Settings | None = None, slow_for: float = 20.0,
+              source: str = "generator", redis_url: str | None = None) -> TrialResult:
     """Run one trial of `faults` faults drawn from `kinds` with this seed (see plan.FAULT_KINDS);
-    a slow_executor fault lasts `slow_for` seconds."""
+    a slow_executor fault lasts `slow_for` seconds. `source` is "generator" (the generator and
+    rate streams of workload.py) or "redis" (redis_workload.py, on `redis_url` or a redis-server
+    started for the trial)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    if source == "redis":
+        redis_server.redis_client_library()
+        if redis_url is None:
+            redis_server.binary()  # before any cluster starts: the clear error at once
     base = settings or Settings.from_env(log_level="info", log_format="json")
     plan = plan_faults(seed, kinds, faults, death_budget=base.death_timeout, slow_for=slow_for)
     result = TrialResult(seed)
     slowdowns: list[Slowdown] = []
-    with LocalCluster(executors=executors, settings=base) as cluster, cluster.connect() as ctx:
-        sum_stream, sums, window_stream, windows = workload.start_streams(ctx, seed, interval, GROUP_SIZE)
+    redis: RedisTrial | None = None
+    window_stream = windows = None
+    with LocalCluster(executors=executors, settings=base) as cluster, cluster.connect() as ctx, \
+            _redis_for(source, redis_url, cluster.workdir) as url:
+        if url is not None:
+            redis = RedisTrial.start(ctx, url, seed, interval, GROUP_SIZE)
+            sum_stream, sums = redis.stream, redis.delivered
+        else:
+            sum_stream, sums, window_stream, windows = workload.start_streams(ctx, seed, interval, GROUP_SIZE)
         stateless, batch_sums = (workload.start_stateless(ctx, seed, interval, GROUP_SIZE)
                                  if any(f.kind == "slow_executor" for f in plan) else (None, None))
         streams = [s for s in (sum_stream, window_stream, stateless) if s is not None]
@@ -95,6 +120,10 @@ def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: in
             _sleep_until(last)
             if not _wait(lambda: len(sums) >= (last - started) / interval * 0.5, DELIVERY_TIMEOUT):
                 result.hung = True
+            if redis is not None:
+                result.error = redis.stop_writer()
+                if not result.error and not _wait(redis.drained, DRAIN_TIMEOUT):
+                    result.hung = True
         finally:
             for slowdown in slowdowns:
                 slowdown.stop()
@@ -104,16 +133,30 @@ def run_trial(seed: int, kinds: tuple[str, ...] = ("kill_executor",), faults: in
                         result.hung = True
                 except Exception as exc:  # noqa: BLE001 - a stream that failed: report, compare nothing
                     result.error = result.error or f"{type(exc).__name__}: {exc}"
+            if redis is not None:
+                if not result.error and not result.hung:
+                    result.differences = redis.differences()
+                result.records = redis.written
+                redis.close(shared=redis_url is not None)
         result.batches = len(sums)
-        if not result.error:
+        if not result.error and window_stream is not None and windows is not None:
             result.differences = workload.sum_differences(seed, sums) + workload.window_differences(
                 windows, window_stream.metrics_state.started, interval)
-            if batch_sums is not None:
-                result.differences += workload.batch_sum_differences(seed, batch_sums)
+        if not result.error and batch_sums is not None:
+            result.differences += workload.batch_sum_differences(seed, batch_sums)
         _measure(result, cluster, sum_stream, interval)
         if stateless is not None:
             _measure_slowdowns(result, stateless, interval)
     return result
+
+
+def _redis_for(source: str, redis_url: str | None, workdir: Path) -> AbstractContextManager[str | None]:
+    """The Redis URL of a redis trial (a redis-server in the trial's directory unless given), None otherwise."""
+    if source != "redis":
+        return nullcontext(None)
+    if redis_url is not None:
+        return nullcontext(redis_url)
+    return redis_server.local_redis(workdir / "redis")
 
 
 def _inject(cluster: LocalCluster, fault: Fault, sums: workload.Collected, started: float, interval: float,

@@ -14,8 +14,10 @@ from squall.common.settings import Settings
 
 
 def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, executors: int, interval: float,
-             out: Callable[[str], None] = print, speculation: tuple[bool, ...] = (True,), slow_for: float = 20.0) -> list[TrialResult]:
-    out(f"chaos: {trials} trials from seed {seed}, {faults} fault(s) each from {', '.join(kinds)}; "
+             out: Callable[[str], None] = print, speculation: tuple[bool, ...] = (True,), slow_for: float = 20.0,
+             source: str = "generator", redis_url: str | None = None) -> list[TrialResult]:
+    job = "Redis Streams counted into Redis" if source == "redis" else "generator and rate streams"
+    out(f"chaos: {trials} trials from seed {seed}, {faults} fault(s) each from {', '.join(kinds)}; {job}; "
         f"{executors} executors, {interval * 1000:.0f} ms batches; output compared with plain Python")
     out(f"{'seed':>6} {'fault':<20} {'target':<18} {'detect ms':>9} {'recover s':>9} {'survivors':>9}  result")
     results = []
@@ -24,7 +26,8 @@ def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, execut
         settings = Settings.from_env(log_level="info", log_format="json", speculation=speculating)
         if "slow_executor" in kinds:  # results relayed by the scheduler, on and off alike: it copies only
             settings = settings.replace(direct_results=False)  # jobs whose end it hears of as it happens
-        result = run_trial(seed + n, kinds, faults, executors, interval, settings=settings, slow_for=slow_for)
+        result = run_trial(seed + n, kinds, faults, executors, interval, settings=settings, slow_for=slow_for,
+                           source=source, redis_url=redis_url)
         results.append(result)
         verdict = "ok" if result.ok else "HUNG" if result.hung else "ERROR" if result.error else \
             "DIFFERS" if result.differences else "NOT GRACEFUL"
@@ -36,7 +39,8 @@ def run_plan(trials: int, seed: int, kinds: tuple[str, ...], faults: int, execut
             if f.kind == "slow_executor":
                 out(f"{'':>6} {slow_figure(f, speculating)}")
         detail = "; ".join(result.differences[:3]) or result.error or "; ".join(result.graceless)
-        out(f"{result.seed:>6} {'':<20} {'':<18} {'':>9} {'':>9} {'':>9}  {verdict}: {result.batches} batches in "
+        written = f", {result.records} records written" if result.records is not None else ""
+        out(f"{result.seed:>6} {'':<20} {'':<18} {'':>9} {'':>9} {'':>9}  {verdict}: {result.batches} batches{written} in "
             f"{time.monotonic() - began:.1f}s {detail}")
     out(summary(results))
     return results
