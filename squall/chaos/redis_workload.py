@@ -15,6 +15,7 @@ counts written back to Redis, and what plain Python says Redis must hold at the 
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ PARTITIONS = 3
 STATE_PARTITIONS = 4
 RECORDS_PER_TICK = 6  # the writer XADDs this many records (one pipeline) every TICK seconds
 TICK = 0.01
+WRITER_START_TIMEOUT = 30.0
 WRITER_STOP_TIMEOUT = 10.0
 
 
@@ -92,16 +94,33 @@ class RedisTrial:
         trial.writer = spawn.Process(target=write_records, args=(url, trial.streams, seed, trial._stop, trial._written),
                                      name="squall-chaos-writer", daemon=True)
         trial.writer.start()
-        trial._sink = sinks.RedisSink(url, f"{trial.prefix}:counts", mode="hash")
-        source = sources.redis_stream(url, trial.streams, name=trial.prefix, start="beginning")
-        trial.stream = (
-            ctx.stream(source, batch_interval=interval, group_size=group_size)
-            .map(_by_key)
-            .update_state_by_key(_count, partitions=STATE_PARTITIONS)
-            .foreach_batch(trial._deliver)
-            .start()
-        )
+        try:
+            trial._await_first_write()
+            trial._sink = sinks.RedisSink(url, f"{trial.prefix}:counts", mode="hash")
+            source = sources.redis_stream(url, trial.streams, name=trial.prefix, start="beginning")
+            trial.stream = (
+                ctx.stream(source, batch_interval=interval, group_size=group_size)
+                .map(_by_key)
+                .update_state_by_key(_count, partitions=STATE_PARTITIONS)
+                .foreach_batch(trial._deliver)
+                .start()
+            )
+        except BaseException:
+            trial.close(shared=False)  # no writer left behind
+            raise
         return trial
+
+    def _await_first_write(self) -> None:
+        """Poll until the writer has written (a spawned process takes a while to import), so the
+        stream reads from its first batch on; RuntimeError if it dies or takes WRITER_START_TIMEOUT."""
+        deadline = time.monotonic() + WRITER_START_TIMEOUT
+        while self.written == 0:
+            if not self.writer.is_alive():
+                raise RuntimeError(f"the writer process exited with status {self.writer.exitcode} before writing")
+            if time.monotonic() > deadline:
+                self.stop_writer()
+                raise RuntimeError(f"the writer process wrote nothing within {WRITER_START_TIMEOUT:g}s")
+            time.sleep(0.01)
 
     def _deliver(self, batch: int, records: list[tuple[str, tuple[int, int]]]) -> None:
         """The sink (on the driver's stream thread): both hashes in one atomic RedisSink batch."""
@@ -129,7 +148,7 @@ class RedisTrial:
     def drained(self) -> bool:
         """Whether the records delivered reach the records written (call after stop_writer)."""
         with self.delivered.lock:
-            return sum(n for _, records in self.delivered.batches for _, (n, _) in records) >= self.written
+            return bool(sum(n for _, records in self.delivered.batches for _, (n, _) in records) >= self.written)
 
     def differences(self) -> list[str]:
         """Where Redis's counts differ from plain Python's over every record written."""
