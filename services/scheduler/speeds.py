@@ -24,11 +24,13 @@ from squall.services.scheduler.membership import ExecutorRecord
 SMOOTHING = 0.5
 # Slowness from which an executor's share shrinks: below it, timing noise on a shared machine.
 SLOW = 1.5
-# Heartbeats this late (the median of its last few: membership.py), and this many times the
-# median executor's, mark an executor
-# stalled (stopped or starved for part of every moment): it takes no stateless task while it lasts.
-# Its beats keep coming without tasks, so it is taken back as soon as they are on time again.
-STALLED_SECONDS = 0.008
+# Heartbeats this late (each says the longest its thread woke late since the one before; the
+# median of its last few: membership.py), and this many times the median executor's, mark an
+# executor stalled (stopped or starved for part of every moment): it takes no stateless task
+# while it lasts. Its beats keep coming without tasks, so it is taken back as soon as they are on
+# time again. A busy machine wakes every process late by a few to 15 ms now and then; a process
+# stopped for tens of milliseconds of every moment is late by that much in every beat.
+STALLED_SECONDS = 0.02
 STALLED_RATIO = 3.0
 # Slots a typical executor takes in one cycle of the weighted order: a slow one takes
 # SLOTS / slowness of them (at least one), so shares are resolved to about a quarter.

@@ -183,6 +183,6 @@ def test_old_checkpoints_are_collected_and_a_stopped_streams_go() -> None:
         wait_until(lambda: len(got) >= 40 and len(snapshots()) == 4, timeout=30, what="checkpoints of the four partitions")
         # The two newest per partition (a third lives only between its write and the clean-up after it).
         wait_until(lambda: all(n <= 2 for n in snapshots().values()), timeout=5, what=f"two snapshots each: {snapshots()}")
-        wait_until(lambda: map_batches() and map_batches()[0] > 10, timeout=10, what="old map-output checkpoints pruned")
+        wait_until(lambda: (batches := map_batches()) and batches[0] > 10, timeout=10, what="old map-output checkpoints pruned")
         stream.stop(timeout=20)
         wait_until(lambda: not snapshots() and not map_batches(), timeout=10, what="a stopped stream's checkpoints removed")
