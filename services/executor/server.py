@@ -377,9 +377,13 @@ class ExecutorServer:
         return sock
 
     def _connect_peers(self, instruction: Connect) -> None:
-        """Connect ahead of need; an address ZeroMQ refuses is logged, and the group goes on (its
-        pushes there will find the peer unreachable, as for a dead one)."""
+        """Connect ahead of need to peers not connected yet; an address ZeroMQ refuses is logged,
+        and the group goes on (its pushes there will find the peer unreachable, as for a dead one).
+        A connection already open is left as it is: only sending marks it used, so one left idle
+        through a network partition is still closed and made afresh (_close_idle_peers)."""
         for address in instruction.addresses:
+            if address in self.peers:
+                continue  # as it is: only sending marks a connection used (an idle one is replaced in time)
             try:
                 self._peer(address)
             except zmq.ZMQError as exc:
