@@ -391,9 +391,15 @@ _MODES = ("hash", "zset", "stream")
 # the Python side validates the records, the script the types of the keys and, for HINCRBY, that
 # the fields it adds to hold integers.
 REDIS_SINK_SCRIPT = """
-local batch = tonumber(ARGV[1])
+-- ARGV[1] and the marker: "<batch>" or "<batch> <run>" (a run numbers its batches from 0, so a
+-- marker of another run says nothing about this run's batches).
+local batch, run = string.match(ARGV[1], '^(%d+) ?(.*)$')
+batch = tonumber(batch)
 local committed = redis.call('GET', KEYS[1])
-if committed and tonumber(committed) >= batch then return 0 end
+if committed then
+  local done, done_run = string.match(committed, '^(%d+) ?(.*)$')
+  if done_run == run and tonumber(done) >= batch then return 0 end
+end
 local op = ARGV[2]
 local wanted = ({hincrby = 'hash', zadd = 'zset', zincrby = 'zset', xadd = 'stream'})[op]
 for k = 2, #KEYS do
@@ -426,7 +432,7 @@ else
     i = i + 2 + 2 * n
   end
 end
-redis.call('SET', KEYS[1], batch)
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -435,12 +441,15 @@ _Scalar = str | bytes
 
 class RedisSink(_ClosedOnExit):
     """Writes every batch to Redis exactly once: the batch's writes and the sink's commit marker
-    `squall:sink:<name>:committed` (the last batch written) go in one Lua script, which Redis runs
-    atomically. The script writes nothing when the marker already holds this batch or a later
-    one, so a replayed batch (a resumed stream, a retried call) leaves the output as it was.
-    `name` must stay the same across restarts of one stream (it is what makes a replay known) and
-    differ between streams writing to one Redis; a stream that starts again from batch 0 under an
-    old name writes nothing until it passes that name's marker.
+    `squall:sink:<name>:committed` (the last batch written, and the stream run that wrote it) go
+    in one Lua script, which Redis runs atomically. The script writes nothing when the marker
+    already holds this batch or a later one of the same run, so a replayed batch (after a lost
+    executor or a restarted scheduler, a retried call) leaves the output as it was. A stream
+    tells the sink its run when it starts (on_start): a stream started again over a source that
+    goes on with new records (rate, redis_stream) is a new run, numbered from 0 and written in
+    full; one over a source that makes its old batches again (directory, generator) is the same
+    run, and its old batches are not written twice. `name` must differ between streams writing
+    to one Redis. Called without a stream (no on_start), batches are those of one run.
 
     Modes (records of a batch, all checked before anything is written):
     - "hash": (field, increment) pairs, HINCRBY on `key` (counters, such as views per campaign);
@@ -499,6 +508,12 @@ class RedisSink(_ClosedOnExit):
                                                  retry=Retry(NoBackoff(), 0))
         self._sha: str | None = None
         self._closed = False
+        self._run_id = ""  # the stream run whose batches these are ("" until a stream starts with the sink)
+
+    def on_start(self, clock: Any) -> None:
+        """A stream starts with this sink: its batches from now on are those of run clock.run (a
+        squall.stream.StreamClock; StreamSource.run_of says which), numbered from 0."""
+        self._run_id = str(clock.run).replace(" ", "_")
 
     def __call__(self, batch: int, records: list[Any]) -> None:
         if self._closed:
@@ -506,16 +521,16 @@ class RedisSink(_ClosedOnExit):
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
             raise ValueError(f"a batch index must be a non-negative integer, got {batch!r}")
         keys, writes = self._encode(batch, records)
-        arguments = [str(batch), self._operation, self._maxlen, *writes]
+        arguments = [f"{batch} {self._run_id}" if self._run_id else str(batch), self._operation, self._maxlen, *writes]
         if self._run(batch, [self.marker, *keys], arguments):
             self.written += 1
         else:
             self.skipped += 1
 
     def committed_batch(self) -> int | None:
-        """The last batch this sink's name has committed in Redis, or None before the first."""
+        """The last batch this sink's name has committed in Redis (by whichever run), or None before the first."""
         value = self._with_retries("reading the commit marker", lambda: self._client.get(self.marker))
-        return None if value is None else int(value)
+        return None if value is None else int(value.split()[0])
 
     def close(self) -> None:
         """Close the connection; writing a batch afterwards raises SinkError."""

@@ -41,6 +41,9 @@ class GeneratorStreamSource(StreamSource):
 
     fn: Callable[[int, int], Iterable[Any]]
 
+    def run_of(self, start: float) -> str:
+        return "generator"  # fn(p, b) is the same in every run
+
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
         return self.fn
 
@@ -87,6 +90,9 @@ class DirectoryStreamSource(StreamSource):
 
     path: str
     name: str  # names the offsets log, so a stream can be resumed under the same name
+
+    def run_of(self, start: float) -> str:
+        return f"directory:{self.name}"  # batch b of a resumed stream is remade from the offsets log
 
     def batch_function(self, start: float, batch_interval: float) -> Callable[[int, int], Iterable[Any]]:
         return functools.partial(directory_batch, self.path, self.name, self.partitions)

@@ -45,6 +45,7 @@ class StreamClock:
 
     start: float
     interval: float
+    run: str = ""  # which run of its source this is (StreamSource.run_of): batches of one run are the same batches
 
 
 Transform = Callable[[Dataset, StreamClock], Dataset]
@@ -139,7 +140,10 @@ class Stream:
         return WindowedStream(self, WindowSpec.of(size, slide, event_time))
 
     def foreach_batch(self, fn: Sink) -> Stream:
-        """Call fn(batch_index, records) on the driver for every batch, in order."""
+        """Call fn(batch_index, records) on the driver for every batch, in order. If fn has an
+        on_start(clock) method, start() calls it first with the StreamClock of the run (batch
+        indexes count from 0 in each run; clock.run says which batches they are:
+        sinks.RedisSink keys its commit marker with it)."""
         if not callable(fn):
             raise TypeError("foreach_batch() needs fn(batch_index, records)")
         return Stream(self.ctx, self.source, self.batch_interval, self.group_size, self._transforms, fn, self.priority)
@@ -161,6 +165,9 @@ class Stream:
         start = math.ceil(time.time() / self.batch_interval) * self.batch_interval
         template = self._template(start)  # fails here, before any thread, if code cannot ship
         self.metrics_state.started = start
+        on_start = getattr(self._sink, "on_start", None)
+        if callable(on_start):
+            on_start(StreamClock(start, self.batch_interval, self.source.run_of(start)))  # RedisSink marks batches by run
         if self.source.batch_records(0, self.batch_interval) is not None:
             self.metrics_state.input_records = 0
         self._thread = threading.Thread(target=self._run, args=(start, template), name="squall-stream", daemon=True)

@@ -23,6 +23,12 @@ class StreamSource:
         without running the source; None when only running it tells (generator, directory)."""
         return None
 
+    def run_of(self, start: float) -> str:
+        """Which run a stream started at `start` is, for sinks that mark the batches they wrote
+        (sinks.RedisSink): runs that make the same records for the same batch number are one run.
+        By default every start is a run of its own, with batches of its own."""
+        return repr(float(start))
+
     def lag(self) -> int | None:
         """Records the source holds that no batch has read yet, when it can tell (redis_stream);
         None when it cannot. The driver asks at most once a second."""

@@ -13,6 +13,7 @@ import pytest
 
 from squall import sources
 from squall.sinks import RedisSink, SinkError
+from squall.stream import StreamClock
 from tests.polling import wait_until
 from tests.redis_server import RedisServer
 
@@ -160,20 +161,74 @@ def words(partition: int, batch: int) -> list[str]:
 
 
 @pytest.mark.cluster
-def test_a_stream_counting_into_redis_equals_plain_python(ctx, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_counting_into_redis_equals_plain_python_and_its_old_batches_are_not_written_again(ctx, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    # generator() makes batch b alike in every run: a stream started again under the sink's name
+    # is the same run, so the batches the first run wrote are skipped and only later ones added.
     with RedisSink(redis_server.url, "word-counts", key="words") as sink:
-        stream = (ctx.stream(sources.generator(words, partitions=2), batch_interval=0.02, group_size=3)
-                  .map(lambda w: (w, 1))
-                  .reduce_by_key(operator.add, 2)
-                  .foreach_batch(sink)
-                  .start())
-        wait_until(lambda: sink.written >= 6, timeout=20, what="6 batches written")
-        stream.stop(timeout=20)
-        batches = stream.metrics()["batches"]
-        assert sink.committed_batch() == batches - 1
-    expected = Counter(w for b in range(batches) for p in range(2) for w in words(p, b))
+        batches = []
+        for run in range(2):
+            written = sink.written
+            stream = (ctx.stream(sources.generator(words, partitions=2), batch_interval=0.02, group_size=3)
+                      .map(lambda w: (w, 1))
+                      .reduce_by_key(operator.add, 2)
+                      .foreach_batch(sink)
+                      .start())
+            wait_until(lambda target=written + 6 + 6 * run: sink.written + sink.skipped >= target, timeout=20, what=f"run {run}'s batches")
+            stream.stop(timeout=20)
+            batches.append(stream.metrics()["batches"])
+        assert sink.committed_batch() == max(batches) - 1
+        assert (sink.written, sink.skipped) == (max(batches), min(batches))
+    expected = Counter(w for b in range(max(batches)) for p in range(2) for w in words(p, b))
     got = {k.decode(): int(v) for k, v in redis_server.client().hgetall("words").items()}
     assert got == dict(expected)
+
+
+class _Tally:
+    """A RedisSink with a count of what it was handed, beside it."""
+
+    def __init__(self, sink: RedisSink) -> None:
+        self.sink, self.handed = sink, Counter[str]()
+
+    def on_start(self, clock: object) -> None:
+        self.sink.on_start(clock)
+
+    def __call__(self, batch: int, records: list[tuple[str, int]]) -> None:
+        self.sink(batch, records)
+        self.handed.update(dict(records))
+
+
+@pytest.mark.cluster
+def test_a_stream_started_again_over_a_source_with_new_records_is_written_in_full(ctx, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    # rate() events carry the run's times: a new run's batch 0 holds new records, numbered from 0
+    with RedisSink(redis_server.url, "rate-counts", key="partitions") as sink:
+        tally = _Tally(sink)
+        for run in range(2):
+            written = sink.written
+            stream = (ctx.stream(sources.rate(400, partitions=2), batch_interval=0.02, group_size=3)
+                      .map(lambda event: (f"p{event[0]}", 1))
+                      .reduce_by_key(operator.add, 2)
+                      .foreach_batch(tally)
+                      .start())
+            wait_until(lambda target=written + 6: sink.written >= target, timeout=20, what=f"6 batches of run {run} written")
+            stream.stop(timeout=20)
+        assert sink.skipped == 0
+    got = {k.decode(): int(v) for k, v in redis_server.client().hgetall("partitions").items()}
+    assert got == dict(tally.handed) and sum(got.values()) > 0
+
+
+def test_a_run_marker_skips_only_that_runs_batches(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    with RedisSink(redis_server.url, "runs", key="counts") as sink:
+        sink.on_start(StreamClock(100.0, 0.1, run="100.0"))
+        sink(0, [("a", 1)])
+        sink(1, [("a", 10)])
+        sink(0, [("a", 1)])  # a replay in the same run
+        sink.on_start(StreamClock(200.0, 0.1, run="200.0"))
+        sink(0, [("a", 100)])  # the next run's first batch
+        sink(0, [("a", 100)])
+        assert (sink.written, sink.skipped) == (3, 2)
+        assert client.get(sink.marker) == b"0 200.0"
+    assert client.hgetall("counts") == {b"a": b"111"}
 
 
 def test_without_the_redis_library_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
