@@ -79,11 +79,29 @@ class WindowSpec:
 def window_fold(spec: WindowSpec, agg: Aggregation, records: Iterator[Any]) -> Iterable[Any]:
     """Map side: (key, value) records -> (key, (window start, partial accumulator))."""
     partial: dict[tuple[Any, float], Any] = {}
+    event_time, add, zero = spec.event_time, agg.add, agg.zero
+    if spec.slide != spec.size:
+        for record in records:
+            key, value = record
+            for start in spec.starts(event_time(value)):
+                slot = (key, start)
+                partial[slot] = add(partial[slot] if slot in partial else zero(), value)
+        return [(key, (start, acc)) for (key, start), acc in partial.items()]
+    # Tumbling windows, every record of a map task goes through here: the one window's start is
+    # computed inline, as starts() computes it (a record on a boundary opens the new window).
+    size = spec.size
+    floor = math.floor
     for record in records:
         key, value = record
-        for start in spec.starts(spec.event_time(value)):
-            slot = (key, start)
-            partial[slot] = agg.add(partial[slot] if slot in partial else agg.zero(), value)
+        t = event_time(value)
+        index = floor(t / size + _EPSILON)
+        if index * size + size > t + _EPSILON * size:
+            slot = (key, index * size)
+            partial[slot] = add(partial[slot] if slot in partial else zero(), value)
+        else:  # float rounding put t past the window floor() found: starts() says which it is in
+            for start in spec.starts(t):
+                slot = (key, start)
+                partial[slot] = add(partial[slot] if slot in partial else zero(), value)
     return [(key, (start, acc)) for (key, start), acc in partial.items()]
 
 

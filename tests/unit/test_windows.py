@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from squall.windows import (
     Aggregation,
@@ -39,6 +41,19 @@ def test_an_event_belongs_to_every_window_that_contains_it(t: float, size: float
 def test_map_side_folds_one_partial_per_key_and_window():
     out = sorted(window_fold(spec(10, 5), COUNT, iter([("a", 1.0), ("a", 2.0), ("b", 7.0), ("a", 6.0)])))
     assert out == [("a", (-5.0, 2)), ("a", (0.0, 3)), ("a", (5.0, 1)), ("b", (0.0, 1)), ("b", (5.0, 1))]
+
+
+@given(times=st.lists(st.one_of(st.floats(-1e6, 1e6), st.integers(-1000, 1000).map(lambda k: k * 0.1)), max_size=50),
+       size=st.sampled_from([0.1, 0.3, 1.0, 10.0, 7.0]))
+def test_tumbling_windows_fold_as_starts_assigns_them(times: list[float], size: float):
+    # Tumbling windows take a quicker path than starts(); boundaries (multiples of 0.1) included.
+    tumbling = spec(size, size)
+    expected: dict = {}
+    for t in times:
+        for start in tumbling.starts(t):
+            expected[("k", start)] = expected.get(("k", start), 0) + 1
+    out = window_fold(tumbling, COUNT, iter([("k", t) for t in times]))
+    assert {(key, start): n for key, (start, n) in out} == expected
 
 
 def test_windows_close_at_the_batch_watermark_across_every_key():
