@@ -19,14 +19,17 @@ class Broadcast:
     def __init__(self, key: str, value: Any = None, local: bool = False) -> None:
         self.key = key
         self._value = value
-        self._local = local  # the driver holds the value itself
+        self._held = local  # the value is in _value: the driver's own, or loaded here once
 
     @property
     def value(self) -> Any:
-        """The value: the driver's own object on the driver, loaded once per process on executors."""
-        if self._local:
+        """The value: the driver's own object on the driver, loaded once per process on executors
+        (and then kept in the handle: task functions read it once per record)."""
+        if self._held:
             return self._value
-        return broadcast_store.value(self.key)
+        self._value = broadcast_store.value(self.key)
+        self._held = True
+        return self._value
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (_remote, (self.key,))
