@@ -146,6 +146,9 @@ class WindowCountSink:
         self.latencies.extend(landed - r.end for r in records)
         self.windows += len(records)
 
+    def on_start(self, clock: Any) -> None:
+        self.redis.on_start(clock)
+
     def close(self) -> None:
         self.redis.close()
 
@@ -161,7 +164,7 @@ def ysb_redis_stream(ctx: Any, url: str, window: float, batch_interval: float, s
         ctx.stream(source, batch_interval=batch_interval)
         .map(parse)
         .filter(is_view)
-        .map(lambda event: (table.value[event["ad_id"]], event["event_time"]))
+        .map(lambda event: (table.value[event.ad_id], event.event_time))
         .window(window, event_time=float)
         .count(partitions=PARTITIONS)
         .foreach_batch(sink)

@@ -61,7 +61,8 @@ from squall.ysb import (
     OTHER_SALT,
     PAGE_SHIFT,
     PAGES,
-    PARTITION_SALT,
+    PARTITION_STRIDE,
+    PROFILES,
     USERS,
     campaign_table,
     expected_counts,
@@ -249,7 +250,7 @@ def sql_events(rows: Any) -> Any:
     df = rows.selectExpr(
         "unix_micros(timestamp) / 1e6 AS event_time",
         f"value div {PARTITIONS} AS i",
-        f"((value div {PARTITIONS}) & {MASK32}) ^ ((value % {PARTITIONS}) * {PARTITION_SALT} & {MASK32}) AS s",
+        f"((value div {PARTITIONS}) + (value % {PARTITIONS}) * {PARTITION_STRIDE}) % {PROFILES} AS s",  # profile_of
     )
     df = _mix32_stages(df, ["s"]).selectExpr("i", "event_time", "s", f"s ^ {OTHER_SALT} AS o")
     df = _mix32_stages(df, ["o"])

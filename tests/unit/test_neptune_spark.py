@@ -61,7 +61,7 @@ def test_window_latency_counts_final_windows_ending_in_the_span() -> None:
 def test_expected_views_match_the_events_the_rate_rows_become(rows: int) -> None:
     """Rate row v is event v // PARTITIONS of partition v % PARTITIONS (bench.ysb_spark.sql_events)."""
     counted = range(rows) if rows < 100 else range(rows - 200, rows)
-    views = sum(parse(make_event(v % 4, v // 4, 0.0))["event_type"] == "view" for v in counted)
+    views = sum(parse(make_event(v % 4, v // 4, 0.0)).event_type == "view" for v in counted)
     if rows >= 100:  # the last 200 rows by brute force, the rest from the formula at rows - 200
         views += peer.expected_views(rows - 200)
     assert peer.expected_views(rows) == views

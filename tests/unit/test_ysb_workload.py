@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import msgspec
 import pytest
 
 from bench.ysb_workload import LatencyStats, highest_sustained_rate, is_sustained
@@ -12,6 +13,7 @@ from squall.ysb import (
     ADS_PER_CAMPAIGN,
     CAMPAIGNS,
     EVENT_FIELDS,
+    AdEvent,
     campaign_of,
     campaign_table,
     event_fields,
@@ -35,7 +37,7 @@ def test_the_campaign_table_has_100_campaigns_of_10_ads():
 def test_make_event_is_deterministic_and_depends_on_partition_and_index():
     assert make_event(2, 17, 5.25) == make_event(2, 17, 5.25)
     # Known values: a salted hash() or a changed generator would break replay across processes.
-    assert parse(make_event(0, 0, 1.5)) == {
+    assert msgspec.structs.asdict(parse(make_event(0, 0, 1.5))) == {
         "user_id": "user-64811",
         "page_id": "page-05975",
         "ad_id": "ad-0000",
@@ -44,7 +46,7 @@ def test_make_event_is_deterministic_and_depends_on_partition_and_index():
         "event_time": 1.5,
         "ip_address": "111.111.75.139",
     }
-    assert parse(make_event(3, 12345, 2.0))["ad_id"] != parse(make_event(0, 12345, 2.0))["ad_id"]
+    assert parse(make_event(3, 12345, 2.0)).ad_id != parse(make_event(0, 12345, 2.0)).ad_id
     events = {make_event(p, i, 0.0) for p in range(4) for i in range(50)}
     assert len(events) == 200
 
@@ -67,24 +69,32 @@ def test_events_have_the_ysb_fields_and_a_known_ad():
     table = campaign_table()
     for p, i in [(0, 0), (3, 12345), (1, 2**33 + 7)]:
         event = parse(make_event(p, i, 1_700_000_000.25))
-        assert tuple(event) == EVENT_FIELDS
-        assert event["event_time"] == 1_700_000_000.25
-        assert event["ad_id"] in table
-        assert len(event["ip_address"].split(".")) == 4
+        assert AdEvent.__struct_fields__ == EVENT_FIELDS
+        assert event.event_time == 1_700_000_000.25
+        assert event.ad_id in table
+        assert len(event.ip_address.split(".")) == 4
 
 
 def test_about_a_third_of_the_events_are_views_and_ads_spread():
     events = [parse(make_event(p, i, 0.0)) for p in range(4) for i in range(1500)]
     views = sum(is_view(e) for e in events)
     assert abs(views / len(events) - 1 / 3) < 0.01
-    assert {e["event_type"] for e in events} == {"view", "click", "purchase"}
+    assert {e.event_type for e in events} == {"view", "click", "purchase"}
     table = campaign_table()
     assert len({campaign_of(e, table) for e in events if is_view(e)}) == CAMPAIGNS
 
 
 def test_parse_round_trips_make_event():
     line = make_event(1, 99, 12.125)
-    assert json.dumps(parse(line), separators=(",", ":")) == line
+    assert msgspec.json.encode(parse(line)).decode() == line
+    assert parse(line) == AdEvent(**event_fields(1, 99, 12.125))
+
+
+def test_parse_names_what_is_wrong_with_a_line_that_is_not_an_ad_event():
+    with pytest.raises(ValueError, match="event_time"):
+        parse('{"user_id":"u","page_id":"p","ad_id":"ad-0001","ad_type":"mail","event_type":"view","event_time":"soon","ip_address":"1.2.3.4"}')
+    with pytest.raises(ValueError, match="malformed|truncated"):
+        parse('{"user_id":')
 
 
 def _event(ad: str, event_type: str, t: float) -> str:
