@@ -139,6 +139,7 @@ class Observatory:
             "t": self.wall(now), "batch": msg.batch, "latency": msg.latency, "window_latency": window,
             "scheduling_delay": delay, "processing_time": msg.latency - delay, "input_records": max(0, msg.input_records),
             "output_records": msg.output_records, "group_size": msg.group_size,
+            "source_lag": msg.source_lag if msg.source_lag >= 0 else None,
         })
         record.batches += 1
         record.last_batch = max(record.last_batch, msg.batch)

@@ -33,6 +33,9 @@
       series: [{ label: "window", stroke: "#117a8b", values: seconds("window_latency"), sparse: true }] },
     { name: "group_size", title: "Group size", unit: "batches",
       series: [{ label: "group", stroke: "#5d6d7e", values: (points) => points.map((p) => p.group_size) }] },
+    // Shown for sources that can tell what they hold unread (Redis Streams), hidden otherwise.
+    { name: "source_lag", title: "Source lag", unit: "records unread", optional: true,
+      series: [{ label: "lag", stroke: "#c0392b", values: (points) => points.map((p) => (p.source_lag === undefined ? null : p.source_lag)) }] },
   ];
 
   const streamViews = new Map(); // run id -> {root, facts, charts: [{spec, el, plot}]}
@@ -199,6 +202,7 @@
       const holder = grid.appendChild(el("div", null, "chart"));
       holder.dataset.chart = spec.name;
       holder.dataset.points = "0";
+      holder.hidden = Boolean(spec.optional);
       return { spec, el: holder, plot: null };
     });
     document.getElementById("streams").appendChild(root);
@@ -228,6 +232,10 @@
   function updateChart(chart, points) {
     const xs = points.map((p) => p.t);
     const ys = chart.spec.series.map((s) => s.values(points));
+    if (chart.spec.optional && chart.el.hidden) {
+      if (!ys.some((y) => y.some((v) => v !== null))) return;
+      chart.el.hidden = false;
+    }
     if (chart.plot === null) chart.plot = newPlot(chart.spec, chart.el);
     chart.plot.setData([xs].concat(ys));
     // How many points carry a value: what a reader (or a test) waits for.
@@ -253,7 +261,7 @@
         ["processed", fmtNumber(s.processing_rate) + " records/s"],
         ["latency p50", fmtSeconds(s.latency_p50)],
         ["p99", fmtSeconds(s.latency_p99)],
-      ]));
+      ].concat(s.source_lag === null || s.source_lag === undefined ? [] : [["source lag", fmtNumber(s.source_lag) + " records"]])));
       const points = s.points || [];
       for (const chart of view.charts) updateChart(chart, points);
     }

@@ -55,9 +55,13 @@ def test_a_streams_batches_carry_their_scheduling_delay_and_processing_time():
     (point,) = stream["points"]
     assert abs(point["scheduling_delay"] - 0.3) < 1e-6 and abs(point["processing_time"] - 0.2) < 1e-6
     assert point["window_latency"] == 0.9 and stream["batches"] == 1 and stream["last_batch"] == 0
+    assert point["source_lag"] is None and stream["source_lag"] is None  # the progress told no lag
     o = s.observed
     assert (o.batches_completed, o.input_records, o.output_records) == (1, 100, 3)
     assert o.batch_latency.count == 1 and o.window_latency.count == 2 and o.scheduling_delay.sum > 0.29
+    progress(s, 1, latency=0.1, now=1.7, source_lag=42)
+    (stream,) = snapshot(s, 1.8)["streams"]
+    assert [p["source_lag"] for p in stream["points"]] == [None, 42] and stream["source_lag"] == 42
 
 
 def test_runs_in_flight_show_jobs_done_and_each_stages_tasks_from_heartbeats():
