@@ -406,6 +406,7 @@ def run_bytewax_ysb(
     `seconds`, at most `drain_seconds` (default max(10 s, 2 windows)), and EXIT_LIMIT_SECONDS
     for the processes to end.
     """
+    _check_arguments(rate, seconds, window, processes, workers_per_process, lateness)
     missing = _bytewax_missing()
     if missing:
         return {"offered": rate, "skipped": missing}
@@ -414,7 +415,11 @@ def run_bytewax_ysb(
     cluster = _Cluster(params, processes)
     collector = cluster.collector
     try:
-        if not cluster.start_stream(STARTUP_LIMIT_SECONDS):
+        try:
+            started = cluster.start_stream(STARTUP_LIMIT_SECONDS)
+        except RuntimeError as exc:  # a Bytewax process failed before its source was up
+            return {"offered": rate, "skipped": f"cannot start ({exc})"}
+        if not started:
             return {"offered": rate, "skipped": f"cannot start (the sources were not all up within {STARTUP_LIMIT_SECONDS:g} s)"}
         until = time.time() + STARTUP_LIMIT_SECONDS
         while (ready := collector.first_input) is None:
@@ -462,6 +467,20 @@ def run_bytewax_ysb(
     }
 
 
+def _check_arguments(rate: int, seconds: float, window: float, processes: int, workers_per_process: int, lateness: float) -> None:
+    """ValueError naming the first argument out of range."""
+    if not isinstance(rate, int) or rate <= 0:
+        raise ValueError(f"rate must be a positive whole number of events per second, not {rate!r}")
+    for name, value in (("seconds", seconds), ("window", window)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, not {value!r}")
+    for name, count in (("processes", processes), ("workers_per_process", workers_per_process)):
+        if not isinstance(count, int) or count <= 0:
+            raise ValueError(f"{name} must be a positive whole number, not {count!r}")
+    if not lateness >= 0:
+        raise ValueError(f"lateness must be zero or more seconds, not {lateness!r}")
+
+
 def _campaign_ids() -> list[str]:
     return sorted(set(campaign_table().values()))
 
@@ -481,6 +500,7 @@ def check_bytewax_ysb(
     Returns {"ok": counts equal, "got": {(campaign, window start): count}, "expected": the same
     from expected_counts, "late": events dropped as late}, or {"skipped": why} without bytewax.
     """
+    _check_arguments(rate, seconds, window, processes, workers_per_process, lateness)
     missing = _bytewax_missing()
     if missing:
         return {"skipped": missing}
