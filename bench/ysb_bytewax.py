@@ -207,7 +207,7 @@ def _build_flow(params: FlowParams, proc_id: int, results: Any, start: Any, stop
         for line in lines:
             event = parse(line)
             if is_view(event):
-                out.append((table[event["ad_id"]], window_timestamp(event["event_time"], params.window)))
+                out.append((table[event.ad_id], window_timestamp(event.event_time, params.window)))
         with counting:
             parsed[0] += len(lines)
             now = time.time()
