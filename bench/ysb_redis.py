@@ -137,13 +137,13 @@ class WindowCountSink:
 
     def __init__(self, url: str, name: str) -> None:
         self.redis = RedisSink(url, name, mode="hash")
-        self.latencies: list[float] = []
+        self.landed: list[tuple[WindowResult, float]] = []  # each result, and its latency at landing
         self.windows = 0
 
     def __call__(self, batch: int, records: list[WindowResult]) -> None:
         self.redis(batch, [(f"{WINDOW_KEY_PREFIX}{r.start:g}", r.key, int(r.value)) for r in records])
         landed = time.time()
-        self.latencies.extend(landed - r.end for r in records)
+        self.landed.extend((r, landed - r.end) for r in records)
         self.windows += len(records)
 
     def on_start(self, clock: Any) -> None:
@@ -176,7 +176,7 @@ def run_redis_ysb(ctx: Any, url: str, rate: int, seconds: float, window: float, 
     """One offered rate over Redis for `seconds` (keys of bench.ysb.run_squall_ysb's result):
     "achieved" is the rate the generator wrote events at (a Squall that falls behind it shows in
     the latencies), p50 and p99 are window latencies measured at landing in Redis."""
-    from bench.ysb import settled_overhead
+    from bench.ysb import settled_overhead, window_latencies
     from bench.ysb_workload import LatencyStats
 
     name = f"ysb-{rate}-{int(time.time() * 1000)}"  # a fresh source and sink name per run
@@ -191,14 +191,16 @@ def run_redis_ysb(ctx: Any, url: str, rate: int, seconds: float, window: float, 
     sink.close()
     state = stream.metrics_state
     elapsed = max(1e-9, stopped_at - state.started)
-    stats = LatencyStats(tuple(sink.latencies))
+    latencies, unfinished = window_latencies(sink.landed, state.started, stopped_at, window)
+    stats = LatencyStats(tuple(latencies))
     return {
         "offered": rate,
         "achieved": report.achieved,
         "generated": report.events,
         "p50": stats.p50,
         "p99": stats.p99,
-        "windows": sink.windows,
+        "windows": len(latencies),
+        "unfinished": unfinished,
         "output_per_second": state.output_records / elapsed,
         "group_sizes": list(state.group_sizes),
         "overhead": settled_overhead(list(state.overheads)),

@@ -45,7 +45,7 @@ def test_window_counts_land_once_with_their_latency(redis_server: RedisServer) -
     sink(0, windows)  # a replay
     sink.close()
     assert redis_server.client().hgetall(f"{ysb_redis.WINDOW_KEY_PREFIX}10") == {b"campaign-01": b"7", b"campaign-02": b"3"}
-    assert len(sink.latencies) == 4 and all(latency > 0 for latency in sink.latencies)
+    assert len(sink.landed) == 4 and all(latency > 0 for _, latency in sink.landed)
 
 
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is not installed (Debian's redis-server)")

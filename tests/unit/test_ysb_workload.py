@@ -168,3 +168,16 @@ def test_sustained_needs_95_percent_of_the_offered_rate_and_a_p99_within_the_bou
     assert not is_sustained({"offered": 1000, "achieved": 949, "p99": 1.0}, latency_bound=2.0)
     assert not is_sustained({"offered": 1000, "achieved": 1000, "p99": 2.01}, latency_bound=2.0)
     assert not is_sustained({"offered": 1000, "skipped": "not installed"}, latency_bound=2.0)
+
+
+def test_a_windows_latency_is_its_last_results_and_a_missing_window_counts_until_the_stop():
+    from bench.ysb import window_latencies
+    from squall.windows import WindowResult
+
+    def result(start: float) -> WindowResult:
+        return WindowResult("campaign-00", start, start + 10.0, 1)
+
+    # Started at 95: windows from 98 on are measured, so [100, 110), [110, 120), [120, 130) by the stop at 131.
+    landed = [(result(90.0), 0.5), (result(100.0), 0.05), (result(100.0), 0.08), (result(110.0), 0.06)]
+    latencies, unfinished = window_latencies(landed, started=95.0, stopped=131.0, window=10.0)
+    assert latencies == [0.08, 0.06, 1.0] and unfinished == 1
