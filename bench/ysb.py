@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rate: events made on the executors (default); redis: Redis Streams fed by a generator "
                              "process; both: one row each")
     parser.add_argument("--redis-url", default=None, help="with --source redis: the Redis to use (default: a private redis-server)")
+    parser.add_argument("--events-per-entry", type=int, default=0,
+                        help="with --source redis: events per stream entry at most (default 0: a partition's events of "
+                             "each 5 ms tick in one entry, as a batching producer writes them; 1: an entry per event)")
     args = parser.parse_args(argv)
     peers = [] if args.peers is None else [p for p in PEERS if not args.peers or p[0].lower() in {n.lower() for n in args.peers}]
     if args.peers and len(peers) < len(args.peers):
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 url = args.redis_url or redis.enter_context(ysb_redis.local_redis())
             for rate in sorted(args.rates):
                 if source == "redis":
-                    result = ysb_redis.run_redis_ysb(ctx, url, rate, args.seconds, args.window, args.batch_interval)
+                    result = ysb_redis.run_redis_ysb(ctx, url, rate, args.seconds, args.window, args.batch_interval,
+                                                     args.events_per_entry)
                     result["engine"] = "Squall/Redis"
                 else:
                     result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)

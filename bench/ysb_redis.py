@@ -32,9 +32,9 @@ from squall.windows import WindowResult
 from squall.ysb import PARTITIONS, campaign_table, is_view, make_event, parse
 
 STREAM_KEY = "ysb:events"  # partition p's events are in f"{STREAM_KEY}:{p}"
-EVENT_FIELD = "event"  # each entry is {EVENT_FIELD: the event's JSON}
+EVENT_FIELD = "events"  # each entry is {EVENT_FIELD: its events' JSON lines, joined by newlines}
 CAMPAIGNS_KEY = "ysb:campaigns"  # hash: ad id -> campaign id
-WINDOW_KEY_PREFIX = "ysb:window:"  # hash per window start: campaign id -> views
+WINDOW_KEY_PREFIX = "ysb:window:"  # hash per window start (repr of the float: "ysb:window:1764727000.0"): campaign id -> views
 GENERATOR_TICK = 0.005  # seconds between the generator's pipelined batches
 MAX_PIPELINE = 5_000  # events per pipeline at most, when the generator has fallen behind
 START_TIMEOUT = 10.0
@@ -54,10 +54,12 @@ class GeneratorReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def _generate(url: str, rate: float, partitions: int, stop: Any, report: Any) -> None:
+def _generate(url: str, rate: float, partitions: int, stop: Any, report: Any, events_per_entry: int) -> None:
     """The generator process: event g happens at start + g / rate and is event g // partitions of
     partition g % partitions (as sources.rate deals them); every GENERATOR_TICK the events due so
-    far are XADDed in one pipeline (no transaction). Reports (events, seconds) when `stop` is set."""
+    far are XADDed in one pipeline (no transaction), each partition's in entries of at most
+    `events_per_entry` events (0: one entry per partition and tick, as a producer that batches
+    for GENERATOR_TICK does). Reports (events, seconds) when `stop` is set."""
     import redis
 
     client = redis.Redis.from_url(url)
@@ -68,9 +70,12 @@ def _generate(url: str, rate: float, partitions: int, stop: Any, report: Any) ->
         due = min(int((time.time() - start) * rate), written + MAX_PIPELINE)
         if due > written:
             pipe = client.pipeline(transaction=False)
-            for g in range(written, due):
-                p = g % partitions
-                pipe.xadd(keys[p], {EVENT_FIELD: make_event(p, g // partitions, start + g / rate)})
+            for p in range(partitions):
+                first = written + (p - written) % partitions  # the tick's first event of partition p
+                lines = [make_event(p, g // partitions, start + g / rate) for g in range(first, due, partitions)]
+                step = events_per_entry or len(lines) or 1
+                for k in range(0, len(lines), step):
+                    pipe.xadd(keys[p], {EVENT_FIELD: "\n".join(lines[k:k + step])})
             pipe.execute()
             written = due
         else:
@@ -83,12 +88,13 @@ class EventGenerator:
     """Runs _generate in a process of its own (the GIL of the driver must not limit the rate):
     start(), then stop() -> GeneratorReport."""
 
-    def __init__(self, url: str, rate: float, partitions: int = PARTITIONS) -> None:
+    def __init__(self, url: str, rate: float, partitions: int = PARTITIONS, events_per_entry: int = 0) -> None:
         context = multiprocessing.get_context("spawn")
         self.rate = rate
         self._stop = context.Event()
         self._receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_generate, args=(url, rate, partitions, self._stop, send), daemon=True)
+        self._process = context.Process(target=_generate, args=(url, rate, partitions, self._stop, send, events_per_entry),
+                                        daemon=True)
 
     def start(self) -> EventGenerator:
         self._process.start()
@@ -131,7 +137,7 @@ def read_campaigns(url: str) -> dict[str, str]:
 
 class WindowCountSink:
     """Writes each batch's window results (WindowResult(campaign, start, end, views)) to Redis,
-    exactly once, with a RedisSink: HINCRBY ysb:window:<start> <campaign> <views>. Records when
+    exactly once, with a RedisSink: HINCRBY ysb:window:<start, as repr()> <campaign> <views>. Records when
     each batch's windows landed (after Redis acknowledged them), so that a window's latency is
     its landing time minus its end."""
 
@@ -141,7 +147,7 @@ class WindowCountSink:
         self.windows = 0
 
     def __call__(self, batch: int, records: list[WindowResult]) -> None:
-        self.redis(batch, [(f"{WINDOW_KEY_PREFIX}{r.start:g}", r.key, int(r.value)) for r in records])
+        self.redis(batch, [(f"{WINDOW_KEY_PREFIX}{r.start!r}", r.key, int(r.value)) for r in records])
         landed = time.time()
         self.landed.extend((r, landed - r.end) for r in records)
         self.windows += len(records)
@@ -162,6 +168,7 @@ def ysb_redis_stream(ctx: Any, url: str, window: float, batch_interval: float, s
     table = ctx.broadcast(read_campaigns(url))
     return (
         ctx.stream(source, batch_interval=batch_interval)
+        .flat_map(str.splitlines)  # an entry holds a batch of events, one JSON line each
         .map(parse)
         .filter(is_view)
         .map(lambda event: (table.value[event.ad_id], event.event_time))
@@ -172,7 +179,8 @@ def ysb_redis_stream(ctx: Any, url: str, window: float, batch_interval: float, s
     )
 
 
-def run_redis_ysb(ctx: Any, url: str, rate: int, seconds: float, window: float, batch_interval: float) -> dict[str, Any]:
+def run_redis_ysb(ctx: Any, url: str, rate: int, seconds: float, window: float, batch_interval: float,
+                  events_per_entry: int = 0) -> dict[str, Any]:
     """One offered rate over Redis for `seconds` (keys of bench.ysb.run_squall_ysb's result):
     "achieved" is the rate the generator wrote events at (a Squall that falls behind it shows in
     the latencies), p50 and p99 are window latencies measured at landing in Redis."""
@@ -183,7 +191,7 @@ def run_redis_ysb(ctx: Any, url: str, rate: int, seconds: float, window: float, 
     load_campaigns(url)
     sink = WindowCountSink(url, name)
     stream = ysb_redis_stream(ctx, url, window, batch_interval, sink, name)
-    generator = EventGenerator(url, rate).start()
+    generator = EventGenerator(url, rate, events_per_entry=events_per_entry).start()
     time.sleep(seconds)  # the run's length, not a wait for a condition
     report = generator.stop()
     stopped_at = time.time()
