@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", nargs="*", metavar="ENGINE", default=None,
                         help=f"also run peer engines on the in-process generator: {', '.join(p[0] for p in PEERS)} "
                              "(all of them when none is named; those not installed are listed as skipped)")
+    parser.add_argument("--peer-rates", type=int, nargs="+", default=None,
+                        help="offered rates for the peers (default: --rates): engines that fall behind early need not "
+                             "spend a run on every rate Squall is offered")
     parser.add_argument("--source", choices=["rate", "redis"], nargs="+", default=["rate"],
                         help="rate: events made on the executors (default); redis: Redis Streams fed by a generator "
                              "process; both: one row each")
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if "redis" in args.source:
             redis_rates = ysb_redis.redis_benchmark(url)  # after the runs: Redis's own rates on this machine
     for engine, module, function in peers:  # after the cluster is gone: each engine has the machine to itself
-        for rate in sorted(args.rates):
+        for rate in sorted(args.peer_rates or args.rates):
             rows.append(run_peer(engine, module, function, rate, args.seconds, args.window, args.batch_interval))
     print(format_table(rows, args.batch_interval, settings))
     print()
