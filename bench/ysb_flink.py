@@ -16,34 +16,36 @@ shared by all four subtasks, the JVM and the Python workers):
   the event timestamp is the parsed event_time in whole milliseconds, watermarks monotonous
   per subtask (the generator's times only grow), emitted every `batch_interval`;
 - counts (Flink SQL, in the JVM): the views become a table with that row time and source
-  watermark; TUMBLE windows of `window` seconds, views and the latest "taken" per campaign per
-  window, emitted once, when the watermark passes the window's end;
-- sink: TableResult.collect() in the driver; a reader thread records when each window's rows
-  arrive (the collect sink is polled by Flink's client, up to every 100 ms when idle).
+  watermark; TUMBLE windows of `window` seconds count the views and the latest "taken" per
+  campaign per window, emitted once, when the watermark passes the window's end; a second TUMBLE
+  over those rows gathers each window's counts into one row (LISTAGG), so that the driver fetches
+  one row a window over the gateway, not 100;
+- sink: TableResult.collect() in the driver; a reader thread records when each window's row
+  arrives (Flink's client polls the collect sink, up to every 100 ms when it is idle).
 
-A window's latency is the wall-clock time its last row reached the driver minus its end. A
-window is final when rows of all CAMPAIGNS campaigns have arrived (at the rates measured every
-campaign has views in every window: a third of the events are views). The run lasts `seconds`
-from `start`; the windows that start WARMUP_SECONDS or more after it and end within the run are
-measured; then the job goes on (at the same rate) until they are final, for `drain_seconds` at
-most; a window not final by then counts with its latency until the stop. Achieved input rate:
-the event time spanned by the measured windows that were final, over the wall-clock time the
-generator took to make their events (from the last event of the window before them to the last
-of theirs): the offered rate while the job keeps up, less once it falls behind.
+A window's latency is the wall-clock time its row reached the driver minus its end; its row
+holds its final counts. The run lasts `seconds` from `start`; the windows that start
+WARMUP_SECONDS or more after it and end within the run are measured; then the job goes on (at
+the same rate) until they are final, for `drain_seconds` at most; a window not final by then
+counts with its latency until the stop. Achieved input rate: the event time spanned by the
+measured windows that were final, over the wall-clock time the generator took to make their
+events (from the last view made of the window before them to the last of theirs): the offered
+rate while the job keeps up, less once it falls behind.
 
-Flink options for low latency: execution.buffer-timeout BUFFER_TIMEOUT_MS (network buffers are
+Flink options for low latency: execution.buffer-timeout.interval BUFFER_TIMEOUT_MS (network buffers are
 sent at most that late, default 100 ms), python.fn-execution.bundle.time = `batch_interval`
-(a Python bundle's results return to the JVM at least that often, default 1 s) and
-python.fn-execution.bundle.size BUNDLE_SIZE, the watermark interval = `batch_interval` (default
-200 ms). No checkpoints. Python functions run in process mode (a Python worker process per
-subtask, able to use both cores; thread mode would share one interpreter's GIL).
+(a Python bundle's results return to the JVM at least that often, default 1 s),
+python.fn-execution.bundle.size = a generator subtask's events of one `batch_interval` (see
+bundle_size) and the watermark interval = `batch_interval` (default 200 ms). No checkpoints.
+Python functions run in process mode (a Python worker process per subtask, able to use both
+cores; thread mode would share one interpreter's GIL).
 
 PyFlink is not in the `bench` extra: apache-flink 2.3 pins apache-beam <= 2.61, which pins
 cloudpickle 2.2, and Squall needs cloudpickle >= 3.0, so no pip resolution holds both. Install
 it into the benchmark's environment after Squall, then restore cloudpickle (PyFlink runs with
 it; pip reports Beam's pin as a conflict):
 
-    pip install -e '.[bench]' && pip install 'apache-flink==2.3.0' && pip install 'cloudpickle>=3.1'
+    pip install -e '.[dev]' && pip install 'apache-flink==2.3.0' && pip install 'cloudpickle>=3.1'
     python -m bench.ysb_flink --rates 1000 5000 20000 --seconds 30 --window 2 [--check]
 
 Every process of the run ends with it: the job is cancelled, then the JVM that PyFlink launched
@@ -61,7 +63,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import timezone
 from pathlib import Path
@@ -365,6 +367,9 @@ def _environments(rate: int, batch_interval: float) -> tuple[Any, Any]:
         "table.local-time-zone": "UTC",
     }.items():
         config.set_string(key, value)
+    # In a local mini-cluster PyFlink runs the Python workers as threads of this process
+    # ("loopback"), all under its one GIL; in process mode each subtask has a worker process.
+    os.environ["_python_worker_execution_mode"] = "process"
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(PARALLELISM)
     env.set_buffer_timeout(BUFFER_TIMEOUT_MS)
@@ -457,7 +462,7 @@ def _epoch_millis(value: Any) -> int:
     """A collected TIMESTAMP_LTZ (a datetime; naive ones are UTC, the job's local time zone) as epoch milliseconds."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return round(value.timestamp() * 1000)
+    return round(float(value.timestamp()) * 1000)
 
 
 def _achieved(rate: int, taken: dict[int, float], ends: list[int]) -> float:
@@ -519,13 +524,13 @@ def _check(sink: _WindowSink, rate: int, start: float, window: float) -> tuple[b
     return got == {k: n for k, n in expected.items() if k[1] in set(finals)}, len(finals)
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
+def format_table(results: Sequence[Mapping[str, Any]]) -> str:
     """A text table: one line per run, or its skipped note."""
     header = f"{'offered/s':>10} {'achieved/s':>10} {'p50 s':>7} {'p99 s':>7} {'windows':>7} {'unfin.':>6} {'start-up s':>10}"
     return "\n".join([header, *map(_table_line, results)])
 
 
-def _table_line(r: dict[str, Any]) -> str:
+def _table_line(r: Mapping[str, Any]) -> str:
     if r.get("skipped"):
         return f"{r['offered']:>10} skipped: {r['skipped']}"
     return (
