@@ -262,7 +262,7 @@ def views(made: tuple[str, float]) -> Iterator[tuple[str, float, float]]:
     line, taken = made
     event = parse(line)
     if is_view(event):
-        yield _CAMPAIGNS[event["ad_id"]], event["event_time"], taken
+        yield _CAMPAIGNS[event.ad_id], event.event_time, taken
 
 
 _CAMPAIGNS = campaign_table()
