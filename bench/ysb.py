@@ -129,7 +129,11 @@ def run_peer(engine: str, module: str, function: str, rate: int, seconds: float,
         run = getattr(importlib.import_module(module), function)
     except ImportError as exc:
         return {"engine": engine, "offered": rate, "skipped": f"not installed ({exc})"}
-    result = dict(run(rate, seconds=seconds, window=window, batch_interval=batch_interval))
+    try:
+        result = dict(run(rate, seconds=seconds, window=window, batch_interval=batch_interval))
+    except Exception as exc:  # noqa: BLE001 - one engine's failure is a row of the table, not the end of the run
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return {"engine": engine, "offered": rate, "skipped": f"failed: {type(exc).__name__}: {first_line[:160]}"}
     result["engine"] = engine
     return result
 
@@ -186,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_squall_ysb(ctx, rate, args.seconds, args.window, args.batch_interval, args.check)
                     result["engine"] = "Squall"
                 rows.append(result)
+                print(format_row(result, args.batch_interval), flush=True)  # as it comes: a long run shows progress
         if "redis" in args.source:
             redis_rates = ysb_redis.redis_benchmark(url)  # after the runs: Redis's own rates on this machine
     for engine, module, function in peers:  # after the cluster is gone: each engine has the machine to itself
         for rate in sorted(args.peer_rates or args.rates):
             rows.append(run_peer(engine, module, function, rate, args.seconds, args.window, args.batch_interval))
+            print(format_row(rows[-1], args.batch_interval), flush=True)
+    print("\nAll engines:")
     print(format_table(rows, args.batch_interval, settings))
     print()
     for engine in dict.fromkeys(r["engine"] for r in rows):
@@ -207,25 +214,28 @@ def format_table(rows: list[dict[str, Any]], batch_interval: float, settings: Se
     """Every engine's rows in one table, with a legend."""
     lines = [f"{'engine':<13} {'offered/s':>10} {'input/s':>11} {'output/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'windows':>8} "
              f"{'overhead':>8}  notes (Squall: group size over time, seconds:size)"]
-    for r in rows:
-        if r.get("skipped"):
-            lines.append(f"{r['engine']:<13} {r['offered']:>10,} skipped: {r['skipped']}")
-            continue
-        notes = group_size_trace(r.get("group_sizes", []), batch_interval) if "group_sizes" in r else ""
-        if "correct" in r:
-            notes += f"  correct: {r['correct']}"
-        for key, label in (("unfinished", "windows unfinished"), ("late", "events dropped as late")):
-            if r.get(key):
-                notes += f"  {r[key]:,} {label}"
-        overhead = f"{r['overhead']:.1%}" if r.get("overhead") is not None else "-"
-        output = f"{r['output_per_second']:,.0f}" if "output_per_second" in r else "-"
-        lines.append(f"{r['engine']:<13} {r['offered']:>10,} {r['achieved']:>11,.0f} {output:>9} {r['p50'] * 1000:>8.1f} "
-                     f"{r['p99'] * 1000:>8.1f} {r['windows']:>8} {overhead:>8}  {notes.strip()}")
+    lines += [format_row(r, batch_interval) for r in rows]
     lines.append(f"overhead: median share of each group's span spent on coordination at its boundary, after the first 20% "
                  f"of groups (auto group size keeps it within {settings.group_overhead_lower:.0%}-"
                  f"{settings.group_overhead_upper:.0%}, or at size 1 below it). Squall/Redis: events from Redis Streams "
                  "written by a generator process, counts landed in Redis; peers: the in-process generator.")
     return "\n".join(lines)
+
+
+def format_row(r: dict[str, Any], batch_interval: float) -> str:
+    """One run's line of the table, or its skipped note."""
+    if r.get("skipped"):
+        return f"{r['engine']:<13} {r['offered']:>10,} skipped: {r['skipped']}"
+    notes = group_size_trace(r.get("group_sizes", []), batch_interval) if "group_sizes" in r else ""
+    if "correct" in r:
+        notes += f"  correct: {r['correct']}"
+    for key, label in (("unfinished", "windows unfinished"), ("late", "events dropped as late")):
+        if r.get(key):
+            notes += f"  {r[key]:,} {label}"
+    overhead = f"{r['overhead']:.1%}" if r.get("overhead") is not None else "-"
+    output = f"{r['output_per_second']:,.0f}" if "output_per_second" in r else "-"
+    return (f"{r['engine']:<13} {r['offered']:>10,} {r['achieved']:>11,.0f} {output:>9} {r['p50'] * 1000:>8.1f} "
+            f"{r['p99'] * 1000:>8.1f} {r['windows']:>8} {overhead:>8}  {notes.strip()}")
 
 
 if __name__ == "__main__":
