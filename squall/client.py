@@ -166,10 +166,17 @@ class Client:
         """The first Ping: a scheduler's Pong, or an error that says what is at the address instead
         (nothing, a service holding other keys, or a Squall service that is not the scheduler)."""
         nonce = next(self._nonce)
-        self._send(Ping(nonce=nonce))
         deadline = time.monotonic() + timeout
         control = self._boxes[CONTROL]
+        sent = False
         while True:
+            if not sent:
+                # Without blocking: a connection whose handshake never completes (a plaintext
+                # scheduler, keys it refuses) takes no message, and a blocking send would wait
+                # forever, past the timeout and the probe that tells why.
+                self._check_open()
+                with self._socket():
+                    sent = transport.try_send(self._sock, Ping(nonce=nonce))
             while control:
                 msg, _ = control.popleft()
                 if isinstance(msg, Pong) and msg.nonce == nonce:
@@ -185,8 +192,11 @@ class Client:
                 raise ConnectionError(f"cannot connect to {self.address}: {probe.refused}")
             if time.monotonic() >= deadline:
                 raise ConnectionError(probe.silence("scheduler", timeout))
-            with self._socket():
-                self._pump(keep_alive=False)
+            if sent:
+                with self._socket():
+                    self._pump(keep_alive=False)
+            else:
+                time.sleep(0.005)  # the connection is not up yet: try the Ping again shortly (until the deadline)
 
     # --- control requests -----------------------------------------------------------------------
 
