@@ -167,7 +167,9 @@ def test_an_executor_whose_loop_is_stuck_while_its_heartbeat_thread_beats_is_rep
             time.sleep(3)  # releases the GIL: the heartbeat thread beats on while the loop waits here
         return x
 
-    settings = fast_settings(hung_timeout=0.5, log_format="json")
+    # inline_task_max 50 ms: on a loaded machine a warm-up task can take over the default 2 ms,
+    # and the stuck task would then run on a lane, leaving the loop free (nothing to report).
+    settings = fast_settings(hung_timeout=0.5, log_format="json", inline_task_max=0.05)
     with LocalCluster(executors=1, settings=settings) as cluster, cluster.connect() as ctx:
         # Quick latency tasks: the executor learns to run this stage inline, on its loop thread
         # (batch tasks never run inline).
