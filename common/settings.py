@@ -30,6 +30,7 @@ _POSITIVE_DURATIONS = (
     "batch_slice",
     "heartbeat_interval",
     "hung_timeout",
+    "join_timeout",
     "connect_timeout",
     "scheduler_silence_timeout",
     "result_wait",
@@ -153,9 +154,13 @@ class Settings:
     # Executors also beat every interval from a thread that needs the GIL: when its beats (or,
     # as they tell, its loop) stay silent past hung_timeout while its process answers, an executor
     # is reported hung (a warning log, and `hung` in the cluster status), its work left running.
+    # Until the scheduler's connection to a newly registered executor is up, its own heartbeats
+    # decide, and silence is death after join_timeout: a machine starting tens of executors at
+    # once is slow to finish their handshakes and to run their heartbeat threads.
     heartbeat_interval: float = 0.1
     heartbeat_misses: int = 4
     hung_timeout: float = 10.0
+    join_timeout: float = 5.0
     # Fault tolerance. Checkpoints (keyed state, and the map outputs that feed it) go to this
     # directory, shared by every executor (a shared volume on Kubernetes); empty: a "squall-
     # checkpoints" directory in the system's temporary directory. Keyed state is checkpointed at

@@ -5,7 +5,10 @@ numpy call), which stops the executor's Python threads, heartbeat thread include
 process is alive and working. So death is decided by the scheduler's watch connection to the
 executor (watch.py): ZeroMQ's own heartbeats on it are answered by libzmq's I/O thread, without
 the GIL, and it drops when the process dies, stops (SIGSTOP) or is cut off. Until that
-connection is up (just after registration), missing application heartbeats still mean death.
+connection is up (just after registration), missing application heartbeats still mean death,
+after `join_timeout` rather than the death timeout: a machine starting many executors at once
+is slow to finish their handshakes and to run their heartbeat threads, and an executor declared
+dead then only registers again, over and over, while its first work waits.
 
 Once it is up, silence only makes the executor *hung* after `hung_timeout`: its heartbeats have
 stopped, or they say that its loop has not gone round since (stuck while the heartbeat thread
@@ -99,8 +102,9 @@ class ExecutorRecord:
 
 
 class Membership:
-    def __init__(self, death_timeout: float, hung_timeout: float = float("inf")) -> None:
+    def __init__(self, death_timeout: float, hung_timeout: float = float("inf"), join_timeout: float = 0.0) -> None:
         self.death_timeout = death_timeout
+        self.join_timeout = max(death_timeout, join_timeout)  # the silence that is death before the watch connection is up
         self.hung_timeout = hung_timeout
         self.executors: dict[str, ExecutorRecord] = {}
         self.version = 0  # moves on at every add and remove: who watches membership compares it
@@ -169,11 +173,11 @@ class Membership:
 
     def expired(self, now: float) -> list[tuple[str, float]]:
         """(executor_id, seconds silent) of executors without a watch connection yet, silent
-        past the death timeout."""
+        past the join timeout."""
         return [
             (r.executor_id, now - r.last_seen)
             for r in self.executors.values()
-            if not r.connected and now - r.last_seen > self.death_timeout
+            if not r.connected and now - r.last_seen > self.join_timeout
         ]
 
     def newly_hung(self, now: float) -> list[tuple[ExecutorRecord, float]]:

@@ -119,7 +119,7 @@ class SchedulerState:
     def __init__(self, settings: Settings, incarnation: str = "", clock_offset: float = 0.0) -> None:
         self.settings = settings
         self.incarnation = incarnation  # new at each start of the service: drivers notice a restart by it
-        self.members = Membership(settings.death_timeout, settings.hung_timeout)
+        self.members = Membership(settings.death_timeout, settings.hung_timeout, join_timeout=settings.join_timeout)
         self.code: dict[str, bytes] = {}  # every piece of code drivers have sent, by code key
         self.plans = PlanCache(settings.plan_cache_nodes, settings.max_message_bytes)  # plan nodes drivers sent (plan deltas)
         self.runs: dict[str, SubmittedRun] = {}

@@ -75,7 +75,9 @@ def logs(instructions, event: str | None = None) -> list[Log]:
 
 
 def state(*eids: str) -> SchedulerState:
-    s = checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1", reduce_placement="spread"))
+    # Executors here never get a watch connection: silence past join_timeout is their death.
+    s = checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, join_timeout=0.3, shuffle_meta_address="tcp://meta:1",
+                         reduce_placement="spread"))
     for eid in eids:
         receive(s, RegisterExecutor(executor_id=eid, incarnation=f"{eid}-1", data_address=f"tcp://{eid}:1", slots=1), 0.0, peer=eid.encode())
     return s

@@ -28,6 +28,18 @@ def test_before_its_watch_connection_is_up_heartbeat_silence_is_death() -> None:
     assert m.expired(0.5) == [("e1", 0.5)]
 
 
+def test_before_its_watch_connection_is_up_a_joining_executor_has_the_join_timeout_to_beat() -> None:
+    m = Membership(death_timeout=0.4, hung_timeout=2.0, join_timeout=5.0)
+    m.add(b"e1", registration("e1"), now=0.0)
+    assert m.expired(2.0) == []  # slow to beat while many executors start: not dead yet
+    assert m.expired(5.5) == [("e1", 5.5)]
+
+
+def test_the_scheduler_gives_joining_executors_the_join_timeout_setting() -> None:
+    assert checked(Settings(join_timeout=7.0)).members.join_timeout == 7.0
+    assert checked(Settings(join_timeout=0.1)).members.join_timeout == 0.4  # never below the death timeout
+
+
 def test_once_its_watch_connection_is_up_silence_is_never_death_only_hung_once() -> None:
     m = members()
     record = m.add(b"e1", registration("e1"), now=0.0)

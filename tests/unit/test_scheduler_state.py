@@ -20,7 +20,8 @@ CODE = {"fn": b"pickled fn", "add": b"pickled add"}
 
 
 def state() -> SchedulerState:
-    return checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, shuffle_meta_address="tcp://meta:1"))
+    # Executors here never get a watch connection: silence past join_timeout is their death.
+    return checked(Settings(heartbeat_interval=0.1, heartbeat_misses=3, join_timeout=0.3, shuffle_meta_address="tcp://meta:1"))
 
 
 def register(s: SchedulerState, eid: str, slots: int = 4, now: float = 0.0, peer: bytes | None = None, incarnation: int = 1) -> list:
@@ -100,7 +101,7 @@ def test_heartbeat_from_unknown_executor_asks_to_reregister():
 
 
 def test_tick_after_death_timeout_removes_the_executor():
-    s = state()  # death timeout 0.3 s
+    s = state()  # join timeout 0.3 s
     register(s, "e1", now=0.0)
     register(s, "e2", now=0.0)
     receive(s, protocol.Heartbeat(executor_id="e2", incarnation="e2-1"), 0.4, peer=b"e2")
