@@ -26,6 +26,7 @@ run goes on.
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import heapq
 import itertools
@@ -122,6 +123,7 @@ class RunFigures:
     executors_traffic: Traffic = field(default_factory=Traffic)  # all executors, in + out
     simulated_seconds: float = 0.0  # submit of the run to its last result
     by_message: Counter[str] = field(default_factory=Counter)  # scheduler handle() seconds by what it handled
+    calls: Counter[str] = field(default_factory=Counter)  # scheduler handle() calls by what it handled
     wall_seconds: float = 0.0  # how long simulating it took here
 
 
@@ -188,7 +190,7 @@ class _Driver:
 
     def _settle(self, i: int, records: list[Any], now: float) -> None:
         if self.results[i] is None:  # the first whole result counts, as in DriverRun
-            self.results[i] = [value for _, value in sorted(records)]
+            self.results[i] = sorted(records)
             self.last_result_at = now
 
     @property
@@ -224,9 +226,11 @@ class Simulation:
         self._link_free: dict[str, float] = {}  # sender -> when its link has sent what is queued
         self._arrives: dict[tuple[str, str], float] = {}  # (sender, receiver) -> last arrival: in order
         self._busy = {SCHEDULER: 0.0, SHUFFLE_META: 0.0}
+        self._watched: set[tuple[str, int]] = set()  # watch connections up (ExecutorConnected given)
         self._code = CodeCache({})
         self._outputs: dict[tuple[str, int, tuple[bytes, ...]], TaskOutput] = {}
         self.figures: RunFigures | None = None
+        self.profiler: cProfile.Profile | None = None  # around the scheduler's handle() calls, when set
         self._sched_seconds = 0.0
         self._start()
 
@@ -289,15 +293,22 @@ class Simulation:
             self._at(start, lambda: self._scheduler_event(make))
             return
         event = make(start)
+        profiler = self.profiler
+        if profiler is not None:
+            profiler.enable()
         began = time.perf_counter()
         instructions = self.scheduler.handle(event)
         spent = time.perf_counter() - began
+        if profiler is not None:
+            profiler.disable()
         self._busy[SCHEDULER] = self.now + spent
         figures = self.figures
         if figures is not None:
             figures.scheduler_seconds += spent
             figures.scheduler_calls += 1
-            figures.by_message[type(getattr(event, "msg", event)).__name__] += spent
+            kind = type(getattr(event, "msg", event)).__name__
+            figures.by_message[kind] += spent
+            figures.calls[kind] += 1
         self._sched_seconds += spent
         saved, self.now = self.now, self.now + spent  # what it sends leaves once handled
         for ins in instructions:
@@ -311,6 +322,9 @@ class Simulation:
                 self._send(SCHEDULER, SHUFFLE_META, ins.msg, (), self._to_meta(SCHEDULER.encode()))
             elif type(ins) is WatchExecutors:
                 for executor_id, (_, joined) in ins.executors.items():
+                    if (executor_id, joined) in self._watched:
+                        continue  # its watch connection is up already: the server keeps it
+                    self._watched.add((executor_id, joined))
                     self._at(self.now + self.network.latency, lambda e=executor_id, j=joined: self._scheduler_event(
                         lambda now: ExecutorConnected(executor_id=e, joined=j, now=now)))
             elif type(ins) is Log:
@@ -431,10 +445,11 @@ class Simulation:
         self._at(TICK_SECONDS, self._scheduler_tick)
         self._run_until(lambda: len(self.scheduler.members.executors) == len(self.executors) and all(e.active for e in self.executors))
 
-    def run(self, mode: str, batches: int, measure: bool = True) -> RunFigures:
-        """Submit `batches` micro-batches in `mode` (MODES) and run until the driver has every
-        result and the run's end; figures cover the submission to the last result."""
-        submit = self.driver.submission(batches, MODES[mode])
+    def run(self, mode: str | dict[str, Any], batches: int, measure: bool = True) -> RunFigures:
+        """Submit `batches` micro-batches in `mode` (a name of MODES, or SubmitJobs' preschedule
+        and group_size) and run until the driver has every result and the run's end; figures
+        cover the submission to the last result. Each result: the batch's records, sorted."""
+        submit = self.driver.submission(batches, MODES[mode] if isinstance(mode, str) else mode)
         figures = RunFigures(batches=batches, results=[])
         self.figures = figures if measure else None
         started_wall = time.perf_counter()
@@ -452,8 +467,27 @@ class Simulation:
         figures.wall_seconds = time.perf_counter() - started_wall
         return figures
 
-    def expected(self) -> list[int]:
-        return list(expected_result(TWO_STAGE, self.shape.maps, self.shape.reducers, NUMBERS_PER_MAP))  # type: ignore[arg-type]
+    def place_group(self, batches: int) -> float:
+        """Seconds of the scheduler's handle() on a SubmitJobs of one Drizzle group of `batches`
+        micro-batches: planning them and placing every task, a LaunchGroup for each executor.
+        Nothing is run: the simulation is of no further use after this."""
+        submit = self.driver.submission(batches, dict(preschedule=True, group_size=batches))
+        frames = protocol.encode(submit)
+        msg, _ = protocol.decode(frames, self.settings.max_message_bytes)
+        gc.collect()
+        gc.disable()
+        try:
+            began = time.perf_counter()
+            self.scheduler.handle(Received(msg=msg, peer=DRIVER.encode(), now=self.now))
+            return time.perf_counter() - began
+        finally:
+            gc.enable()
+
+    def expected(self) -> list[tuple[int, int]]:
+        """Every micro-batch's result, computed in plain Python: (key, sum) pairs in key order."""
+        sums = expected_result(TWO_STAGE, self.shape.maps, self.shape.reducers, NUMBERS_PER_MAP)
+        assert isinstance(sums, list)
+        return list(enumerate(sums))
 
 
 def _check_log(where: str, log: Log) -> None:
