@@ -34,7 +34,7 @@ from bench import machine
 from bench.scale_sim import MODES, NETWORKS, Network, RunFigures, Shape, Simulation
 
 DEFAULT_EXECUTORS = [4, 16, 64, 128, 512, 1000]
-DEFAULT_BUDGET = 1_000_000  # pushes simulated per run
+DEFAULT_BUDGET = 250_000  # pushes simulated per run
 GROUP_BUDGET_FACTOR = 4  # a whole Drizzle group may take this many budgets
 PLACEMENT_GROUP = 100
 

@@ -68,6 +68,9 @@ from squall.result_assembly import ResultAssembly
 SCHEDULER, SHUFFLE_META, DRIVER = "scheduler", "shuffle_meta", "driver"
 DRIVER_RESULTS = "tcp://127.0.0.1:9"  # where executors send results straight to the driver
 EXECUTOR_TICK = 0.05  # the executor server's tick
+# Executors start this far apart: a thousand registering in the same instant would each be
+# answered after all before it, past the death timeout for the last (real clusters come up over seconds).
+START_APART = 0.002
 NUMBERS_PER_MAP = 8  # each map task's input: tiny, its run time is modelled
 
 MODES: dict[str, dict[str, Any]] = {
@@ -439,8 +442,8 @@ class Simulation:
     # --- start-up and runs ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        for executor in self.executors:
-            self._executor_event(executor, lambda now: Started(now=now, stimulus_id="started"))
+        for executor in self.executors:  # started a moment apart, as a cluster's executors come up
+            self._at(START_APART * int(executor.id[1:]), lambda e=executor: self._executor_event(e, lambda now: Started(now=now)))
             self._at(EXECUTOR_TICK * (int(executor.id[1:]) % 50) / 50, lambda e=executor: self._executor_tick(e))
         self._at(TICK_SECONDS, self._scheduler_tick)
         self._run_until(lambda: len(self.scheduler.members.executors) == len(self.executors) and all(e.active for e in self.executors))
