@@ -31,12 +31,15 @@ from dataclasses import dataclass
 from squall.common.settings import Settings
 
 from bench import machine
-from bench.scale_sim import MODES, NETWORKS, Network, RunFigures, Shape, Simulation
+from bench.scale_sim import MODES, NETWORKS, GroupCosts, Network, RunFigures, Shape, Simulation
 
 DEFAULT_EXECUTORS = [4, 16, 64, 128, 512, 1000]
 DEFAULT_BUDGET = 250_000  # pushes simulated per run
 GROUP_BUDGET_FACTOR = 4  # a whole Drizzle group may take this many budgets
 PLACEMENT_GROUP = 100
+# Above this many executors one micro-batch is millions of simulated pushes (minutes here): the
+# default measures there what the scheduler does for a group, not whole runs.
+DEFAULT_SIMULATE_UP_TO = 512
 
 
 @dataclass
@@ -61,27 +64,29 @@ def batches_for(mode: str, shape: Shape, wanted: int, budget: int, reduce_placem
 
 
 def run_size(executors: int, modes: list[str], args: argparse.Namespace, network: Network,
-             profiler: cProfile.Profile | None) -> tuple[list[Row], float]:
+             profiler: cProfile.Profile | None) -> tuple[list[Row], GroupCosts]:
     shape = Shape(executors, slots=args.slots, map_seconds=args.map_ms / 1000, reduce_seconds=args.reduce_ms / 1000)
     settings = Settings().replace(reduce_placement=args.reduce_placement)
-    sim = Simulation(shape, network, settings)
-    warmup = min(args.warmup, batches_for("pre", shape, args.warmup, args.budget // 10))
-    if warmup:
-        sim.run("pre", warmup, measure=False)  # stages and code shipped, caches warm
     rows = []
-    for mode in modes:
-        batches = batches_for(mode, shape, args.batches, args.budget, args.reduce_placement)
-        sim.profiler = profiler
-        figures = sim.run(mode, batches)
-        sim.profiler = None
-        expected = sim.expected()
-        wrong = [i for i, result in enumerate(figures.results) if result != expected]
-        if wrong:
-            raise AssertionError(f"{mode} at {executors} executors: batch {wrong[0]} gave {figures.results[wrong[0]]!r}, expected {expected!r}")
-        rows.append(Row(mode, executors, figures))
-        print(format_row(rows[-1]), flush=True)
-    placement = Simulation(shape, network, settings).place_group(PLACEMENT_GROUP)
-    return rows, placement
+    if executors <= args.simulate_up_to:
+        sim = Simulation(shape, network, settings)
+        warmup = min(args.warmup, batches_for("pre", shape, args.warmup, args.budget // 10))
+        if warmup:
+            sim.run("pre", warmup, measure=False)  # stages and code shipped, caches warm
+        for mode in modes:
+            batches = batches_for(mode, shape, args.batches, args.budget, args.reduce_placement)
+            sim.profiler = profiler
+            figures = sim.run(mode, batches)
+            sim.profiler = None
+            expected = sim.expected()
+            wrong = [i for i, result in enumerate(figures.results) if result != expected]
+            if wrong:
+                raise AssertionError(f"{mode} at {executors} executors: batch {wrong[0]} gave {figures.results[wrong[0]]!r}, expected {expected!r}")
+            rows.append(Row(mode, executors, figures))
+            print(format_row(rows[-1]), flush=True)
+    placing = Simulation(shape, network, settings)
+    placing.profiler = profiler
+    return rows, placing.group_costs(PLACEMENT_GROUP)
 
 
 TIME_DRIVEN = ("Heartbeat", "Tick", "ExecutorConnected")  # what the scheduler handles however many batches run
@@ -119,27 +124,22 @@ def growth(rows: list[Row], modes: list[str]) -> list[str]:
     return lines
 
 
-def group_costs(rows: list[Row], placements: dict[int, float], span: float) -> list[str]:
-    """What a group of 100 micro-batches costs the scheduler at each N, over a span of `span`
-    seconds: placing it (measured), the executors' GroupDone reports, heartbeats and ticks in the
-    span (each at its cost per message measured in the N's Drizzle runs)."""
+def group_table(costs: dict[int, GroupCosts], span: float) -> list[str]:
+    """What one group of 100 micro-batches costs the scheduler at each N over a span of `span`
+    seconds: placing it, its GroupDone reports, and the heartbeats and ticks of the span."""
     from squall.services.scheduler.server import TICK_SECONDS
 
-    beats_per_executor = span / Settings().heartbeat_interval
-    lines = [f"\nscheduler CPU for one group of {PLACEMENT_GROUP} micro-batches spanning {span:g} s (100 ms batches):",
-             f"{'N':>5} {'placing':>9} {'GroupDone':>10} {'heartbeats':>11} {'ticks':>8} {'total':>8}  (seconds of CPU)"]
-    for n, placing in placements.items():
-        drizzle = [r for r in rows if r.executors == n and r.mode.startswith("drizzle")] or [r for r in rows if r.executors == n]
-        calls = {k: v for r in drizzle for k, v in r.figures.calls.items()}
-        spent = {k: v for r in drizzle for k, v in r.figures.by_message.items()}
-
-        def each(kind: str, calls: dict[str, int] = calls, spent: dict[str, float] = spent) -> float:
-            return spent.get(kind, 0.0) / calls[kind] if calls.get(kind) else float("nan")
-
-        done = n * each("GroupDone")
-        beats = n * beats_per_executor * each("Heartbeat")
-        ticks = span / TICK_SECONDS * each("Tick")
-        lines.append(f"{n:>5} {placing:>9.3f} {done:>10.3f} {beats:>11.3f} {ticks:>8.3f} {placing + done + beats + ticks:>8.3f}")
+    beats = span / Settings().heartbeat_interval
+    lines = [f"\nscheduler CPU for one group of {PLACEMENT_GROUP} micro-batches over {span:g} s (100 ms batches), seconds:",
+             f"{'N':>5} {'placing':>9} {'GroupDone':>10} {'heartbeats':>11} {'ticks':>8} {'total':>8} {'per batch ms':>13} {'x smallest':>11}"]
+    base = None
+    for n, c in costs.items():
+        heartbeats, ticks = n * beats * c.heartbeat, span / TICK_SECONDS * c.tick
+        per_batch = (c.placing + c.group_done) / PLACEMENT_GROUP
+        base = base or per_batch
+        lines.append(f"{n:>5} {c.placing:>9.3f} {c.group_done:>10.3f} {heartbeats:>11.3f} {ticks:>8.3f} "
+                     f"{c.placing + c.group_done + heartbeats + ticks:>8.3f} {per_batch * 1000:>13.3f} {per_batch / base:>10.1f}x")
+    lines.append("per batch: placing and GroupDone over the group's batches (heartbeats and ticks come with time, not batches)")
     return lines
 
 
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=2, help="task slots each executor registers (default 2)")
     parser.add_argument("--map-ms", type=float, default=0.25, help="simulated time of a map task (default 0.25)")
     parser.add_argument("--reduce-ms", type=float, default=0.1, help="simulated time of a reduce task (default 0.1)")
+    parser.add_argument("--simulate-up-to", type=int, default=DEFAULT_SIMULATE_UP_TO, metavar="N",
+                        help=f"simulate runs whole up to N executors; above, only the scheduler's cost of a group (default {DEFAULT_SIMULATE_UP_TO})")
     parser.add_argument("--reduce-placement", choices=["auto", "spread", "per_batch"], default="auto",
                         help="where pre-scheduled reducers go (Settings.reduce_placement; default auto)")
     parser.add_argument("--plot", metavar="FILE", help="draw time per micro-batch against executors (the plot extra)")
@@ -197,14 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     print(UNITS)
     started = time.perf_counter()
     rows: list[Row] = []
-    placements: dict[int, float] = {}
+    costs: dict[int, GroupCosts] = {}
     profiles: dict[int, cProfile.Profile] = {}
     for n in sorted(set(args.executors)):
         profiler = profiles.setdefault(n, cProfile.Profile()) if n in args.profile else None
-        size_rows, placements[n] = run_size(n, args.modes, args, network, profiler)
+        size_rows, costs[n] = run_size(n, args.modes, args, network, profiler)
         rows += size_rows
     print("\n".join(growth(rows, args.modes)))
-    print("\n".join(group_costs(rows, placements, span=PLACEMENT_GROUP * 0.1)))
+    print("\n".join(group_table(costs, span=PLACEMENT_GROUP * 0.1)))
     print("\nsched CPU: CPU time (time.process_time) inside SchedulerState.handle on this machine (it also delays the simulated clock); msgs and KB: "
           "in + out.\nsim ms: simulated time from the run's submission to its last result, divided by its micro-batches.")
     for n, profiler in profiles.items():

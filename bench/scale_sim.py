@@ -40,10 +40,12 @@ import msgspec
 from squall.common import protocol
 from squall.common.core import Event, Log, Received, Send, Tick, ToShuffleMeta
 from squall.common.protocol import (
+    GroupDone,
     Heartbeat,
     JobDone,
     JobFailed,
     JobSpec,
+    LaunchGroup,
     Message,
     ResultPartition,
     RunDone,
@@ -132,6 +134,17 @@ class RunFigures:
     by_message: Counter[str] = field(default_factory=Counter)  # scheduler handle() seconds by what it handled
     calls: Counter[str] = field(default_factory=Counter)  # scheduler handle() calls by what it handled
     wall_seconds: float = 0.0  # how long simulating it took here
+
+
+@dataclass
+class GroupCosts:
+    """Seconds of the scheduler's CPU: placing one group, all its GroupDone reports, and one
+    tick and one heartbeat at this cluster size."""
+
+    placing: float = 0.0
+    group_done: float = 0.0
+    tick: float = 0.0
+    heartbeat: float = 0.0
 
 
 class _PlanningContext(Context):
@@ -474,21 +487,54 @@ class Simulation:
         figures.wall_seconds = time.perf_counter() - started_wall
         return figures
 
-    def place_group(self, batches: int) -> float:
-        """Seconds of the scheduler's handle() on a SubmitJobs of one Drizzle group of `batches`
-        micro-batches: planning them and placing every task, a LaunchGroup for each executor.
-        Nothing is run: the simulation is of no further use after this."""
+    def group_costs(self, batches: int) -> GroupCosts:
+        """The scheduler's CPU for one Drizzle group of `batches` micro-batches, its data plane
+        not simulated (at a thousand executors one micro-batch is two million pushes): placing it
+        (the SubmitJobs that plans the batches and sends each executor its LaunchGroup), then
+        each executor's GroupDone, standing in for the executors' own: the result partitions its
+        launch had it send to the driver. Then ticks and heartbeats, per call. The simulation is
+        of no further use after this."""
         submit = self.driver.submission(batches, dict(preschedule=True, group_size=batches))
-        frames = protocol.encode(submit)
-        msg, _ = protocol.decode(frames, self.settings.max_message_bytes)
+        msg, _ = protocol.decode(protocol.encode(submit), self.settings.max_message_bytes)
+        costs = GroupCosts()
         gc.collect()
         gc.disable()
         try:
-            began = cpu()
-            self.scheduler.handle(Received(msg=msg, peer=DRIVER.encode(), now=self.now))
-            return cpu() - began
+            launched, costs.placing = self._timed(Received(msg=msg, peer=DRIVER.encode(), now=self.now))
+            reports = []
+            for ins in launched:
+                if type(ins) is Send and type(ins.msg) is LaunchGroup:
+                    results: dict[str, list[int]] = {}
+                    for task in ins.msg.tasks:
+                        if task.result_to:
+                            results.setdefault(task.job_id, []).append(task.partition)
+                    executor = self.by_peer[ins.peer]
+                    reports.append((executor, GroupDone(group_id=ins.msg.group_id, executor_id=executor.id, tasks=len(ins.msg.tasks),
+                                                       busy=0.0, results=results)))
+            for executor, report in reports:
+                costs.group_done += self._timed(Received(msg=report, peer=executor.peer, now=self.now))[1]
+            if self.scheduler.runs:
+                raise AssertionError("the group's reports did not end its run")
+            ticks = 50
+            for i in range(ticks):
+                costs.tick += self._timed(Tick(now=self.now + i * TICK_SECONDS))[1] / ticks
+            for executor in self.executors:
+                beat = Heartbeat(executor_id=executor.id, incarnation=executor.core.registration.msg.incarnation)
+                costs.heartbeat += self._timed(Received(msg=beat, peer=executor.peer + b"-beat", now=self.now))[1] / len(self.executors)
         finally:
             gc.enable()
+        return costs
+
+    def _timed(self, event: Event) -> tuple[list[Any], float]:
+        profiler = self.profiler
+        if profiler is not None:
+            profiler.enable()
+        began = cpu()
+        instructions = self.scheduler.handle(event)
+        spent = cpu() - began
+        if profiler is not None:
+            profiler.disable()
+        return instructions, spent
 
     def expected(self) -> list[tuple[int, int]]:
         """Every micro-batch's result, computed in plain Python: (key, sum) pairs in key order."""
@@ -502,4 +548,4 @@ def _check_log(where: str, log: Log) -> None:
         raise AssertionError(f"{where} logged {log.level} {log.event}: {log.fields}")
 
 
-__all__ = ["MODES", "NETWORKS", "Network", "RunFigures", "Shape", "Simulation"]
+__all__ = ["GroupCosts", "MODES", "NETWORKS", "Network", "RunFigures", "Shape", "Simulation"]

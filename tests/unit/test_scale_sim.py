@@ -46,3 +46,10 @@ def test_the_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "command: python -m bench.scale --executors 4" in out
     assert "drizzle10       4      10" in out and "bsp             4      10" in out
+
+
+def test_a_groups_scheduler_costs_are_measured_without_its_data_plane() -> None:
+    sim = Simulation(Shape(16))
+    costs = sim.group_costs(20)
+    assert costs.placing > 0 and costs.group_done > 0 and costs.tick > 0 and costs.heartbeat > 0
+    assert not sim.scheduler.runs  # every executor's report ended the group, and with it the run
