@@ -8,15 +8,20 @@ done, reducers pull), pre (pre-scheduled reducers, group size 1), drizzle10 and 
 handle() per micro-batch, the messages and bytes through the scheduler and each executor, and the
 simulated time per micro-batch (submit to last result, divided by the batches).
 
-Every map pushes to every other executor: the shuffle is N x 2N messages per micro-batch, which
-this machine simulates at about 40,000 a second. So runs are bounded by --budget (pushes
-simulated per run): at large N a run has fewer micro-batches than --batches (the table says how
-many), a Drizzle group stays whole while it fits in 4x the budget, and below that it is as large
-as the run. The "group placement" line times what the scheduler does to place one group of 100
-micro-batches (the SubmitJobs that plans them and sends every executor its share) at each N.
+Every map pushes to every other executor (unless a Drizzle group has at least N batches: its
+reducers are then placed per batch, Settings.reduce_placement "auto"): N x 2N messages per
+micro-batch, which this machine simulates at some 30,000 a second. So runs are bounded by
+--budget (pushes simulated per run): at large N a run has fewer micro-batches than --batches (the
+table says how many), a Drizzle group stays whole while it fits in 4x the budget, and below that
+it is as large as the run. Above --simulate-up-to executors (default 512) no run is simulated.
+At every N, the group table measures the scheduler's side of one whole group of 100 micro-batches
+without its data plane: placing it (the SubmitJobs that plans the batches and sends each executor
+its LaunchGroup) and every executor's GroupDone report, plus the heartbeats and ticks of the 10 s
+such a group spans at 100 ms batches.
 
     python -m bench.scale [--executors 4 16 64 128 512 1000] [--modes bsp pre drizzle10 drizzle100]
-                          [--batches 100] [--latency-us 50] [--bandwidth-gbps 10] [--plot FILE] [--profile N]
+                          [--batches 100] [--budget 250000] [--simulate-up-to 512] [--latency-us 50]
+                          [--bandwidth-gbps 10] [--plot FILE] [--profile N]
 """
 
 from __future__ import annotations
