@@ -27,6 +27,7 @@ run goes on.
 from __future__ import annotations
 
 import cProfile
+import functools
 import gc
 import heapq
 import itertools
@@ -345,8 +346,8 @@ class Simulation:
                     if (executor_id, joined) in self._watched:
                         continue  # its watch connection is up already: the server keeps it
                     self._watched.add((executor_id, joined))
-                    self._at(self.now + self.network.latency, lambda e=executor_id, j=joined: self._scheduler_event(
-                        lambda now: ExecutorConnected(executor_id=e, joined=j, now=now)))
+                    connected = functools.partial(ExecutorConnected, executor_id=executor_id, joined=joined)
+                    self._at(self.now + self.network.latency, functools.partial(self._scheduler_event, lambda now, c=connected: c(now=now)))
             elif type(ins) is Log:
                 _check_log(SCHEDULER, ins)
             elif type(ins) is not ProbeDrivers:
@@ -432,7 +433,8 @@ class Simulation:
         for run in runs:  # short latency tasks run on the executor's loop: it is busy meanwhile
             outcome = self._task_output(run)
             clock += self.shape.map_seconds if run.task.stage_id == 0 else self.shape.reduce_seconds
-            self._at(clock, lambda t=run.task, o=outcome: self._executor_event(executor, lambda now: TaskCompleted(task=t, outcome=o, now=now)))
+            completed = functools.partial(TaskCompleted, task=run.task, outcome=outcome)
+            self._at(clock, functools.partial(self._executor_event, executor, lambda now, c=completed: c(now=now)))
         executor.busy_until = clock
         self.now = saved
 
@@ -460,8 +462,8 @@ class Simulation:
 
     def _start(self) -> None:
         for executor in self.executors:  # started a moment apart, as a cluster's executors come up
-            self._at(START_APART * int(executor.id[1:]), lambda e=executor: self._executor_event(e, lambda now: Started(now=now)))
-            self._at(EXECUTOR_TICK * (int(executor.id[1:]) % 50) / 50, lambda e=executor: self._executor_tick(e))
+            self._at(START_APART * int(executor.id[1:]), functools.partial(self._executor_event, executor, lambda now: Started(now=now)))
+            self._at(EXECUTOR_TICK * (int(executor.id[1:]) % 50) / 50, functools.partial(self._executor_tick, executor))
         self._at(TICK_SECONDS, self._scheduler_tick)
         self._run_until(lambda: len(self.scheduler.members.executors) == len(self.executors) and all(e.active for e in self.executors))
 
