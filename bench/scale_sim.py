@@ -32,7 +32,7 @@ import gc
 import heapq
 import itertools
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +132,7 @@ class RunFigures:
     scheduler_out: Traffic = field(default_factory=Traffic)
     executors_traffic: Traffic = field(default_factory=Traffic)  # all executors, in + out
     simulated_seconds: float = 0.0  # submit of the run to its last result
-    by_message: Counter[str] = field(default_factory=Counter)  # scheduler handle() seconds by what it handled
+    by_message: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # scheduler handle() seconds by what it handled
     calls: Counter[str] = field(default_factory=Counter)  # scheduler handle() calls by what it handled
     wall_seconds: float = 0.0  # how long simulating it took here
 
@@ -347,7 +347,7 @@ class Simulation:
                         continue  # its watch connection is up already: the server keeps it
                     self._watched.add((executor_id, joined))
                     connected = functools.partial(ExecutorConnected, executor_id=executor_id, joined=joined)
-                    self._at(self.now + self.network.latency, functools.partial(self._scheduler_event, lambda now, c=connected: c(now=now)))
+                    self._at(self.now + self.network.latency, functools.partial(self._scheduler_event, _event_at(connected)))
             elif type(ins) is Log:
                 _check_log(SCHEDULER, ins)
             elif type(ins) is not ProbeDrivers:
@@ -434,7 +434,7 @@ class Simulation:
             outcome = self._task_output(run)
             clock += self.shape.map_seconds if run.task.stage_id == 0 else self.shape.reduce_seconds
             completed = functools.partial(TaskCompleted, task=run.task, outcome=outcome)
-            self._at(clock, functools.partial(self._executor_event, executor, lambda now, c=completed: c(now=now)))
+            self._at(clock, functools.partial(self._executor_event, executor, _event_at(completed)))
         executor.busy_until = clock
         self.now = saved
 
@@ -543,6 +543,11 @@ class Simulation:
         sums = expected_result(TWO_STAGE, self.shape.maps, self.shape.reducers, NUMBERS_PER_MAP)
         assert isinstance(sums, list)
         return list(enumerate(sums))
+
+
+def _event_at(factory: Callable[..., Event]) -> Callable[[float], Event]:
+    """An event of `factory` made at the time its service gets to it."""
+    return lambda now: factory(now=now)
 
 
 def _check_log(where: str, log: Log) -> None:
