@@ -162,7 +162,7 @@ def plot(rows: list[Row], modes: list[str], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("executors")
     ax.set_ylabel("simulated time per micro-batch (ms)")
-    ax.set_title("Squall's cores by simulation: two-stage micro-batches, 2 maps + 1 reducer per executor")
+    ax.set_title("Two-stage micro-batches, 2 maps + 1 reducer per executor (simulated)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
