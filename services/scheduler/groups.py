@@ -80,7 +80,13 @@ class PlannedJob:
 
     @property
     def results_remaining(self) -> int:
-        return self.plan.result_stage.spec.partitions - len(self.sent.union(self.results))
+        # Counted without building the union: each executor's group report asks this of every
+        # job it sent results of, so at n executors a set of up to n partitions per job per report
+        # made a group's reports cost n x n x jobs.
+        remaining = self.plan.result_stage.spec.partitions - len(self.sent)
+        if self.results:
+            remaining -= sum(1 for partition in self.results if partition not in self.sent)
+        return remaining
 
     @property
     def over(self) -> bool:

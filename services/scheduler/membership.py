@@ -108,13 +108,19 @@ class Membership:
         self.hung_timeout = hung_timeout
         self.executors: dict[str, ExecutorRecord] = {}
         self.version = 0  # moves on at every add and remove: who watches membership compares it
+        self._live: list[ExecutorRecord] = []  # live() as of _live_key (version, executors)
+        self._live_key = (-1, 0)
 
     def get(self, executor_id: str) -> ExecutorRecord | None:
         return self.executors.get(executor_id)
 
     def live(self) -> list[ExecutorRecord]:
         """Live executors in a stable order (by id)."""
-        return [self.executors[k] for k in sorted(self.executors)]
+        # Sorted once per membership change, not at each call (every tick makes one).
+        key = (self.version, len(self.executors))
+        if key != self._live_key:
+            self._live, self._live_key = [self.executors[k] for k in sorted(self.executors)], key
+        return list(self._live)
 
     def placeable(self) -> list[ExecutorRecord]:
         """Live executors that take new work (not leaving), by id."""
@@ -183,7 +189,11 @@ class Membership:
     def newly_hung(self, now: float) -> list[tuple[ExecutorRecord, float]]:
         """(record, seconds silent) of executors whose process answers but whose heartbeats or
         loop have been silent past the hung timeout, not reported yet (the caller sets `hung`)."""
-        return [(r, r.silent_for(now)) for r in self.live() if r.connected and not r.hung and self.is_hung(r, now)]
+        # One comparison per executor (is_hung's, inlined: hung_timeout is not negative): every
+        # tick asks this of every executor, and at a thousand the calls were most of a tick.
+        hung_timeout = self.hung_timeout
+        return [(r, r.silent_for(now)) for r in self.live()
+                if r.connected and not r.hung and now - min(r.last_seen, r.loop_seen) > hung_timeout]
 
     def remove(self, executor_id: str) -> ExecutorRecord | None:
         self.version += 1
