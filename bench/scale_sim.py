@@ -271,8 +271,10 @@ class Simulation:
 
     # --- the network ----------------------------------------------------------------------------
 
-    def _send(self, sender: str, receiver: str, msg: Message, payloads: tuple[object, ...] | list[object], deliver: Callable[[Message, list[object]], None]) -> None:
-        frames = protocol.encode(msg, payloads)
+    def _send(self, sender: str, receiver: str, msg: Message, payloads: tuple[object, ...] | list[object], deliver: Callable[[Message, list[object]], None],
+              frames: list[object] | None = None) -> None:
+        """Deliver `msg` as the server would send it: its frames when the core encoded it already."""
+        frames = frames if frames is not None else protocol.encode(msg, payloads)
         size = protocol.frames_size(frames)
         self._count(sender, receiver, size)
         leaves = max(self.now, self._link_free.get(sender, 0.0)) + size / self.network.bandwidth
@@ -336,7 +338,7 @@ class Simulation:
             if type(ins) is Send:
                 executor = self.by_peer.get(ins.peer)
                 if executor is not None:
-                    self._send(SCHEDULER, executor.id, ins.msg, ins.payloads, self._from_scheduler(executor))
+                    self._send(SCHEDULER, executor.id, ins.msg, ins.payloads, self._from_scheduler(executor), ins.frames)
                 else:
                     self._send(SCHEDULER, DRIVER, ins.msg, ins.payloads, self.driver_receive)
             elif type(ins) is ToShuffleMeta:

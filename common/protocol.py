@@ -325,7 +325,7 @@ class Heartbeat(Message, frozen=True):
     batch_done: dict[str, int] = {}
 
 
-class TaskDescriptor(Struct, frozen=True):
+class TaskDescriptor(Struct, frozen=True, omit_defaults=True):  # most fields keep their default: not sent
     job_id: Id
     stage_id: Index
     partition: Index
@@ -335,6 +335,9 @@ class TaskDescriptor(Struct, frozen=True):
     # and for a task that writes a shuffle, the block address of each reduce partition's executor.
     batch: Index = 0
     push_to: list[str] = []
+    # On the wire inside a LaunchGroup: push_to is left empty and this indexes the launch's
+    # `push_lists` instead (-1: push_to as it is). See LaunchGroup.compacted().
+    push_list: int = -1
     # Wall-clock time (time.time()) before which a source task must not start (0: at once).
     not_before: float = 0.0
     # Fault tolerance. A stateful task with `checkpoint_state` snapshots its partition's state
@@ -398,6 +401,35 @@ class LaunchGroup(Message, frozen=True):
     forget_code: list[str] = []
     barrier: bool = False
     restores: list[StateRestore] = []
+    # The distinct push_to lists of the tasks, each once: every map task of a stage in a batch
+    # pushes to the same reducers, so listing them per task made a launch's size grow with
+    # map tasks x reducers (at 128 executors, 800 KB of addresses a micro-batch).
+    push_lists: list[list[str]] = []
+
+    def compacted(self) -> LaunchGroup:
+        """This launch as sent: each task's push_to moved, once per distinct list, to push_lists."""
+        index: dict[tuple[str, ...], int] = {}
+        # The scheduler shares one list among a stage's tasks: look each list object up once
+        # (hashing a thousand addresses per task would cost what this saves).
+        seen: dict[int, tuple[list[str], int]] = {}  # id(list) -> (the list, kept alive; its index)
+        tasks = []
+        for task in self.tasks:
+            if not task.push_to:
+                tasks.append(task)
+                continue
+            known = seen.get(id(task.push_to))
+            if known is None:
+                known = seen[id(task.push_to)] = (task.push_to, index.setdefault(tuple(task.push_to), len(index)))
+            tasks.append(msgspec.structs.replace(task, push_to=[], push_list=known[1]))
+        return msgspec.structs.replace(self, tasks=tasks, push_lists=[list(k) for k in index])
+
+    def expanded(self) -> LaunchGroup:
+        """This launch as received, with each task's push_to back in place (the lists shared)."""
+        if not self.push_lists:
+            return self
+        lists = self.push_lists
+        tasks = [msgspec.structs.replace(t, push_to=lists[t.push_list], push_list=-1) if t.push_list >= 0 else t for t in self.tasks]
+        return msgspec.structs.replace(self, tasks=tasks, push_lists=[])
 
 
 class GroupDone(Message, frozen=True):

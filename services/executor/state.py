@@ -239,8 +239,8 @@ class ExecutorState:
 
     def _launch_group(self, event: FromScheduler) -> list[Instruction]:
         """Drizzle: partitions taken over start from their checkpoint, which the server loads first."""
-        msg = event.msg
-        assert isinstance(msg, LaunchGroup)
+        assert isinstance(event.msg, LaunchGroup)
+        msg = event.msg.expanded()  # push targets travel once per distinct list
         return [LoadStates(msg)] if msg.restores else self.flow.launch_group(msg, {})
 
     def _forget_states(self, event: FromScheduler) -> list[Instruction]:

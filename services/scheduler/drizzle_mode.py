@@ -148,7 +148,7 @@ class DrizzleMode:
             mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
             launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=shipment.stages, code=shipment.code, barrier=run.barrier,
                                  restores=mine, forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)
-            frames = encode(launch)  # encoded once: measured here, sent as is
+            frames = encode(launch.compacted())  # encoded once: measured here, sent as is
             group.launch_bytes += frames_size(frames)
             group.code_bytes += sum(len(b) for b in shipment.code.values())
             instructions.append(Send(record.peer, launch, frames=frames))

@@ -307,3 +307,18 @@ def test_a_reducer_failing_at_launch_does_not_let_a_map_jump_ahead_of_a_runnable
     actions = launch(ex, m0, r1, r0)
     assert [m.partition for m in to_scheduler(actions, protocol.TaskFailed)] == [1]
     assert runs(actions) == [r0]  # the local order sees the whole launch: reducers first
+
+
+def test_a_launch_as_sent_lists_each_push_target_list_once_and_the_executor_pushes_as_before() -> None:
+    stages = {MAP_SPEC.key(): MAP_SPEC, REDUCE_SPEC.key(): REDUCE_SPEC}
+    maps = [mapper(p, job_id=f"j{b}", batch=b) for b in range(50) for p in range(2)]
+    full = protocol.LaunchGroup(group_id=1, tasks=[*maps, reducer()], stages=stages, code=CODE)
+    sent = protocol.decode(protocol.encode(full.compacted()), 1 << 30)[0]
+    assert isinstance(sent, protocol.LaunchGroup)
+    assert sent.push_lists == [PUSH_TO] and all(t.push_to == [] for t in sent.tasks)
+    assert b"".join(protocol.encode(sent)).count(B.encode()) == 1  # not once per map task
+    assert sent.expanded().tasks == full.tasks
+    ex = executor()
+    ex.launch_group(sent)
+    actions = ex.task_done(maps[0], map_out(b"b0", b"b1", b"b2", b"b3"), 1.0)
+    assert sorted(a.address for a in actions if isinstance(a, ToPeer)) == [A, B]
