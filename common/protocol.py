@@ -401,35 +401,69 @@ class LaunchGroup(Message, frozen=True):
     forget_code: list[str] = []
     barrier: bool = False
     restores: list[StateRestore] = []
-    # The distinct push_to lists of the tasks, each once: every map task of a stage in a batch
-    # pushes to the same reducers, so listing them per task made a launch's size grow with
-    # map tasks x reducers (at 128 executors, 800 KB of addresses a micro-batch).
-    push_lists: list[list[str]] = []
+    # The distinct push_to lists of the tasks, each once, as indices into `addresses` (each
+    # address once): every map task of a stage in a batch pushes to the same reducers, and with
+    # reducers placed per batch all of a batch's are one address, so listing them per task made
+    # a launch grow with map tasks x reducers (at 128 executors, 800 KB a micro-batch).
+    addresses: list[str] = []
+    push_lists: list[list[int]] = []
 
-    def compacted(self) -> LaunchGroup:
-        """This launch as sent: each task's push_to moved, once per distinct list, to push_lists."""
-        index: dict[tuple[str, ...], int] = {}
-        # The scheduler shares one list among a stage's tasks: look each list object up once
-        # (hashing a thousand addresses per task would cost what this saves).
-        seen: dict[int, tuple[list[str], int]] = {}  # id(list) -> (the list, kept alive; its index)
+    def compacted(self, shared: PushListCodes | None = None) -> LaunchGroup:
+        """This launch as sent: each task's push_to moved, once per distinct list, to push_lists.
+        Launches of one group can share `shared`, so that each list is coded once per group."""
+        codes = shared if shared is not None else PushListCodes()
+        local: dict[int, int] = {}  # code list's id -> its index in this launch's push_lists
+        push_lists: list[list[int]] = []
         tasks = []
         for task in self.tasks:
             if not task.push_to:
                 tasks.append(task)
                 continue
-            known = seen.get(id(task.push_to))
-            if known is None:
-                known = seen[id(task.push_to)] = (task.push_to, index.setdefault(tuple(task.push_to), len(index)))
-            tasks.append(msgspec.structs.replace(task, push_to=[], push_list=known[1]))
-        return msgspec.structs.replace(self, tasks=tasks, push_lists=[list(k) for k in index])
+            coded = codes.code(task.push_to)
+            at = local.get(id(coded))
+            if at is None:
+                at = local[id(coded)] = len(push_lists)
+                push_lists.append(coded)
+            tasks.append(msgspec.structs.replace(task, push_to=[], push_list=at))
+        return msgspec.structs.replace(self, tasks=tasks, addresses=codes.addresses if push_lists else [], push_lists=push_lists)
 
     def expanded(self) -> LaunchGroup:
         """This launch as received, with each task's push_to back in place (the lists shared)."""
         if not self.push_lists:
             return self
-        lists = self.push_lists
+        lists = [[self.addresses[i] for i in indices] for indices in self.push_lists]
         tasks = [msgspec.structs.replace(t, push_to=lists[t.push_list], push_list=-1) if t.push_list >= 0 else t for t in self.tasks]
-        return msgspec.structs.replace(self, tasks=tasks, push_lists=[])
+        return msgspec.structs.replace(self, tasks=tasks, addresses=[], push_lists=[])
+
+
+class PushListCodes:
+    """Push-target lists coded as indices into one address table, each list object once: the
+    scheduler shares one list among a stage's tasks, and the same lists recur in every executor's
+    launch of a group (hashing a thousand addresses per task would cost what coding saves)."""
+
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+        self._address_index: dict[str, int] = {}
+        self._by_id: dict[int, tuple[list[str], list[int]]] = {}  # id(list) -> (the list, kept alive; its code)
+        self._by_content: dict[tuple[str, ...], list[int]] = {}
+
+    def code(self, push_to: list[str]) -> list[int]:
+        known = self._by_id.get(id(push_to))
+        if known is None:
+            key = tuple(push_to)  # equal lists (a stage's, batch after batch) share one code
+            coded = self._by_content.get(key)
+            if coded is None:
+                index = self._address_index
+                coded = []
+                for address in push_to:
+                    at = index.get(address)
+                    if at is None:
+                        at = index[address] = len(self.addresses)
+                        self.addresses.append(address)
+                    coded.append(at)
+                self._by_content[key] = coded
+            known = self._by_id[id(push_to)] = (push_to, coded)
+        return known[1]
 
 
 class GroupDone(Message, frozen=True):

@@ -27,6 +27,7 @@ from squall.common.protocol import (
     GroupDone,
     JobFailed,
     LaunchGroup,
+    PushListCodes,
     ResultPartition,
     StateRestore,
     TaskFailed,
@@ -142,13 +143,14 @@ class DrizzleMode:
             self.launched(run.run_id, [(job.batch, job.not_before) for job in jobs], now)
         instructions: list[Instruction] = []
         specs = {key: s.spec for job in jobs for key, s in zip(job.stage_keys, job.plan.stages, strict=True)}
+        push_codes = PushListCodes()  # each push-target list coded once for all the group's launches
         for executor_id, tasks in shares.items():
             record = self.members.executors[executor_id]
             shipment = self._ship(record.shipped, {t.stage_key for t in tasks}, specs)
             mine = [StateRestore(r.state_id, r.partition, r.up_to, r.first_batch) for r in restores if r.owner == executor_id]
             launch = LaunchGroup(group_id=group.group_id, tasks=tasks, stages=shipment.stages, code=shipment.code, barrier=run.barrier,
                                  restores=mine, forget_stages=shipment.forget_stages, forget_code=shipment.forget_code)
-            frames = encode(launch.compacted())  # encoded once: measured here, sent as is
+            frames = encode(launch.compacted(push_codes))  # encoded once: measured here, sent as is
             group.launch_bytes += frames_size(frames)
             group.code_bytes += sum(len(b) for b in shipment.code.values())
             instructions.append(Send(record.peer, launch, frames=frames))

@@ -315,7 +315,7 @@ def test_a_launch_as_sent_lists_each_push_target_list_once_and_the_executor_push
     full = protocol.LaunchGroup(group_id=1, tasks=[*maps, reducer()], stages=stages, code=CODE)
     sent = protocol.decode(protocol.encode(full.compacted()), 1 << 30)[0]
     assert isinstance(sent, protocol.LaunchGroup)
-    assert sent.push_lists == [PUSH_TO] and all(t.push_to == [] for t in sent.tasks)
+    assert sent.addresses == [ME, A, B] and sent.push_lists == [[0, 1, 2, 1]] and all(t.push_to == [] for t in sent.tasks)
     assert b"".join(protocol.encode(sent)).count(B.encode()) == 1  # not once per map task
     assert sent.expanded().tasks == full.tasks
     ex = executor()
