@@ -48,7 +48,7 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "large")
 DRIVER_JOB = K8S / "examples" / "driver-job.yaml"
 KUBERNETES_VERSION = "1.32.0"  # the kubectl client here is 1.32; manifests must validate against it
-EXPECTED_EXECUTORS = {"dev": 2, "large": 16}
+EXPECTED_EXECUTORS = {"dev": 2, "large": 64}
 SECRET_NAME = "squall-keys"
 KEY_NAMES = ("SQUALL_CURVE_PUBLIC_KEY", "SQUALL_CURVE_SECRET_KEY")
 
