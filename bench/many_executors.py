@@ -111,8 +111,10 @@ def oversubscribed_settings(executors: int, base: Settings | None = None) -> Set
     return settings
 
 
-def run(executors: int = 32, batches: int = 40, stream_batches: int = 40, settings: Settings | None = None) -> Report:
-    """Start the cluster, run both jobs, check them, and measure (see the module's doc)."""
+def run(executors: int = 32, batches: int = 40, stream_batches: int = 40, settings: Settings | None = None,
+        modes: list[tuple[str, dict[str, Any]]] = MODES) -> Report:
+    """Start the cluster, run both jobs (the micro-benchmark in `modes`), check them, and measure
+    (see the module's doc)."""
     report = Report(executors)
     settings = oversubscribed_settings(executors, settings)
     report.death_timeout = settings.death_timeout
@@ -125,9 +127,9 @@ def run(executors: int = 32, batches: int = 40, stream_batches: int = 40, settin
 
         tasks, reducers, numbers = 2 * executors, executors, 1000  # two map tasks and one reducer per executor
         expected = expected_result(TWO_STAGE, tasks, reducers, numbers)
-        for name, mode in MODES:
+        for name, mode in modes:
             datasets = [batch_dataset(ctx, TWO_STAGE, tasks, reducers, numbers) for _ in range(batches)]
-            ctx.run_jobs(datasets[:5], **mode)  # warm-up: connections, code caches
+            ctx.run_jobs(datasets[: min(5, batches)], **mode)  # warm-up: connections, code caches
             begun = time.monotonic()
             for index, records in enumerate(ctx.run_jobs(datasets, **mode)):
                 if batch_result(TWO_STAGE, records) != expected:
