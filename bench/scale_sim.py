@@ -316,14 +316,7 @@ class Simulation:
             self._at(start, lambda: self._scheduler_event(make))
             return
         event = make(start)
-        profiler = self.profiler
-        if profiler is not None:
-            profiler.enable()
-        began = cpu()
-        instructions = self.scheduler.handle(event)
-        spent = cpu() - began
-        if profiler is not None:
-            profiler.disable()
+        instructions, spent = self._timed(event)
         self._busy[SCHEDULER] = self.now + spent
         figures = self.figures
         if figures is not None:
